@@ -1,0 +1,585 @@
+//! The TOML configuration: an embedded default (`config/xdpboot.toml`), an optional file read
+//! on top of it, and validation that names the file, line and key of every error.
+//!
+//! Defaults live in one place, the embedded file: every key a user file leaves out takes its
+//! value from there, and a test proves the embedded file is complete and valid.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::dhcp::UrlPorts;
+use crate::dhcp::classify::{BootProtocol, ClientArch};
+use crate::dhcp::policy::{self, Action, Match, Policy, Rule, UrlTemplate};
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../config/xdpboot.toml");
+/// How the embedded default is named in error messages.
+const DEFAULT_NAME: &str = "<embedded default>";
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub interfaces: Vec<String>,
+    pub backend: Backend,
+    pub tftp: Tftp,
+    pub http: Http,
+    pub policy: Policy,
+}
+
+/// How boot requests reach the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Sockets on UDP 67 and 4011.
+    Udp,
+    /// The XDP program steers boot requests to the daemon; port 67 stays free.
+    Xdp,
+    /// XDP where it can attach, UDP elsewhere.
+    Auto,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Udp => "udp",
+            Backend::Xdp => "xdp",
+            Backend::Auto => "auto",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tftp {
+    pub root: PathBuf,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http {
+    pub root: PathBuf,
+    pub port: u16,
+    pub https_port: u16,
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse("", DEFAULT_NAME)
+    }
+
+    /// Reads and validates `path` on top of the embedded default.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates `text` (named `file` in errors) on top of the embedded default.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let resolver = Resolver {
+            user: Source::new(text, file),
+            default: Source::new(DEFAULT_TOML, DEFAULT_NAME),
+        };
+        let user = resolver.user.deserialize()?;
+        let default = resolver.default.deserialize()?;
+        resolver.resolve(user, default)
+    }
+
+    pub fn url_ports(&self) -> UrlPorts {
+        UrlPorts {
+            http: self.http.port,
+            https: self.http.https_port,
+        }
+    }
+
+    /// The TFTP loaders the policy refers to, with the rule naming each.
+    pub fn tftp_loaders(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.policy.rules.iter().filter_map(|r| match &r.action {
+            Action::Tftp(file) => Some((r.name.as_str(), file.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// A configuration error: where, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<FileServer>,
+    tftp: Option<FileTftp>,
+    http: Option<FileHttp>,
+    policy: Option<Vec<Spanned<FileRule>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    interfaces: Option<Vec<Spanned<String>>>,
+    backend: Option<Backend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTftp {
+    root: Option<Spanned<PathBuf>>,
+    port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    root: Option<Spanned<PathBuf>>,
+    port: Option<Spanned<u16>>,
+    https_port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    name: Spanned<String>,
+    arch: Option<Vec<Spanned<String>>>,
+    firmware: Option<Spanned<String>>,
+    ipxe: Option<bool>,
+    mac: Option<Vec<Spanned<String>>>,
+    uuid: Option<Vec<Spanned<String>>>,
+    tftp: Option<Spanned<String>>,
+    http: Option<Spanned<String>>,
+    silent: Option<Spanned<bool>>,
+}
+
+/// A config text and the name to report it under.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    text: &'a str,
+    name: &'a str,
+}
+
+impl<'a> Source<'a> {
+    fn new(text: &'a str, name: &'a str) -> Source<'a> {
+        Source { text, name }
+    }
+
+    fn deserialize(&self) -> Result<FileConfig, ConfigError> {
+        toml::from_str(self.text).map_err(|e| ConfigError {
+            file: self.name.to_owned(),
+            line: e.span().map(|s| self.line_of(&s)),
+            key: String::new(),
+            message: e.message().trim().to_owned(),
+        })
+    }
+
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.name.to_owned(),
+            line: Some(self.line_of(&span)),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Picks each value from the user file or else the default, validating as it goes; errors
+/// point into whichever text the value came from.
+struct Resolver<'a> {
+    user: Source<'a>,
+    default: Source<'a>,
+}
+
+impl Resolver<'_> {
+    fn resolve(&self, user: FileConfig, default: FileConfig) -> Result<Config, ConfigError> {
+        let incomplete = |key: &str| ConfigError {
+            file: DEFAULT_NAME.to_owned(),
+            line: None,
+            key: key.to_owned(),
+            message: "missing from the embedded default".to_owned(),
+        };
+        let (us, ds) = (
+            user.server.unwrap_or_default(),
+            default.server.unwrap_or_default(),
+        );
+        let (ut, dt) = (
+            user.tftp.unwrap_or_default(),
+            default.tftp.unwrap_or_default(),
+        );
+        let (uh, dh) = (
+            user.http.unwrap_or_default(),
+            default.http.unwrap_or_default(),
+        );
+
+        let (src, interfaces) = self
+            .pick(us.interfaces, ds.interfaces)
+            .ok_or_else(|| incomplete("server.interfaces"))?;
+        let interfaces = interfaces
+            .into_iter()
+            .map(|name| validate_interface_name(src, name))
+            .collect::<Result<_, _>>()?;
+        let backend = us
+            .backend
+            .or(ds.backend)
+            .ok_or_else(|| incomplete("server.backend"))?;
+
+        let (src, root) = self
+            .pick(ut.root, dt.root)
+            .ok_or_else(|| incomplete("tftp.root"))?;
+        let tftp_root = validate_root(src, "tftp.root", root)?;
+        let (_, tftp_port) = self
+            .pick(ut.port, dt.port)
+            .ok_or_else(|| incomplete("tftp.port"))?;
+        let (src, root) = self
+            .pick(uh.root, dh.root)
+            .ok_or_else(|| incomplete("http.root"))?;
+        let http_root = validate_root(src, "http.root", root)?;
+        let (_, http_port) = self
+            .pick(uh.port, dh.port)
+            .ok_or_else(|| incomplete("http.port"))?;
+        let (_, https_port) = self
+            .pick(uh.https_port, dh.https_port)
+            .ok_or_else(|| incomplete("http.https_port"))?;
+
+        let (src, rules) = self
+            .pick(user.policy, default.policy)
+            .ok_or_else(|| incomplete("policy"))?;
+        let mut policy = Policy::default();
+        for (i, rule) in rules.into_iter().enumerate() {
+            let rule = validate_rule(src, i, rule)?;
+            if let Some(previous) = policy.rules.iter().find(|r| r.name == rule.name) {
+                return Err(ConfigError {
+                    file: src.name.to_owned(),
+                    line: None,
+                    key: format!("policy[{i}].name"),
+                    message: format!("duplicate rule name {:?}", previous.name),
+                });
+            }
+            policy.rules.push(rule);
+        }
+
+        Ok(Config {
+            interfaces,
+            backend,
+            tftp: Tftp {
+                root: tftp_root,
+                port: tftp_port.into_inner(),
+            },
+            http: Http {
+                root: http_root,
+                port: http_port.into_inner(),
+                https_port: https_port.into_inner(),
+            },
+            policy,
+        })
+    }
+
+    /// The user's value if set, else the default's, with the text it came from.
+    fn pick<T>(&self, user: Option<T>, default: Option<T>) -> Option<(Source<'_>, T)> {
+        match (user, default) {
+            (Some(v), _) => Some((self.user, v)),
+            (None, Some(v)) => Some((self.default, v)),
+            (None, None) => None,
+        }
+    }
+}
+
+fn validate_interface_name(src: Source<'_>, name: Spanned<String>) -> Result<String, ConfigError> {
+    let span = name.span();
+    let name = name.into_inner();
+    // IFNAMSIZ is 16 with the NUL; '/' and whitespace are refused by the kernel.
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+        return Err(src.error(
+            span,
+            "server.interfaces",
+            format!("{name:?} is not an interface name"),
+        ));
+    }
+    Ok(name)
+}
+
+fn validate_root(
+    src: Source<'_>,
+    key: &str,
+    root: Spanned<PathBuf>,
+) -> Result<PathBuf, ConfigError> {
+    let span = root.span();
+    let root = root.into_inner();
+    if !root.is_absolute() {
+        return Err(src.error(
+            span,
+            key,
+            format!("{} must be an absolute path", root.display()),
+        ));
+    }
+    Ok(root)
+}
+
+fn validate_rule(
+    src: Source<'_>,
+    index: usize,
+    rule: Spanned<FileRule>,
+) -> Result<Rule, ConfigError> {
+    let rule_span = rule.span();
+    let rule = rule.into_inner();
+    let key = |field: &str| format!("policy[{index}].{field}");
+    let name = rule.name.get_ref().trim().to_owned();
+    if name.is_empty() {
+        return Err(src.error(rule.name.span(), key("name"), "must not be empty"));
+    }
+
+    let mut matches = Match::default();
+    if let Some(arches) = rule.arch {
+        let mut list = Vec::new();
+        for arch in arches {
+            let parsed = ClientArch::from_name(arch.get_ref()).ok_or_else(|| {
+                src.error(
+                    arch.span(),
+                    key("arch"),
+                    format!(
+                        "unknown architecture {:?}; known: {}",
+                        arch.get_ref(),
+                        ClientArch::NAMES.join(", ")
+                    ),
+                )
+            })?;
+            list.push(parsed);
+        }
+        matches.arch = Some(list);
+    }
+    if let Some(firmware) = rule.firmware {
+        matches.protocol = Some(match firmware.get_ref().as_str() {
+            "pxe" => BootProtocol::Pxe,
+            "http" => BootProtocol::Http,
+            other => {
+                return Err(src.error(
+                    firmware.span(),
+                    key("firmware"),
+                    format!("{other:?} is neither \"pxe\" nor \"http\""),
+                ));
+            }
+        });
+    }
+    matches.ipxe = rule.ipxe;
+    if let Some(macs) = rule.mac {
+        let mut list = Vec::new();
+        for mac in macs {
+            list.push(policy::parse_mac(mac.get_ref()).ok_or_else(|| {
+                src.error(
+                    mac.span(),
+                    key("mac"),
+                    format!(
+                        "{:?} is not a MAC address like 52:54:00:12:34:56",
+                        mac.get_ref()
+                    ),
+                )
+            })?);
+        }
+        matches.mac = Some(list);
+    }
+    if let Some(uuids) = rule.uuid {
+        let mut list = Vec::new();
+        for uuid in uuids {
+            list.push(policy::parse_uuid(uuid.get_ref()).ok_or_else(|| {
+                src.error(
+                    uuid.span(),
+                    key("uuid"),
+                    format!(
+                        "{:?} is not a UUID like 4c4c4544-0035-3010-8030-b4c04f4a4e31",
+                        uuid.get_ref()
+                    ),
+                )
+            })?);
+        }
+        matches.uuid = Some(list);
+    }
+
+    let silent = rule.silent.as_ref().is_some_and(|s| *s.get_ref());
+    let action = match (rule.tftp, rule.http, silent) {
+        (Some(file), None, false) => {
+            let span = file.span();
+            let file = file.into_inner();
+            validate_loader_name(&file).map_err(|why| src.error(span, key("tftp"), why))?;
+            Action::Tftp(file)
+        }
+        (None, Some(url), false) => {
+            let span = url.span();
+            Action::Http(
+                UrlTemplate::parse(url.get_ref())
+                    .map_err(|e| src.error(span, key("http"), e.to_string()))?,
+            )
+        }
+        (None, None, true) => Action::Silent,
+        _ => {
+            return Err(src.error(
+                rule_span,
+                format!("policy[{index}]"),
+                format!("rule {name:?} needs exactly one action: tftp = \"file\", http = \"url\" or silent = true"),
+            ));
+        }
+    };
+    Ok(Rule {
+        name,
+        matches,
+        action,
+    })
+}
+
+/// A loader name is a relative path inside the TFTP root: no `..`, no absolute path, no
+/// backslash or NUL (which some TFTP clients and servers treat as separators or terminators).
+pub fn validate_loader_name(file: &str) -> Result<(), String> {
+    if file.is_empty() {
+        return Err("loader name is empty".into());
+    }
+    if file.len() > policy::MAX_BOOT_FILE_LEN {
+        return Err(format!(
+            "loader name is longer than {} bytes",
+            policy::MAX_BOOT_FILE_LEN
+        ));
+    }
+    if file.starts_with('/')
+        || file.contains(['\\', '\0'])
+        || file.split('/').any(|c| c == ".." || c.is_empty())
+    {
+        return Err(format!(
+            "{file:?} must be a plain relative path inside the TFTP root"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_complete_and_valid() {
+        let config = Config::embedded().unwrap();
+        assert_eq!(config.backend, Backend::Auto);
+        assert!(config.interfaces.is_empty());
+        assert_eq!(config.policy.rules[0].name, "ipxe");
+        assert!(config.tftp_loaders().any(|(_, f)| f == "undionly.kpxe"));
+    }
+
+    #[test]
+    fn a_user_file_overrides_only_what_it_sets() {
+        let config = Config::parse("[http]\nport = 8080\n", "t.toml").unwrap();
+        assert_eq!(config.http.port, 8080);
+        assert_eq!(config.http.https_port, 443);
+        assert_eq!(config.policy, Config::embedded().unwrap().policy);
+    }
+
+    #[test]
+    fn a_user_policy_replaces_the_default_table() {
+        let config = Config::parse(
+            "[[policy]]\nname = \"only\"\narch = [\"bios\"]\ntftp = \"lpxelinux.0\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(config.policy.rules.len(), 1);
+        assert_eq!(
+            config.policy.rules[0].action,
+            Action::Tftp("lpxelinux.0".into())
+        );
+    }
+
+    fn error(text: &str) -> ConfigError {
+        Config::parse(text, "t.toml").unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let e = error(
+            "[server]\nbackend = \"udp\"\n\n[[policy]]\nname = \"x\"\narch = [\"bios\", \"sparc\"]\ntftp = \"a\"\n",
+        );
+        assert_eq!(e.line, Some(6));
+        assert_eq!(e.key, "policy[0].arch");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:6: policy[0].arch: unknown architecture \"sparc\""),
+            "{e}"
+        );
+
+        let e = error("[server]\nbakend = \"udp\"\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let e = error("[server]\nbackend = \"ebpf\"\n");
+        assert_eq!(e.line, Some(2), "{e}");
+
+        let e = error("[tftp]\nport = 70000\n");
+        assert_eq!(e.line, Some(2), "{e}");
+
+        let e = error("[[policy]]\nname = \"x\"\nhttp = \"http://{server}/{nope}\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "policy[0].http"), "{e}");
+
+        let e = error("[[policy]]\nname = \"x\"\nmac = [\"52:54:00:12:34\"]\nsilent = true\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "policy[0].mac"), "{e}");
+
+        let e = error("[[policy]]\nname = \"x\"\ntftp = \"../etc/passwd\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "policy[0].tftp"), "{e}");
+
+        let e = error("[[policy]]\nname = \"x\"\ntftp = \"a\"\nsilent = true\n");
+        assert_eq!(e.key, "policy[0]", "{e}");
+        assert!(e.message.contains("exactly one action"), "{e}");
+
+        let e = error("[tftp]\nroot = \"relative/dir\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "tftp.root"), "{e}");
+
+        let e = error("[server]\ninterfaces = [\"eth0\", \"this-name-is-far-too-long\"]\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(2), "server.interfaces"),
+            "{e}"
+        );
+
+        let e = error("[server\n");
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn loader_names_stay_inside_the_root() {
+        for bad in ["", "/abs", "a/../b", "..", "a\\b", "a\0b", "a//b", "dir/"] {
+            assert!(validate_loader_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["undionly.kpxe", "efi/ipxe.efi", "a.b.c"] {
+            assert!(validate_loader_name(good).is_ok(), "{good:?}");
+        }
+    }
+}

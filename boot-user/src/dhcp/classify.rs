@@ -1,0 +1,514 @@
+//! Who is asking: parse a DHCP request and describe the client that sent it.
+//!
+//! The bytes come straight off the wire, so they are checked here before dhcproto sees them:
+//! dhcproto neither checks the magic cookie nor reports a truncated option list (it stops at the
+//! first option it cannot decode), and a reply built from a half-parsed request would be wrong.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
+use dhcproto::{Decodable, Decoder};
+
+/// The fixed BOOTP header before the options field (RFC 2131 §2, figure 1).
+pub const BOOTP_HEADER_LEN: usize = 236;
+/// RFC 2131 §3: the first four octets of the options field.
+pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+/// The largest request we accept. A DHCP message in one unfragmented Ethernet frame cannot be
+/// longer (1500 − 20 IPv4 − 8 UDP); anything bigger is not from a boot ROM.
+pub const MAX_REQUEST_LEN: usize = 1472;
+/// Upper bound on options walked in one request. A 1472-byte message holds at most ~600
+/// two-byte options; real firmware sends fewer than 30. The bound keeps the walk O(1).
+pub const MAX_OPTIONS: usize = 255;
+
+/// Why a request was dropped before classification. Counted, never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Malformed {
+    #[error("shorter than a BOOTP header and magic cookie")]
+    Truncated,
+    #[error("longer than {MAX_REQUEST_LEN} bytes")]
+    Oversized,
+    #[error("op is not BOOTREQUEST")]
+    NotARequest,
+    #[error("hardware address length over 16")]
+    BadHardwareLength,
+    #[error("magic cookie missing")]
+    BadMagic,
+    #[error("an option runs past the end of the packet")]
+    OptionOverrun,
+    #[error("more than {MAX_OPTIONS} options")]
+    TooManyOptions,
+    #[error("no DHCP message type (option 53)")]
+    NoMessageType,
+    #[error("dhcproto could not decode the message")]
+    Undecodable,
+}
+
+/// The UDP port a request arrived on. Which one decides which reply is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerPort {
+    /// UDP 67: DHCP, shared with the site's DHCP server. We send proxy offers only.
+    Dhcp,
+    /// UDP 4011: the PXE boot-server port, ours alone (PXE 2.1 §2.2.1).
+    Pxe,
+}
+
+impl ServerPort {
+    pub fn number(self) -> u16 {
+        match self {
+            ServerPort::Dhcp => boot_common::DHCP_SERVER_PORT,
+            ServerPort::Pxe => boot_common::PXE_SERVER_PORT,
+        }
+    }
+}
+
+/// The client's processor and firmware interface, from option 93 (RFC 4578 §2.1; numbers from
+/// the IANA "Processor Architecture Types" registry). HTTP-boot codes map to the same
+/// architecture with [`BootProtocol::Http`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientArch {
+    /// 0: x86 PC BIOS.
+    Bios,
+    /// 0 from a Raspberry Pi's boot ROM, told apart by its MAC OUI (as tinkerbell/smee does):
+    /// it cannot run any iPXE build.
+    RaspberryPi,
+    /// 6 (PXE) / 15 (HTTP): 32-bit x86 UEFI.
+    UefiIa32,
+    /// 7 (PXE) / 16 (HTTP), and 9 (EFI byte code), which several x64 firmwares send instead of 7.
+    UefiX64,
+    /// 10 / 18: 32-bit ARM UEFI.
+    UefiArm32,
+    /// 11 / 19: 64-bit ARM UEFI.
+    UefiArm64,
+    /// 27 / 28: 64-bit RISC-V UEFI.
+    UefiRiscV64,
+    /// Any other code: no policy applies; the request is counted and left alone.
+    Other(u16),
+}
+
+impl ClientArch {
+    /// Maps an option-93 code to the architecture and whether it is the HTTP-boot variant.
+    pub fn from_code(code: u16) -> (ClientArch, BootProtocol) {
+        use BootProtocol::{Http, Pxe};
+        match code {
+            0 => (ClientArch::Bios, Pxe),
+            6 => (ClientArch::UefiIa32, Pxe),
+            7 | 9 => (ClientArch::UefiX64, Pxe),
+            10 => (ClientArch::UefiArm32, Pxe),
+            11 => (ClientArch::UefiArm64, Pxe),
+            15 => (ClientArch::UefiIa32, Http),
+            16 | 17 => (ClientArch::UefiX64, Http),
+            18 => (ClientArch::UefiArm32, Http),
+            19 => (ClientArch::UefiArm64, Http),
+            27 => (ClientArch::UefiRiscV64, Pxe),
+            28 => (ClientArch::UefiRiscV64, Http),
+            other => (ClientArch::Other(other), Pxe),
+        }
+    }
+
+    /// The name used in the config's policy table and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientArch::Bios => "bios",
+            ClientArch::RaspberryPi => "rpi",
+            ClientArch::UefiIa32 => "uefi-ia32",
+            ClientArch::UefiX64 => "uefi-x64",
+            ClientArch::UefiArm32 => "uefi-arm32",
+            ClientArch::UefiArm64 => "uefi-arm64",
+            ClientArch::UefiRiscV64 => "uefi-riscv64",
+            ClientArch::Other(_) => "other",
+        }
+    }
+
+    /// Parses a policy-table name; the inverse of [`ClientArch::name`] for known architectures.
+    pub fn from_name(name: &str) -> Option<ClientArch> {
+        Some(match name {
+            "bios" => ClientArch::Bios,
+            "rpi" => ClientArch::RaspberryPi,
+            "uefi-ia32" => ClientArch::UefiIa32,
+            "uefi-x64" => ClientArch::UefiX64,
+            "uefi-arm32" => ClientArch::UefiArm32,
+            "uefi-arm64" => ClientArch::UefiArm64,
+            "uefi-riscv64" => ClientArch::UefiRiscV64,
+            _ => return None,
+        })
+    }
+
+    /// Every name [`ClientArch::from_name`] accepts, for error messages.
+    pub const NAMES: &'static [&'static str] = &[
+        "bios",
+        "rpi",
+        "uefi-ia32",
+        "uefi-x64",
+        "uefi-arm32",
+        "uefi-arm64",
+        "uefi-riscv64",
+    ];
+
+    /// UEFI firmware. Decides option 43: UEFI PXE clients get none, which sends them on to
+    /// port 4011 (pixiecore `dhcp.go`; dnsmasq ≥ 2.76 `rfc2131.c`).
+    pub fn is_uefi(self) -> bool {
+        !matches!(
+            self,
+            ClientArch::Bios | ClientArch::RaspberryPi | ClientArch::Other(_)
+        )
+    }
+}
+
+impl fmt::Display for ClientArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientArch::Other(code) => write!(f, "other({code})"),
+            known => f.write_str(known.name()),
+        }
+    }
+}
+
+/// How the firmware wants to fetch its boot file, from the vendor class (option 60).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BootProtocol {
+    /// "PXEClient…": PXE ROMs and iPXE.
+    Pxe,
+    /// "HTTPClient…": UEFI HTTP boot (UEFI 2.5+ §24.7); wants a URL, no TFTP.
+    Http,
+}
+
+impl BootProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootProtocol::Pxe => "pxe",
+            BootProtocol::Http => "http",
+        }
+    }
+
+    /// The vendor class a proxy reply carries back (PXE 2.1 §2.2.5; UEFI 2.5+ §24.7.2).
+    pub fn vendor_class(self) -> &'static [u8] {
+        match self {
+            BootProtocol::Pxe => b"PXEClient",
+            BootProtocol::Http => b"HTTPClient",
+        }
+    }
+}
+
+/// What an iPXE client told us about itself (user class "iPXE", option 175 features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IpxeFeatures {
+    /// Feature 0x13 (iPXE `DHCP_EB_FEATURE_HTTP`).
+    pub http: bool,
+    /// Feature 0x14 (`DHCP_EB_FEATURE_HTTPS`): the build has TLS.
+    pub https: bool,
+    /// Feature 0x24 (`DHCP_EB_FEATURE_EFI`): an EFI build.
+    pub efi: bool,
+}
+
+/// A boot request, described in the protocol's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub message_type: MessageType,
+    pub port: ServerPort,
+    pub xid: u32,
+    /// Client hardware address (chaddr), when it is an Ethernet MAC (htype 1, hlen 6).
+    pub mac: Option<[u8; 6]>,
+    /// Option 93, or `None` when the client did not send it.
+    pub arch: Option<ClientArch>,
+    /// `None` when option 60 is neither "PXEClient…" nor "HTTPClient…": not a boot request.
+    pub protocol: Option<BootProtocol>,
+    /// Option 94: UNDI major and minor version.
+    pub undi: Option<(u8, u8)>,
+    /// Option 97 type 0: the machine's UUID/GUID, as sent (RFC 4578 §2.3).
+    pub uuid: Option<[u8; 16]>,
+    /// Present when the user class (option 77) says "iPXE".
+    pub ipxe: Option<IpxeFeatures>,
+    pub ciaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+}
+
+impl Client {
+    /// Whether this is a request a PXE/HTTP boot server answers at all.
+    pub fn is_boot_request(&self) -> bool {
+        self.protocol.is_some()
+    }
+}
+
+/// A request that passed the wire checks: the decoded message plus what we read from it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub message: v4::Message,
+    pub client: Client,
+}
+
+/// Checks the raw bytes, decodes them with dhcproto and classifies the client.
+pub fn parse(bytes: &[u8], port: ServerPort) -> Result<Request, Malformed> {
+    check_wire(bytes)?;
+    let message =
+        v4::Message::decode(&mut Decoder::new(bytes)).map_err(|_| Malformed::Undecodable)?;
+    let client = classify(&message, port)?;
+    Ok(Request { message, client })
+}
+
+/// The checks dhcproto leaves out: size, op, hlen, magic cookie, and an option walk that
+/// proves every option lies inside the packet (RFC 2131 §4.1: options are TLV, 0 and 255 are
+/// single octets).
+fn check_wire(bytes: &[u8]) -> Result<(), Malformed> {
+    if bytes.len() < BOOTP_HEADER_LEN + MAGIC_COOKIE.len() {
+        return Err(Malformed::Truncated);
+    }
+    if bytes.len() > MAX_REQUEST_LEN {
+        return Err(Malformed::Oversized);
+    }
+    if bytes[0] != 1 {
+        return Err(Malformed::NotARequest);
+    }
+    if bytes[2] > 16 {
+        return Err(Malformed::BadHardwareLength);
+    }
+    if bytes[BOOTP_HEADER_LEN..BOOTP_HEADER_LEN + 4] != MAGIC_COOKIE {
+        return Err(Malformed::BadMagic);
+    }
+    let mut at = BOOTP_HEADER_LEN + 4;
+    let mut seen = 0;
+    let mut message_type = false;
+    while let Some(&code) = bytes.get(at) {
+        match code {
+            0 => at += 1,
+            255 => break,
+            _ => {
+                seen += 1;
+                if seen > MAX_OPTIONS {
+                    return Err(Malformed::TooManyOptions);
+                }
+                let len = *bytes.get(at + 1).ok_or(Malformed::OptionOverrun)? as usize;
+                if at + 2 + len > bytes.len() {
+                    return Err(Malformed::OptionOverrun);
+                }
+                message_type |= code == 53 && len == 1;
+                at += 2 + len;
+            }
+        }
+    }
+    // A missing END (255) is tolerated, as iPXE and dnsmasq do: the walk above already proved
+    // every option fits.
+    if !message_type {
+        return Err(Malformed::NoMessageType);
+    }
+    Ok(())
+}
+
+/// Describes the client from a decoded message. Never fails on odd option contents: an option
+/// we cannot read is treated as absent.
+fn classify(message: &v4::Message, port: ServerPort) -> Result<Client, Malformed> {
+    let opts = message.opts();
+    let message_type = opts.msg_type().ok_or(Malformed::NoMessageType)?;
+
+    let mac = match (message.htype(), message.chaddr()) {
+        (v4::HType::Eth, chaddr) if chaddr.len() >= 6 => {
+            let mut mac = [0; 6];
+            mac.copy_from_slice(&chaddr[..6]);
+            Some(mac)
+        }
+        _ => None,
+    };
+
+    let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(v)) => Some(v.as_slice()),
+        _ => None,
+    };
+    // The vendor class, not the arch code, says PXE or HTTP: "HTTPClient" is what UEFI HTTP
+    // boot sends (UEFI 2.5+ §24.7.2), and a client without either is not booting from us.
+    let protocol = vendor_class.and_then(|v| {
+        if v.starts_with(b"PXEClient") {
+            Some(BootProtocol::Pxe)
+        } else if v.starts_with(b"HTTPClient") {
+            Some(BootProtocol::Http)
+        } else {
+            None
+        }
+    });
+
+    let arch_code = match opts.get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+        // PXE 2.1 §2.2.5: the vendor class itself carries "Arch:xxxxx" for clients that send
+        // no option 93.
+        _ => vendor_class.and_then(arch_from_vendor_class),
+    };
+    let arch = arch_code.map(|code| ClientArch::from_code(code).0);
+    let arch = match (arch, mac) {
+        (Some(ClientArch::Bios), Some(mac)) if is_raspberry_pi(mac) => {
+            Some(ClientArch::RaspberryPi)
+        }
+        (arch, _) => arch,
+    };
+
+    let undi = match opts.get(OptionCode::ClientNetworkInterface) {
+        // RFC 4578 §2.2: type 1 (UNDI), then major and minor.
+        Some(DhcpOption::ClientNetworkInterface(1, major, minor)) => Some((*major, *minor)),
+        _ => None,
+    };
+
+    let uuid = match opts.get(OptionCode::ClientMachineIdentifier) {
+        // RFC 4578 §2.3: type 0 followed by a 16-octet GUID.
+        Some(DhcpOption::ClientMachineIdentifier(v)) if v.len() == 17 && v[0] == 0 => {
+            let mut uuid = [0; 16];
+            uuid.copy_from_slice(&v[1..]);
+            Some(uuid)
+        }
+        _ => None,
+    };
+
+    let ipxe = match opts.get(OptionCode::UserClass) {
+        Some(DhcpOption::UserClass(v)) if user_class_is_ipxe(v) => {
+            Some(ipxe_features(opts.get(OptionCode::Unknown(175))))
+        }
+        _ => None,
+    };
+
+    Ok(Client {
+        message_type,
+        port,
+        xid: message.xid(),
+        mac,
+        arch,
+        protocol,
+        undi,
+        uuid,
+        ipxe,
+        ciaddr: message.ciaddr(),
+        giaddr: message.giaddr(),
+    })
+}
+
+/// "PXEClient:Arch:00007:UNDI:003016" → 7 (PXE 2.1 §2.2.5).
+fn arch_from_vendor_class(v: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(v).ok()?;
+    let rest = text.split(":Arch:").nth(1)?;
+    rest.get(..5)?.parse().ok()
+}
+
+/// iPXE sends option 77 as the bare string "iPXE" (iPXE `dhcp.c`, `DHCP_USER_CLASS_ID`);
+/// RFC 3004 framing (a length octet first) is accepted too.
+fn user_class_is_ipxe(v: &[u8]) -> bool {
+    v == b"iPXE" || (v.len() == 5 && v[0] == 4 && &v[1..] == b"iPXE")
+}
+
+/// Option 175 holds iPXE's encapsulated options; feature flags are sub-options 0x10–0x7f
+/// (iPXE `include/ipxe/features.h`).
+fn ipxe_features(option: Option<&DhcpOption>) -> IpxeFeatures {
+    let mut features = IpxeFeatures::default();
+    let Some(DhcpOption::Unknown(unknown)) = option else {
+        return features;
+    };
+    let data = unknown.data();
+    let mut at = 0;
+    // Bounded by the option's own length (≤ 255 octets, or a few concatenated instances).
+    while at + 1 < data.len() {
+        let (code, len) = (data[at], data[at + 1] as usize);
+        match code {
+            0x13 => features.http = true,
+            0x14 => features.https = true,
+            0x24 => features.efi = true,
+            _ => {}
+        }
+        at += 2 + len;
+    }
+    features
+}
+
+/// Raspberry Pi Foundation / Raspberry Pi Trading OUIs (IEEE registry).
+fn is_raspberry_pi(mac: [u8; 6]) -> bool {
+    const OUIS: [[u8; 3]; 5] = [
+        [0xb8, 0x27, 0xeb],
+        [0xdc, 0xa6, 0x32],
+        [0xe4, 0x5f, 0x01],
+        [0xd8, 0x3a, 0xdd],
+        [0x2c, 0xcf, 0x67],
+    ];
+    OUIS.contains(&[mac[0], mac[1], mac[2]])
+}
+
+/// `aa:bb:cc:dd:ee:ff`, as operators write MACs in config files and logs.
+pub struct MacDisplay<'a>(pub &'a [u8; 6]);
+
+impl fmt::Display for MacDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// The UUID in its canonical text form. PXE clients send the SMBIOS UUID with the first three
+/// fields little-endian (as EDK2 and dmidecode ≥ 2.10 read it); we print the octets in wire
+/// order and match configured UUIDs against both orders (see `policy`).
+pub struct UuidDisplay<'a>(pub &'a [u8; 16]);
+
+impl fmt::Display for UuidDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_is_read_from_the_vendor_class_when_option_93_is_missing() {
+        assert_eq!(
+            arch_from_vendor_class(b"PXEClient:Arch:00007:UNDI:003016"),
+            Some(7)
+        );
+        assert_eq!(arch_from_vendor_class(b"PXEClient"), None);
+        assert_eq!(arch_from_vendor_class(b"PXEClient:Arch:0"), None);
+    }
+
+    #[test]
+    fn http_boot_arch_codes_map_to_their_pxe_twins() {
+        assert_eq!(
+            ClientArch::from_code(16),
+            (ClientArch::UefiX64, BootProtocol::Http)
+        );
+        assert_eq!(
+            ClientArch::from_code(19),
+            (ClientArch::UefiArm64, BootProtocol::Http)
+        );
+        assert_eq!(
+            ClientArch::from_code(9),
+            (ClientArch::UefiX64, BootProtocol::Pxe)
+        );
+        assert_eq!(
+            ClientArch::from_code(2),
+            (ClientArch::Other(2), BootProtocol::Pxe)
+        );
+    }
+
+    #[test]
+    fn arch_names_round_trip() {
+        for name in ClientArch::NAMES {
+            assert_eq!(
+                ClientArch::from_name(name).map(ClientArch::name),
+                Some(*name)
+            );
+        }
+    }
+
+    #[test]
+    fn uuid_prints_in_canonical_form() {
+        let uuid = [
+            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+            0xcd, 0xef,
+        ];
+        assert_eq!(
+            UuidDisplay(&uuid).to_string(),
+            "12345678-9abc-def0-0123-456789abcdef"
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The proxyDHCP core, sans I/O: bytes and addresses in, a reply (or the reason for silence)
+//! out. Both backends (UDP sockets and XDP) call [`Responder::handle`]; there is one DHCP
+//! implementation.
+
+pub mod classify;
+pub mod policy;
+pub mod reply;
+pub mod stats;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use dhcproto::v4::MessageType;
+
+pub use classify::{Client, ClientArch, Malformed, ServerPort};
+pub use policy::{BootAction, Policy};
+pub use reply::{Destination, Reply, ReplyKind};
+
+/// Answers whether a loader exists under the TFTP root. The daemon implements it against the
+/// file system; tests use a set. Keeps file I/O out of the core.
+pub trait LoaderIndex {
+    fn has_loader(&self, file: &str) -> bool;
+}
+
+/// Ports that URL templates may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlPorts {
+    pub http: u16,
+    pub https: u16,
+}
+
+/// Where a request came from and which of our addresses it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingress {
+    pub port: ServerPort,
+    /// The request's IP source and UDP source port.
+    pub source: SocketAddrV4,
+    /// The address of the ingress interface to hand out (siaddr, option 54, URLs). The backend
+    /// picks it with [`crate::net::iface::Interface::server_address`].
+    pub server: Ipv4Addr,
+}
+
+/// Why a well-formed request gets no reply. Counted under [`Ignored::name`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ignored {
+    /// No PXEClient/HTTPClient vendor class: the site's DHCP server's business alone.
+    NotBootRequest,
+    /// Port 67 answers DISCOVERs only; port 4011 REQUESTs and INFORMs only (PXE 2.1 §2.2).
+    MessageType(MessageType),
+    /// A boot request with an architecture no policy knows (or none at all).
+    UnknownArch,
+    /// No rule matched.
+    NoRule,
+    /// A rule said to stay silent.
+    Silent { rule: String },
+    /// The rule's TFTP loader is not in the TFTP root; offering it would strand the client.
+    LoaderMissing { rule: String, file: String },
+    /// The reply could not be built (see [`reply::ReplyError`]).
+    ReplyFailed(String),
+}
+
+impl Ignored {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Ignored::NotBootRequest => "not_boot_request",
+            Ignored::MessageType(_) => "message_type",
+            Ignored::UnknownArch => "unknown_arch",
+            Ignored::NoRule => "no_rule",
+            Ignored::Silent { .. } => "silent",
+            Ignored::LoaderMissing { .. } => "loader_missing",
+            Ignored::ReplyFailed(_) => "reply_failed",
+        }
+    }
+}
+
+/// The result of handling one request.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Dropped before classification.
+    Malformed(Malformed),
+    /// Understood, deliberately not answered.
+    Ignored {
+        client: Box<Client>,
+        reason: Ignored,
+    },
+    /// Answered.
+    Reply {
+        client: Box<Client>,
+        rule: String,
+        action: BootAction,
+        reply: Reply,
+    },
+}
+
+/// The proxyDHCP responder: a policy and the ports URLs point at.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    pub policy: Policy,
+    pub ports: UrlPorts,
+}
+
+impl Responder {
+    pub fn new(policy: Policy, ports: UrlPorts) -> Responder {
+        Responder { policy, ports }
+    }
+
+    /// Handles one request payload (the UDP payload: the BOOTP message).
+    pub fn handle(&self, bytes: &[u8], ingress: &Ingress, loaders: &dyn LoaderIndex) -> Outcome {
+        let request = match classify::parse(bytes, ingress.port) {
+            Ok(request) => request,
+            Err(malformed) => return Outcome::Malformed(malformed),
+        };
+        let client = &request.client;
+        let ignore = |reason| Outcome::Ignored {
+            client: Box::new(request.client.clone()),
+            reason,
+        };
+
+        // Never answer what is not a boot request: the site's DHCP server owns addresses.
+        if !client.is_boot_request() {
+            return ignore(Ignored::NotBootRequest);
+        }
+        let expected = match ingress.port {
+            ServerPort::Dhcp => matches!(client.message_type, MessageType::Discover),
+            ServerPort::Pxe => matches!(
+                client.message_type,
+                MessageType::Request | MessageType::Inform
+            ),
+        };
+        if !expected {
+            return ignore(Ignored::MessageType(client.message_type));
+        }
+        if matches!(client.arch, None | Some(ClientArch::Other(_))) {
+            return ignore(Ignored::UnknownArch);
+        }
+        let Some(rule) = self.policy.decide(client) else {
+            return ignore(Ignored::NoRule);
+        };
+        let vars = policy::Vars {
+            server: ingress.server,
+            http_port: self.ports.http,
+            https_port: self.ports.https,
+            client,
+        };
+        let action = rule.action.resolve(&vars);
+        let boot_file = match &action {
+            BootAction::Silent => {
+                return ignore(Ignored::Silent {
+                    rule: rule.name.clone(),
+                });
+            }
+            BootAction::Tftp { file } if !loaders.has_loader(file) => {
+                return ignore(Ignored::LoaderMissing {
+                    rule: rule.name.clone(),
+                    file: file.clone(),
+                });
+            }
+            other => other.boot_file().unwrap_or_default(),
+        };
+        match reply::build(&request, ingress.source, ingress.server, boot_file) {
+            Ok(reply) => Outcome::Reply {
+                client: Box::new(request.client.clone()),
+                rule: rule.name.clone(),
+                action,
+                reply,
+            },
+            Err(e) => ignore(Ignored::ReplyFailed(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! What a client boots: an ordered table of rules, first match wins.
+//!
+//! A rule matches on what [`classify`](super::classify) found (architecture, PXE or HTTP boot,
+//! iPXE or not, MAC, UUID) and names one action: a loader over TFTP, a URL, or silence. The table
+//! comes from the config file (or the embedded default); this module only evaluates it.
+
+use std::fmt::{self, Write as _};
+use std::net::Ipv4Addr;
+
+use super::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay};
+
+/// The longest boot file name that fits the BOOTP `file` field with its NUL (RFC 2131 §2).
+pub const MAX_BOOT_FILE_LEN: usize = 127;
+
+/// One row of the policy table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Shown in logs ("rule=bios").
+    pub name: String,
+    pub matches: Match,
+    pub action: Action,
+}
+
+/// Conditions of a rule; every condition that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    pub arch: Option<Vec<ClientArch>>,
+    pub protocol: Option<BootProtocol>,
+    pub ipxe: Option<bool>,
+    pub mac: Option<Vec<[u8; 6]>>,
+    pub uuid: Option<Vec<[u8; 16]>>,
+}
+
+/// What a matching rule hands the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A first-stage loader, fetched over TFTP from the TFTP root. Only PXE ROMs fetch over
+    /// TFTP, so such a rule never matches UEFI HTTP-boot clients.
+    Tftp(String),
+    /// A URL template. Only iPXE and UEFI HTTP boot speak HTTP, so such a rule never matches a
+    /// PXE ROM that is not iPXE.
+    Http(UrlTemplate),
+    /// Stay silent: the client is left to another boot server.
+    Silent,
+}
+
+/// The boot action for one client, templates filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootAction {
+    Tftp { file: String },
+    Http { url: String },
+    Silent,
+}
+
+impl BootAction {
+    /// The `file` field of the reply, when there is one.
+    pub fn boot_file(&self) -> Option<&str> {
+        match self {
+            BootAction::Tftp { file } => Some(file),
+            BootAction::Http { url } => Some(url),
+            BootAction::Silent => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BootAction::Tftp { .. } => "tftp",
+            BootAction::Http { .. } => "http",
+            BootAction::Silent => "silent",
+        }
+    }
+}
+
+/// The policy table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+}
+
+/// Values a URL template may use; [`Vars::PLACEHOLDERS`] lists them.
+#[derive(Debug, Clone, Copy)]
+pub struct Vars<'a> {
+    /// The address of the interface the request came in on.
+    pub server: Ipv4Addr,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub client: &'a Client,
+}
+
+impl Vars<'_> {
+    pub const PLACEHOLDERS: &'static [&'static str] =
+        &["server", "http_port", "https_port", "mac", "uuid", "arch"];
+}
+
+impl Policy {
+    /// The first rule that matches `client`, if any.
+    pub fn decide(&self, client: &Client) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.applies_to(client))
+    }
+}
+
+impl Rule {
+    fn applies_to(&self, client: &Client) -> bool {
+        let protocol = client.protocol.unwrap_or(BootProtocol::Pxe);
+        let fetchable = match self.action {
+            Action::Tftp(_) => protocol == BootProtocol::Pxe,
+            Action::Http(_) => protocol == BootProtocol::Http || client.ipxe.is_some(),
+            Action::Silent => true,
+        };
+        fetchable && self.matches.holds(client)
+    }
+}
+
+impl Match {
+    fn holds(&self, client: &Client) -> bool {
+        if let Some(arches) = &self.arch
+            && !client.arch.is_some_and(|a| arches.contains(&a))
+        {
+            return false;
+        }
+        if let Some(protocol) = self.protocol
+            && client.protocol != Some(protocol)
+        {
+            return false;
+        }
+        if let Some(ipxe) = self.ipxe
+            && client.ipxe.is_some() != ipxe
+        {
+            return false;
+        }
+        if let Some(macs) = &self.mac
+            && !client.mac.is_some_and(|m| macs.contains(&m))
+        {
+            return false;
+        }
+        if let Some(uuids) = &self.uuid
+            && !client
+                .uuid
+                .is_some_and(|u| uuids.iter().any(|c| uuid_matches(c, &u)))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// SMBIOS 2.6+ stores the first three UUID fields little-endian and firmware sends option 97
+/// as stored, while operators copy UUIDs from `dmidecode` (which prints them big-endian). Accept
+/// either order so a UUID copied from either place matches.
+fn uuid_matches(configured: &[u8; 16], sent: &[u8; 16]) -> bool {
+    configured == sent || *configured == swap_uuid_fields(sent)
+}
+
+fn swap_uuid_fields(u: &[u8; 16]) -> [u8; 16] {
+    let mut out = *u;
+    out[0..4].reverse();
+    out[4..6].reverse();
+    out[6..8].reverse();
+    out
+}
+
+/// A URL with `{placeholder}`s, checked when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTemplate {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Server,
+    HttpPort,
+    HttpsPort,
+    Mac,
+    Uuid,
+    Arch,
+}
+
+/// A URL template that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unknown placeholder {{{0}}}; known: {list}", list = Vars::PLACEHOLDERS.join(", "))]
+    UnknownPlaceholder(String),
+    #[error("unclosed '{{' in the URL")]
+    Unclosed,
+    #[error("URL must start with http:// or https://")]
+    NotHttp,
+    #[error(
+        "URL can grow to {0} bytes, but the BOOTP file field holds {MAX_BOOT_FILE_LEN}: shorten it"
+    )]
+    TooLong(usize),
+}
+
+impl UrlTemplate {
+    pub fn parse(source: &str) -> Result<UrlTemplate, TemplateError> {
+        if !(source.starts_with("http://") || source.starts_with("https://")) {
+            return Err(TemplateError::NotHttp);
+        }
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_owned()));
+            }
+            let close = rest[open..].find('}').ok_or(TemplateError::Unclosed)? + open;
+            parts.push(match &rest[open + 1..close] {
+                "server" => Part::Server,
+                "http_port" => Part::HttpPort,
+                "https_port" => Part::HttpsPort,
+                "mac" => Part::Mac,
+                "uuid" => Part::Uuid,
+                "arch" => Part::Arch,
+                other => return Err(TemplateError::UnknownPlaceholder(other.to_owned())),
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        let template = UrlTemplate {
+            source: source.to_owned(),
+            parts,
+        };
+        let longest = template.longest();
+        if longest > MAX_BOOT_FILE_LEN {
+            return Err(TemplateError::TooLong(longest));
+        }
+        Ok(template)
+    }
+
+    /// The longest rendering, so a URL that cannot fit `file` is refused at start rather than
+    /// truncated for some clients.
+    fn longest(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(t) => t.len(),
+                Part::Server => "255.255.255.255".len(),
+                Part::HttpPort | Part::HttpsPort => "65535".len(),
+                Part::Mac => "00:00:00:00:00:00".len(),
+                Part::Uuid => "00000000-0000-0000-0000-000000000000".len(),
+                Part::Arch => "uefi-riscv64".len(),
+            })
+            .sum()
+    }
+
+    pub fn render(&self, vars: &Vars<'_>) -> String {
+        let mut out = String::with_capacity(MAX_BOOT_FILE_LEN);
+        for part in &self.parts {
+            // Writing to a String cannot fail.
+            let _ = match part {
+                Part::Text(t) => out.write_str(t),
+                Part::Server => write!(out, "{}", vars.server),
+                Part::HttpPort => write!(out, "{}", vars.http_port),
+                Part::HttpsPort => write!(out, "{}", vars.https_port),
+                Part::Mac => match &vars.client.mac {
+                    Some(mac) => write!(out, "{}", MacDisplay(mac)),
+                    None => Ok(()),
+                },
+                Part::Uuid => match &vars.client.uuid {
+                    Some(uuid) => write!(out, "{}", UuidDisplay(uuid)),
+                    None => Ok(()),
+                },
+                Part::Arch => match vars.client.arch {
+                    Some(arch) => out.write_str(arch.name()),
+                    None => Ok(()),
+                },
+            };
+        }
+        out
+    }
+}
+
+impl fmt::Display for UrlTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl Action {
+    /// Fills in the templates for one client.
+    pub fn resolve(&self, vars: &Vars<'_>) -> BootAction {
+        match self {
+            Action::Tftp(file) => BootAction::Tftp { file: file.clone() },
+            Action::Http(template) => BootAction::Http {
+                url: template.render(vars),
+            },
+            Action::Silent => BootAction::Silent,
+        }
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0; 6];
+    let mut parts = text.split([':', '-']);
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Parses the canonical 8-4-4-4-12 UUID form.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let groups: Vec<&str> = text.split('-').collect();
+    if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+        return None;
+    }
+    let hex: String = groups.concat();
+    let mut uuid = [0; 16];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::classify::{IpxeFeatures, ServerPort};
+    use dhcproto::v4::MessageType;
+
+    fn client(arch: ClientArch, protocol: BootProtocol, ipxe: bool) -> Client {
+        Client {
+            message_type: MessageType::Discover,
+            port: ServerPort::Dhcp,
+            xid: 1,
+            mac: Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            arch: Some(arch),
+            protocol: Some(protocol),
+            undi: None,
+            uuid: None,
+            ipxe: ipxe.then(IpxeFeatures::default),
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    fn rule(name: &str, matches: Match, action: Action) -> Rule {
+        Rule {
+            name: name.into(),
+            matches,
+            action,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_tftp_rules_skip_http_boot_clients() {
+        let policy = Policy {
+            rules: vec![
+                rule(
+                    "tftp-any",
+                    Match::default(),
+                    Action::Tftp("undionly.kpxe".into()),
+                ),
+                rule(
+                    "http-any",
+                    Match::default(),
+                    Action::Http(UrlTemplate::parse("http://{server}/x.efi").unwrap()),
+                ),
+            ],
+        };
+        let pxe = client(ClientArch::Bios, BootProtocol::Pxe, false);
+        assert_eq!(policy.decide(&pxe).unwrap().name, "tftp-any");
+        let http = client(ClientArch::UefiX64, BootProtocol::Http, false);
+        assert_eq!(policy.decide(&http).unwrap().name, "http-any");
+    }
+
+    #[test]
+    fn http_rules_never_match_a_pxe_rom_that_is_not_ipxe() {
+        let policy = Policy {
+            rules: vec![rule(
+                "http-any",
+                Match::default(),
+                Action::Http(UrlTemplate::parse("http://{server}/x").unwrap()),
+            )],
+        };
+        assert!(
+            policy
+                .decide(&client(ClientArch::Bios, BootProtocol::Pxe, false))
+                .is_none()
+        );
+        assert!(
+            policy
+                .decide(&client(ClientArch::Bios, BootProtocol::Pxe, true))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn uuid_matches_in_either_byte_order() {
+        let dmidecode = parse_uuid("4c4c4544-0035-3010-8030-b4c04f4a4e31").unwrap();
+        let wire = swap_uuid_fields(&dmidecode);
+        assert!(uuid_matches(&dmidecode, &wire));
+        assert!(uuid_matches(&dmidecode, &dmidecode));
+        assert!(!uuid_matches(&dmidecode, &[0; 16]));
+    }
+
+    #[test]
+    fn templates_render_and_reject_what_cannot_work() {
+        let t = UrlTemplate::parse("http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}")
+            .unwrap();
+        let c = client(ClientArch::Bios, BootProtocol::Pxe, true);
+        let vars = Vars {
+            server: Ipv4Addr::new(198, 18, 0, 1),
+            http_port: 8080,
+            https_port: 8443,
+            client: &c,
+        };
+        assert_eq!(
+            t.render(&vars),
+            "http://198.18.0.1:8080/boot.ipxe?mac=52:54:00:12:34:56&arch=bios"
+        );
+        assert_eq!(
+            UrlTemplate::parse("http://{nope}/"),
+            Err(TemplateError::UnknownPlaceholder("nope".into()))
+        );
+        assert_eq!(
+            UrlTemplate::parse("http://{server/"),
+            Err(TemplateError::Unclosed)
+        );
+        assert_eq!(UrlTemplate::parse("tftp://x/"), Err(TemplateError::NotHttp));
+        let long = format!("http://{{server}}/{}", "a".repeat(110));
+        assert!(matches!(
+            UrlTemplate::parse(&long),
+            Err(TemplateError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn macs_and_uuids_parse_strictly() {
+        assert_eq!(
+            parse_mac("52:54:00:AB:cd:01"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 1])
+        );
+        assert_eq!(
+            parse_mac("52-54-00-ab-cd-01"),
+            parse_mac("52:54:00:ab:cd:01")
+        );
+        assert_eq!(parse_mac("52:54:00:ab:cd"), None);
+        assert_eq!(parse_mac("52:54:00:ab:cd:01:02"), None);
+        assert_eq!(parse_mac("5:54:00:ab:cd:01"), None);
+        assert_eq!(parse_uuid("4c4c4544-0035-3010-8030-b4c04f4a4e3"), None);
+        assert!(parse_uuid("4c4c4544-0035-3010-8030-b4c04f4a4e31").is_some());
+    }
+}

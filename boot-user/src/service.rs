@@ -1,0 +1,250 @@
+//! What both backends share around the sans-IO core: which interfaces are served, which address
+//! each request gets, the loader check against the file system, counters and the one log event
+//! per client decision.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dhcp::classify::{MacDisplay, UuidDisplay};
+use crate::dhcp::stats::{Stats, malformed_name};
+use crate::dhcp::{Ignored, Ingress, LoaderIndex, Outcome, Reply, Responder, ServerPort};
+use crate::net::iface::Interfaces;
+
+/// A reply and how to send it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub reply: Reply,
+    /// The interface the request came in on; broadcast replies leave through it.
+    pub ifindex: u32,
+    /// Our address on it: the reply's IP source.
+    pub server: Ipv4Addr,
+}
+
+/// The daemon's request handling, shared by the backends.
+pub struct Service {
+    responder: Responder,
+    interfaces: Arc<Interfaces>,
+    served: Vec<String>,
+    loaders: FsLoaders,
+    pub stats: Stats,
+    /// Requests that arrived on an interface we do not serve.
+    pub not_served: AtomicU64,
+    /// Requests on a served interface that has no IPv4 address to hand out.
+    pub no_address: AtomicU64,
+}
+
+impl Service {
+    pub fn new(
+        responder: Responder,
+        interfaces: Arc<Interfaces>,
+        served: Vec<String>,
+        tftp_root: &Path,
+    ) -> Service {
+        Service {
+            responder,
+            interfaces,
+            served,
+            loaders: FsLoaders::new(tftp_root),
+            stats: Stats::default(),
+            not_served: AtomicU64::new(0),
+            no_address: AtomicU64::new(0),
+        }
+    }
+
+    /// Handles one request payload that arrived on `ifindex`, from `source`, addressed to
+    /// `destination`. Returns the reply to send, if one is due.
+    pub fn handle(
+        &self,
+        port: ServerPort,
+        ifindex: u32,
+        source: SocketAddrV4,
+        destination: Ipv4Addr,
+        bytes: &[u8],
+    ) -> Option<Answer> {
+        let table = self.interfaces.snapshot();
+        let Some(iface) = table.get(ifindex).filter(|i| self.served.contains(&i.name)) else {
+            self.not_served.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let Some(server) = iface.server_address(destination, peek_giaddr(bytes)) else {
+            self.no_address.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(iface = %iface.name, "request on an interface without an IPv4 address");
+            return None;
+        };
+        let ingress = Ingress {
+            port,
+            source,
+            server,
+        };
+        let outcome = self.responder.handle(bytes, &ingress, &self.loaders);
+        self.stats.record(&outcome);
+        log_decision(&outcome, &iface.name, port);
+        match outcome {
+            Outcome::Reply { reply, .. } => Some(Answer {
+                reply,
+                ifindex,
+                server,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// giaddr (RFC 2131 §2: octets 24–27) before the full parse, to pick the server address in the
+/// relay's subnet. Zero when the packet is too short; the parse then rejects it anyway.
+fn peek_giaddr(bytes: &[u8]) -> Ipv4Addr {
+    match bytes.get(24..28) {
+        Some(&[a, b, c, d]) => Ipv4Addr::new(a, b, c, d),
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// One structured event per client decision (STYLE: mac, arch, iface, action).
+fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
+    let port = port.number();
+    match outcome {
+        Outcome::Malformed(m) => {
+            tracing::debug!(
+                iface,
+                port,
+                reason = malformed_name(*m),
+                "malformed request dropped"
+            );
+        }
+        Outcome::Ignored { client, reason } => {
+            let mac = client
+                .mac
+                .as_ref()
+                .map(|m| MacDisplay(m).to_string())
+                .unwrap_or_default();
+            let arch = client.arch.map(|a| a.to_string()).unwrap_or_default();
+            match reason {
+                Ignored::NotBootRequest | Ignored::MessageType(_) => {
+                    tracing::debug!(mac, arch, iface, port, reason = reason.name(), "not for us")
+                }
+                Ignored::LoaderMissing { rule, file } => tracing::warn!(
+                    mac,
+                    arch,
+                    iface,
+                    port,
+                    rule,
+                    file,
+                    "not answered: the rule's loader is missing from the TFTP root"
+                ),
+                Ignored::ReplyFailed(e) => {
+                    tracing::warn!(
+                        mac,
+                        arch,
+                        iface,
+                        port,
+                        error = e,
+                        "not answered: reply failed"
+                    )
+                }
+                Ignored::Silent { rule } => {
+                    tracing::info!(
+                        mac,
+                        arch,
+                        iface,
+                        port,
+                        rule,
+                        action = "silent",
+                        "not answered"
+                    )
+                }
+                Ignored::UnknownArch | Ignored::NoRule => {
+                    tracing::info!(
+                        mac,
+                        arch,
+                        iface,
+                        port,
+                        reason = reason.name(),
+                        "not answered"
+                    )
+                }
+            }
+        }
+        Outcome::Reply {
+            client,
+            rule,
+            action,
+            reply,
+        } => {
+            let mac = client
+                .mac
+                .as_ref()
+                .map(|m| MacDisplay(m).to_string())
+                .unwrap_or_default();
+            let uuid = client
+                .uuid
+                .as_ref()
+                .map(|u| UuidDisplay(u).to_string())
+                .unwrap_or_default();
+            let arch = client.arch.map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(
+                mac,
+                arch,
+                uuid,
+                ipxe = client.ipxe.is_some(),
+                iface,
+                port,
+                reply = reply.kind.name(),
+                rule,
+                action = action.kind(),
+                file = action.boot_file().unwrap_or_default(),
+                "answered"
+            );
+        }
+    }
+}
+
+/// Loader lookup under the TFTP root. A loader counts as present only if it is a regular file
+/// that resolves inside the root, which is exactly what the TFTP server will agree to serve.
+#[derive(Debug, Clone)]
+pub struct FsLoaders {
+    root: PathBuf,
+}
+
+impl FsLoaders {
+    pub fn new(root: &Path) -> FsLoaders {
+        FsLoaders {
+            root: root.to_path_buf(),
+        }
+    }
+}
+
+impl LoaderIndex for FsLoaders {
+    fn has_loader(&self, file: &str) -> bool {
+        let (Ok(root), Ok(path)) = (
+            self.root.canonicalize(),
+            self.root.join(file).canonicalize(),
+        ) else {
+            return false;
+        };
+        path.starts_with(&root) && path.is_file()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaders_outside_the_root_do_not_count() {
+        let dir = std::env::temp_dir().join(format!("xdpboot-loaders-{}", std::process::id()));
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("undionly.kpxe"), b"x").unwrap();
+        std::fs::write(dir.join("outside"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside"), root.join("escape")).unwrap();
+        let loaders = FsLoaders::new(&root);
+        assert!(loaders.has_loader("undionly.kpxe"));
+        assert!(!loaders.has_loader("missing.efi"));
+        assert!(!loaders.has_loader("sub"));
+        assert!(!loaders.has_loader("escape"));
+        assert!(!loaders.has_loader("../outside"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -38,6 +38,10 @@ pub enum Malformed {
     OptionOverrun,
     #[error("more than {MAX_OPTIONS} options")]
     TooManyOptions,
+    #[error("the option list does not end with END (255)")]
+    MissingEnd,
+    #[error("option {0} has a length its RFC does not allow")]
+    BadOptionLength(u8),
     #[error("no DHCP message type (option 53)")]
     NoMessageType,
     #[error("dhcproto could not decode the message")]
@@ -247,8 +251,8 @@ pub fn parse(bytes: &[u8], port: ServerPort) -> Result<Request, Malformed> {
 }
 
 /// The checks dhcproto leaves out: size, op, hlen, magic cookie, and an option walk that
-/// proves every option lies inside the packet (RFC 2131 §4.1: options are TLV, 0 and 255 are
-/// single octets).
+/// proves every option lies inside the packet and the list ends with END (RFC 2131 §4.1,
+/// RFC 2132 §2: options are TLV; PAD and END are single octets).
 fn check_wire(bytes: &[u8]) -> Result<(), Malformed> {
     if bytes.len() < BOOTP_HEADER_LEN + MAGIC_COOKIE.len() {
         return Err(Malformed::Truncated);
@@ -268,30 +272,66 @@ fn check_wire(bytes: &[u8]) -> Result<(), Malformed> {
     let mut at = BOOTP_HEADER_LEN + 4;
     let mut seen = 0;
     let mut message_type = false;
-    while let Some(&code) = bytes.get(at) {
-        match code {
-            0 => at += 1,
-            255 => break,
-            _ => {
-                seen += 1;
-                if seen > MAX_OPTIONS {
-                    return Err(Malformed::TooManyOptions);
-                }
-                let len = *bytes.get(at + 1).ok_or(Malformed::OptionOverrun)? as usize;
-                if at + 2 + len > bytes.len() {
-                    return Err(Malformed::OptionOverrun);
-                }
-                message_type |= code == 53 && len == 1;
-                at += 2 + len;
-            }
+    // RFC 3396: consecutive instances of one option are one option; dhcproto joins them, so
+    // lengths are checked per run.
+    let mut run: Option<(u8, usize)> = None;
+    loop {
+        let Some(&code) = bytes.get(at) else {
+            // Every client we know of ends its options with END; a list that just stops was
+            // cut short.
+            return Err(Malformed::MissingEnd);
+        };
+        if code == 0 {
+            at += 1;
+            continue;
         }
+        if let Some((prev, len)) = run
+            && prev != code
+        {
+            check_option_length(prev, len)?;
+            run = None;
+        }
+        if code == 255 {
+            break;
+        }
+        seen += 1;
+        if seen > MAX_OPTIONS {
+            return Err(Malformed::TooManyOptions);
+        }
+        let len = *bytes.get(at + 1).ok_or(Malformed::OptionOverrun)? as usize;
+        if at + 2 + len > bytes.len() {
+            return Err(Malformed::OptionOverrun);
+        }
+        message_type |= code == 53 && len == 1;
+        run = Some(match run {
+            Some((c, total)) => (c, total + len),
+            None => (code, len),
+        });
+        at += 2 + len;
     }
-    // A missing END (255) is tolerated, as iPXE and dnsmasq do: the walk above already proved
-    // every option fits.
     if !message_type {
         return Err(Malformed::NoMessageType);
     }
     Ok(())
+}
+
+/// Options whose length dhcproto takes on trust: it `debug_assert`s on these (and subtracts
+/// from 151's and 81's length), so a lying length would panic a debug build or fuzzer. They are
+/// checked here, against the sizes their RFCs fix.
+fn check_option_length(code: u8, len: usize) -> Result<(), Malformed> {
+    let ok = match code {
+        80 => len == 0,        // Rapid Commit (RFC 4039 §4)
+        81 => len >= 3,        // Client FQDN: flags, rcode1, rcode2 (RFC 4702 §2)
+        94 => len == 3,        // Client NDI: type, major, minor (RFC 4578 §2.2)
+        151 => len >= 1,       // BLQ status code (RFC 6926 §6.2.2)
+        152..=155 => len == 4, // BLQ times (RFC 6926 §6.2.3–6)
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Malformed::BadOptionLength(code))
+    }
 }
 
 /// Describes the client from a decoded message. Never fails on odd option contents: an option

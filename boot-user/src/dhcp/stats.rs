@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::classify::Malformed;
 use super::{Outcome, ReplyKind};
 
-const MALFORMED: [Malformed; 9] = [
+const MALFORMED: [Malformed; 11] = [
     Malformed::Truncated,
     Malformed::Oversized,
     Malformed::NotARequest,
@@ -14,6 +14,8 @@ const MALFORMED: [Malformed; 9] = [
     Malformed::BadMagic,
     Malformed::OptionOverrun,
     Malformed::TooManyOptions,
+    Malformed::MissingEnd,
+    Malformed::BadOptionLength(0),
     Malformed::NoMessageType,
     Malformed::Undecodable,
 ];
@@ -43,7 +45,7 @@ impl Stats {
         let slot = match outcome {
             Outcome::Malformed(m) => MALFORMED
                 .iter()
-                .position(|x| x == m)
+                .position(|x| malformed_name(*x) == malformed_name(*m))
                 .map(|i| &self.malformed[i]),
             Outcome::Ignored { reason, .. } => IGNORED
                 .iter()
@@ -91,6 +93,8 @@ pub fn malformed_name(m: Malformed) -> &'static str {
         Malformed::BadMagic => "bad_magic",
         Malformed::OptionOverrun => "option_overrun",
         Malformed::TooManyOptions => "too_many_options",
+        Malformed::MissingEnd => "missing_end",
+        Malformed::BadOptionLength(_) => "bad_option_length",
         Malformed::NoMessageType => "no_message_type",
         Malformed::Undecodable => "undecodable",
     }

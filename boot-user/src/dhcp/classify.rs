@@ -479,14 +479,15 @@ impl fmt::Display for MacDisplay<'_> {
     }
 }
 
-/// The UUID in its canonical text form. PXE clients send the SMBIOS UUID with the first three
-/// fields little-endian (as EDK2 and dmidecode ≥ 2.10 read it); we print the octets in wire
-/// order and match configured UUIDs against both orders (see `policy`).
+/// The UUID in its canonical text form, as `dmidecode` prints it. Firmware sends option 97 with
+/// the first three fields little-endian (EFI GUID order: EDK2 and iPXE both do, see
+/// `tests/data/README.md`), so those are swapped back here.
 pub struct UuidDisplay<'a>(pub &'a [u8; 16]);
 
 impl fmt::Display for UuidDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
+        let u = guid_to_uuid(self.0);
+        for (i, b) in u.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
                 f.write_str("-")?;
             }
@@ -494,6 +495,16 @@ impl fmt::Display for UuidDisplay<'_> {
         }
         Ok(())
     }
+}
+
+/// Swaps the first three fields between EFI GUID (little-endian) and RFC 4122 (big-endian)
+/// order; its own inverse.
+pub fn guid_to_uuid(g: &[u8; 16]) -> [u8; 16] {
+    let mut u = *g;
+    u[0..4].reverse();
+    u[4..6].reverse();
+    u[6..8].reverse();
+    u
 }
 
 #[cfg(test)]
@@ -542,8 +553,9 @@ mod tests {
 
     #[test]
     fn uuid_prints_in_canonical_form() {
+        // As EDK2 sends 12345678-9abc-def0-0123-456789abcdef in option 97.
         let uuid = [
-            0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+            0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
             0xcd, 0xef,
         ];
         assert_eq!(

@@ -7,7 +7,7 @@
 use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 
-use super::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay};
+use super::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay, guid_to_uuid};
 
 /// The longest boot file name that fits the BOOTP `file` field with its NUL (RFC 2131 §2).
 pub const MAX_BOOT_FILE_LEN: usize = 127;
@@ -144,19 +144,11 @@ impl Match {
     }
 }
 
-/// SMBIOS 2.6+ stores the first three UUID fields little-endian and firmware sends option 97
-/// as stored, while operators copy UUIDs from `dmidecode` (which prints them big-endian). Accept
-/// either order so a UUID copied from either place matches.
+/// Firmware sends option 97 with the first three UUID fields little-endian (EDK2 and iPXE, see
+/// `tests/data/README.md`), while operators copy UUIDs from `dmidecode` (canonical order).
+/// Accept either order so a UUID copied from either place matches.
 fn uuid_matches(configured: &[u8; 16], sent: &[u8; 16]) -> bool {
-    configured == sent || *configured == swap_uuid_fields(sent)
-}
-
-fn swap_uuid_fields(u: &[u8; 16]) -> [u8; 16] {
-    let mut out = *u;
-    out[0..4].reverse();
-    out[4..6].reverse();
-    out[6..8].reverse();
-    out
+    configured == sent || *configured == guid_to_uuid(sent)
 }
 
 /// A URL with `{placeholder}`s, checked when the config is loaded.
@@ -395,7 +387,7 @@ mod tests {
     #[test]
     fn uuid_matches_in_either_byte_order() {
         let dmidecode = parse_uuid("4c4c4544-0035-3010-8030-b4c04f4a4e31").unwrap();
-        let wire = swap_uuid_fields(&dmidecode);
+        let wire = guid_to_uuid(&dmidecode);
         assert!(uuid_matches(&dmidecode, &wire));
         assert!(uuid_matches(&dmidecode, &dmidecode));
         assert!(!uuid_matches(&dmidecode, &[0; 16]));

@@ -2,6 +2,7 @@
 
 pub mod iface;
 pub mod udp;
+pub mod xdp;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};

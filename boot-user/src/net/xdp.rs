@@ -170,14 +170,9 @@ impl XdpProgram {
         if object.is_empty() {
             return Err(XdpError::BuiltWithoutObject);
         }
-        let mut ebpf = EbpfLoader::new().load(object).map_err(XdpError::Load)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(XdpError::MissingProgram(None))?
-            .try_into()
-            .map_err(|err| XdpError::MissingProgram(Some(err)))?;
-        program.load().map_err(XdpError::Verify)?;
-        let loaded = Self { ebpf };
+        let ebpf = EbpfLoader::new().load(object).map_err(XdpError::Load)?;
+        let mut loaded = Self { ebpf };
+        loaded.program_mut()?.load().map_err(XdpError::Verify)?;
         loaded.counter_map()?;
         Ok(loaded)
     }
@@ -210,11 +205,7 @@ impl XdpProgram {
     /// driver mode first and falls back to skb mode with a warning. The program stays attached
     /// until the returned [`XdpAttachment`] is dropped; one program may be attached to several
     /// interfaces, and its counters then sum over all of them.
-    pub fn attach(
-        &mut self,
-        interface: &str,
-        mode: AttachMode,
-    ) -> Result<XdpAttachment, XdpError> {
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<XdpAttachment, XdpError> {
         let attempt = |program: &mut Xdp, mode: AttachMode| {
             program
                 .attach(interface, mode.xdp_mode())
@@ -262,7 +253,7 @@ impl XdpProgram {
     /// The verdict counters summed over all CPUs.
     pub fn counters(&self) -> Result<CounterValues, XdpError> {
         let map = self.counter_map()?;
-        let mut values = Counter::ALL.map(|counter| (counter, 0));
+        let mut values: CounterValues = Counter::ALL.map(|counter| (counter, 0));
         for (counter, value) in &mut values {
             let per_cpu = map
                 .get(&counter.index(), 0)
@@ -270,7 +261,7 @@ impl XdpProgram {
                     counter: *counter,
                     source,
                 })?;
-            *value = per_cpu.iter().fold(0, |sum, n| sum.saturating_add(*n));
+            *value = per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
         }
         Ok(values)
     }
@@ -357,12 +348,18 @@ mod tests {
         match XdpProgram::load() {
             Ok(program) => Some(program),
             Err(err) if err.is_bpf_unavailable() => {
-                eprintln!("skipping {test}: BPF is unavailable here: {}", error_chain(&err));
+                eprintln!(
+                    "skipping {test}: BPF is unavailable here: {}",
+                    error_chain(&err)
+                );
                 None
             }
             Err(err) => panic!("{}", error_chain(&err)),
         }
     }
+
+    /// Instructions the verifier may walk through the program: a tenth of its limit.
+    const VERIFIER_BUDGET: u32 = 100_000;
 
     /// Every counter zero but `counter`, which is one.
     fn only(counter: Counter) -> CounterValues {
@@ -423,7 +420,12 @@ mod tests {
     /// Ethernet (with `vlan_tags`, outermost first), IPv4 with `ip_options`, UDP from 68 to
     /// `dst_port`, then `payload`. Checksums are left zero: XDP sees frames before any
     /// checksum validation, and a zero UDP checksum means "none" in IPv4.
-    fn frame(vlan_tags: &[([u8; 2], u16)], ip_options: &[u8], dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    fn frame(
+        vlan_tags: &[([u8; 2], u16)],
+        ip_options: &[u8],
+        dst_port: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut frame = vec![0xff; 6];
         frame.extend(CLIENT_MAC);
         for (tpid, vid) in vlan_tags {
@@ -444,7 +446,11 @@ mod tests {
         frame.extend_from_slice(ip_options);
         frame.extend(DHCP_CLIENT_PORT.to_be_bytes());
         frame.extend(dst_port.to_be_bytes());
-        frame.extend(u16::try_from(8 + payload.len()).expect("fits").to_be_bytes());
+        frame.extend(
+            u16::try_from(8 + payload.len())
+                .expect("fits")
+                .to_be_bytes(),
+        );
         frame.extend([0, 0]);
         frame.extend_from_slice(payload);
         frame
@@ -473,7 +479,23 @@ mod tests {
         let Some(program) = load_or_skip("the_verifier_accepts_the_program") else {
             return;
         };
-        assert_eq!(program.counters().expect("counters"), Counter::ALL.map(|c| (c, 0)));
+        assert_eq!(
+            program.counters().expect("counters"),
+            Counter::ALL.map(|c| (c, 0))
+        );
+
+        // The verifier gives up at 1,000,000 instructions walked. Stay far below it, so that a
+        // change which makes the paths multiply fails here, not on a production kernel.
+        let walked = program
+            .program()
+            .and_then(|xdp| xdp.info().map_err(XdpError::Verify))
+            .expect("program info")
+            .verified_instruction_count();
+        eprintln!("the verifier walked {walked:?} instructions");
+        assert!(
+            walked.is_none_or(|n| n < VERIFIER_BUDGET),
+            "{walked:?} >= {VERIFIER_BUDGET}"
+        );
     }
 
     #[test]
@@ -481,7 +503,10 @@ mod tests {
         let Some(program) = load_or_skip("pxe_rom_discover_is_a_boot_request") else {
             return;
         };
-        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &pxe_discover_options()));
+        let discover = untagged(
+            DHCP_SERVER_PORT,
+            &bootp(BOOTREQUEST, &pxe_discover_options()),
+        );
         assert_verdict(&program, &discover, Counter::BootRequest);
     }
 
@@ -508,16 +533,22 @@ mod tests {
         let Some(program) = load_or_skip("plain_discover_is_left_to_the_site_dhcp_server") else {
             return;
         };
-        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &plain_discover_options()));
+        let discover = untagged(
+            DHCP_SERVER_PORT,
+            &bootp(BOOTREQUEST, &plain_discover_options()),
+        );
         assert_verdict(&program, &discover, Counter::DhcpPassed);
 
         // Look-alikes: a vendor class that only contains "PXEClient" later, a user class
-        // other than iPXE, and an option 60 shorter than the prefix it is compared with.
+        // other than iPXE, and an option 60 "PXE" whose following bytes happen to read
+        // "Client…" (option 67 'C', length 108 'l', data "ient…").
         let mut lookalikes = plain_discover_options();
         push_option(&mut lookalikes, 60, b"MSFT 5.0 PXEClient");
         push_option(&mut lookalikes, 77, b"iPXF");
         push_option(&mut lookalikes, 60, b"PXE");
-        lookalikes.extend(b"Client");
+        let mut ient = b"ient".to_vec();
+        ient.resize(usize::from(b'l'), b'x');
+        push_option(&mut lookalikes, b'C', &ient);
         let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &lookalikes));
         assert_verdict(&program, &discover, Counter::DhcpPassed);
     }
@@ -557,7 +588,10 @@ mod tests {
         arp.extend([0; 28]);
         assert_verdict(&program, &arp, Counter::Passed);
         // A non-first fragment of a datagram to port 67 cannot be looked into.
-        let mut fragment = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &pxe_discover_options()));
+        let mut fragment = untagged(
+            DHCP_SERVER_PORT,
+            &bootp(BOOTREQUEST, &pxe_discover_options()),
+        );
         fragment[14 + 6..14 + 8].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments
         assert_verdict(&program, &fragment, Counter::Passed);
         // A bare Ethernet header is the shortest frame the kernel runs.
@@ -606,18 +640,28 @@ mod tests {
         let Some(program) = load_or_skip("truncated_or_corrupt_requests_are_malformed") else {
             return;
         };
-        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &pxe_discover_options()));
+        let options = pxe_discover_options();
+        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &options));
         let udp_payload = 14 + 20 + 8;
         // Cut inside the fixed BOOTP header, and just before the magic cookie ends.
         assert_verdict(&program, &discover[..udp_payload + 100], Counter::Malformed);
         assert_verdict(&program, &discover[..udp_payload + 239], Counter::Malformed);
         // Cut inside the UDP header: the port is unknown, so it is not ours.
         assert_verdict(&program, &discover[..udp_payload - 5], Counter::Passed);
-        // Cut in the middle of option 60: the scan stops at the frame's end.
-        let cut = discover.len() - 300 + 240 + pxe_discover_options().len() - 10;
-        assert_verdict(&program, &discover[..cut], Counter::DhcpPassed);
+        // Cut inside option 60 (the last one), after "PXEClient": an option that runs past
+        // the frame is not believed.
+        let cut = udp_payload + 240 + options.len() - 10;
+        assert_verdict(&program, &discover[..cut], Counter::Malformed);
+        // Cut right after option 60, before option 255: option 60 is whole, and the scan
+        // stops at the first mark of a boot client.
+        assert_verdict(&program, &discover[..cut + 10], Counter::BootRequest);
+        // A plain DISCOVER cut before its option 255.
+        let plain = plain_discover_options();
+        let plain_discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &plain));
+        let cut = udp_payload + 240 + plain.len();
+        assert_verdict(&program, &plain_discover[..cut], Counter::Malformed);
 
-        let mut bad_cookie = discover.clone();
+        let mut bad_cookie = discover;
         bad_cookie[udp_payload + 236] = 98;
         assert_verdict(&program, &bad_cookie, Counter::Malformed);
     }
@@ -665,21 +709,24 @@ mod tests {
 
     /// Runs `f` on a thread of its own in a fresh network namespace with loopback up, so
     /// attaching touches nothing of the host's. The namespace goes when the thread ends.
-    fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        thread::spawn(move || {
+    fn in_fresh_netns(test: &'static str, f: impl FnOnce() + Send + 'static) {
+        let outcome = thread::spawn(move || {
             if let Err(err) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-                eprintln!("skipping: cannot create a network namespace: {err}");
-                return None;
+                eprintln!("skipping {test}: cannot create a network namespace: {err}");
+                return;
             }
+            // A child process runs in the namespace of the thread that starts it.
             let status = Command::new("ip")
                 .args(["link", "set", "lo", "up"])
                 .status()
                 .expect("running `ip` (iproute2)");
             assert!(status.success(), "ip link set lo up: {status}");
-            Some(f())
+            f();
         })
-        .join()
-        .expect("namespace thread panicked")
+        .join();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     /// Polls the program's counters until `counter` reaches `at_least` or a second passes.
@@ -696,24 +743,40 @@ mod tests {
 
     #[test]
     fn auto_mode_falls_back_to_skb_on_loopback_and_dropping_the_attachment_detaches() {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipping auto_mode_falls_back_to_skb_on_loopback: needs root");
-            return;
-        }
-        in_fresh_netns(|| {
-            let Some(mut program) = load_or_skip("auto_mode_falls_back_to_skb_on_loopback") else {
+        const TEST: &str = "auto_mode_falls_back_to_skb_on_loopback";
+        in_fresh_netns(TEST, || {
+            let Some(mut program) = load_or_skip(TEST) else {
                 return;
             };
             // Loopback has no native XDP: driver mode alone fails, auto falls back.
-            let err = program.attach("lo", AttachMode::Driver).expect_err("lo has no driver XDP");
-            assert!(matches!(err, XdpError::Attach { mode: AttachMode::Driver, .. }), "{err:?}");
+            let err = program
+                .attach("lo", AttachMode::Driver)
+                .expect_err("lo has no driver XDP");
+            assert!(
+                matches!(
+                    err,
+                    XdpError::Attach {
+                        mode: AttachMode::Driver,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
             assert!(matches!(
                 program.attach("no-such-if0", AttachMode::Auto),
-                Err(XdpError::Attach { source: ProgramError::UnknownInterface { .. }, .. })
+                Err(XdpError::Attach {
+                    source: ProgramError::UnknownInterface { .. },
+                    ..
+                })
             ));
 
-            let attachment = program.attach("lo", AttachMode::Auto).expect("attach in skb mode");
-            assert_eq!((attachment.interface(), attachment.mode()), ("lo", AttachMode::Skb));
+            let attachment = program
+                .attach("lo", AttachMode::Auto)
+                .expect("attach in skb mode");
+            assert_eq!(
+                (attachment.interface(), attachment.mode()),
+                ("lo", AttachMode::Skb)
+            );
 
             let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
             let discover = bootp(BOOTREQUEST, &pxe_discover_options());
@@ -723,8 +786,11 @@ mod tests {
 
             drop(attachment);
             socket.send_to(&discover, target).expect("send");
-            thread::sleep(Duration::from_millis(100));
-            assert_eq!(wait_for(&program, Counter::BootRequest, 2), 1, "still attached");
+            assert_eq!(
+                wait_for(&program, Counter::BootRequest, 2),
+                1,
+                "still attached"
+            );
         });
     }
 }

@@ -1,1 +1,1219 @@
+//! Harness for xdpboot's integration tests: private network namespaces, the daemon and a site
+//! DHCP server (dnsmasq) running inside them, and a DHCP probe client that speaks like PXE
+//! firmware.
+//!
+//! Rules every test here keeps (see DESIGN.md, "Test lab facts"):
+//! - Traffic stays inside namespaces the test made itself; addresses come from 198.18.0.0/15.
+//! - Everything made is removed by a guard's `Drop`, also when the test panics: [`NetNs`]
+//!   deletes its namespace (and with it every link inside), [`ChildGuard`] kills its process,
+//!   [`TempDir`] removes its files. Links are only ever created inside our own namespaces, so
+//!   they die with them and never touch the host's namespace.
+//! - Names cannot collide with a parallel test or another run: namespaces and temp dirs are
+//!   called `xbt<pid>-<salt>-<n><role>`, with a per-process counter `n` (creation fails rather
+//!   than share); interface names live inside those private namespaces and can stay short and
+//!   fixed (`eth0`, `br0`).
+//! - Every wait has a deadline.
+//! - Children get SIGKILL when the test process dies (PR_SET_PDEATHSIG). A test process killed
+//!   outright (SIGKILL, ^C) cannot run its guards, so its namespaces stay behind; remove them
+//!   with `ip netns list | grep -o '^xbt<pid>-[^ ]*' | xargs -rn1 ip netns del`.
 
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use dhcproto::v4::{self, DhcpOption, Flags, MessageType, Opcode, OptionCode, UnknownOption};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How long a command from this harness (`ip`, ...) may take before it is killed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a daemon or dnsmasq may take to bind its ports.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a process gets to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often readiness and exit are polled.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const PXE_SERVER_PORT: u16 = 4011;
+
+// ---------------------------------------------------------------------------------------------
+// Unique names
+
+/// A per-process prefix: the PID, plus a salt from the clock in case another PID namespace
+/// shares `/run/netns` with us.
+fn process_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("xbt{}-{:03x}", std::process::id(), nanos & 0xfff)
+    })
+}
+
+/// A number unique within this process: namespace names, xids and MACs use it.
+pub fn next_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands with deadlines
+
+/// Runs a command to completion within `timeout`; fails with its stderr if it fails.
+pub fn run_command(command: &mut Command, timeout: Duration) -> Result<String> {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {shown}"))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{shown} did not finish within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    // The pipes are small and the process is gone: reading cannot block for long.
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    ensure!(
+        status.success(),
+        "{shown} failed ({status}): {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(stdout)
+}
+
+/// Fails clearly when the tests cannot work here at all: not root, or a tool is missing.
+pub fn require_lab() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(
+                "these integration tests need root (they create network namespaces); \
+                 run `cargo test -p boot-tests` as root"
+                    .into(),
+            );
+        }
+        for (tool, hint) in [("ip", "iproute2"), ("dnsmasq", "dnsmasq")] {
+            let found = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false);
+            if !found {
+                return Err(format!("`{tool}` not found in PATH: install {hint}"));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = checked {
+        panic!("{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temporary directories
+
+/// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(role: &str) -> Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("{}-{}{role}", process_tag(), next_id()));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces
+
+/// A named network namespace (`ip netns add`), deleted on drop. Links inside it go with it.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `xbt<pid>-<salt>-<n><role>` with its loopback up.
+    pub fn new(role: &str) -> Result<NetNs> {
+        require_lab();
+        let name = format!("{}-{}{role}", process_tag(), next_id());
+        run_command(
+            Command::new("ip").args(["netns", "add", &name]),
+            COMMAND_TIMEOUT,
+        )?;
+        let ns = NetNs { name };
+        ns.ip("link set lo up")?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> <args>`, the arguments split on whitespace (our names have none).
+    pub fn ip(&self, args: &str) -> Result<String> {
+        run_command(
+            Command::new("ip")
+                .arg("-n")
+                .arg(&self.name)
+                .args(args.split_whitespace()),
+            COMMAND_TIMEOUT,
+        )
+    }
+
+    /// Adds `cidr` (e.g. "198.18.0.1/24") to `iface`.
+    pub fn add_address(&self, iface: &str, cidr: &str) -> Result<()> {
+        self.ip(&format!("addr add {cidr} dev {iface}"))?;
+        Ok(())
+    }
+
+    /// Creates a bridge named `name` and brings it up. Without STP its ports forward at once.
+    pub fn add_bridge(&self, name: &str) -> Result<()> {
+        self.ip(&format!(
+            "link add {name} type bridge stp_state 0 forward_delay 0"
+        ))?;
+        self.ip(&format!("link set {name} up"))?;
+        Ok(())
+    }
+
+    /// Puts `port` into `bridge`.
+    pub fn attach(&self, port: &str, bridge: &str) -> Result<()> {
+        self.ip(&format!("link set {port} master {bridge} up"))?;
+        Ok(())
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Sockets `f` creates belong to the
+    /// namespace for their whole life, also after the thread has ended.
+    pub fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send,
+        T: Send,
+    {
+        let path = Path::new("/run/netns").join(&self.name);
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        thread::scope(|scope| {
+            let worker = scope.spawn(move || {
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering network namespace {}", self.name))?;
+                f()
+            });
+            match worker.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Starts `program args…` inside this namespace (`ip netns exec`), its stdout and stderr
+    /// going to `log`.
+    pub fn spawn(
+        &self,
+        label: &str,
+        program: &Path,
+        args: &[&OsStr],
+        envs: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Result<ChildGuard> {
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name])
+            .arg(program)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // SAFETY: prctl(2) is async-signal-safe; nothing else runs between fork and exec. It
+        // kills the process should this test process die without running its guards (the
+        // signal follows the spawning thread, which is the test that owns the guard).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {label} ({})", program.display()))?;
+        Ok(ChildGuard {
+            child,
+            label: label.to_owned(),
+            log,
+        })
+    }
+
+    /// How many UDP sockets in this namespace are bound to `port` (any address). A server is
+    /// ready once the count grows: two servers may share port 67 in one namespace.
+    pub fn udp_sockets_on(&self, port: u16) -> Result<usize> {
+        self.run(|| {
+            // /proc/thread-self/net is this thread's namespace; /proc/self/net would be the
+            // main thread's.
+            let table = std::fs::read_to_string("/proc/thread-self/net/udp")?;
+            let wanted = format!(":{port:04X}");
+            Ok(table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    line.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|local| local.ends_with(&wanted))
+                })
+                .count())
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Err(e) = run_command(
+            Command::new("ip").args(["netns", "del", &self.name]),
+            COMMAND_TIMEOUT,
+        ) {
+            eprintln!(
+                "warning: could not delete network namespace {}: {e:#}",
+                self.name
+            );
+        }
+    }
+}
+
+/// A veth pair: `a_if` in `a`, `b_if` in `b`, both up. Created inside `a`, so it never exists
+/// in the host's namespace; it disappears with either namespace.
+pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
+    a.ip(&format!(
+        "link add {a_if} type veth peer name {b_if} netns {}",
+        b.name()
+    ))?;
+    a.ip(&format!("link set {a_if} up"))?;
+    b.ip(&format!("link set {b_if} up"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// A process started by [`NetNs::spawn`]; stopped (SIGTERM, then SIGKILL) on drop. When the
+/// test is failing, its log is printed so the failure explains itself.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Child,
+    label: String,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Everything the process wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails, with the log, if the process has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}); its log:\n{}", self.label, self.log());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit on its own; fails if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} still running after {timeout:?}; its log:\n{}",
+                    self.label,
+                    self.log()
+                );
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Polls `ready` until it holds, the process exits, or `timeout` passes.
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> Result<bool>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_running()?;
+            if ready()? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} not {what} after {timeout:?}; its log:\n{}",
+                    self.label,
+                    self.log()
+                );
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!(
+                "----- {} log ({}) -----\n{}----- end of {} log -----",
+                self.label,
+                self.log.display(),
+                self.log(),
+                self.label
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon
+
+/// The `xdpboot` binary of the same build profile as this test executable
+/// (`target/<profile>/xdpboot` next to `target/<profile>/deps/`), or `$XDPBOOT_BIN`.
+pub fn xdpboot_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("XDPBOOT_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/xdpboot
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let binary = profile_dir.join("xdpboot");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build -p boot-user` first (with the same profile as the \
+         tests), or point XDPBOOT_BIN at the binary",
+        binary.display()
+    );
+    warn_if_stale(&binary);
+    binary
+}
+
+/// Says so (shown with a failing test's output) when the daemon's sources are newer than the
+/// binary under test: the tests would be judging old code.
+fn warn_if_stale(binary: &Path) {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return;
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in ["boot-user/src", "boot-user/config", "boot-common/src"] {
+        if newest_file_under(&workspace.join(dir)).is_some_and(|t| t > built) {
+            eprintln!(
+                "warning: {} is older than {dir}: run `cargo build -p boot-user` to test the \
+                 current sources",
+                binary.display()
+            );
+        }
+    }
+}
+
+/// The newest modification time of any file under `dir`.
+fn newest_file_under(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_file_under(&path)
+        } else {
+            entry.metadata().ok().and_then(|m| m.modified().ok())
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+/// `xdpboot run --backend udp` inside a namespace.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: ChildGuard,
+}
+
+impl Daemon {
+    /// Starts the daemon on `interfaces` with `config` and waits until both its ports are
+    /// bound: from then on requests queue in its sockets and are answered.
+    pub fn start(ns: &NetNs, interfaces: &[&str], config: &Path, log: PathBuf) -> Result<Daemon> {
+        let before = (
+            ns.udp_sockets_on(DHCP_SERVER_PORT)?,
+            ns.udp_sockets_on(PXE_SERVER_PORT)?,
+        );
+        let mut child = Daemon::spawn(ns, interfaces, config, log)?;
+        child.wait_until("listening on ports 67 and 4011", STARTUP_TIMEOUT, || {
+            Ok(ns.udp_sockets_on(DHCP_SERVER_PORT)? > before.0
+                && ns.udp_sockets_on(PXE_SERVER_PORT)? > before.1)
+        })?;
+        Ok(Daemon { child })
+    }
+
+    /// Starts `xdpboot run --backend udp` without waiting for it, e.g. to watch it refuse.
+    pub fn spawn(
+        ns: &NetNs,
+        interfaces: &[&str],
+        config: &Path,
+        log: PathBuf,
+    ) -> Result<ChildGuard> {
+        let mut args: Vec<&OsStr> = vec!["run".as_ref(), "--backend".as_ref(), "udp".as_ref()];
+        for iface in interfaces {
+            args.push("--interface".as_ref());
+            args.push(iface.as_ref());
+        }
+        args.push("--config".as_ref());
+        args.push(config.as_os_str());
+        ns.spawn(
+            "xdpboot",
+            &xdpboot_binary(),
+            &args,
+            // No backtraces in the log: an error should read as the operator sees it.
+            &[
+                ("RUST_LOG", "info,xdpboot=debug"),
+                ("NO_COLOR", "1"),
+                ("RUST_BACKTRACE", "0"),
+            ],
+            log,
+        )
+    }
+
+    pub fn log(&self) -> String {
+        self.child.log()
+    }
+}
+
+/// A config for the tests: the TFTP root and HTTP port, everything else the embedded default.
+pub fn write_config(path: &Path, tftp_root: &Path, http_port: u16) -> Result<()> {
+    let text = format!(
+        "[tftp]\nroot = \"{}\"\n\n[http]\nport = {http_port}\n",
+        tftp_root.display()
+    );
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The site DHCP server
+
+/// dnsmasq as an address-only DHCP server on one interface (no DNS, no PXE), in the
+/// foreground, logging each DHCP exchange.
+#[derive(Debug)]
+pub struct Dnsmasq {
+    pub child: ChildGuard,
+}
+
+/// How dnsmasq binds port 67.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// `--bind-interfaces`: a socket tied to its interface, shareable with another server.
+    Interfaces,
+    /// dnsmasq's default: the wildcard address, held alone.
+    Wildcard,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with `--bind-interfaces` and waits until it listens.
+    pub fn start(
+        ns: &NetNs,
+        iface: &str,
+        range: (Ipv4Addr, Ipv4Addr),
+        dir: &Path,
+    ) -> Result<Dnsmasq> {
+        Dnsmasq::start_with(ns, iface, range, dir, Binding::Interfaces)
+    }
+
+    pub fn start_with(
+        ns: &NetNs,
+        iface: &str,
+        range: (Ipv4Addr, Ipv4Addr),
+        dir: &Path,
+        binding: Binding,
+    ) -> Result<Dnsmasq> {
+        let mut args = vec![
+            "--keep-in-foreground".to_owned(),
+            "--conf-file=/dev/null".to_owned(),
+            "--port=0".to_owned(),
+            format!("--interface={iface}"),
+            format!("--dhcp-range={},{},255.255.255.0,1h", range.0, range.1),
+            // The ping check delays every first offer by ~3 s (DESIGN.md, test lab facts).
+            "--no-ping".to_owned(),
+            format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
+            format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+            "--log-dhcp".to_owned(),
+            "--log-facility=-".to_owned(),
+        ];
+        if binding == Binding::Interfaces {
+            args.push("--bind-interfaces".to_owned());
+        }
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let before = ns.udp_sockets_on(DHCP_SERVER_PORT)?;
+        let mut child = ns.spawn(
+            "dnsmasq",
+            Path::new("dnsmasq"),
+            &args,
+            &[],
+            dir.join("dnsmasq.log"),
+        )?;
+        child.wait_until("listening on port 67", STARTUP_TIMEOUT, || {
+            Ok(ns.udp_sockets_on(DHCP_SERVER_PORT)? > before)
+        })?;
+        Ok(Dnsmasq { child })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests, as firmware sends them
+
+/// A locally administered MAC unique within this process.
+pub fn unique_mac() -> [u8; 6] {
+    let id = next_id().to_be_bytes();
+    let pid = (std::process::id() as u16).to_be_bytes();
+    [0x02, pid[0], pid[1], id[1], id[2], id[3]]
+}
+
+/// A DHCP request shaped like a PXE ROM's, iPXE's, UEFI HTTP boot's or a plain client's.
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    pub message_type: MessageType,
+    pub xid: u32,
+    pub mac: [u8; 6],
+    /// Option 93; `None` leaves it out.
+    pub arch: Option<u16>,
+    /// Option 60; `None` leaves it out.
+    pub vendor_class: Option<String>,
+    /// Option 77 "iPXE" and iPXE's option 175.
+    pub ipxe: bool,
+    /// Option 97 (type 0 and this GUID).
+    pub guid: [u8; 16],
+    pub ciaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    /// Option 54, for a REQUEST.
+    pub server_id: Option<Ipv4Addr>,
+    /// Option 50, for a REQUEST in SELECTING state.
+    pub requested_ip: Option<Ipv4Addr>,
+}
+
+impl BootRequest {
+    /// A PXE ROM's DISCOVER: option 60 "PXEClient:Arch:0000N:UNDI:002001", 93, 94, 97.
+    pub fn pxe(arch: u16) -> BootRequest {
+        BootRequest::with_vendor_class(arch, format!("PXEClient:Arch:{arch:05}:UNDI:002001"))
+    }
+
+    /// A UEFI HTTP-boot DISCOVER: option 60 "HTTPClient:Arch:000NN:UNDI:003000".
+    pub fn http(arch: u16) -> BootRequest {
+        BootRequest::with_vendor_class(arch, format!("HTTPClient:Arch:{arch:05}:UNDI:003000"))
+    }
+
+    /// A DISCOVER from a client that is not network booting: no option 60 or 93.
+    pub fn plain() -> BootRequest {
+        BootRequest {
+            arch: None,
+            vendor_class: None,
+            ..BootRequest::pxe(0)
+        }
+    }
+
+    fn with_vendor_class(arch: u16, vendor_class: String) -> BootRequest {
+        let id = next_id();
+        let mut guid = [0u8; 16];
+        guid[..4].copy_from_slice(&std::process::id().to_be_bytes());
+        guid[12..].copy_from_slice(&id.to_be_bytes());
+        BootRequest {
+            message_type: MessageType::Discover,
+            // Distinct per request and per process, so replies can be told apart.
+            xid: (std::process::id() << 16) ^ id,
+            mac: unique_mac(),
+            arch: Some(arch),
+            vendor_class: Some(vendor_class),
+            ipxe: false,
+            guid,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            server_id: None,
+            requested_ip: None,
+        }
+    }
+
+    /// The same client as iPXE: user class "iPXE" (option 77) and feature options (175).
+    pub fn ipxe(mut self) -> BootRequest {
+        self.ipxe = true;
+        self
+    }
+
+    /// The REQUEST the client sends to `server`:4011 after a proxy offer, from `ciaddr`.
+    pub fn request_to(mut self, server: Ipv4Addr, ciaddr: Ipv4Addr) -> BootRequest {
+        self.message_type = MessageType::Request;
+        self.ciaddr = ciaddr;
+        self.server_id = Some(server);
+        self
+    }
+
+    /// The broadcast REQUEST that takes `offered` from the DHCP server `server` (RFC 2131
+    /// §4.3.2, SELECTING state: ciaddr 0, options 50 and 54).
+    pub fn selecting(mut self, server: Ipv4Addr, offered: Ipv4Addr) -> BootRequest {
+        self.message_type = MessageType::Request;
+        self.server_id = Some(server);
+        self.requested_ip = Some(offered);
+        self
+    }
+
+    /// The same request as forwarded by a relay agent at `giaddr`.
+    pub fn relayed_by(mut self, giaddr: Ipv4Addr) -> BootRequest {
+        self.giaddr = giaddr;
+        self
+    }
+
+    pub fn message(&self) -> v4::Message {
+        let mut m = v4::Message::new_with_id(
+            self.xid,
+            self.ciaddr,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            self.giaddr,
+            &self.mac,
+        );
+        m.set_opcode(Opcode::BootRequest);
+        if self.giaddr.is_unspecified() {
+            // Firmware without an address asks for broadcast replies; dnsmasq would otherwise
+            // unicast its offer to the offered address, which the probe does not hold.
+            m.set_flags(Flags::default().set_broadcast());
+        } else {
+            m.set_hops(1);
+        }
+        let opts = m.opts_mut();
+        opts.insert(DhcpOption::MessageType(self.message_type));
+        opts.insert(DhcpOption::MaxMessageSize(1472));
+        let mut client_id = vec![1];
+        client_id.extend_from_slice(&self.mac);
+        opts.insert(DhcpOption::ClientIdentifier(client_id));
+        // What PXE ROMs ask for (PXE 2.1 §2.2.5: 43, 60 and 128–135 among them).
+        opts.insert(DhcpOption::ParameterRequestList(
+            [
+                1u8, 3, 6, 12, 15, 17, 43, 54, 60, 66, 67, 119, 128, 129, 130, 131, 132, 133, 134,
+                135,
+            ]
+            .into_iter()
+            .map(OptionCode::from)
+            .collect(),
+        ));
+        if let Some(server) = self.server_id {
+            opts.insert(DhcpOption::ServerIdentifier(server));
+        }
+        if let Some(ip) = self.requested_ip {
+            opts.insert(DhcpOption::RequestedIpAddress(ip));
+        }
+        if let Some(vendor_class) = &self.vendor_class {
+            opts.insert(DhcpOption::ClassIdentifier(
+                vendor_class.as_bytes().to_vec(),
+            ));
+            // RFC 4578 §2.2: UNDI 2.1 (3.0 for UEFI, as EDK2 sends).
+            let undi = if vendor_class.ends_with("003000") {
+                (3, 0)
+            } else {
+                (2, 1)
+            };
+            opts.insert(DhcpOption::ClientNetworkInterface(1, undi.0, undi.1));
+            let mut id = vec![0];
+            id.extend_from_slice(&self.guid);
+            opts.insert(DhcpOption::ClientMachineIdentifier(id));
+        }
+        if let Some(arch) = self.arch {
+            opts.insert(DhcpOption::ClientSystemArchitecture(arch.into()));
+        }
+        if self.ipxe {
+            // iPXE sends the bare string (src/net/udp/dhcp.c, DHCP_USER_CLASS_ID).
+            opts.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+            // Option 175 (iPXE encapsulated options): priority, HTTP (0x13) and DNS (0x12)
+            // features, as iPXE builds with HTTP announce them.
+            opts.insert(DhcpOption::Unknown(UnknownOption::new(
+                OptionCode::from(175u8),
+                vec![0x01, 1, 0, 0x13, 1, 1, 0x12, 1, 1],
+            )));
+        }
+        m
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.message()
+            .encode(&mut Encoder::new(&mut bytes))
+            .expect("a request built from fixed fields encodes");
+        bytes
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+
+/// One DHCP reply as the probe received it.
+#[derive(Clone)]
+pub struct Received {
+    /// IP source address and UDP source port.
+    pub from: SocketAddrV4,
+    /// IP destination address (IP_PKTINFO): 255.255.255.255 for a broadcast.
+    pub to: Ipv4Addr,
+    pub message: v4::Message,
+    /// Length of the UDP payload.
+    pub len: usize,
+    pub bytes: Vec<u8>,
+}
+
+impl Received {
+    pub fn message_type(&self) -> Option<MessageType> {
+        self.message.opts().msg_type()
+    }
+
+    pub fn server_id(&self) -> Option<Ipv4Addr> {
+        match self.message.opts().get(OptionCode::ServerIdentifier) {
+            Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+            _ => None,
+        }
+    }
+
+    pub fn vendor_class(&self) -> Option<String> {
+        match self.message.opts().get(OptionCode::ClassIdentifier) {
+            Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// Option 43, raw.
+    pub fn vendor_options(&self) -> Option<Vec<u8>> {
+        match self.message.opts().get(OptionCode::VendorExtensions) {
+            Some(DhcpOption::VendorExtensions(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// Option 97, raw.
+    pub fn machine_id(&self) -> Option<Vec<u8>> {
+        match self.message.opts().get(OptionCode::ClientMachineIdentifier) {
+            Some(DhcpOption::ClientMachineIdentifier(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// The BOOTP `file` field (octets 108–235) up to its NUL, read from the wire bytes
+    /// (dhcproto keeps the NUL in what it decodes).
+    pub fn file(&self) -> String {
+        field_str(self.bytes.get(108..236).unwrap_or_default())
+    }
+}
+
+/// The fields the tests look at, one line per reply, so a failure shows what arrived.
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.message;
+        write!(
+            f,
+            "{:?} {} -> {} xid={:#x} yiaddr={} siaddr={} giaddr={} broadcast={} opt54={:?} \
+             opt60={:?} opt43={:?} file={:?} len={}",
+            self.message_type(),
+            self.from,
+            self.to,
+            m.xid(),
+            m.yiaddr(),
+            m.siaddr(),
+            m.giaddr(),
+            m.flags().broadcast(),
+            self.server_id(),
+            self.vendor_class(),
+            self.vendor_options(),
+            self.file(),
+            self.len
+        )
+    }
+}
+
+fn field_str(field: &[u8]) -> String {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The probe client
+
+/// A UDP socket in a client namespace that sends requests and collects replies, the way PXE
+/// firmware would see them.
+#[derive(Debug)]
+pub struct Probe {
+    socket: UdpSocket,
+}
+
+impl Probe {
+    /// Binds `0.0.0.0:port` in `ns`, tied to `iface` (SO_BINDTODEVICE) with SO_BROADCAST, so
+    /// broadcasts leave through `iface` even when it has no address yet.
+    pub fn bind(ns: &NetNs, iface: &str, port: u16) -> Result<Probe> {
+        let iface = iface.to_owned();
+        let socket = ns.run(move || {
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_broadcast(true)?;
+            socket.bind_device(Some(iface.as_bytes()))?;
+            // To tell a broadcast reply from a unicast one.
+            setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?;
+            socket
+                .bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
+                .with_context(|| format!("binding UDP port {port} on {iface}"))?;
+            Ok(UdpSocket::from(socket))
+        })?;
+        Ok(Probe { socket })
+    }
+
+    /// A DHCP client's socket: port 68 on `iface`.
+    pub fn client(ns: &NetNs, iface: &str) -> Result<Probe> {
+        Probe::bind(ns, iface, DHCP_CLIENT_PORT)
+    }
+
+    pub fn send(&self, request: &BootRequest, to: SocketAddrV4) -> Result<()> {
+        self.socket
+            .send_to(&request.encode(), to)
+            .with_context(|| format!("sending to {to}"))?;
+        Ok(())
+    }
+
+    /// Broadcasts `request` to 255.255.255.255:67.
+    pub fn broadcast(&self, request: &BootRequest) -> Result<()> {
+        self.send(
+            request,
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT),
+        )
+    }
+
+    /// Collects BOOTREPLYs (any transaction) until `done` says enough or `window` passes;
+    /// returns what arrived, in order.
+    pub fn collect(
+        &self,
+        window: Duration,
+        mut done: impl FnMut(&[Received]) -> bool,
+    ) -> Result<Vec<Received>> {
+        let deadline = Instant::now() + window;
+        let mut replies = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        loop {
+            if done(&replies) {
+                return Ok(replies);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(replies);
+            }
+            self.socket.set_read_timeout(Some(deadline - now))?;
+            let Some((len, from, to)) = receive(&self.socket, &mut buf)? else {
+                continue; // timed out: the loop checks the deadline
+            };
+            let bytes = buf[..len].to_vec();
+            let Ok(message) = v4::Message::decode(&mut Decoder::new(&bytes)) else {
+                continue;
+            };
+            if message.opcode() != Opcode::BootReply {
+                continue;
+            }
+            replies.push(Received {
+                from,
+                to,
+                message,
+                len,
+                bytes,
+            });
+        }
+    }
+
+    /// Sends `request` to `to` and collects the replies to it (same xid) until `done` says
+    /// enough or `window` passes.
+    pub fn exchange(
+        &self,
+        request: &BootRequest,
+        to: SocketAddrV4,
+        window: Duration,
+        mut done: impl FnMut(&[Received]) -> bool,
+    ) -> Result<Vec<Received>> {
+        self.send(request, to)?;
+        let mut mine = Vec::new();
+        self.collect(window, |all| {
+            mine = all
+                .iter()
+                .filter(|r| r.message.xid() == request.xid)
+                .cloned()
+                .collect();
+            done(&mine)
+        })?;
+        Ok(mine)
+    }
+}
+
+/// One datagram: length, source, destination address. `None` when the read timed out.
+fn receive(socket: &UdpSocket, buf: &mut [u8]) -> Result<Option<(usize, SocketAddrV4, Ipv4Addr)>> {
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let msg = match recvmsg::<SockaddrIn>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    ) {
+        Ok(msg) => msg,
+        // SO_RCVTIMEO expired.
+        Err(Errno::EAGAIN | Errno::EINTR) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let from = msg.address.context("datagram without a source address")?;
+    let mut to = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+            to = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
+        }
+    }
+    let to = to.context("datagram without IP_PKTINFO")?;
+    Ok(Some((
+        msg.bytes,
+        SocketAddrV4::new(from.ip(), from.port()),
+        to,
+    )))
+}
+
+/// Replies sent from `server` (any port).
+pub fn from_server(replies: &[Received], server: Ipv4Addr) -> Vec<&Received> {
+    replies.iter().filter(|r| *r.from.ip() == server).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lab topologies
+
+/// Loaders the default policy offers over TFTP; a test TFTP root holds dummies of these.
+pub const DEFAULT_LOADERS: &[&str] = &["undionly.kpxe", "ipxe-amd64.efi"];
+/// The HTTP port written into test configs (and so into boot URLs).
+pub const HTTP_PORT: u16 = 8080;
+
+/// A test TFTP root with dummy `loaders`, and a config pointing at it.
+#[derive(Debug)]
+pub struct BootFiles {
+    pub dir: TempDir,
+}
+
+impl BootFiles {
+    pub fn new(loaders: &[&str]) -> Result<BootFiles> {
+        let dir = TempDir::new("files")?;
+        std::fs::create_dir_all(dir.join("tftp"))?;
+        for loader in loaders {
+            std::fs::write(dir.join("tftp").join(loader), b"dummy loader\n")?;
+        }
+        write_config(&dir.join("xdpboot.toml"), &dir.join("tftp"), HTTP_PORT)?;
+        Ok(BootFiles { dir })
+    }
+
+    pub fn tftp_root(&self) -> PathBuf {
+        self.dir.join("tftp")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("xdpboot.toml")
+    }
+
+    /// Puts a dummy `loader` into the TFTP root.
+    pub fn add_loader(&self, loader: &str) -> Result<()> {
+        std::fs::write(self.tftp_root().join(loader), b"dummy loader\n")?;
+        Ok(())
+    }
+}
+
+/// Topology A: one provisioning LAN, as in a rack.
+///
+/// ```text
+///   site (dnsmasq, 198.18.0.2/24) ─┐
+///   boot (xdpboot, 198.18.0.1/24) ─┼─ br0 in "lan"
+///   client (eth0, address optional)┘
+/// ```
+/// Every interface outside "lan" is called `eth0`. Fields drop in order: processes first, then
+/// namespaces (and the links in them), then files.
+#[derive(Debug)]
+pub struct SiteLan {
+    pub daemon: Daemon,
+    pub dnsmasq: Dnsmasq,
+    pub probe: Probe,
+    pub client: NetNs,
+    pub boot: NetNs,
+    pub site: NetNs,
+    pub lan: NetNs,
+    pub files: BootFiles,
+}
+
+impl SiteLan {
+    pub const BOOT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+    pub const SITE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    pub const RANGE: (Ipv4Addr, Ipv4Addr) = (
+        Ipv4Addr::new(198, 18, 0, 100),
+        Ipv4Addr::new(198, 18, 0, 200),
+    );
+
+    /// Builds the LAN with the default loaders in the TFTP root; the client has no address
+    /// (as firmware before DHCP) and a probe on port 68.
+    pub fn start() -> Result<SiteLan> {
+        SiteLan::start_with(DEFAULT_LOADERS, None, DHCP_CLIENT_PORT)
+    }
+
+    /// Builds the LAN with `loaders` in the TFTP root, `client_addr` (a /24 in 198.18.0.0) on
+    /// the client, and the client's probe bound to `probe_port`.
+    pub fn start_with(
+        loaders: &[&str],
+        client_addr: Option<Ipv4Addr>,
+        probe_port: u16,
+    ) -> Result<SiteLan> {
+        let files = BootFiles::new(loaders)?;
+        let lan = NetNs::new("lan")?;
+        let site = NetNs::new("site")?;
+        let boot = NetNs::new("boot")?;
+        let client = NetNs::new("client")?;
+        lan.add_bridge("br0")?;
+        for (port, ns) in [("site", &site), ("boot", &boot), ("client", &client)] {
+            veth(&lan, port, ns, "eth0")?;
+            lan.attach(port, "br0")?;
+        }
+        site.add_address("eth0", &format!("{}/24", SiteLan::SITE))?;
+        boot.add_address("eth0", &format!("{}/24", SiteLan::BOOT))?;
+        if let Some(addr) = client_addr {
+            client.add_address("eth0", &format!("{addr}/24"))?;
+        }
+        let dnsmasq = Dnsmasq::start(&site, "eth0", SiteLan::RANGE, files.dir.path())?;
+        let daemon = Daemon::start(
+            &boot,
+            &["eth0"],
+            &files.config(),
+            files.dir.join("xdpboot.log"),
+        )?;
+        let probe = Probe::bind(&client, "eth0", probe_port)?;
+        Ok(SiteLan {
+            daemon,
+            dnsmasq,
+            probe,
+            client,
+            boot,
+            site,
+            lan,
+            files,
+        })
+    }
+}
+
+/// Topology B: one boot server on two subnets, a client on each.
+///
+/// ```text
+///   client_a (eth0) ── eth1 198.18.1.1/24 ┐
+///                                         boot (one xdpboot, --interface eth1 --interface eth2)
+///   client_b (eth0) ── eth2 198.18.2.1/24 ┘
+/// ```
+#[derive(Debug)]
+pub struct TwoSubnets {
+    pub daemon: Daemon,
+    pub probe_a: Probe,
+    pub probe_b: Probe,
+    pub client_a: NetNs,
+    pub client_b: NetNs,
+    pub boot: NetNs,
+    pub files: BootFiles,
+}
+
+impl TwoSubnets {
+    pub const BOOT_A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+    pub const BOOT_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+
+    /// Both subnets served: `xdpboot run --interface eth1 --interface eth2`.
+    pub fn start() -> Result<TwoSubnets> {
+        TwoSubnets::serving(&["eth1", "eth2"])
+    }
+
+    /// The same wiring, with xdpboot serving only `interfaces`.
+    pub fn serving(interfaces: &[&str]) -> Result<TwoSubnets> {
+        let files = BootFiles::new(DEFAULT_LOADERS)?;
+        let boot = NetNs::new("boot")?;
+        let client_a = NetNs::new("clia")?;
+        let client_b = NetNs::new("clib")?;
+        veth(&boot, "eth1", &client_a, "eth0")?;
+        veth(&boot, "eth2", &client_b, "eth0")?;
+        boot.add_address("eth1", &format!("{}/24", TwoSubnets::BOOT_A))?;
+        boot.add_address("eth2", &format!("{}/24", TwoSubnets::BOOT_B))?;
+        let daemon = Daemon::start(
+            &boot,
+            interfaces,
+            &files.config(),
+            files.dir.join("xdpboot.log"),
+        )?;
+        let probe_a = Probe::client(&client_a, "eth0")?;
+        let probe_b = Probe::client(&client_b, "eth0")?;
+        Ok(TwoSubnets {
+            daemon,
+            probe_a,
+            probe_b,
+            client_a,
+            client_b,
+            boot,
+            files,
+        })
+    }
+}

@@ -141,7 +141,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "no interface to serve: name one with --interface IF (or server.interfaces in the config)"
         );
     }
-    let interfaces = Interfaces::new().context("reading the interface table")?;
+    let (interfaces, watcher) = Interfaces::new().context("reading the interface table")?;
     let table = interfaces.snapshot();
     for name in &config.interfaces {
         let Some(iface) = table.by_name(name) else {
@@ -161,26 +161,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
             bail!("the xdp backend is not available in this build yet; use --backend udp (or auto)")
         }
     };
-    for name in &config.interfaces {
-        tracing::info!(iface = %name, backend = %backend, "serving");
-    }
-
     let service = Arc::new(Service::new(
         Responder::new(config.policy.clone(), config.url_ports()),
-        interfaces.clone(),
+        interfaces,
         config.interfaces.clone(),
         &config.tftp.root,
     ));
     let dhcp = UdpSocket::bind(ServerPort::Dhcp)?;
     let pxe = UdpSocket::bind(ServerPort::Pxe)?;
+    for name in &config.interfaces {
+        tracing::info!(iface = %name, backend = %backend, "serving");
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(async move {
-        interfaces
-            .watch()
-            .await
-            .context("watching interface changes")
-    });
+    tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
     let s = service.clone();
     tasks.spawn(async move { dhcp.serve(s).await.context("port 67") });
     let s = service.clone();

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, RwLock};
 
 use nix::ifaddrs::getifaddrs;
@@ -151,10 +151,18 @@ pub struct Interfaces {
 }
 
 impl Interfaces {
-    pub fn new() -> io::Result<Arc<Interfaces>> {
-        Ok(Arc::new(Interfaces {
+    /// Subscribes to rtnetlink events, then reads the table: in that order, so no change made
+    /// between the two is missed. Run the returned [`Watcher`] to keep the table current.
+    pub fn new() -> io::Result<(Arc<Interfaces>, Watcher)> {
+        let socket = netlink_socket()?;
+        let interfaces = Arc::new(Interfaces {
             current: RwLock::new(Arc::new(InterfaceTable::read()?)),
-        }))
+        });
+        let watcher = Watcher {
+            socket,
+            interfaces: interfaces.clone(),
+        };
+        Ok((interfaces, watcher))
     }
 
     /// The current snapshot; cheap (an `Arc` clone).
@@ -173,12 +181,19 @@ impl Interfaces {
         }
         Ok(())
     }
+}
 
-    /// Re-reads the table whenever rtnetlink reports a link or IPv4 address change. Runs until
-    /// the netlink socket fails.
-    pub async fn watch(self: Arc<Self>) -> io::Result<()> {
-        let fd = netlink_socket()?;
-        let fd = super::register(fd)?;
+/// Keeps an [`Interfaces`] table current from rtnetlink link and IPv4 address events.
+pub struct Watcher {
+    socket: OwnedFd,
+    interfaces: Arc<Interfaces>,
+}
+
+impl Watcher {
+    /// Re-reads the table whenever rtnetlink reports a change. Runs until the netlink socket
+    /// fails.
+    pub async fn run(self) -> io::Result<()> {
+        let fd = super::register(self.socket)?;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let mut guard = fd.readable().await?;
@@ -186,7 +201,7 @@ impl Interfaces {
             let mut changed = false;
             loop {
                 match recv(
-                    std::os::fd::AsRawFd::as_raw_fd(guard.get_inner()),
+                    guard.get_inner().as_raw_fd(),
                     &mut buf,
                     MsgFlags::MSG_DONTWAIT,
                 ) {
@@ -202,7 +217,7 @@ impl Interfaces {
                 }
             }
             if changed {
-                self.refresh()?;
+                self.interfaces.refresh()?;
                 tracing::debug!("interface table refreshed");
             }
         }
@@ -218,10 +233,7 @@ fn netlink_socket() -> io::Result<OwnedFd> {
         SockProtocol::NetlinkRoute,
     )?;
     let groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR) as u32;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &NetlinkAddr::new(0, groups),
-    )?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
     Ok(fd)
 }
 

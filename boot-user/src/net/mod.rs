@@ -1,5 +1,6 @@
 //! I/O edges: the interface table and the backends that carry requests to the core.
 
+pub mod frame;
 pub mod iface;
 pub mod udp;
 pub mod xdp;

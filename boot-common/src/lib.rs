@@ -11,9 +11,11 @@ pub const DHCP_CLIENT_PORT: u16 = 68;
 /// PXE boot-server port (PXE 2.1 spec §2.2.1; iPXE `PXE_PORT`).
 pub const PXE_SERVER_PORT: u16 = 4011;
 
-/// Name of the XDP program in the object file.
+/// Name of the XDP program in the object file. `aya-ebpf`'s `#[xdp]` names the program after
+/// its function, so `boot-ebpf` defines `fn xdpboot`.
 pub const PROGRAM_NAME: &str = "xdpboot";
-/// Per-CPU array of `u64` counters indexed by [`Counter`].
+/// Per-CPU array of `u64` counters indexed by [`Counter`]. `#[map(name = ...)]` in `boot-ebpf`
+/// takes a literal, so the two spellings are checked against each other by boot-user's tests.
 pub const COUNTERS_MAP: &str = "COUNTERS";
 
 /// What the XDP program decided about one frame. The discriminant is the index into
@@ -21,15 +23,19 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Not a DHCP/PXE request at all: passed to the kernel untouched.
+    /// Not UDP to port 67 or 4011 (or an IPv4 fragment, whose ports cannot be seen): passed to
+    /// the kernel untouched.
     Passed = 0,
-    /// A DHCP request to port 67 that is not a boot request: passed, the site server's business.
+    /// DHCP traffic to port 67 that is not a boot request (a plain client, or a BOOTREPLY to a
+    /// relay agent): passed, the site DHCP server's business.
     DhcpPassed = 1,
-    /// A boot request to port 67.
+    /// A BOOTREQUEST to port 67 from a boot client: option 60 starts with "PXEClient" or
+    /// "HTTPClient", or option 77 (user class) says "iPXE".
     BootRequest = 2,
-    /// A request to the PXE boot-server port 4011.
+    /// A BOOTREQUEST to the PXE boot-server port 4011.
     PxeRequest = 3,
-    /// A frame to port 67 or 4011 that does not parse as a BOOTP request.
+    /// A frame to port 67 or 4011 that does not parse as a BOOTREQUEST: truncated, wrong magic
+    /// cookie, or a BOOTREPLY sent to 4011.
     Malformed = 4,
 }
 
@@ -45,6 +51,11 @@ impl Counter {
         Counter::Malformed,
     ];
 
+    /// The counter's slot in [`COUNTERS_MAP`].
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
     /// Stable snake_case name, used by `xdpboot stats` and metrics.
     pub const fn name(self) -> &'static str {
         match self {
@@ -56,3 +67,12 @@ impl Counter {
         }
     }
 }
+
+// `ALL` must list the counters in index order: readers zip it with the map's slots.
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i].index() as usize == i);
+        i += 1;
+    }
+};

@@ -340,7 +340,9 @@ mod tests {
 
     /// Loads the program, or returns `None` after saying why on stderr when this host cannot
     /// run BPF at all. Any other failure, a verifier rejection above all, fails the test.
-    fn load_or_skip(test: &str) -> Option<XdpProgram> {
+    fn load_or_skip() -> Option<XdpProgram> {
+        // The test harness names each test's thread after the test.
+        let test = thread::current().name().unwrap_or("this test").to_owned();
         if !nix::unistd::Uid::effective().is_root() {
             eprintln!("skipping {test}: loading BPF programs needs root");
             return None;
@@ -476,7 +478,7 @@ mod tests {
 
     #[test]
     fn the_verifier_accepts_the_program_and_its_counters_start_at_zero() {
-        let Some(program) = load_or_skip("the_verifier_accepts_the_program") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         assert_eq!(
@@ -500,7 +502,7 @@ mod tests {
 
     #[test]
     fn pxe_rom_discover_is_a_boot_request() {
-        let Some(program) = load_or_skip("pxe_rom_discover_is_a_boot_request") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let discover = untagged(
@@ -512,8 +514,7 @@ mod tests {
 
     #[test]
     fn uefi_http_boot_and_ipxe_discovers_are_boot_requests() {
-        let Some(program) = load_or_skip("uefi_http_boot_and_ipxe_discovers_are_boot_requests")
-        else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let mut http = plain_discover_options();
@@ -530,7 +531,7 @@ mod tests {
 
     #[test]
     fn plain_discover_is_left_to_the_site_dhcp_server() {
-        let Some(program) = load_or_skip("plain_discover_is_left_to_the_site_dhcp_server") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let discover = untagged(
@@ -555,7 +556,7 @@ mod tests {
 
     #[test]
     fn bootreply_to_a_relay_agent_is_left_to_the_site_dhcp_server() {
-        let Some(program) = load_or_skip("bootreply_to_a_relay_agent_is_left_to_the_site") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let reply = untagged(DHCP_SERVER_PORT, &bootp(BOOTREPLY, &pxe_discover_options()));
@@ -564,7 +565,7 @@ mod tests {
 
     #[test]
     fn request_to_port_4011_is_a_pxe_request() {
-        let Some(program) = load_or_skip("request_to_port_4011_is_a_pxe_request") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let mut options = pxe_discover_options();
@@ -577,7 +578,7 @@ mod tests {
 
     #[test]
     fn non_dhcp_frames_are_passed_untouched() {
-        let Some(program) = load_or_skip("non_dhcp_frames_are_passed_untouched") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let dns = untagged(53, &[0; 40]);
@@ -600,7 +601,7 @@ mod tests {
 
     #[test]
     fn vlan_tagged_discovers_are_looked_into() {
-        let Some(program) = load_or_skip("vlan_tagged_discovers_are_looked_into") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let payload = bootp(BOOTREQUEST, &pxe_discover_options());
@@ -625,7 +626,7 @@ mod tests {
 
     #[test]
     fn ipv4_options_are_skipped_by_the_header_length() {
-        let Some(program) = load_or_skip("ipv4_options_are_skipped_by_the_header_length") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         // Router alert (RFC 2113), one 32-bit word: IHL 6.
@@ -637,7 +638,7 @@ mod tests {
 
     #[test]
     fn truncated_or_corrupt_requests_are_malformed() {
-        let Some(program) = load_or_skip("truncated_or_corrupt_requests_are_malformed") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let options = pxe_discover_options();
@@ -661,6 +662,13 @@ mod tests {
         let cut = udp_payload + 240 + plain.len();
         assert_verdict(&program, &plain_discover[..cut], Counter::Malformed);
 
+        // A request sent without padding ends with option 255 as its last byte;
+        // one that ends on a pad instead has lost its end.
+        assert_verdict(&program, &plain_discover[..=cut], Counter::DhcpPassed);
+        let mut ends_on_pad = plain_discover[..=cut].to_vec();
+        ends_on_pad[cut] = 0;
+        assert_verdict(&program, &ends_on_pad, Counter::Malformed);
+
         let mut bad_cookie = discover;
         bad_cookie[udp_payload + 236] = 98;
         assert_verdict(&program, &bad_cookie, Counter::Malformed);
@@ -668,8 +676,7 @@ mod tests {
 
     #[test]
     fn pad_options_are_stepped_over_and_the_scan_is_bounded() {
-        let Some(program) = load_or_skip("pad_options_are_stepped_over_and_the_scan_is_bounded")
-        else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         let mut padded = vec![0; 20];
@@ -689,7 +696,7 @@ mod tests {
 
     #[test]
     fn test_frames_shorter_than_an_ethernet_header_are_refused() {
-        let Some(program) = load_or_skip("test_frames_shorter_than_an_ethernet_header") else {
+        let Some(program) = load_or_skip() else {
             return;
         };
         assert!(matches!(
@@ -709,21 +716,25 @@ mod tests {
 
     /// Runs `f` on a thread of its own in a fresh network namespace with loopback up, so
     /// attaching touches nothing of the host's. The namespace goes when the thread ends.
-    fn in_fresh_netns(test: &'static str, f: impl FnOnce() + Send + 'static) {
-        let outcome = thread::spawn(move || {
-            if let Err(err) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-                eprintln!("skipping {test}: cannot create a network namespace: {err}");
-                return;
-            }
-            // A child process runs in the namespace of the thread that starts it.
-            let status = Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .expect("running `ip` (iproute2)");
-            assert!(status.success(), "ip link set lo up: {status}");
-            f();
-        })
-        .join();
+    fn in_fresh_netns(f: impl FnOnce() + Send + 'static) {
+        let test = thread::current().name().unwrap_or("this test").to_owned();
+        let outcome = thread::Builder::new()
+            .name(test.clone())
+            .spawn(move || {
+                if let Err(err) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                    eprintln!("skipping {test}: cannot create a network namespace: {err}");
+                    return;
+                }
+                // A child process runs in the namespace of the thread that starts it.
+                let status = Command::new("ip")
+                    .args(["link", "set", "lo", "up"])
+                    .status()
+                    .expect("running `ip` (iproute2)");
+                assert!(status.success(), "ip link set lo up: {status}");
+                f();
+            })
+            .expect("spawning the namespace thread")
+            .join();
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
@@ -743,9 +754,8 @@ mod tests {
 
     #[test]
     fn auto_mode_falls_back_to_skb_on_loopback_and_dropping_the_attachment_detaches() {
-        const TEST: &str = "auto_mode_falls_back_to_skb_on_loopback";
-        in_fresh_netns(TEST, || {
-            let Some(mut program) = load_or_skip(TEST) else {
+        in_fresh_netns(|| {
+            let Some(mut program) = load_or_skip() else {
                 return;
             };
             // Loopback has no native XDP: driver mode alone fails, auto falls back.

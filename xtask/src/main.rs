@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod lab;
 mod setup;
+mod test;
 
 #[derive(Parser)]
 #[command(
@@ -25,11 +27,28 @@ enum Command {
     /// bpf-linker, rust-src for the nightly toolchain, bpf-linker itself, and the test tools.
     /// Safe to run again: what is installed is left alone.
     Setup(setup::Args),
+    /// Run every test (the README's second command and what CI runs): installs what is
+    /// missing, then cargo fmt --check, clippy -D warnings, and cargo test --workspace.
+    Test(test::Args),
+    /// Install, build and run xdpboot with its embedded default (the README's first command):
+    /// on --interface IF for real, or else in a lab of network namespaces beside a site DHCP
+    /// server, showing what each kind of client is told.
+    Run(lab::Args),
+}
+
+/// The workspace's root directory (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is a workspace member")
+        .to_path_buf()
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup(args) => setup::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Run(args) => lab::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -61,6 +61,11 @@ pub struct Args {
     check: bool,
 }
 
+/// Installs whatever is missing; what `test` and `run` do first.
+pub fn install() -> anyhow::Result<()> {
+    run(&Args { check: false })
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     let mut apt_updated = false;

@@ -1,0 +1,59 @@
+//! `cargo xtask test`: the README's second command and what CI runs. Installs what is missing,
+//! then checks formatting and lints and runs every test in the workspace: unit, golden-packet,
+//! BPF_PROG_TEST_RUN and namespace integration tests (these need root, as CI has).
+
+use std::process::Command;
+
+use anyhow::{Context as _, ensure};
+
+use crate::{setup, workspace_root};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip installing prerequisites (they must already be there).
+    #[arg(long)]
+    no_setup: bool,
+    /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+    #[arg(last = true)]
+    cargo_test_args: Vec<String>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !args.no_setup {
+        setup::install()?;
+    }
+    cargo("fmt", &["fmt", "--all", "--", "--check"])?;
+    cargo(
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The integration tests run the daemon binary of the same profile.
+    cargo("build", &["build", "--package", "boot-user", "--bins"])?;
+    let mut test: Vec<&str> = vec!["test", "--workspace"];
+    if !args.cargo_test_args.is_empty() {
+        test.push("--");
+        test.extend(args.cargo_test_args.iter().map(String::as_str));
+    }
+    cargo("test", &test)?;
+    println!("[test] all passed");
+    Ok(())
+}
+
+fn cargo(step: &str, args: &[&str]) -> anyhow::Result<()> {
+    println!("[test] cargo {}", args.join(" "));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running cargo {step}"))?;
+    ensure!(status.success(), "cargo {step} failed ({status})");
+    Ok(())
+}

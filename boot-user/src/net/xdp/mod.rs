@@ -1,0 +1,6 @@
+//! The XDP backend: the steering program in the driver, AF_XDP sockets for the frames it takes
+//! and for every reply, and the ring buffer of frames it tees.
+
+pub mod program;
+
+pub use program::{AttachMode, XdpAttachment, XdpError, XdpProgram};

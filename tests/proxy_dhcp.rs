@@ -325,10 +325,27 @@ fn arm64_is_offered_its_loader_only_once_the_loader_is_in_the_tftp_root() -> Res
     );
 
     lan.files.add_loader("ipxe-arm64.efi")?;
-    let after = BootRequest::pxe(11);
-    let (_, ours) = both_offers(&lan, &after)?;
-    assert_proxy_offer(&ours, &after, "PXEClient", "ipxe-arm64.efi");
-    Ok(())
+    // The daemon caches loader lookups for a second (FsLoaders::TTL): a client retrying, as
+    // firmware does every few seconds, is answered once the cache has expired.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = BootRequest::pxe(11);
+        let replies = lan.probe.exchange(
+            &after,
+            broadcast_to_servers(),
+            Duration::from_millis(500),
+            |r| !from_server(r, SiteLan::BOOT).is_empty(),
+        )?;
+        if let Some(ours) = from_server(&replies, SiteLan::BOOT).first() {
+            assert_proxy_offer(ours, &after, "PXEClient", "ipxe-arm64.efi");
+            return Ok(());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no offer for arm64 within 5 s of the loader appearing:\n{}",
+            lan.daemon.log()
+        );
+    }
 }
 
 #[test]

@@ -2,10 +2,12 @@
 //! each request gets, the loader check against the file system, counters and the one log event
 //! per client decision.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::stats::{Stats, malformed_name};
@@ -202,21 +204,29 @@ fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
 
 /// Loader lookup under the TFTP root. A loader counts as present only if it is a regular file
 /// that resolves inside the root, which is exactly what the TFTP server will agree to serve.
-#[derive(Debug, Clone)]
+///
+/// Answers are cached for [`FsLoaders::TTL`]: resolving a path costs syscalls, a proxy offer
+/// must not, and a loader copied into the root is still seen within a second.
+#[derive(Debug)]
 pub struct FsLoaders {
     root: PathBuf,
+    cache: RwLock<HashMap<String, (bool, Instant)>>,
 }
 
 impl FsLoaders {
+    pub const TTL: Duration = Duration::from_secs(1);
+    /// Bounds the cache; the policy names a handful of loaders, so this is never reached in
+    /// practice, and when it is the cache simply starts over.
+    const MAX_ENTRIES: usize = 1024;
+
     pub fn new(root: &Path) -> FsLoaders {
         FsLoaders {
             root: root.to_path_buf(),
+            cache: RwLock::new(HashMap::new()),
         }
     }
-}
 
-impl LoaderIndex for FsLoaders {
-    fn has_loader(&self, file: &str) -> bool {
+    fn lookup(&self, file: &str) -> bool {
         let (Ok(root), Ok(path)) = (
             self.root.canonicalize(),
             self.root.join(file).canonicalize(),
@@ -224,6 +234,26 @@ impl LoaderIndex for FsLoaders {
             return false;
         };
         path.starts_with(&root) && path.is_file()
+    }
+}
+
+impl LoaderIndex for FsLoaders {
+    fn has_loader(&self, file: &str) -> bool {
+        let now = Instant::now();
+        if let Ok(cache) = self.cache.read()
+            && let Some(&(present, checked)) = cache.get(file)
+            && now.duration_since(checked) < FsLoaders::TTL
+        {
+            return present;
+        }
+        let present = self.lookup(file);
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() >= FsLoaders::MAX_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(file.to_owned(), (present, now));
+        }
+        present
     }
 }
 

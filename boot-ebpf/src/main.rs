@@ -1,9 +1,18 @@
 //! xdpboot's XDP program.
 //!
-//! It looks at every frame arriving on the interface, decides whether it is a network-boot
-//! request, counts the verdict in [`COUNTERS`] and, for now, always returns `XDP_PASS`: the
-//! kernel stack and the site DHCP server see exactly what they would without us. Steering
-//! (tee on 67, take on 4011: DESIGN.md "XDP steering") comes next.
+//! It looks at every frame arriving on the interface and steers network-boot requests to
+//! xdpboot (DESIGN.md, "XDP steering: tee on 67, take on 4011"):
+//!
+//! - a boot DISCOVER to port 67 is **teed**: copied into the [`TEED_FRAMES`] ring buffer with
+//!   its ifindex, rx queue and VLAN ids, and passed on, so the kernel and the site's DHCP server
+//!   see exactly what they would without us. In redirect mode ([`Config::steer`]) the rx
+//!   queue's AF_XDP socket takes it instead.
+//! - a BOOTREQUEST to port 4011 is **taken**: redirected into the AF_XDP socket of its rx queue
+//!   (passed when no socket is bound there).
+//! - everything else is passed unchanged.
+//!
+//! Every verdict is counted in [`COUNTERS`]. A per-MAC token bucket sheds floods of boot
+//! requests before userspace sees them.
 //!
 //! Parsing follows xdp-tutorial's `parsing_helpers.h`: a [`Cursor`] that advances only after a
 //! check against `data_end`, one helper per header, constant loop bounds.
@@ -14,25 +23,53 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
-use core::{marker::PhantomData, mem::size_of};
+use core::{marker::PhantomData, mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_RB_NO_WAKEUP, xdp_action},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     macros::{map, xdp},
-    maps::PerCpuArray,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, XskMap},
     programs::XdpContext,
 };
-use boot_common::{Counter, DHCP_SERVER_PORT, PXE_SERVER_PORT};
+use boot_common::{
+    CONFIG_FLAG_WAKEUP, Config, Counter, DHCP_SERVER_PORT, INVENTORY_MAX_ENTRIES, MacKey,
+    PXE_SERVER_PORT, SHED_BUCKETS_MAX_ENTRIES, SteerMode, TEE_CAPTURE_LEN, TEE_RING_BYTES,
+    TeeHeader, TeeRecord, TokenBucket, XSK_MAX_QUEUES,
+};
+
+// Map names must equal the `*_MAP` constants of boot-common; the attribute takes only a
+// literal, and boot-user looks every map up by the constant (its tests load them all).
 
 /// Verdict counters: one `u64` per [`Counter`] per CPU, summed by userspace.
-// The name must equal `boot_common::COUNTERS_MAP`; the attribute takes only a literal, and
-// boot-user's tests look the map up by the constant.
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// The option scan's position between iterations (see [`scan_options`]).
-#[map(name = "OPTION_SCAN")]
-static OPTION_SCAN: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+/// The program's settings, written by userspace (all zeroes until then: tee, no shedding).
+#[map(name = "CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// MACs of known machines: never shed. The value is unused.
+#[map(name = "INVENTORY")]
+static INVENTORY: HashMap<MacKey, u8> = HashMap::with_max_entries(INVENTORY_MAX_ENTRIES, 0);
+
+/// The flood limiter's buckets, one per MAC seen sending boot requests.
+#[map(name = "SHED_BUCKETS")]
+static SHED_BUCKETS: LruHashMap<MacKey, TokenBucket> =
+    LruHashMap::with_max_entries(SHED_BUCKETS_MAX_ENTRIES, 0);
+
+/// rx queue → AF_XDP socket bound to that queue of this interface.
+#[map(name = "XSKS")]
+static XSKS: XskMap = XskMap::with_max_entries(XSK_MAX_QUEUES, 0);
+
+/// Teed boot DISCOVERs, one [`TeeRecord`] each.
+#[map(name = "TEED_FRAMES")]
+static TEED_FRAMES: RingBuf = RingBuf::with_byte_size(TEE_RING_BYTES, 0);
+
+/// What the header parse learned about the current request, carried across the option scan
+/// (see [`scan_options`] for why it lives here and not in registers).
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Request> = PerCpuArray::with_max_entries(1, 0);
 
 // EtherTypes (IEEE 802.3 / 802.1Q / 802.1ad).
 const ETH_P_IPV4: u16 = 0x0800;
@@ -40,6 +77,8 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 /// Stacked VLAN tags we look through: an 802.1ad S-tag and an 802.1Q C-tag (QinQ).
 const MAX_VLAN_TAGS: usize = 2;
+/// The VLAN identifier in a tag's TCI (IEEE 802.1Q §9.6); the top bits are PCP and DEI.
+const VLAN_VID_MASK: u16 = 0x0fff;
 
 const IPPROTO_UDP: u8 = 17;
 /// IPv4 "more fragments" flag and fragment offset (RFC 791 §3.1). Only an unfragmented datagram
@@ -47,18 +86,25 @@ const IPPROTO_UDP: u8 = 17;
 const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 const IPV4_FRAGMENT_OFFSET: u16 = 0x1fff;
 
-/// BOOTP `op` of a client message (RFC 951).
+/// BOOTP `op` of a client message and of a server's (RFC 951).
 const BOOTREQUEST: u8 = 1;
+const BOOTREPLY: u8 = 2;
+/// BOOTP `htype` of Ethernet (RFC 1700, ARP hardware types).
+const HTYPE_ETHERNET: u8 = 1;
 /// First four octets of the options field (RFC 2131 §3, RFC 1497).
 const DHCP_MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 
-// DHCP option codes (RFC 2132 §3.1, §3.2, §9.13; RFC 3004 for 77).
+// DHCP option codes (RFC 2132 §3.1, §9.6, §9.13; RFC 3004 for 77; RFC 4578 §2.1 for 93).
 const OPTION_PAD: u8 = 0;
 const OPTION_END: u8 = 255;
+const OPTION_MESSAGE_TYPE: u8 = 53;
 const OPTION_VENDOR_CLASS: u8 = 60;
 const OPTION_USER_CLASS: u8 = 77;
+const OPTION_CLIENT_ARCH: u8 = 93;
+/// Option 53 value of a DHCPDISCOVER (RFC 2132 §9.6).
+const DHCPDISCOVER: u8 = 1;
 /// Options scanned before giving up (pads included). PXE ROMs send about 8 options and iPXE
-/// about 15 before option 60/77; a request hiding them further back is counted as plain DHCP.
+/// about 15; a request hiding its boot marks further back is counted as plain DHCP.
 const MAX_OPTIONS: usize = 32;
 /// Options starting this far into the frame are not looked at. Beyond any Ethernet frame an
 /// XDP program sees without multi-buffer support (a page); it keeps the verifier's range for
@@ -72,6 +118,8 @@ const HTTP_CLIENT: &[u8; 10] = b"HTTPClient";
 /// Option 77 of iPXE (`DHCP_USER_CLASS_ID` in iPXE's `include/ipxe/dhcp.h`): the bare string,
 /// or as one RFC 3004 length-prefixed user class.
 const IPXE_USER_CLASS: &[u8; 4] = b"iPXE";
+
+const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[repr(C)]
 #[allow(dead_code, reason = "wire layout: not every field is read")]
@@ -134,6 +182,31 @@ struct BootpHdr {
     magic_cookie: [u8; 4],
 }
 
+/// A BOOTREQUEST to port 67 or 4011, as far as the headers tell; the option scan fills in the
+/// rest. The value of [`SCRATCH`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Request {
+    /// Offset in the frame of the byte *before* the next option to scan.
+    before_next_option: u32,
+    /// UDP destination port: 67 or 4011.
+    port: u16,
+    /// As in [`TeeHeader`].
+    vlan_ids: [u16; 2],
+    vlan_tags: u8,
+    /// Option 53, or 0 when not (yet) seen.
+    message_type: u8,
+    /// 1 once an option marked the client as a network-boot client.
+    boot_client: u8,
+    /// BOOTP `htype` and `hlen`: whether `chaddr` is an Ethernet MAC.
+    htype: u8,
+    hlen: u8,
+    _pad: u8,
+    /// The frame's source MAC and the client's (BOOTP `chaddr`), for [`limiter_key`].
+    source_mac: [u8; 6],
+    chaddr: [u8; 6],
+}
+
 /// A read position in the frame that moves forward only after a check against `data_end`
 /// (xdp-tutorial's `struct hdr_cursor`). Headers are byte arrays, so no access is misaligned.
 #[derive(Clone, Copy)]
@@ -183,10 +256,16 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Whether `len` more bytes are inside the frame.
+    #[inline(always)]
+    fn has(&self, len: usize) -> bool {
+        self.pos + len <= self.end
+    }
+
     /// Moves past `len` bytes, which must all be inside the frame.
     #[inline(always)]
     fn skip(&mut self, len: usize) -> Option<()> {
-        if self.pos + len > self.end {
+        if !self.has(len) {
             return None;
         }
         self.pos += len;
@@ -196,130 +275,265 @@ impl<'a> Cursor<'a> {
 
 #[xdp]
 pub fn xdpboot(ctx: XdpContext) -> u32 {
-    count(classify(&ctx));
-    xdp_action::XDP_PASS
+    let (counter, action) = steer(&ctx);
+    count(counter);
+    action
 }
 
-fn classify(ctx: &XdpContext) -> Counter {
+/// The verdict on one frame: what to count and what to return.
+#[inline(always)]
+fn steer(ctx: &XdpContext) -> (Counter, u32) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return (Counter::Passed, xdp_action::XDP_PASS);
+    };
+    match parse_request(ctx, scratch) {
+        Parsed::NotForUs => return (Counter::Passed, xdp_action::XDP_PASS),
+        // A BOOTREPLY to port 67 goes to a relay agent: the site's DHCP traffic.
+        Parsed::ReplyToRelay => return (Counter::DhcpPassed, xdp_action::XDP_PASS),
+        Parsed::Malformed { port } => return malformed(port),
+        Parsed::Request => {}
+    }
+    let options = scan_options(ctx, scratch);
+    // SAFETY: this CPU's slot, written by `parse_request` and `scan_options` during this run
+    // (XDP is not re-entered on a CPU). Volatile, as every access to it: see `scan_options`.
+    let request = unsafe { scratch.read_volatile() };
+    if let OptionScan::Overrun = options {
+        return malformed(request.port);
+    }
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+
+    if request.port == PXE_SERVER_PORT {
+        // Any BOOTREQUEST: only xdpboot answers 4011, and userspace decides what to answer.
+        if over_limit(&limiter_key(&request), &config) {
+            return (Counter::Shed, xdp_action::XDP_DROP);
+        }
+        return match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+            Ok(action) => (Counter::Taken, action),
+            Err(action) => (Counter::NoSocket, action),
+        };
+    }
+
+    // Port 67: userspace answers boot DISCOVERs only (with a proxy OFFER); a boot client's
+    // REQUEST there is for the site server's address.
+    if request.message_type != DHCPDISCOVER || request.boot_client == 0 {
+        return (Counter::DhcpPassed, xdp_action::XDP_PASS);
+    }
+    if over_limit(&limiter_key(&request), &config) {
+        return (Counter::Shed, xdp_action::XDP_PASS);
+    }
+    if config.steer == SteerMode::Redirect as u32 {
+        match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+            Ok(action) => return (Counter::Redirected, action),
+            // No socket on this queue: a tee still gets the request to userspace.
+            Err(_) => count(Counter::NoSocket),
+        }
+    }
+    (
+        tee(ctx, &request, config.flags & CONFIG_FLAG_WAKEUP != 0),
+        xdp_action::XDP_PASS,
+    )
+}
+
+/// Frames to 67 go on to the kernel whatever they hold (the site server judges them); nothing
+/// but xdpboot listens on 4011 in this backend, so there they are dropped.
+#[inline(always)]
+fn malformed(port: u16) -> (Counter, u32) {
+    let action = if port == PXE_SERVER_PORT {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    };
+    (Counter::Malformed, action)
+}
+
+/// What the headers say about a frame.
+enum Parsed {
+    /// Not UDP to 67 or 4011 in an unfragmented IPv4 datagram.
+    NotForUs,
+    /// To 67 or 4011, but not a sound BOOTP message.
+    Malformed { port: u16 },
+    /// A BOOTREPLY to port 67.
+    ReplyToRelay,
+    /// A BOOTREQUEST with a good magic cookie, recorded in [`SCRATCH`].
+    Request,
+}
+
+/// Ethernet, up to [`MAX_VLAN_TAGS`] VLAN tags, IPv4 (options skipped per IHL), UDP to 67 or
+/// 4011 with lengths that fit the frame, BOOTP with the magic cookie. A request is recorded in
+/// `scratch`, with the scan position on its first option.
+#[inline(always)]
+fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
     let frame = Cursor::new(ctx);
     let mut cursor = frame;
-    let Some(port) = parse_to_boot_port(&mut cursor) else {
-        return Counter::Passed;
+    let Some(eth) = cursor.take::<EthHdr>() else {
+        return Parsed::NotForUs;
     };
-    let Some(op) = parse_bootp(&mut cursor) else {
-        return Counter::Malformed;
-    };
-    match (port, op) {
-        (PXE_SERVER_PORT, BOOTREQUEST) => Counter::PxeRequest,
-        (PXE_SERVER_PORT, _) => Counter::Malformed,
-        (_, BOOTREQUEST) => match scan_options(&frame, cursor.pos - frame.pos) {
-            Options::BootClient => Counter::BootRequest,
-            Options::OtherClient => Counter::DhcpPassed,
-            Options::Truncated => Counter::Malformed,
-        },
-        // A BOOTREPLY to port 67 goes to a relay agent: the site's DHCP traffic.
-        _ => Counter::DhcpPassed,
-    }
-}
-
-/// Ethernet, up to [`MAX_VLAN_TAGS`] VLAN tags, IPv4 (options skipped per IHL), UDP. Returns the
-/// destination port when it is 67 or 4011, leaving the cursor on the UDP payload.
-#[inline(always)]
-fn parse_to_boot_port(cursor: &mut Cursor<'_>) -> Option<u16> {
-    let eth = cursor.take::<EthHdr>()?;
     let mut ether_type = u16::from_be_bytes(eth.ether_type);
-    for _ in 0..MAX_VLAN_TAGS {
+    let mut vlan_ids = [0u16; MAX_VLAN_TAGS];
+    let mut vlan_tags = 0u8;
+    for vlan_id in &mut vlan_ids {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
-        ether_type = u16::from_be_bytes(cursor.take::<VlanHdr>()?.ether_type);
+        let Some(tag) = cursor.take::<VlanHdr>() else {
+            return Parsed::NotForUs;
+        };
+        *vlan_id = u16::from_be_bytes(tag.tci) & VLAN_VID_MASK;
+        vlan_tags += 1;
+        ether_type = u16::from_be_bytes(tag.ether_type);
     }
     if ether_type != ETH_P_IPV4 {
-        return None;
+        return Parsed::NotForUs;
     }
 
-    let ip = cursor.take::<Ipv4Hdr>()?;
+    let Some(ip) = cursor.take::<Ipv4Hdr>() else {
+        return Parsed::NotForUs;
+    };
     let header_len = usize::from(ip.version_ihl & 0x0f) * 4;
     if ip.version_ihl >> 4 != 4 || header_len < size_of::<Ipv4Hdr>() || ip.protocol != IPPROTO_UDP {
-        return None;
+        return Parsed::NotForUs;
     }
     let fragment = u16::from_be_bytes(ip.flags_fragment_offset);
     if fragment & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET) != 0 {
-        return None;
+        return Parsed::NotForUs;
     }
-    cursor.skip(header_len - size_of::<Ipv4Hdr>())?;
-
-    let udp = cursor.take::<UdpHdr>()?;
+    let total_len = usize::from(u16::from_be_bytes(ip.total_len));
+    if cursor.skip(header_len - size_of::<Ipv4Hdr>()).is_none() {
+        return Parsed::NotForUs;
+    }
+    let Some(udp) = cursor.take::<UdpHdr>() else {
+        return Parsed::NotForUs;
+    };
     let port = u16::from_be_bytes(udp.dst_port);
-    (port == DHCP_SERVER_PORT || port == PXE_SERVER_PORT).then_some(port)
+    if port != DHCP_SERVER_PORT && port != PXE_SERVER_PORT {
+        return Parsed::NotForUs;
+    }
+
+    // Addressed to us from here on. The fixed-size read comes before the length checks: were
+    // it after them, LLVM would drop its bounds check as implied by the UDP length, and the
+    // verifier, which does not follow that deduction, would refuse the read.
+    let Some(bootp) = cursor.take::<BootpHdr>() else {
+        return Parsed::Malformed { port };
+    };
+    // The UDP length covers the whole message, inside the IP datagram, inside the frame: a
+    // frame cut short (or lying about its lengths) is not read as a request, whatever its
+    // first bytes say. The kernel's UDP input drops such datagrams too.
+    let udp_len = usize::from(u16::from_be_bytes(udp.len));
+    let options_len = udp_len.wrapping_sub(size_of::<UdpHdr>() + size_of::<BootpHdr>());
+    if udp_len < size_of::<UdpHdr>() + size_of::<BootpHdr>()
+        || total_len < header_len + udp_len
+        || !cursor.has(options_len)
+    {
+        return Parsed::Malformed { port };
+    }
+    if !bytes_eq(&bootp.magic_cookie, &DHCP_MAGIC_COOKIE) {
+        return Parsed::Malformed { port };
+    }
+    match (port, bootp.op) {
+        (_, BOOTREQUEST) => {}
+        (DHCP_SERVER_PORT, BOOTREPLY) => return Parsed::ReplyToRelay,
+        _ => return Parsed::Malformed { port },
+    }
+
+    // `black_box`: LLVM would fold the subtraction into the pointer difference as
+    // `pos + !start`, and the verifier refuses bitwise operations on pointers.
+    let first_option = core::hint::black_box(cursor.pos - frame.pos);
+    let c = &bootp.chaddr;
+    let request = Request {
+        // Below 400: headers and the BOOTP fixed part.
+        before_next_option: (first_option - 1) as u32,
+        port,
+        vlan_ids,
+        vlan_tags,
+        message_type: 0,
+        boot_client: 0,
+        // Raw, and the key chosen only after the scan: a branch here would give the scan two
+        // starting states that the verifier walks separately.
+        htype: bootp.htype,
+        hlen: bootp.hlen,
+        _pad: 0,
+        source_mac: eth.src,
+        chaddr: [c[0], c[1], c[2], c[3], c[4], c[5]],
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, used only during this run (see `count`).
+    unsafe { scratch.write_volatile(request) };
+    Parsed::Request
 }
 
-/// The BOOTP fixed part and magic cookie. Returns `op`, leaving the cursor on the first option.
+/// Whose bucket a request spends: the client's MAC from chaddr (RFC 2131 §2), which is the
+/// machine whatever path the frame took. The frame's source MAC is the client's only on its own
+/// link: a relay agent forwards DISCOVERs from its own MAC, and a client behind a router sends
+/// its 4011 REQUEST through the router, so keying on it would make every client there share
+/// one bucket. A chaddr that is not an Ethernet MAC (htype 1, hlen 6) falls back to the
+/// frame's source.
 #[inline(always)]
-fn parse_bootp(cursor: &mut Cursor<'_>) -> Option<u8> {
-    let bootp = cursor.take::<BootpHdr>()?;
-    (bootp.magic_cookie == DHCP_MAGIC_COOKIE).then_some(bootp.op)
+fn limiter_key(request: &Request) -> MacKey {
+    if request.htype != HTYPE_ETHERNET || request.hlen != 6 {
+        return MacKey::new(request.source_mac);
+    }
+    MacKey::new(request.chaddr)
 }
 
-/// What the options say about the client.
-enum Options {
-    /// Option 60 starts with "PXEClient" or "HTTPClient", or option 77 names iPXE.
-    BootClient,
-    /// Neither, within [`MAX_OPTIONS`] options (pads included).
-    OtherClient,
-    /// An option runs past the end of the frame, or the frame ends before option 255 without
-    /// a boot mark.
-    Truncated,
+/// How the option list ended.
+enum OptionScan {
+    /// Option 255, both a message type and a boot mark, or the scan's bound.
+    Sound,
+    /// An option runs past the end of the frame, or the frame ends before option 255.
+    Overrun,
 }
 
 /// Scans the options (RFC 2132 §2: code, length, data; pad and end have no length) for the
-/// marks of a network-boot client. The first option is `first_option` bytes into `frame`.
+/// message type and the marks of a network-boot client, recording them in `scratch`:
+/// option 60 starting with "PXEClient" or "HTTPClient", option 77 naming iPXE, option 93 (the
+/// client architecture, which only PXE clients send; userspace has the last word).
 ///
-/// Between iterations the position lives in [`OPTION_SCAN`], whose contents the verifier does
-/// not track. Kept in a register, every path through an iteration (pad, option 60 compared,
-/// other option skipped) would leave the position with a different verified range; the
-/// verifier could not merge them and would walk 2^n paths through n iterations (it hit its
-/// million-instruction limit). Reloaded from the map, the position is one unknown value at the
-/// top of every iteration, bounded once by [`MAX_OPTION_OFFSET`], whatever VLAN tags and IPv4
-/// header length led there.
+/// The scan state lives in [`SCRATCH`], whose contents the verifier does not track, and every
+/// access to it is volatile so that the compiler keeps it there. Kept in registers, every path
+/// through an iteration (pad, option 60 compared, other option skipped) would leave the
+/// position with a different verified range; the verifier could not merge them and would walk
+/// 2^n paths through n iterations (it hit its million-instruction limit). Reloaded from the
+/// map, the position is one unknown value at the top of every iteration, bounded once by
+/// [`MAX_OPTION_OFFSET`], whatever VLAN tags and IPv4 header length led there. For the same
+/// reason the cursor is rebuilt here from the context rather than handed down from the parse.
 #[inline(always)]
-fn scan_options(frame: &Cursor<'_>, first_option: usize) -> Options {
-    let Some(next_offset) = OPTION_SCAN.get_ptr_mut(0) else {
-        return Options::OtherClient;
-    };
-    // The stored position is that of the byte *before* the next option (the cookie's last
-    // byte, or the previous option's), which was read already. A check that a pointer with
-    // no constant offset is below data_end gives it no readable range in the verifier's eyes;
-    // reading two bytes from one byte earlier puts the check at a constant offset of one.
-    //
-    // `black_box`: LLVM would fold the subtraction into the pointer difference computed by the
-    // caller as `pos + !start`, and the verifier refuses bitwise operations on pointers.
-    let before_first = core::hint::black_box(first_option) - 1;
-    // SAFETY: this CPU's slot of a per-CPU array, used only during this run (see `count`).
-    // `first_option` is below 400: headers and the BOOTP fixed part.
-    unsafe { next_offset.write_volatile(before_first as u32) };
+fn scan_options(ctx: &XdpContext, scratch: *mut Request) -> OptionScan {
+    let frame = Cursor::new(ctx);
+    // SAFETY (every access below): this CPU's slot, see `parse_request`.
+    let next = unsafe { addr_of_mut!((*scratch).before_next_option) };
+    let message_type = unsafe { addr_of_mut!((*scratch).message_type) };
+    let boot_client = unsafe { addr_of_mut!((*scratch).boot_client) };
     for _ in 0..MAX_OPTIONS {
-        // SAFETY: as above. Volatile, so the compiler keeps the value in the map.
-        let before = unsafe { next_offset.read_volatile() } as usize;
+        // The stored position is that of the byte *before* the next option (the cookie's last
+        // byte, or the previous option's), which was read already. A check that a pointer with
+        // no constant offset is below data_end gives it no readable range in the verifier's
+        // eyes; reading two bytes from one byte earlier puts the check at a constant offset of
+        // one.
+        let before = unsafe { next.read_volatile() } as usize;
         if before >= MAX_OPTION_OFFSET {
-            return Options::OtherClient;
+            return OptionScan::Sound;
         }
         let mut cursor = frame.resume_at(before);
         let Some(&[_, code]) = cursor.take::<[u8; 2]>() else {
-            return Options::Truncated;
+            return OptionScan::Overrun;
         };
         let consumed = match code {
             OPTION_PAD => 1,
-            OPTION_END => return Options::OtherClient,
+            OPTION_END => return OptionScan::Sound,
             _ => {
                 let Some(&len) = cursor.take::<u8>() else {
-                    return Options::Truncated;
+                    return OptionScan::Overrun;
                 };
                 let len = usize::from(len);
-                // Match before skipping: each peek then keeps its own check against data_end.
+                // Look before skipping: each peek then keeps its own check against data_end.
                 // After the skip, LLVM would drop that check as implied by `len`, and the
                 // verifier, which does not follow the deduction, would reject the read.
-                let boot_client = match code {
+                if code == OPTION_MESSAGE_TYPE
+                    && len == 1
+                    && let Some(&value) = cursor.peek::<u8>()
+                {
+                    unsafe { message_type.write_volatile(value) };
+                }
+                let boot_mark = match code {
                     OPTION_VENDOR_CLASS => {
                         starts_with(&cursor, len, PXE_CLIENT)
                             || starts_with(&cursor, len, HTTP_CLIENT)
@@ -328,21 +542,29 @@ fn scan_options(frame: &Cursor<'_>, first_option: usize) -> Options {
                         starts_with(&cursor, len, IPXE_USER_CLASS)
                             || is_ipxe_user_class_rfc3004(&cursor, len)
                     }
+                    // RFC 4578 §2.1: a list of 16-bit architecture types.
+                    OPTION_CLIENT_ARCH => len >= 2,
                     _ => false,
                 };
-                if cursor.skip(len).is_none() {
-                    return Options::Truncated;
+                if boot_mark {
+                    unsafe { boot_client.write_volatile(1) };
                 }
-                if boot_client {
-                    return Options::BootClient;
+                if cursor.skip(len).is_none() {
+                    return OptionScan::Overrun;
                 }
                 2 + len
             }
         };
-        // SAFETY: as above. The sum is below MAX_OPTION_OFFSET + 257.
-        unsafe { next_offset.write_volatile((before + consumed) as u32) };
+        // Everything the verdict needs is known: the rest of the list is userspace's to read.
+        if unsafe { message_type.read_volatile() } != 0
+            && unsafe { boot_client.read_volatile() } != 0
+        {
+            return OptionScan::Sound;
+        }
+        // The sum is below MAX_OPTION_OFFSET + 257.
+        unsafe { next.write_volatile((before + consumed) as u32) };
     }
-    Options::OtherClient
+    OptionScan::Sound
 }
 
 /// Whether the option data at the cursor (`len` bytes) starts with `prefix`.
@@ -376,6 +598,109 @@ fn bytes_eq<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
         i += 1;
     }
     true
+}
+
+/// Whether a boot request from `key` exceeds its MAC's rate and is to be shed.
+///
+/// The bucket is read and written without a lock: two CPUs handling requests from one MAC at
+/// the same instant may both spend the same credit, letting a few more requests through than
+/// the rate allows (at most one per CPU per race). For a flood limiter that is acceptable, and
+/// cheaper than a spin lock on every boot request.
+#[inline(always)]
+fn over_limit(key: &MacKey, config: &Config) -> bool {
+    let Some(cost) = NS_PER_SEC.checked_div(u64::from(config.shed_rate)) else {
+        return false; // rate 0: shedding is off
+    };
+    // SAFETY: a lookup whose value is not read.
+    if unsafe { INVENTORY.get(key) }.is_some() {
+        return false;
+    }
+    let capacity = cost.saturating_mul(u64::from(config.shed_burst.max(1)));
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(bucket) = SHED_BUCKETS.get_ptr_mut(key) else {
+        // First request from this MAC (or the first since its bucket was evicted): a full
+        // bucket, less this request. A failed insert lets the request through.
+        let bucket = TokenBucket {
+            credit_ns: capacity - cost,
+            updated_ns: now,
+        };
+        let _ = SHED_BUCKETS.insert(key, bucket, 0);
+        return false;
+    };
+    // SAFETY: a value of the LRU hash, valid for this run (RCU); racing writers from other
+    // CPUs are tolerated, see above.
+    let bucket = unsafe { &mut *bucket };
+    let elapsed = now.saturating_sub(bucket.updated_ns);
+    // The credit may exceed a capacity that userspace has lowered since: it drains.
+    let room = capacity.saturating_sub(bucket.credit_ns);
+    let credit = if elapsed >= room {
+        capacity.max(bucket.credit_ns)
+    } else {
+        bucket.credit_ns + elapsed
+    };
+    bucket.updated_ns = now;
+    if credit < cost {
+        bucket.credit_ns = credit;
+        return true;
+    }
+    bucket.credit_ns = credit - cost;
+    false
+}
+
+/// Copies the frame into a [`TEED_FRAMES`] record for userspace. The caller passes the frame.
+#[inline(always)]
+fn tee(ctx: &XdpContext, request: &Request, wakeup: bool) -> Counter {
+    // SAFETY: the helper reads the program's own context.
+    let packet_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
+    // Clamped as u64 and cast only at the call: clamped as u32, the verifier sees the
+    // length's 32-bit bounds only and refuses it ("R4 min value is negative").
+    let captured = packet_len.min(TEE_CAPTURE_LEN as u64);
+    if captured == 0 {
+        // Cannot happen to a frame that parsed as BOOTP; the verifier needs the check
+        // ("invalid zero-sized read").
+        return Counter::Malformed;
+    }
+    // A fixed-size record: the verifier rejects a reservation of variable size.
+    let Some(mut entry) = TEED_FRAMES.reserve::<TeeRecord>(0) else {
+        return Counter::RingFull;
+    };
+    let record = entry.as_mut_ptr();
+    let header = TeeHeader {
+        packet_len: packet_len as u32,
+        captured_len: captured as u32,
+        ifindex: ctx.ingress_ifindex() as u32,
+        rx_queue: ctx.rx_queue_index(),
+        vlan_ids: request.vlan_ids,
+        vlan_tags: request.vlan_tags,
+        _pad: [0; 3],
+    };
+    // SAFETY: `record` is the reserved record, TEE_RECORD_LEN writable bytes; the copy fills
+    // at most TEE_CAPTURE_LEN bytes of its frame array.
+    let copied = unsafe {
+        addr_of_mut!((*record).header).write(header);
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            0,
+            addr_of_mut!((*record).frame).cast(),
+            captured as u32,
+        )
+    };
+    if copied != 0 {
+        // Not seen: the length was clamped to the frame's. Counted as a tee that did not
+        // happen, which is what userspace experiences.
+        entry.discard(0);
+        return Counter::RingFull;
+    }
+    // Without a wakeup, userspace polls the ring on a timer: a wakeup per record costs more
+    // than the tee itself (DESIGN.md).
+    let flags = if wakeup {
+        0
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    entry.submit(flags);
+    Counter::Teed
 }
 
 #[inline(always)]

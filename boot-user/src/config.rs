@@ -25,9 +25,48 @@ const DEFAULT_NAME: &str = "<embedded default>";
 pub struct Config {
     pub interfaces: Vec<String>,
     pub backend: Backend,
+    pub xdp: Xdp,
     pub tftp: Tftp,
     pub http: Http,
     pub policy: Policy,
+}
+
+/// How port-67 boot requests reach xdpboot in the XDP backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Steer {
+    /// Copy them to xdpboot and still pass them to the kernel: a DHCP server on this host keeps
+    /// seeing every packet.
+    Tee,
+    /// Take them (AF_XDP): only for hosts where nothing else listens on UDP 67.
+    Redirect,
+    /// Redirect when no other socket is bound to UDP 67, tee otherwise.
+    Auto,
+}
+
+/// How the XDP program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Driver (native) mode, falling back to generic (skb) mode with a warning.
+    Auto,
+    /// Driver mode only.
+    Driver,
+    /// Generic (skb) mode only.
+    Skb,
+}
+
+/// The `[xdp]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xdp {
+    pub steer: Steer,
+    pub mode: XdpMode,
+    /// Boot requests per second per client MAC before the XDP program sheds them; 0 disables.
+    pub shed_rate: u32,
+    /// Requests a MAC may send at once before the rate applies.
+    pub shed_burst: u32,
+    /// Never shed: these plus every MAC named in the policy table.
+    pub never_shed: Vec<[u8; 6]>,
 }
 
 /// How boot requests reach the daemon.
@@ -100,6 +139,18 @@ impl Config {
         }
     }
 
+    /// MACs the XDP program must never shed: `xdp.never_shed` plus every MAC the policy names
+    /// (the inventory).
+    pub fn never_shed(&self) -> Vec<[u8; 6]> {
+        let mut macs = self.xdp.never_shed.clone();
+        for rule in &self.policy.rules {
+            macs.extend(rule.matches.mac.iter().flatten().copied());
+        }
+        macs.sort_unstable();
+        macs.dedup();
+        macs
+    }
+
     /// The TFTP loaders the policy refers to, with the rule naming each.
     pub fn tftp_loaders(&self) -> impl Iterator<Item = (&str, &str)> {
         self.policy.rules.iter().filter_map(|r| match &r.action {
@@ -137,6 +188,7 @@ impl fmt::Display for ConfigError {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     server: Option<FileServer>,
+    xdp: Option<FileXdp>,
     tftp: Option<FileTftp>,
     http: Option<FileHttp>,
     policy: Option<Vec<Spanned<FileRule>>>,
@@ -147,6 +199,16 @@ struct FileConfig {
 struct FileServer {
     interfaces: Option<Vec<Spanned<String>>>,
     backend: Option<Backend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileXdp {
+    steer: Option<Steer>,
+    mode: Option<XdpMode>,
+    shed_rate: Option<u32>,
+    shed_burst: Option<Spanned<u32>>,
+    never_shed: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +300,10 @@ impl Resolver<'_> {
             user.server.unwrap_or_default(),
             default.server.unwrap_or_default(),
         );
+        let (ux, dx) = (
+            user.xdp.unwrap_or_default(),
+            default.xdp.unwrap_or_default(),
+        );
         let (ut, dt) = (
             user.tftp.unwrap_or_default(),
             default.tftp.unwrap_or_default(),
@@ -258,6 +324,51 @@ impl Resolver<'_> {
             .backend
             .or(ds.backend)
             .ok_or_else(|| incomplete("server.backend"))?;
+
+        let steer = ux
+            .steer
+            .or(dx.steer)
+            .ok_or_else(|| incomplete("xdp.steer"))?;
+        let mode = ux.mode.or(dx.mode).ok_or_else(|| incomplete("xdp.mode"))?;
+        let shed_rate = ux
+            .shed_rate
+            .or(dx.shed_rate)
+            .ok_or_else(|| incomplete("xdp.shed_rate"))?;
+        let (src, shed_burst) = self
+            .pick(ux.shed_burst, dx.shed_burst)
+            .ok_or_else(|| incomplete("xdp.shed_burst"))?;
+        if shed_rate > 0 && *shed_burst.get_ref() == 0 {
+            return Err(src.error(
+                shed_burst.span(),
+                "xdp.shed_burst",
+                "must be at least 1 when xdp.shed_rate is set (0 would shed every request)",
+            ));
+        }
+        let (src, macs) = self
+            .pick(ux.never_shed, dx.never_shed)
+            .ok_or_else(|| incomplete("xdp.never_shed"))?;
+        let never_shed = macs
+            .into_iter()
+            .map(|mac| {
+                policy::parse_mac(mac.get_ref()).ok_or_else(|| {
+                    src.error(
+                        mac.span(),
+                        "xdp.never_shed",
+                        format!(
+                            "{:?} is not a MAC address like 52:54:00:12:34:56",
+                            mac.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let xdp = Xdp {
+            steer,
+            mode,
+            shed_rate,
+            shed_burst: shed_burst.into_inner(),
+            never_shed,
+        };
 
         let (src, root) = self
             .pick(ut.root, dt.root)
@@ -297,6 +408,7 @@ impl Resolver<'_> {
         Ok(Config {
             interfaces,
             backend,
+            xdp,
             tftp: Tftp {
                 root: tftp_root,
                 port: tftp_port.into_inner(),
@@ -569,8 +681,30 @@ mod tests {
             "{e}"
         );
 
+        let e = error("[xdp]\nshed_rate = 5\nshed_burst = 0\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "xdp.shed_burst"), "{e}");
+
+        let e = error("[xdp]\nnever_shed = [\"nope\"]\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "xdp.never_shed"), "{e}");
+
+        let e = error("[xdp]\nsteer = \"sideways\"\n");
+        assert_eq!(e.line, Some(2), "{e}");
+
         let e = error("[server\n");
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn the_inventory_is_never_shed() {
+        let config = Config::parse(
+            "[xdp]\nnever_shed = [\"52:54:00:00:00:01\"]\n\n[[policy]]\nname = \"r\"\nmac = [\"52:54:00:00:00:02\", \"52:54:00:00:00:01\"]\nsilent = true\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.never_shed(),
+            vec![[0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2]]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `xdpboot` daemon and its command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -7,10 +8,15 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use xdpboot::config::{Backend, Config};
+use boot_common::SteerMode;
+use xdpboot::config::{Backend, Config, Steer, XdpMode};
+use xdpboot::dhcp::stats::Stats;
 use xdpboot::dhcp::{Responder, ServerPort};
-use xdpboot::net::iface::Interfaces;
+use xdpboot::net::iface::{InterfaceTable, Interfaces};
 use xdpboot::net::udp::UdpSocket;
+use xdpboot::net::xdp::AttachMode;
+use xdpboot::net::xdp::backend::{XdpInterface, XdpSettings};
+use xdpboot::net::xdp::program::{ExistingProgram, attached_counters, attached_xdp_on};
 use xdpboot::service::{FsLoaders, Service};
 
 #[derive(Parser)]
@@ -23,7 +29,8 @@ use xdpboot::service::{FsLoaders, Service};
         xdpboot run -i eth1 -i eth2 --backend udp     two provisioning networks, plain UDP sockets\n  \
         xdpboot run --config /etc/xdpboot/xdpboot.toml\n  \
         xdpboot check --config /etc/xdpboot/xdpboot.toml\n  \
-        xdpboot check                                 validate and print the embedded default\n\n\
+        xdpboot check                                 validate and print the embedded default\n  \
+        xdpboot stats --interface eth1                the XDP program's verdict counters\n\n\
         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=xdpboot=debug) for per-packet detail."
 )]
 struct Cli {
@@ -44,6 +51,21 @@ enum Command {
         /// How requests reach xdpboot. Replaces `server.backend` from the config.
         #[arg(short, long, value_enum)]
         backend: Option<Backend>,
+        /// XDP backend: tee or take port-67 boot requests. Replaces `xdp.steer`.
+        #[arg(long, value_enum)]
+        steer: Option<Steer>,
+        /// XDP backend: attach mode. Replaces `xdp.mode`.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpMode>,
+        /// XDP backend: replace an XDP program that is not xdpboot's on the interface.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the XDP program's verdict counters of a running xdpboot (needs root).
+    Stats {
+        /// Interface to read (repeatable); default: every interface with xdpboot attached.
+        #[arg(short, long = "interface", value_name = "IF")]
+        interfaces: Vec<String>,
     },
     /// Validate a config file (or the embedded default) and print the policy table.
     Check {
@@ -58,13 +80,19 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: logs that go to files and journals stay plain.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match Cli::parse().command {
         Command::Check { config } => check(config),
+        Command::Stats { interfaces } => stats(interfaces),
         Command::Run {
             interfaces,
             config,
             backend,
+            steer,
+            xdp_mode,
+            force,
         } => {
             let mut config = load(config.as_deref())?;
             if !interfaces.is_empty() {
@@ -73,13 +101,56 @@ fn main() -> anyhow::Result<()> {
             if let Some(backend) = backend {
                 config.backend = backend;
             }
+            if let Some(steer) = steer {
+                config.xdp.steer = steer;
+            }
+            if let Some(mode) = xdp_mode {
+                config.xdp.mode = mode;
+            }
+            let existing = if force {
+                ExistingProgram::Replace
+            } else {
+                ExistingProgram::Refuse
+            };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(run(config))
+                .block_on(run(config, existing))
         }
     }
+}
+
+fn stats(names: Vec<String>) -> anyhow::Result<()> {
+    let names = if names.is_empty() {
+        let table = InterfaceTable::read().context("reading the interface table")?;
+        table
+            .iter()
+            .filter(|i| attached_counters(&i.name).is_ok())
+            .map(|i| i.name.clone())
+            .collect()
+    } else {
+        names
+    };
+    if names.is_empty() {
+        bail!("no interface has xdpboot's XDP program attached");
+    }
+    for name in names {
+        let counters = attached_counters(&name)
+            .with_context(|| format!("reading xdpboot's counters on {name}"))?;
+        let programs: Vec<String> = attached_xdp_on(&name)
+            .map(|s| {
+                s.programs()
+                    .map(|(hook, id)| format!("program {id} ({hook:?})"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!("{name}: {}", programs.join(", "));
+        for (counter, value) in counters {
+            println!("  {:<12} {value}", counter.name());
+        }
+    }
+    Ok(())
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -135,7 +206,7 @@ fn report_missing_loaders(config: &Config) {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     if config.interfaces.is_empty() {
         bail!(
             "no interface to serve: name one with --interface IF (or server.interfaces in the config)"
@@ -153,32 +224,54 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     report_missing_loaders(&config);
 
-    let backend = match config.backend {
-        Backend::Udp => Backend::Udp,
-        // The XDP steering backend lands with the XDP issue; until then auto means UDP.
-        Backend::Auto => Backend::Udp,
-        Backend::Xdp => {
-            bail!("the xdp backend is not available in this build yet; use --backend udp (or auto)")
-        }
-    };
-    let service = Arc::new(Service::new(
-        Responder::new(config.policy.clone(), config.url_ports()),
-        interfaces,
-        config.interfaces.clone(),
-        &config.tftp.root,
-    ));
-    let dhcp = UdpSocket::bind(ServerPort::Dhcp)?;
-    let pxe = UdpSocket::bind(ServerPort::Pxe)?;
-    for name in &config.interfaces {
-        tracing::info!(iface = %name, backend = %backend, "serving");
-    }
-
+    let (xdp, udp_names) = open_backends(&config, &table, existing)?;
+    let stats = Arc::new(Stats::default());
+    let responder = Responder::new(config.policy.clone(), config.url_ports());
     let mut tasks = tokio::task::JoinSet::new();
+
+    let xdp_names: Vec<String> = config
+        .interfaces
+        .iter()
+        .filter(|n| !udp_names.contains(n))
+        .cloned()
+        .collect();
+    if !xdp.is_empty() {
+        let service = Arc::new(Service::new(
+            responder.clone(),
+            interfaces.clone(),
+            xdp_names,
+            &config.tftp.root,
+            stats.clone(),
+        ));
+        for iface in xdp {
+            let (service, interfaces) = (service.clone(), interfaces.clone());
+            let name = iface.name().to_owned();
+            tasks.spawn(async move {
+                iface
+                    .serve(service, interfaces)
+                    .await
+                    .with_context(|| format!("XDP backend on {name}"))
+            });
+        }
+    }
+    if !udp_names.is_empty() {
+        let service = Arc::new(Service::new(
+            responder,
+            interfaces.clone(),
+            udp_names.clone(),
+            &config.tftp.root,
+            stats.clone(),
+        ));
+        let dhcp = UdpSocket::bind(ServerPort::Dhcp)?;
+        let pxe = UdpSocket::bind(ServerPort::Pxe)?;
+        for name in &udp_names {
+            tracing::info!(iface = %name, backend = "udp", "serving");
+        }
+        let s = service.clone();
+        tasks.spawn(async move { dhcp.serve(s).await.context("port 67") });
+        tasks.spawn(async move { pxe.serve(service).await.context("port 4011") });
+    }
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
-    let s = service.clone();
-    tasks.spawn(async move { dhcp.serve(s).await.context("port 67") });
-    let s = service.clone();
-    tasks.spawn(async move { pxe.serve(s).await.context("port 4011") });
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -191,9 +284,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
         },
     };
-    tasks.abort_all();
-    let counts: Vec<String> = service
-        .stats
+    // Aborting the tasks drops the XDP attachments: the programs detach here.
+    tasks.shutdown().await;
+    let counts: Vec<String> = stats
         .snapshot()
         .into_iter()
         .filter(|(_, v)| *v > 0)
@@ -201,4 +294,89 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .collect();
     tracing::info!(counters = counts.join(" "), "stopped");
     result
+}
+
+/// Sets up the XDP backend where the config asks for it (and, with `auto`, where it can
+/// attach). Returns the XDP interfaces ready to serve and the names left to the UDP backend.
+fn open_backends(
+    config: &Config,
+    table: &InterfaceTable,
+    existing: ExistingProgram,
+) -> anyhow::Result<(Vec<XdpInterface>, Vec<String>)> {
+    if config.backend == Backend::Udp {
+        return Ok((Vec::new(), config.interfaces.clone()));
+    }
+    let steer = match config.xdp.steer {
+        Steer::Tee => SteerMode::Tee,
+        Steer::Redirect => SteerMode::Redirect,
+        // Taking port-67 frames is only safe when nobody else on this host wants them.
+        Steer::Auto if other_socket_on_port_67() => SteerMode::Tee,
+        Steer::Auto => SteerMode::Redirect,
+    };
+    let settings = XdpSettings {
+        steer,
+        mode: match config.xdp.mode {
+            XdpMode::Auto => AttachMode::Auto,
+            XdpMode::Driver => AttachMode::Driver,
+            XdpMode::Skb => AttachMode::Skb,
+        },
+        existing,
+        shed_rate: config.xdp.shed_rate,
+        shed_burst: config.xdp.shed_burst,
+        never_shed: config.never_shed(),
+    };
+    // A VLAN sub-interface is served through the program on its parent device, which sees the
+    // tagged frames first (and in driver mode, which VLAN devices do not have).
+    let mut devices: Vec<(String, Vec<String>)> = Vec::new();
+    for name in &config.interfaces {
+        let device = table
+            .by_name(name)
+            .and_then(|i| i.vlan)
+            .and_then(|v| table.get(v.parent))
+            .map_or(name.clone(), |parent| parent.name.clone());
+        match devices.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, names)) => names.push(name.clone()),
+            None => devices.push((device, vec![name.clone()])),
+        }
+    }
+    let mut xdp = Vec::new();
+    let mut udp = Vec::new();
+    for (device, names) in devices {
+        match XdpInterface::open(&device, &settings) {
+            Ok(iface) => {
+                for name in &names {
+                    tracing::info!(
+                        iface = %name,
+                        device = %device,
+                        backend = "xdp",
+                        mode = %iface.mode(),
+                        steer = ?steer,
+                        queues = iface.queue_count(),
+                        "serving"
+                    );
+                }
+                xdp.push(iface);
+            }
+            Err(e) if config.backend == Backend::Auto => {
+                tracing::warn!(iface = %device, error = %e, "XDP unavailable here: using the UDP backend");
+                udp.extend(names);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("starting the XDP backend on {device}"));
+            }
+        }
+    }
+    Ok((xdp, udp))
+}
+
+/// Whether another socket in this network namespace is bound to UDP port 67 (a DHCP server):
+/// `/proc/net/udp` lists local addresses as `HEXADDR:HEXPORT`.
+fn other_socket_on_port_67() -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/net/udp") else {
+        return true; // cannot tell: the safe choice is to tee
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .any(|local| local.ends_with(":0043"))
 }

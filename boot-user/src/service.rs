@@ -30,7 +30,8 @@ pub struct Service {
     interfaces: Arc<Interfaces>,
     served: Vec<String>,
     loaders: FsLoaders,
-    pub stats: Stats,
+    /// Shared by every backend's service, so the counters add up across them.
+    pub stats: Arc<Stats>,
     /// Requests that arrived on an interface we do not serve.
     pub not_served: AtomicU64,
     /// Requests on a served interface that has no IPv4 address to hand out.
@@ -43,13 +44,14 @@ impl Service {
         interfaces: Arc<Interfaces>,
         served: Vec<String>,
         tftp_root: &Path,
+        stats: Arc<Stats>,
     ) -> Service {
         Service {
             responder,
             interfaces,
             served,
             loaders: FsLoaders::new(tftp_root),
-            stats: Stats::default(),
+            stats,
             not_served: AtomicU64::new(0),
             no_address: AtomicU64::new(0),
         }

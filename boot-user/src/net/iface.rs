@@ -43,6 +43,15 @@ pub struct Interface {
     pub up: bool,
     /// In the order the kernel lists them; the first is the primary address.
     pub addrs: Vec<Ipv4Net>,
+    /// Set for an 802.1Q sub-interface (`eth0.100`): its parent and VLAN id.
+    pub vlan: Option<Vlan>,
+}
+
+/// A VLAN sub-interface's place: tagged frames with `id` on `parent` belong to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vlan {
+    pub parent: u32,
+    pub id: u16,
 }
 
 impl Interface {
@@ -91,6 +100,7 @@ impl InterfaceTable {
                         mac: None,
                         up: false,
                         addrs: Vec::new(),
+                        vlan: None,
                     })
                 }
             };
@@ -111,9 +121,21 @@ impl InterfaceTable {
                 });
             }
         }
+        for (name, vlan) in read_vlans(&by_name) {
+            if let Some(iface) = by_name.get_mut(&name) {
+                iface.vlan = Some(vlan);
+            }
+        }
         Ok(InterfaceTable {
             by_index: by_name.into_values().map(|i| (i.index, i)).collect(),
         })
+    }
+
+    /// The sub-interface that tagged frames with VLAN `id` arriving on `parent` belong to.
+    pub fn vlan_child(&self, parent: u32, id: u16) -> Option<&Interface> {
+        self.by_index
+            .values()
+            .find(|i| i.vlan == Some(Vlan { parent, id }))
     }
 
     pub fn get(&self, index: u32) -> Option<&Interface> {
@@ -134,6 +156,23 @@ impl InterfaceTable {
             by_index: list.into_iter().map(|i| (i.index, i)).collect(),
         }
     }
+}
+
+/// VLAN sub-interfaces from `/proc/net/vlan/config` (the 8021q module's table; absent when no
+/// VLAN device exists). Lines read `eth0.100       | 100  | eth0`.
+fn read_vlans(known: &BTreeMap<String, Interface>) -> Vec<(String, Vlan)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/vlan/config") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('|').map(str::trim);
+            let (name, id, parent) = (fields.next()?, fields.next()?, fields.next()?);
+            let id = id.parse().ok()?;
+            let parent = known.get(parent)?.index;
+            Some((name.to_owned(), Vlan { parent, id }))
+        })
+        .collect()
 }
 
 fn read_mtu(name: &str) -> Option<u32> {
@@ -248,6 +287,7 @@ mod tests {
             mac: Some([2, 0, 0, 0, 0, 1]),
             mtu: 1500,
             up: true,
+            vlan: None,
             addrs: vec![
                 Ipv4Net {
                     addr: Ipv4Addr::new(198, 18, 0, 1),

@@ -125,41 +125,58 @@ impl UdpSocket {
                 (SocketAddrV4::new(giaddr, boot_common::DHCP_SERVER_PORT), 0)
             }
         };
-        // ip(7): ipi_ifindex picks the outgoing interface (so a broadcast leaves where the
-        // request came in), ipi_spec_dst the source address.
-        let info = libc::in_pktinfo {
-            ipi_ifindex: ifindex as libc::c_int,
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(answer.server).to_be(),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
-        let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
-        let iov = [IoSlice::new(&answer.reply.bytes)];
-        let to = SockaddrIn::from(to);
-        sendmsg(
-            self.fd.get_ref().as_raw_fd(),
-            &iov,
-            &cmsg,
-            MsgFlags::empty(),
-            Some(&to),
-        )?;
-        Ok(())
+        send_from(
+            self.fd.get_ref(),
+            &answer.reply.bytes,
+            to,
+            answer.server,
+            ifindex,
+        )
     }
 }
 
-/// One received datagram's metadata; the payload is in the caller's buffer.
-struct Datagram {
-    len: usize,
-    source: SocketAddrV4,
-    destination: Ipv4Addr,
+/// Sends `bytes` to `to` from our address `source`, out of interface `ifindex` (0: by route).
+/// ip(7): ipi_ifindex picks the outgoing interface (so a broadcast leaves where the request
+/// came in), ipi_spec_dst the source address.
+pub(crate) fn send_from(
+    socket: &Socket,
+    bytes: &[u8],
+    to: SocketAddrV4,
+    source: Ipv4Addr,
     ifindex: u32,
+) -> io::Result<()> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: ifindex as libc::c_int,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(source).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+    let iov = [IoSlice::new(bytes)];
+    let to = SockaddrIn::from(to);
+    sendmsg(
+        socket.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        Some(&to),
+    )?;
+    Ok(())
 }
 
-/// Receives one datagram; `Ok(None)` when the socket is drained. Oversized datagrams are
-/// truncated by the kernel to `buf.len()` (one more than we accept), so the core sees them as
-/// oversized and drops them.
-fn receive(socket: &Socket, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
+/// One received datagram's metadata; the payload is in the caller's buffer.
+pub(crate) struct Datagram {
+    pub(crate) len: usize,
+    pub(crate) source: SocketAddrV4,
+    pub(crate) destination: Ipv4Addr,
+    pub(crate) ifindex: u32,
+}
+
+/// Receives one datagram from a socket with IP_PKTINFO set; `Ok(None)` when the socket is
+/// drained. Oversized datagrams are truncated by the kernel to `buf.len()` (one more than we
+/// accept), so the core sees them as oversized and drops them.
+pub(crate) fn receive(socket: &Socket, buf: &mut [u8]) -> io::Result<Option<Datagram>> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
     let msg = match recvmsg::<SockaddrIn>(

@@ -1,16 +1,55 @@
 //! The kernel half of the XDP backend: loads xdpboot's XDP program (built from `boot-ebpf` by
-//! `build.rs` and embedded in the binary), attaches it to interfaces and reads its verdict
-//! counters. [`XdpProgram::test_run`] runs it on one frame with `BPF_PROG_TEST_RUN`, for tests
-//! and benchmarks.
+//! `build.rs` and embedded in the binary), configures it, attaches it to an interface and
+//! reads what it counts and tees.
+//!
+//! One [`XdpProgram`] serves one interface: its counters, its socket slots (by rx queue) and
+//! its ring of teed frames are that interface's. The backend's sequence:
+//!
+//! ```text
+//! let mut program = XdpProgram::load()?;
+//! program.set_config(&ProgramConfig { .. })?;
+//! program.set_inventory(&macs)?;
+//! let ring = program.take_tee_ring()?;          // poll it; parse_tee_record() each item
+//! let attachment = program.attach("eth0", AttachMode::Auto, ExistingProgram::Refuse)?;
+//! program.register_socket(queue, xsk_fd)?;      // per rx queue with an AF_XDP socket
+//! ...
+//! drop(attachment);                             // detaches (the BPF link closes)
+//! ```
+//!
+//! [`attached_counters`] reads the counters of a daemon's program from another process
+//! (`xdpboot stats`) without anything pinned; [`attached_xdp`] says what is attached to an
+//! interface. [`XdpProgram::test_run`] and [`XdpProgram::test_run_repeat`] run the program on a
+//! frame with `BPF_PROG_TEST_RUN`, for tests and benchmarks.
 
-use std::{fmt, io, str::FromStr};
+mod attached;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    borrow::Borrow,
+    collections::HashSet,
+    fmt, io,
+    mem::offset_of,
+    os::fd::{AsFd as _, AsRawFd, OwnedFd},
+    str::FromStr,
+    time::Duration,
+};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapError, PerCpuArray},
-    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLink},
+    maps::{Array, HashMap, Map, MapData, MapError, MapInfo, PerCpuArray, RingBuf, XskMap},
+    programs::{
+        ProgramError, ProgramInfo, TestRun as _, TestRunOptions, Xdp, XdpMode, loaded_programs,
+        xdp::XdpLink,
+    },
 };
-use boot_common::{COUNTERS_MAP, Counter, PROGRAM_NAME};
+use boot_common::{
+    CONFIG_FLAG_WAKEUP, CONFIG_MAP, COUNTERS_MAP, Config, INVENTORY_MAP, INVENTORY_MAX_ENTRIES,
+    MacKey, PROGRAM_NAME, TEE_CAPTURE_LEN, TEE_RECORD_LEN, TEE_RING_MAP, TeeRecord, XSK_MAP,
+};
+pub use boot_common::{Counter, SteerMode, TeeHeader};
+
+pub use self::attached::{AttachedXdp, XdpHook, attached_xdp};
 
 /// The XDP object built by `build.rs`; empty when the binary was built with `AYA_BUILD_SKIP=1`.
 fn ebpf_object() -> &'static [u8] {
@@ -22,6 +61,16 @@ pub const MIN_TEST_FRAME_LEN: usize = 14;
 
 /// Every verdict counter with its value, in [`Counter::ALL`] order.
 pub type CounterValues = [(Counter, u64); Counter::COUNT as usize];
+
+/// The ring buffer of teed boot DISCOVERs. Take records with `next()` and read each with
+/// [`parse_tee_record`]. The ring is `AsRawFd`/`AsFd` and owns its descriptor, so
+/// [`crate::net::register`] wraps it in tokio's `AsyncFd`; but with
+/// [`ProgramConfig::ring_wakeup`] off (records submitted with `BPF_RB_NO_WAKEUP`) the kernel
+/// never signals the descriptor, so poll on a short timer instead.
+pub type TeeRing = RingBuf<MapData>;
+
+// The ring owns its map's descriptor, open and unchanged for as long as the ring lives.
+impl crate::net::OwnsFd for TeeRing {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum XdpError {
@@ -37,13 +86,59 @@ pub enum XdpError {
     MissingProgram(#[source] Option<ProgramError>),
     #[error("the kernel verifier rejected the XDP program `{PROGRAM_NAME}`")]
     Verify(#[source] ProgramError),
-    #[error("the eBPF object has no map named `{COUNTERS_MAP}`")]
-    MissingCounters(#[source] Option<MapError>),
+    #[error("the XDP program has no map `{name}` of the expected type (or it was handed out)")]
+    MissingMap {
+        name: &'static str,
+        #[source]
+        source: Option<MapError>,
+    },
+    #[error("{action} failed")]
+    Map {
+        action: &'static str,
+        #[source]
+        source: MapError,
+    },
     #[error("reading counter `{}` failed", .counter.name())]
     ReadCounter {
         counter: Counter,
         #[source]
         source: MapError,
+    },
+    #[error(
+        "the inventory lists {count} MACs; the XDP program holds at most {INVENTORY_MAX_ENTRIES}"
+    )]
+    InventoryTooLarge { count: usize },
+    #[error("there is no network interface named `{interface}`")]
+    UnknownInterface { interface: String },
+    #[error("this XDP program instance already serves {attached}: load one per interface")]
+    AlreadyAttached { attached: String },
+    #[error(
+        "{interface} already has an XDP program attached: {occupant}; pass --force to replace it"
+    )]
+    Occupied {
+        interface: String,
+        occupant: Occupant,
+    },
+    #[error(
+        "another xdpboot already serves {interface} ({occupant}); stop it, or pass --force to \
+         replace its program"
+    )]
+    AnotherXdpboot {
+        interface: String,
+        occupant: Occupant,
+    },
+    #[error("removing the XDP program {occupant} from {interface} failed")]
+    Detach {
+        interface: String,
+        occupant: Occupant,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading the XDP state of {interface} failed")]
+    XdpState {
+        interface: String,
+        #[source]
+        source: io::Error,
     },
     #[error("attaching the XDP program to {interface} in {mode} mode failed")]
     Attach {
@@ -52,10 +147,39 @@ pub enum XdpError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "no XDP program is attached to {interface} (is xdpboot serving it with the xdp backend?)"
+    )]
+    NotAttached { interface: String },
+    #[error("the XDP program on {interface} is not xdpboot's: {occupant}")]
+    NotOurs {
+        interface: String,
+        occupant: Occupant,
+    },
+    #[error("reading the XDP program {program_id} on {interface} failed")]
+    Inspect {
+        interface: String,
+        program_id: u32,
+        #[source]
+        source: InspectError,
+    },
     #[error("a test frame must be at least {MIN_TEST_FRAME_LEN} bytes, not {len}")]
     TestFrameTooShort { len: usize },
     #[error("BPF_PROG_TEST_RUN failed")]
     TestRun(#[source] ProgramError),
+}
+
+/// Why a program found on an interface could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("the program went away")]
+    Gone,
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error("it has no `{COUNTERS_MAP}` map")]
+    NoCounters,
 }
 
 impl XdpError {
@@ -119,6 +243,78 @@ impl FromStr for AttachMode {
     }
 }
 
+/// What [`XdpProgram::attach`] does about an XDP program already on the interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExistingProgram {
+    /// Fail with [`XdpError::Occupied`] (or [`XdpError::AnotherXdpboot`]). An xdpboot program
+    /// left attached through netlink, which no running process owns, is replaced all the same.
+    #[default]
+    Refuse,
+    /// Detach whatever is there first (`--force`): through netlink, or `BPF_LINK_DETACH` when
+    /// a BPF link holds it. Hardware-offloaded programs sit beside ours and stay.
+    Replace,
+}
+
+/// An XDP program found on an interface's hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Occupant {
+    pub program_id: u32,
+    /// The program's name as the kernel keeps it (at most 15 bytes), empty when unknown.
+    pub name: String,
+    pub hook: XdpHook,
+    /// The BPF link holding it; `None` when it was attached through netlink.
+    pub link_id: Option<u32>,
+}
+
+impl fmt::Display for Occupant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if self.name.is_empty() {
+            "(unnamed)"
+        } else {
+            &self.name
+        };
+        write!(
+            f,
+            "`{name}` (program id {}, {} mode, ",
+            self.program_id, self.hook
+        )?;
+        match self.link_id {
+            Some(link) => write!(f, "held by BPF link {link})"),
+            None => f.write_str("attached through netlink)"),
+        }
+    }
+}
+
+/// The program's settings ([`boot_common::Config`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramConfig {
+    /// What happens to a boot DISCOVER on port 67.
+    pub steer: SteerMode,
+    /// Boot requests per second each MAC may send on average before the rest are shed;
+    /// 0 turns shedding off.
+    pub shed_rate: u32,
+    /// Boot requests a MAC may send back to back (read as 1 when 0).
+    pub shed_burst: u32,
+    /// Have the kernel signal the ring's descriptor when records arrive and userspace had
+    /// caught up. Off, records are submitted with `BPF_RB_NO_WAKEUP` and userspace polls.
+    pub ring_wakeup: bool,
+}
+
+impl From<&ProgramConfig> for Config {
+    fn from(config: &ProgramConfig) -> Self {
+        Config {
+            steer: config.steer as u32,
+            flags: if config.ring_wakeup {
+                CONFIG_FLAG_WAKEUP
+            } else {
+                0
+            },
+            shed_rate: config.shed_rate,
+            shed_burst: config.shed_burst,
+        }
+    }
+}
+
 /// What the program returned (`enum xdp_action` in `include/uapi/linux/bpf.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpAction {
@@ -151,27 +347,109 @@ pub struct TestRunOutcome {
     pub counter_deltas: CounterValues,
 }
 
+/// The outcome of [`XdpProgram::test_run_repeat`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedRun {
+    /// What the last run returned.
+    pub action: XdpAction,
+    /// The kernel's average time per run (`BPF_PROG_TEST_RUN`'s `duration`).
+    pub per_run: Duration,
+    /// How much each counter grew over all runs: a benchmark checks these to know which path
+    /// it measured (a tee that found the ring full is a different path).
+    pub counter_deltas: CounterValues,
+}
+
+/// A teed frame: a [`TeeRing`] record read with [`parse_tee_record`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TeedFrame<'a> {
+    pub header: TeeHeader,
+    /// The frame's first `header.captured_len` bytes, from its Ethernet header.
+    pub frame: &'a [u8],
+}
+
+impl TeedFrame<'_> {
+    /// Whether the frame was longer than the record holds.
+    pub fn is_truncated(&self) -> bool {
+        self.header.packet_len > self.header.captured_len
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TeeRecordError {
+    #[error("a tee record of {len} bytes is shorter than the {TEE_RECORD_LEN} the program writes")]
+    Short { len: usize },
+    #[error("a tee record claims {captured} captured bytes; it holds at most {TEE_CAPTURE_LEN}")]
+    CapturedTooLong { captured: u32 },
+}
+
+/// Reads one record of the [`TeeRing`]: its header, and its frame cut to the captured length
+/// (the rest of the record's array holds stale bytes of earlier frames).
+pub fn parse_tee_record(record: &[u8]) -> Result<TeedFrame<'_>, TeeRecordError> {
+    if record.len() < TEE_RECORD_LEN {
+        return Err(TeeRecordError::Short { len: record.len() });
+    }
+    // Field by field at the layout's own offsets: the ring's records are 8-byte aligned in
+    // the kernel, but nothing promises that of a slice.
+    let header_at = offset_of!(TeeRecord, header);
+    let u32_at = |field: usize| {
+        let at = header_at + field;
+        u32::from_ne_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]])
+    };
+    let u16_at = |field: usize| {
+        let at = header_at + field;
+        u16::from_ne_bytes([record[at], record[at + 1]])
+    };
+    let vlan_ids = offset_of!(TeeHeader, vlan_ids);
+    let header = TeeHeader {
+        packet_len: u32_at(offset_of!(TeeHeader, packet_len)),
+        captured_len: u32_at(offset_of!(TeeHeader, captured_len)),
+        ifindex: u32_at(offset_of!(TeeHeader, ifindex)),
+        rx_queue: u32_at(offset_of!(TeeHeader, rx_queue)),
+        vlan_ids: [u16_at(vlan_ids), u16_at(vlan_ids + 2)],
+        vlan_tags: record[header_at + offset_of!(TeeHeader, vlan_tags)],
+        _pad: [0; 3],
+    };
+    let captured = header.captured_len as usize;
+    if captured > TEE_CAPTURE_LEN {
+        return Err(TeeRecordError::CapturedTooLong {
+            captured: header.captured_len,
+        });
+    }
+    let frame_at = offset_of!(TeeRecord, frame);
+    Ok(TeedFrame {
+        header,
+        frame: &record[frame_at..frame_at + captured],
+    })
+}
+
 /// xdpboot's XDP program, loaded and accepted by the verifier, with its maps.
 pub struct XdpProgram {
     ebpf: Ebpf,
+    /// The interface this instance was attached to: its maps are that interface's.
+    interface: Option<String>,
 }
 
 impl fmt::Debug for XdpProgram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("XdpProgram").finish_non_exhaustive()
+        f.debug_struct("XdpProgram")
+            .field("interface", &self.interface)
+            .finish_non_exhaustive()
     }
 }
 
 impl XdpProgram {
-    /// Loads the embedded object and has the kernel verify the program. Needs root (or
-    /// `CAP_BPF` + `CAP_NET_ADMIN`).
+    /// Loads the embedded object and has the kernel verify the program, with fresh maps: one
+    /// instance per interface. Needs root (or `CAP_BPF` + `CAP_NET_ADMIN`).
     pub fn load() -> Result<Self, XdpError> {
         let object = ebpf_object();
         if object.is_empty() {
             return Err(XdpError::BuiltWithoutObject);
         }
         let ebpf = EbpfLoader::new().load(object).map_err(XdpError::Load)?;
-        let mut loaded = Self { ebpf };
+        let mut loaded = Self {
+            ebpf,
+            interface: None,
+        };
         loaded.program_mut()?.load().map_err(XdpError::Verify)?;
         loaded.counter_map()?;
         Ok(loaded)
@@ -193,22 +471,163 @@ impl XdpProgram {
             .map_err(|err| XdpError::MissingProgram(Some(err)))
     }
 
-    fn counter_map(&self) -> Result<PerCpuArray<&aya::maps::MapData, u64>, XdpError> {
-        let map = self
-            .ebpf
-            .map(COUNTERS_MAP)
-            .ok_or(XdpError::MissingCounters(None))?;
-        PerCpuArray::try_from(map).map_err(|err| XdpError::MissingCounters(Some(err)))
+    /// The kernel's id of the loaded program.
+    fn program_id(&self) -> Result<u32, XdpError> {
+        Ok(self.program_info()?.id())
     }
 
-    /// Attaches the program to `interface` through a BPF link. [`AttachMode::Auto`] tries
-    /// driver mode first and falls back to skb mode with a warning. The program stays attached
-    /// until the returned [`XdpAttachment`] is dropped; one program may be attached to several
-    /// interfaces, and its counters then sum over all of them.
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<XdpAttachment, XdpError> {
+    fn program_info(&self) -> Result<ProgramInfo, XdpError> {
+        self.program()?.info().map_err(XdpError::Verify)
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, XdpError> {
+        self.ebpf
+            .map(name)
+            .ok_or(XdpError::MissingMap { name, source: None })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, XdpError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(XdpError::MissingMap { name, source: None })
+    }
+
+    fn counter_map(&self) -> Result<PerCpuArray<&MapData, u64>, XdpError> {
+        PerCpuArray::try_from(self.map(COUNTERS_MAP)?).map_err(|source| XdpError::MissingMap {
+            name: COUNTERS_MAP,
+            source: Some(source),
+        })
+    }
+
+    fn xsk_map(&mut self) -> Result<XskMap<&mut MapData>, XdpError> {
+        XskMap::try_from(self.map_mut(XSK_MAP)?).map_err(|source| XdpError::MissingMap {
+            name: XSK_MAP,
+            source: Some(source),
+        })
+    }
+
+    /// How many instructions the verifier walked to accept the program (it gives up at a
+    /// million), if the kernel says.
+    pub fn verified_instruction_count(&self) -> Result<Option<u32>, XdpError> {
+        Ok(self.program_info()?.verified_instruction_count())
+    }
+
+    /// Writes the program's settings; they apply to the next frame.
+    pub fn set_config(&mut self, config: &ProgramConfig) -> Result<(), XdpError> {
+        let mut map: Array<&mut MapData, Config> = Array::try_from(self.map_mut(CONFIG_MAP)?)
+            .map_err(|source| XdpError::MissingMap {
+                name: CONFIG_MAP,
+                source: Some(source),
+            })?;
+        map.set(0, Config::from(config), 0)
+            .map_err(|source| XdpError::Map {
+                action: "writing the XDP program's config",
+                source,
+            })
+    }
+
+    /// Makes `macs` the inventory: machines whose boot requests are never shed. MACs of an
+    /// earlier inventory that are not in `macs` are removed.
+    pub fn set_inventory(&mut self, macs: &[[u8; 6]]) -> Result<(), XdpError> {
+        let wanted: HashSet<MacKey> = macs.iter().copied().map(MacKey::new).collect();
+        if wanted.len() > INVENTORY_MAX_ENTRIES as usize {
+            return Err(XdpError::InventoryTooLarge {
+                count: wanted.len(),
+            });
+        }
+        let mut map: HashMap<&mut MapData, MacKey, u8> =
+            HashMap::try_from(self.map_mut(INVENTORY_MAP)?).map_err(|source| {
+                XdpError::MissingMap {
+                    name: INVENTORY_MAP,
+                    source: Some(source),
+                }
+            })?;
+        let stale: Vec<MacKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| !wanted.contains(key))
+            .collect();
+        for key in &stale {
+            map.remove(key).map_err(|source| XdpError::Map {
+                action: "removing a MAC from the XDP program's inventory",
+                source,
+            })?;
+        }
+        for key in &wanted {
+            map.insert(key, 1, 0).map_err(|source| XdpError::Map {
+                action: "adding a MAC to the XDP program's inventory",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Puts the AF_XDP socket bound to rx queue `queue` of this program's interface in the
+    /// queue's slot: boot requests taken on that queue go to it. (The kernel delivers a
+    /// redirected frame only to a socket bound to the queue it arrived on.)
+    pub fn register_socket(&mut self, queue: u32, socket: impl AsRawFd) -> Result<(), XdpError> {
+        self.xsk_map()?
+            .set(queue, socket, 0)
+            .map_err(|source| XdpError::Map {
+                action: "registering an AF_XDP socket with the XDP program",
+                source,
+            })
+    }
+
+    /// Empties the slot of rx queue `queue`: its boot requests on 4011 are passed to the
+    /// kernel again (and counted `no_socket`).
+    pub fn unregister_socket(&mut self, queue: u32) -> Result<(), XdpError> {
+        self.xsk_map()?
+            .unset(queue)
+            .map_err(|source| XdpError::Map {
+                action: "removing an AF_XDP socket from the XDP program",
+                source,
+            })
+    }
+
+    /// Hands out the ring buffer of teed frames; once per program.
+    pub fn take_tee_ring(&mut self) -> Result<TeeRing, XdpError> {
+        let map = self
+            .ebpf
+            .take_map(TEE_RING_MAP)
+            .ok_or(XdpError::MissingMap {
+                name: TEE_RING_MAP,
+                source: None,
+            })?;
+        RingBuf::try_from(map).map_err(|source| XdpError::MissingMap {
+            name: TEE_RING_MAP,
+            source: Some(source),
+        })
+    }
+
+    /// The verdict counters summed over all CPUs.
+    pub fn counters(&self) -> Result<CounterValues, XdpError> {
+        sum_counters(&self.counter_map()?)
+    }
+
+    /// Attaches the program to `interface` through a BPF link, so it goes away with this
+    /// process. [`AttachMode::Auto`] tries driver mode first and falls back to skb mode with
+    /// a warning. An XDP program already on the interface is handled as `existing` says.
+    ///
+    /// The program stays attached until the returned [`XdpAttachment`] is dropped. One
+    /// program instance serves one interface: attaching it to a second one is refused.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+        existing: ExistingProgram,
+    ) -> Result<XdpAttachment, XdpError> {
+        if let Some(attached) = self.interface.as_ref().filter(|name| *name != interface) {
+            return Err(XdpError::AlreadyAttached {
+                attached: attached.clone(),
+            });
+        }
+        let ifindex = ifindex_of(interface)?;
+        self.make_room(interface, ifindex, existing)?;
+
         let attempt = |program: &mut Xdp, mode: AttachMode| {
             program
-                .attach(interface, mode.xdp_mode())
+                .attach_to_if_index(ifindex, mode.xdp_mode())
                 .and_then(|id| program.take_link(id))
                 .map_err(|source| XdpError::Attach {
                     interface: interface.to_owned(),
@@ -217,19 +636,10 @@ impl XdpProgram {
                 })
         };
         let program = self.program_mut()?;
-        let (link, mode) = match mode {
+        let attached = match mode {
             AttachMode::Auto => match attempt(program, AttachMode::Driver) {
-                Ok(link) => (link, AttachMode::Driver),
-                Err(XdpError::Attach {
-                    source: ProgramError::UnknownInterface { name },
-                    ..
-                }) => {
-                    return Err(XdpError::Attach {
-                        interface: interface.to_owned(),
-                        mode,
-                        source: ProgramError::UnknownInterface { name },
-                    });
-                }
+                Ok(link) => Ok((link, AttachMode::Driver)),
+                Err(err) if is_occupied(&err) => Err(err),
                 Err(driver_error) => {
                     tracing::warn!(
                         iface = interface,
@@ -237,11 +647,21 @@ impl XdpProgram {
                         "XDP driver mode unavailable, falling back to skb (generic) mode, \
                          which runs after the kernel allocates each packet's skb"
                     );
-                    (attempt(program, AttachMode::Skb)?, AttachMode::Skb)
+                    attempt(program, AttachMode::Skb).map(|link| (link, AttachMode::Skb))
                 }
             },
-            AttachMode::Driver | AttachMode::Skb => (attempt(program, mode)?, mode),
+            AttachMode::Driver | AttachMode::Skb => attempt(program, mode).map(|link| (link, mode)),
         };
+        let (link, mode) = match attached {
+            Ok(attached) => attached,
+            // Something was attached between our look and our attach: say what.
+            Err(err) if is_occupied(&err) => {
+                let occupant = self.occupants(interface, ifindex)?.into_iter().next();
+                return Err(occupant.map_or(err, |found| refusal(interface, found.occupant)));
+            }
+            Err(err) => return Err(err),
+        };
+        self.interface = Some(interface.to_owned());
         tracing::info!(iface = interface, %mode, "XDP program attached");
         Ok(XdpAttachment {
             _link: link,
@@ -250,26 +670,87 @@ impl XdpProgram {
         })
     }
 
-    /// The verdict counters summed over all CPUs.
-    pub fn counters(&self) -> Result<CounterValues, XdpError> {
-        let map = self.counter_map()?;
-        let mut values: CounterValues = Counter::ALL.map(|counter| (counter, 0));
-        for (counter, value) in &mut values {
-            let per_cpu = map
-                .get(&counter.index(), 0)
-                .map_err(|source| XdpError::ReadCounter {
-                    counter: *counter,
-                    source,
-                })?;
-            *value = per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
+    /// Clears the interface's driver and skb hooks of other programs, as `existing` allows.
+    fn make_room(
+        &self,
+        interface: &str,
+        ifindex: u32,
+        existing: ExistingProgram,
+    ) -> Result<(), XdpError> {
+        for found in self.occupants(interface, ifindex)? {
+            let occupant = found.occupant.clone();
+            // No process owns an xdpboot program attached through netlink: a leftover (aya
+            // attaches through netlink on kernels without XDP links, and such an attachment
+            // outlives its process).
+            let stale = occupant.name == PROGRAM_NAME && occupant.link_id.is_none();
+            match existing {
+                ExistingProgram::Refuse if !stale => {
+                    return Err(refusal(interface, occupant));
+                }
+                ExistingProgram::Refuse => tracing::warn!(
+                    iface = interface,
+                    %occupant,
+                    "removing a stale xdpboot XDP program"
+                ),
+                ExistingProgram::Replace => tracing::warn!(
+                    iface = interface,
+                    %occupant,
+                    "replacing the XDP program already attached (--force)"
+                ),
+            }
+            found.remove(ifindex).map_err(|source| XdpError::Detach {
+                interface: interface.to_owned(),
+                occupant,
+                source,
+            })?;
         }
-        Ok(values)
+        Ok(())
+    }
+
+    /// The programs in the interface's driver and skb hooks. Finding this program itself
+    /// there is an error: it is attached already.
+    fn occupants(&self, interface: &str, ifindex: u32) -> Result<Vec<Found>, XdpError> {
+        let state_error = |source| XdpError::XdpState {
+            interface: interface.to_owned(),
+            source,
+        };
+        let state = attached_xdp(ifindex).map_err(state_error)?;
+        let own_id = self.program_id()?;
+        let mut found = Vec::new();
+        for (hook, program_id) in state.programs() {
+            if hook == XdpHook::Hardware {
+                continue;
+            }
+            if program_id == own_id {
+                return Err(XdpError::AlreadyAttached {
+                    attached: interface.to_owned(),
+                });
+            }
+            found.push(Found::inspect(ifindex, hook, program_id).map_err(state_error)?);
+        }
+        Ok(found)
     }
 
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN` and reports what it returned
     /// and which counters it moved. Counters moved by live traffic on an attached interface
     /// during the run are included.
+    ///
+    /// The kernel runs it as if the frame arrived on rx queue 0 of the loopback interface of
+    /// the caller's network namespace. A redirect is returned, not carried out.
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutcome, XdpError> {
+        let run = self.test_run_repeat(frame, 1)?;
+        Ok(TestRunOutcome {
+            action: run.action,
+            counter_deltas: run.counter_deltas,
+        })
+    }
+
+    /// Runs the program `repeat` times on `frame` with `BPF_PROG_TEST_RUN` and reports the
+    /// kernel's average time per run: ns/packet for benchmarks. Every run counts and tees like
+    /// a real frame, so a tee benchmark must keep `repeat` below what the ring holds (and
+    /// drain it between batches) or it measures the ring-full path; the counter deltas say
+    /// which it was.
+    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> Result<TimedRun, XdpError> {
         if frame.len() < MIN_TEST_FRAME_LEN {
             return Err(XdpError::TestFrameTooShort { len: frame.len() });
         }
@@ -278,19 +759,190 @@ impl XdpProgram {
             .program()?
             .test_run(TestRunOptions {
                 data_in: Some(frame),
+                repeat,
                 ..TestRunOptions::new()
             })
             .map_err(XdpError::TestRun)?;
-        let after = self.counters()?;
-        let mut counter_deltas = after;
+        let mut counter_deltas = self.counters()?;
         for ((_, delta), (_, old)) in counter_deltas.iter_mut().zip(before) {
             *delta = delta.saturating_sub(old);
         }
-        Ok(TestRunOutcome {
+        Ok(TimedRun {
             action: XdpAction::from(result.return_value),
+            per_run: result.duration,
             counter_deltas,
         })
     }
+}
+
+/// An occupant of an XDP hook, with what it takes to remove it.
+struct Found {
+    occupant: Occupant,
+    program: Option<ProgramInfo>,
+    /// The descriptor of the BPF link holding it, opened by id.
+    link: Option<OwnedFd>,
+}
+
+impl Found {
+    fn inspect(ifindex: u32, hook: XdpHook, program_id: u32) -> io::Result<Self> {
+        let program = find_program(program_id);
+        let name = program
+            .as_ref()
+            .and_then(|info| info.name_as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let link = attached::xdp_link_on(ifindex)?;
+        Ok(Found {
+            occupant: Occupant {
+                program_id,
+                name,
+                hook,
+                link_id: link.as_ref().map(|(id, _)| *id),
+            },
+            program,
+            link: link.map(|(_, fd)| fd),
+        })
+    }
+
+    fn remove(self, ifindex: u32) -> io::Result<()> {
+        if let Some(link) = &self.link {
+            return attached::detach_link(link.as_fd());
+        }
+        // Only if it is still the program we looked at (it may have gone meanwhile: then the
+        // kernel answers EEXIST, and the hook is free or someone else's again).
+        let expected = self
+            .program
+            .as_ref()
+            .map(ProgramInfo::fd)
+            .transpose()
+            .map_err(io::Error::other)?;
+        attached::set_xdp_program(
+            ifindex,
+            self.occupant.hook,
+            None,
+            expected.as_ref().map(|fd| fd.as_fd()),
+        )
+    }
+}
+
+/// The error for a hook `occupant` holds and we may not clear.
+fn refusal(interface: &str, occupant: Occupant) -> XdpError {
+    let interface = interface.to_owned();
+    if occupant.name == PROGRAM_NAME {
+        XdpError::AnotherXdpboot {
+            interface,
+            occupant,
+        }
+    } else {
+        XdpError::Occupied {
+            interface,
+            occupant,
+        }
+    }
+}
+
+fn find_program(id: u32) -> Option<ProgramInfo> {
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|info| info.id() == id)
+}
+
+/// Whether an attach failed because the hook is taken: by a program (`EBUSY`), a link
+/// (`EBUSY`), or a program in the other of driver and skb mode (`EEXIST`).
+fn is_occupied(err: &XdpError) -> bool {
+    let XdpError::Attach {
+        source: ProgramError::SyscallError(syscall),
+        ..
+    } = err
+    else {
+        return false;
+    };
+    matches!(
+        syscall.io_error.raw_os_error(),
+        Some(libc::EBUSY | libc::EEXIST)
+    )
+}
+
+fn ifindex_of(interface: &str) -> Result<u32, XdpError> {
+    nix::net::if_::if_nametoindex(interface).map_err(|_| XdpError::UnknownInterface {
+        interface: interface.to_owned(),
+    })
+}
+
+/// The XDP programs attached to `interface` (see [`attached_xdp`]).
+pub fn attached_xdp_on(interface: &str) -> Result<AttachedXdp, XdpError> {
+    attached_xdp(ifindex_of(interface)?).map_err(|source| XdpError::XdpState {
+        interface: interface.to_owned(),
+        source,
+    })
+}
+
+/// The counters of the xdpboot program attached to `interface` by another process (the
+/// running daemon), for `xdpboot stats`. Nothing is pinned: the program is found on the
+/// interface's XDP hook and its counter map opened by id, for the duration of the call. Needs
+/// root (`CAP_SYS_ADMIN` to open BPF objects by id).
+pub fn attached_counters(interface: &str) -> Result<CounterValues, XdpError> {
+    let ifindex = ifindex_of(interface)?;
+    let state = attached_xdp(ifindex).map_err(|source| XdpError::XdpState {
+        interface: interface.to_owned(),
+        source,
+    })?;
+    let Some((hook, program_id)) = state
+        .programs()
+        .find(|(hook, _)| *hook != XdpHook::Hardware)
+    else {
+        return Err(XdpError::NotAttached {
+            interface: interface.to_owned(),
+        });
+    };
+    let inspect_error = |source: InspectError| XdpError::Inspect {
+        interface: interface.to_owned(),
+        program_id,
+        source,
+    };
+    let info = find_program(program_id).ok_or_else(|| inspect_error(InspectError::Gone))?;
+    if info.name_as_str() != Some(PROGRAM_NAME) {
+        return Err(XdpError::NotOurs {
+            interface: interface.to_owned(),
+            occupant: Occupant {
+                program_id,
+                name: info.name_as_str().unwrap_or_default().to_owned(),
+                hook,
+                link_id: None,
+            },
+        });
+    }
+    let map_ids = info
+        .map_ids()
+        .map_err(|err| inspect_error(err.into()))?
+        .unwrap_or_default();
+    for map_id in map_ids {
+        let map_info = MapInfo::from_id(map_id).map_err(|err| inspect_error(err.into()))?;
+        if map_info.name_as_str() != Some(COUNTERS_MAP) {
+            continue;
+        }
+        let map = MapData::from_id(map_id)
+            .and_then(Map::from_map_data)
+            .map_err(|err| inspect_error(err.into()))?;
+        let counters: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|err| inspect_error(err.into()))?;
+        return sum_counters(&counters);
+    }
+    Err(inspect_error(InspectError::NoCounters))
+}
+
+fn sum_counters<T: Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<CounterValues, XdpError> {
+    let mut values: CounterValues = Counter::ALL.map(|counter| (counter, 0));
+    for (counter, value) in &mut values {
+        let per_cpu = map
+            .get(&counter.index(), 0)
+            .map_err(|source| XdpError::ReadCounter {
+                counter: *counter,
+                source,
+            })?;
+        *value = per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
+    }
+    Ok(values)
 }
 
 /// The program attached to one interface. Dropping it detaches the program (the BPF link's
@@ -323,484 +975,4 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{
-        net::{Ipv4Addr, UdpSocket},
-        process::Command,
-        thread,
-        time::{Duration, Instant},
-    };
-
-    use boot_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_SERVER_PORT};
-
-    use super::*;
-
-    /// Loads the program, or returns `None` after saying why on stderr when this host cannot
-    /// run BPF at all. Any other failure, a verifier rejection above all, fails the test.
-    fn load_or_skip() -> Option<XdpProgram> {
-        // The test harness names each test's thread after the test.
-        let test = thread::current().name().unwrap_or("this test").to_owned();
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipping {test}: loading BPF programs needs root");
-            return None;
-        }
-        match XdpProgram::load() {
-            Ok(program) => Some(program),
-            Err(err) if err.is_bpf_unavailable() => {
-                eprintln!(
-                    "skipping {test}: BPF is unavailable here: {}",
-                    error_chain(&err)
-                );
-                None
-            }
-            Err(err) => panic!("{}", error_chain(&err)),
-        }
-    }
-
-    /// Instructions the verifier may walk through the program: a tenth of its limit.
-    const VERIFIER_BUDGET: u32 = 100_000;
-
-    /// Every counter zero but `counter`, which is one.
-    fn only(counter: Counter) -> CounterValues {
-        Counter::ALL.map(|c| (c, u64::from(c == counter)))
-    }
-
-    const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-    const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
-    const ETH_P_8021Q: [u8; 2] = [0x81, 0x00];
-    const ETH_P_8021AD: [u8; 2] = [0x88, 0xa8];
-    const BOOTREQUEST: u8 = 1;
-    const BOOTREPLY: u8 = 2;
-
-    /// Options of a UEFI x64 PXE ROM's DISCOVER (as OVMF sends them): 53, 57, 93, 94, 97, 55,
-    /// then 60 last.
-    fn pxe_discover_options() -> Vec<u8> {
-        let mut options = vec![53, 1, 1, 57, 2, 0x05, 0xc0, 93, 2, 0, 7, 94, 3, 1, 3, 16];
-        options.extend([97, 17, 0]);
-        options.extend([0x8c; 16]);
-        options.extend([55, 35]);
-        options.extend(1..=35u8);
-        push_option(&mut options, 60, b"PXEClient:Arch:00007:UNDI:003016");
-        options
-    }
-
-    /// Options of an ordinary DHCP client's DISCOVER: no 60, no 77.
-    fn plain_discover_options() -> Vec<u8> {
-        let mut options = vec![53, 1, 1, 61, 7, 1];
-        options.extend(CLIENT_MAC);
-        push_option(&mut options, 12, b"node07");
-        options.extend([55, 4, 1, 3, 6, 15]);
-        options
-    }
-
-    fn push_option(options: &mut Vec<u8>, code: u8, data: &[u8]) {
-        options.push(code);
-        options.push(u8::try_from(data.len()).expect("test options are short"));
-        options.extend_from_slice(data);
-    }
-
-    /// A BOOTP message (RFC 2131 §2) with `options` after the magic cookie, ended and padded
-    /// to the 300-byte minimum as clients send it.
-    fn bootp(op: u8, options: &[u8]) -> Vec<u8> {
-        let mut msg = vec![0; 236];
-        msg[0] = op;
-        msg[1] = 1; // htype: Ethernet
-        msg[2] = 6; // hlen
-        msg[4..8].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]); // xid
-        msg[10] = 0x80; // broadcast flag
-        msg[28..34].copy_from_slice(&CLIENT_MAC); // chaddr
-        msg.extend([99, 130, 83, 99]);
-        msg.extend_from_slice(options);
-        msg.push(255);
-        msg.resize(msg.len().max(300), 0);
-        msg
-    }
-
-    /// Ethernet (with `vlan_tags`, outermost first), IPv4 with `ip_options`, UDP from 68 to
-    /// `dst_port`, then `payload`. Checksums are left zero: XDP sees frames before any
-    /// checksum validation, and a zero UDP checksum means "none" in IPv4.
-    fn frame(
-        vlan_tags: &[([u8; 2], u16)],
-        ip_options: &[u8],
-        dst_port: u16,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let mut frame = vec![0xff; 6];
-        frame.extend(CLIENT_MAC);
-        for (tpid, vid) in vlan_tags {
-            frame.extend(tpid);
-            frame.extend(vid.to_be_bytes());
-        }
-        frame.extend(ETH_P_IPV4);
-        let ip_header_len = 20 + ip_options.len();
-        assert_eq!(ip_header_len % 4, 0, "IPv4 options come in 32-bit words");
-        let total_len = u16::try_from(ip_header_len + 8 + payload.len()).expect("test frame fits");
-        frame.push(0x40 | u8::try_from(ip_header_len / 4).expect("IHL fits"));
-        frame.push(0);
-        frame.extend(total_len.to_be_bytes());
-        frame.extend([0, 0, 0, 0]); // id, flags, fragment offset
-        frame.extend([64, 17, 0, 0]); // ttl, UDP, checksum
-        frame.extend(Ipv4Addr::UNSPECIFIED.octets());
-        frame.extend(Ipv4Addr::BROADCAST.octets());
-        frame.extend_from_slice(ip_options);
-        frame.extend(DHCP_CLIENT_PORT.to_be_bytes());
-        frame.extend(dst_port.to_be_bytes());
-        frame.extend(
-            u16::try_from(8 + payload.len())
-                .expect("fits")
-                .to_be_bytes(),
-        );
-        frame.extend([0, 0]);
-        frame.extend_from_slice(payload);
-        frame
-    }
-
-    fn untagged(dst_port: u16, payload: &[u8]) -> Vec<u8> {
-        frame(&[], &[], dst_port, payload)
-    }
-
-    /// Runs `frame` and checks the program passed it and counted exactly `expected`.
-    fn assert_verdict(program: &XdpProgram, frame: &[u8], expected: Counter) {
-        let outcome = program
-            .test_run(frame)
-            .unwrap_or_else(|err| panic!("{}", error_chain(&err)));
-        assert_eq!(
-            outcome,
-            TestRunOutcome {
-                action: XdpAction::Pass,
-                counter_deltas: only(expected),
-            }
-        );
-    }
-
-    #[test]
-    fn the_verifier_accepts_the_program_and_its_counters_start_at_zero() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        assert_eq!(
-            program.counters().expect("counters"),
-            Counter::ALL.map(|c| (c, 0))
-        );
-
-        // The verifier gives up at 1,000,000 instructions walked. Stay far below it, so that a
-        // change which makes the paths multiply fails here, not on a production kernel.
-        let walked = program
-            .program()
-            .and_then(|xdp| xdp.info().map_err(XdpError::Verify))
-            .expect("program info")
-            .verified_instruction_count();
-        eprintln!("the verifier walked {walked:?} instructions");
-        assert!(
-            walked.is_none_or(|n| n < VERIFIER_BUDGET),
-            "{walked:?} >= {VERIFIER_BUDGET}"
-        );
-    }
-
-    #[test]
-    fn pxe_rom_discover_is_a_boot_request() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let discover = untagged(
-            DHCP_SERVER_PORT,
-            &bootp(BOOTREQUEST, &pxe_discover_options()),
-        );
-        assert_verdict(&program, &discover, Counter::BootRequest);
-    }
-
-    #[test]
-    fn uefi_http_boot_and_ipxe_discovers_are_boot_requests() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let mut http = plain_discover_options();
-        push_option(&mut http, 60, b"HTTPClient:Arch:00016:UNDI:003001");
-        let mut ipxe = plain_discover_options();
-        push_option(&mut ipxe, 77, b"iPXE");
-        let mut ipxe_rfc3004 = plain_discover_options();
-        push_option(&mut ipxe_rfc3004, 77, b"\x04iPXE");
-        for options in [http, ipxe, ipxe_rfc3004] {
-            let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &options));
-            assert_verdict(&program, &discover, Counter::BootRequest);
-        }
-    }
-
-    #[test]
-    fn plain_discover_is_left_to_the_site_dhcp_server() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let discover = untagged(
-            DHCP_SERVER_PORT,
-            &bootp(BOOTREQUEST, &plain_discover_options()),
-        );
-        assert_verdict(&program, &discover, Counter::DhcpPassed);
-
-        // Look-alikes: a vendor class that only contains "PXEClient" later, a user class
-        // other than iPXE, and an option 60 "PXE" whose following bytes happen to read
-        // "Client…" (option 67 'C', length 108 'l', data "ient…").
-        let mut lookalikes = plain_discover_options();
-        push_option(&mut lookalikes, 60, b"MSFT 5.0 PXEClient");
-        push_option(&mut lookalikes, 77, b"iPXF");
-        push_option(&mut lookalikes, 60, b"PXE");
-        let mut ient = b"ient".to_vec();
-        ient.resize(usize::from(b'l'), b'x');
-        push_option(&mut lookalikes, b'C', &ient);
-        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &lookalikes));
-        assert_verdict(&program, &discover, Counter::DhcpPassed);
-    }
-
-    #[test]
-    fn bootreply_to_a_relay_agent_is_left_to_the_site_dhcp_server() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let reply = untagged(DHCP_SERVER_PORT, &bootp(BOOTREPLY, &pxe_discover_options()));
-        assert_verdict(&program, &reply, Counter::DhcpPassed);
-    }
-
-    #[test]
-    fn request_to_port_4011_is_a_pxe_request() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let mut options = pxe_discover_options();
-        options[2] = 3; // DHCPREQUEST
-        let request = untagged(PXE_SERVER_PORT, &bootp(BOOTREQUEST, &options));
-        assert_verdict(&program, &request, Counter::PxeRequest);
-        let reply = untagged(PXE_SERVER_PORT, &bootp(BOOTREPLY, &options));
-        assert_verdict(&program, &reply, Counter::Malformed);
-    }
-
-    #[test]
-    fn non_dhcp_frames_are_passed_untouched() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let dns = untagged(53, &[0; 40]);
-        assert_verdict(&program, &dns, Counter::Passed);
-        let mut arp = vec![0xff; 6];
-        arp.extend(CLIENT_MAC);
-        arp.extend([0x08, 0x06]);
-        arp.extend([0; 28]);
-        assert_verdict(&program, &arp, Counter::Passed);
-        // A non-first fragment of a datagram to port 67 cannot be looked into.
-        let mut fragment = untagged(
-            DHCP_SERVER_PORT,
-            &bootp(BOOTREQUEST, &pxe_discover_options()),
-        );
-        fragment[14 + 6..14 + 8].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments
-        assert_verdict(&program, &fragment, Counter::Passed);
-        // A bare Ethernet header is the shortest frame the kernel runs.
-        assert_verdict(&program, &arp[..MIN_TEST_FRAME_LEN], Counter::Passed);
-    }
-
-    #[test]
-    fn vlan_tagged_discovers_are_looked_into() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let payload = bootp(BOOTREQUEST, &pxe_discover_options());
-        let dot1q = frame(&[(ETH_P_8021Q, 42)], &[], DHCP_SERVER_PORT, &payload);
-        assert_verdict(&program, &dot1q, Counter::BootRequest);
-        let qinq = frame(
-            &[(ETH_P_8021AD, 100), (ETH_P_8021Q, 42)],
-            &[],
-            DHCP_SERVER_PORT,
-            &payload,
-        );
-        assert_verdict(&program, &qinq, Counter::BootRequest);
-        // A third tag is beyond what the program looks through.
-        let three_tags = frame(
-            &[(ETH_P_8021AD, 100), (ETH_P_8021Q, 42), (ETH_P_8021Q, 7)],
-            &[],
-            DHCP_SERVER_PORT,
-            &payload,
-        );
-        assert_verdict(&program, &three_tags, Counter::Passed);
-    }
-
-    #[test]
-    fn ipv4_options_are_skipped_by_the_header_length() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        // Router alert (RFC 2113), one 32-bit word: IHL 6.
-        let router_alert = [0x94, 0x04, 0x00, 0x00];
-        let payload = bootp(BOOTREQUEST, &pxe_discover_options());
-        let discover = frame(&[], &router_alert, DHCP_SERVER_PORT, &payload);
-        assert_verdict(&program, &discover, Counter::BootRequest);
-    }
-
-    #[test]
-    fn truncated_or_corrupt_requests_are_malformed() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let options = pxe_discover_options();
-        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &options));
-        let udp_payload = 14 + 20 + 8;
-        // Cut inside the fixed BOOTP header, and just before the magic cookie ends.
-        assert_verdict(&program, &discover[..udp_payload + 100], Counter::Malformed);
-        assert_verdict(&program, &discover[..udp_payload + 239], Counter::Malformed);
-        // Cut inside the UDP header: the port is unknown, so it is not ours.
-        assert_verdict(&program, &discover[..udp_payload - 5], Counter::Passed);
-        // Cut inside option 60 (the last one), after "PXEClient": an option that runs past
-        // the frame is not believed.
-        let cut = udp_payload + 240 + options.len() - 10;
-        assert_verdict(&program, &discover[..cut], Counter::Malformed);
-        // Cut right after option 60, before option 255: option 60 is whole, and the scan
-        // stops at the first mark of a boot client.
-        assert_verdict(&program, &discover[..cut + 10], Counter::BootRequest);
-        // A plain DISCOVER cut before its option 255.
-        let plain = plain_discover_options();
-        let plain_discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &plain));
-        let cut = udp_payload + 240 + plain.len();
-        assert_verdict(&program, &plain_discover[..cut], Counter::Malformed);
-
-        // A request sent without padding ends with option 255 as its last byte;
-        // one that ends on a pad instead has lost its end.
-        assert_verdict(&program, &plain_discover[..=cut], Counter::DhcpPassed);
-        let mut ends_on_pad = plain_discover[..=cut].to_vec();
-        ends_on_pad[cut] = 0;
-        assert_verdict(&program, &ends_on_pad, Counter::Malformed);
-
-        let mut bad_cookie = discover;
-        bad_cookie[udp_payload + 236] = 98;
-        assert_verdict(&program, &bad_cookie, Counter::Malformed);
-    }
-
-    #[test]
-    fn pad_options_are_stepped_over_and_the_scan_is_bounded() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        let mut padded = vec![0; 20];
-        padded.extend(pxe_discover_options());
-        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &padded));
-        assert_verdict(&program, &discover, Counter::BootRequest);
-
-        // Option 60 behind 40 other options is past the scan's bound.
-        let mut buried = Vec::new();
-        for _ in 0..40 {
-            push_option(&mut buried, 250, b"x");
-        }
-        push_option(&mut buried, 60, b"PXEClient:Arch:00000:UNDI:002001");
-        let discover = untagged(DHCP_SERVER_PORT, &bootp(BOOTREQUEST, &buried));
-        assert_verdict(&program, &discover, Counter::DhcpPassed);
-    }
-
-    #[test]
-    fn test_frames_shorter_than_an_ethernet_header_are_refused() {
-        let Some(program) = load_or_skip() else {
-            return;
-        };
-        assert!(matches!(
-            program.test_run(&[0; 13]),
-            Err(XdpError::TestFrameTooShort { len: 13 })
-        ));
-    }
-
-    #[test]
-    fn attach_modes_parse_and_print() {
-        for mode in [AttachMode::Auto, AttachMode::Driver, AttachMode::Skb] {
-            assert_eq!(mode.to_string().parse::<AttachMode>(), Ok(mode));
-        }
-        assert_eq!("native".parse::<AttachMode>(), Ok(AttachMode::Driver));
-        assert!("offload".parse::<AttachMode>().is_err());
-    }
-
-    /// Runs `f` on a thread of its own in a fresh network namespace with loopback up, so
-    /// attaching touches nothing of the host's. The namespace goes when the thread ends.
-    fn in_fresh_netns(f: impl FnOnce() + Send + 'static) {
-        let test = thread::current().name().unwrap_or("this test").to_owned();
-        let outcome = thread::Builder::new()
-            .name(test.clone())
-            .spawn(move || {
-                if let Err(err) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-                    eprintln!("skipping {test}: cannot create a network namespace: {err}");
-                    return;
-                }
-                // A child process runs in the namespace of the thread that starts it.
-                let status = Command::new("ip")
-                    .args(["link", "set", "lo", "up"])
-                    .status()
-                    .expect("running `ip` (iproute2)");
-                assert!(status.success(), "ip link set lo up: {status}");
-                f();
-            })
-            .expect("spawning the namespace thread")
-            .join();
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
-    }
-
-    /// Polls the program's counters until `counter` reaches `at_least` or a second passes.
-    fn wait_for(program: &XdpProgram, counter: Counter, at_least: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        loop {
-            let value = program.counters().expect("counters")[counter.index() as usize].1;
-            if value >= at_least || Instant::now() > deadline {
-                return value;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    #[test]
-    fn auto_mode_falls_back_to_skb_on_loopback_and_dropping_the_attachment_detaches() {
-        in_fresh_netns(|| {
-            let Some(mut program) = load_or_skip() else {
-                return;
-            };
-            // Loopback has no native XDP: driver mode alone fails, auto falls back.
-            let err = program
-                .attach("lo", AttachMode::Driver)
-                .expect_err("lo has no driver XDP");
-            assert!(
-                matches!(
-                    err,
-                    XdpError::Attach {
-                        mode: AttachMode::Driver,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
-            assert!(matches!(
-                program.attach("no-such-if0", AttachMode::Auto),
-                Err(XdpError::Attach {
-                    source: ProgramError::UnknownInterface { .. },
-                    ..
-                })
-            ));
-
-            let attachment = program
-                .attach("lo", AttachMode::Auto)
-                .expect("attach in skb mode");
-            assert_eq!(
-                (attachment.interface(), attachment.mode()),
-                ("lo", AttachMode::Skb)
-            );
-
-            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-            let discover = bootp(BOOTREQUEST, &pxe_discover_options());
-            let target = (Ipv4Addr::LOCALHOST, DHCP_SERVER_PORT);
-            socket.send_to(&discover, target).expect("send");
-            assert_eq!(wait_for(&program, Counter::BootRequest, 1), 1);
-
-            drop(attachment);
-            socket.send_to(&discover, target).expect("send");
-            assert_eq!(
-                wait_for(&program, Counter::BootRequest, 2),
-                1,
-                "still attached"
-            );
-        });
-    }
 }

@@ -1,0 +1,312 @@
+//! The XDP backend at work: per interface, the steering program attached, one AF_XDP socket per
+//! rx queue, and the reader of the tee ring. Every request, teed or taken, goes through the same
+//! [`Service`] as the UDP backend; every reply leaves as a whole Ethernet frame on the TX ring of
+//! the queue the request came in on, with the request's VLAN tags.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use boot_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_SERVER_PORT, SteerMode};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::program::{
+    AttachMode, ExistingProgram, ProgramConfig, TeeRing, XdpAttachment, XdpError, XdpProgram,
+    parse_tee_record,
+};
+use super::xsk::{self, XskError, XskInterface, XskOptions, XskQueue};
+use crate::dhcp::{Destination, ServerPort};
+use crate::net::frame::{self, ReplyHeaders};
+use crate::net::iface::Interfaces;
+use crate::service::{Answer, Service};
+
+/// Replies a tee reader may queue for one AF_XDP queue before it drops (and counts) more.
+const TEE_REPLY_QUEUE: usize = 1024;
+
+/// How the backend is set up on each interface.
+#[derive(Debug, Clone)]
+pub struct XdpSettings {
+    pub steer: SteerMode,
+    pub mode: AttachMode,
+    pub existing: ExistingProgram,
+    pub shed_rate: u32,
+    pub shed_burst: u32,
+    pub never_shed: Vec<[u8; 6]>,
+}
+
+/// Why the XDP backend could not start on an interface.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Program(#[from] XdpError),
+    #[error(transparent)]
+    Socket(#[from] XskError),
+    #[error("interface {0} does not exist")]
+    UnknownInterface(String),
+    #[error("counting the rx queues of {interface}: {source}")]
+    Queues {
+        interface: String,
+        source: std::io::Error,
+    },
+}
+
+/// The XDP backend on one interface, ready to serve.
+pub struct XdpInterface {
+    name: String,
+    ifindex: u32,
+    // Field order is drop order: detach the program before its sockets close.
+    attachment: XdpAttachment,
+    program: XdpProgram,
+    queues: Vec<XskQueue>,
+    tee: TeeRing,
+}
+
+impl std::fmt::Debug for XdpInterface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpInterface")
+            .field("name", &self.name)
+            .field("ifindex", &self.ifindex)
+            .field("queues", &self.queues.len())
+            .field("mode", &self.attachment.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpInterface {
+    /// Loads the program, opens a socket on every rx queue, registers them, and only then
+    /// attaches: from the first frame on, every 4011 request finds its socket.
+    pub fn open(name: &str, settings: &XdpSettings) -> Result<XdpInterface, BackendError> {
+        let ifindex = nix::net::if_::if_nametoindex(name)
+            .map_err(|_| BackendError::UnknownInterface(name.to_owned()))?;
+        let mut program = XdpProgram::load()?;
+        program.set_config(&ProgramConfig {
+            steer: settings.steer,
+            shed_rate: settings.shed_rate,
+            shed_burst: settings.shed_burst,
+            // Wakeups only when the reader has caught up (the kernel's default notification):
+            // an idle server answers at once, a busy one polls the ring without them.
+            ring_wakeup: true,
+        })?;
+        program.set_inventory(&settings.never_shed)?;
+        let queues = xsk::rx_queue_count(name)
+            .map_err(|source| BackendError::Queues {
+                interface: name.to_owned(),
+                source,
+            })?
+            .clamp(1, xsk::MAX_QUEUES);
+        let sockets = XskInterface::open(name, ifindex, queues, &XskOptions::default())?;
+        for queue in sockets.queues() {
+            program.register_socket(queue.queue_id(), queue.fd().as_raw_fd())?;
+        }
+        let tee = program.take_tee_ring()?;
+        let attachment = program.attach(name, settings.mode, settings.existing)?;
+        Ok(XdpInterface {
+            name: name.to_owned(),
+            ifindex,
+            attachment,
+            program,
+            queues: sockets.into_queues(),
+            tee,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.attachment.mode()
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Serves until a socket fails; the program stays attached as long as the returned future
+    /// (which owns everything) lives, and is detached when it is dropped or completes.
+    pub async fn serve(
+        self,
+        service: Arc<Service>,
+        interfaces: Arc<Interfaces>,
+    ) -> Result<(), BackendError> {
+        let XdpInterface {
+            name,
+            ifindex,
+            attachment,
+            program,
+            queues,
+            tee,
+        } = self;
+        let context = Arc::new(Context {
+            service,
+            interfaces,
+            ifindex,
+        });
+        let mut tasks = JoinSet::new();
+        let mut tee_senders = HashMap::new();
+        for queue in queues {
+            let (tx, rx) = mpsc::channel(TEE_REPLY_QUEUE);
+            tee_senders.insert(queue.queue_id(), tx);
+            tasks.spawn(serve_queue(queue, rx, context.clone()));
+        }
+        tasks.spawn(read_tee(tee, tee_senders, context.clone()));
+        tracing::debug!(iface = %name, "XDP backend serving");
+        let result = match tasks.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(BackendError::Socket(XskError::Readiness {
+                queue: 0,
+                source: std::io::Error::other(e.to_string()),
+            })),
+            None => Ok(()),
+        };
+        tasks.abort_all();
+        drop(attachment);
+        drop(program);
+        result
+    }
+}
+
+/// What the serving tasks of one interface share.
+struct Context {
+    service: Arc<Service>,
+    interfaces: Arc<Interfaces>,
+    ifindex: u32,
+}
+
+impl Context {
+    /// Handles one request frame that arrived on this interface: returns the reply frame, if
+    /// one is due. Frames that do not parse were vetted by the XDP program already; they are
+    /// dropped here without a reply (the core counts DHCP-level problems).
+    fn handle(&self, request: &[u8]) -> Option<Vec<u8>> {
+        let parsed = frame::parse(request).ok()?;
+        let port = match parsed.destination.port() {
+            DHCP_SERVER_PORT => ServerPort::Dhcp,
+            PXE_SERVER_PORT => ServerPort::Pxe,
+            _ => return None,
+        };
+        let table = self.interfaces.snapshot();
+        let physical = table.get(self.ifindex)?;
+        // A tagged frame belongs to the VLAN sub-interface of its (outer) tag, if there is
+        // one: that is the interface the operator names and whose address the client gets.
+        let logical = parsed
+            .vlans
+            .first()
+            .and_then(|tag| table.vlan_child(self.ifindex, tag.id()))
+            .map_or(self.ifindex, |child| child.index);
+        let answer = self.service.handle(
+            port,
+            logical,
+            parsed.source,
+            *parsed.destination.ip(),
+            parsed.payload,
+        )?;
+        let src_mac = physical.mac?;
+        reply_frame(&answer, port, src_mac, parsed.src_mac, &parsed.vlans)
+    }
+}
+
+/// The Ethernet frame around a reply.
+fn reply_frame(
+    answer: &Answer,
+    port: ServerPort,
+    src_mac: [u8; 6],
+    client_mac: [u8; 6],
+    vlans: &[frame::VlanTag],
+) -> Option<Vec<u8>> {
+    let (dst_mac, destination) = match answer.reply.destination {
+        Destination::Broadcast => (
+            [0xff; 6],
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
+        ),
+        // The request's frame came from the client (or the router in front of it): its source
+        // MAC is the next hop back.
+        Destination::Unicast(to) => (client_mac, to),
+        Destination::Relay(giaddr) => (client_mac, SocketAddrV4::new(giaddr, DHCP_SERVER_PORT)),
+    };
+    let headers = ReplyHeaders {
+        src_mac,
+        dst_mac,
+        vlans,
+        source: SocketAddrV4::new(answer.server, port.number()),
+        destination,
+    };
+    let mut out = vec![0u8; frame::frame_len(vlans.len(), answer.reply.bytes.len())];
+    let len = frame::build(&headers, &answer.reply.bytes, &mut out)?;
+    out.truncate(len);
+    Some(out)
+}
+
+/// One AF_XDP queue: answers the frames the program took, and sends the replies to teed
+/// frames that arrived on this queue.
+async fn serve_queue(
+    mut queue: XskQueue,
+    mut tee_replies: mpsc::Receiver<Vec<u8>>,
+    context: Arc<Context>,
+) -> Result<(), BackendError> {
+    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(xsk::RX_BATCH as usize);
+    loop {
+        tokio::select! {
+            batch = queue.recv() => {
+                let batch = batch?;
+                replies.extend(batch.frames().filter_map(|f| context.handle(f)));
+            }
+            Some(reply) = tee_replies.recv() => {
+                replies.push(reply);
+                // Drain what else is queued, bounded by one batch.
+                while replies.len() < xsk::TX_BATCH {
+                    match tee_replies.try_recv() {
+                        Ok(reply) => replies.push(reply),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        if !replies.is_empty() {
+            let queued = queue.send_batch(replies.iter().map(Vec::as_slice))?;
+            for _ in queued..replies.len() {
+                context.service.stats.record_send_failure();
+            }
+            replies.clear();
+        }
+    }
+}
+
+/// Reads teed frames and hands their replies to the queue they came in on.
+async fn read_tee(
+    ring: TeeRing,
+    queues: HashMap<u32, mpsc::Sender<Vec<u8>>>,
+    context: Arc<Context>,
+) -> Result<(), BackendError> {
+    let mut ring =
+        crate::net::register(ring).map_err(|source| XskError::Readiness { queue: 0, source })?;
+    loop {
+        let mut guard = ring
+            .readable_mut()
+            .await
+            .map_err(|source| XskError::Readiness { queue: 0, source })?;
+        // Clear first, then drain: a record submitted after the drain finds the reader caught
+        // up, so the kernel signals it and the next wait returns at once.
+        guard.clear_ready();
+        let ring = guard.get_inner_mut();
+        while let Some(record) = ring.next() {
+            let Ok(teed) = parse_tee_record(&record) else {
+                continue;
+            };
+            let Some(reply) = context.handle(teed.frame) else {
+                continue;
+            };
+            // A queue without a socket cannot be (every rx queue has one); fall back to the
+            // first queue rather than lose the reply.
+            let sender = queues
+                .get(&teed.header.rx_queue)
+                .or_else(|| queues.values().next());
+            if let Some(sender) = sender
+                && sender.try_send(reply).is_err()
+            {
+                context.service.stats.record_send_failure();
+            }
+        }
+    }
+}

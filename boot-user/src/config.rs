@@ -7,6 +7,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -95,14 +96,46 @@ impl fmt::Display for Backend {
 pub struct Tftp {
     pub root: PathBuf,
     pub port: u16,
+    /// Transfers in flight at once; requests beyond are dropped (the client re-sends).
+    pub max_transfers: usize,
+    /// Retransmissions of one packet before a silent client is dropped.
+    pub max_retries: u32,
+    /// A whole transfer's limit.
+    pub transfer_time_limit: std::time::Duration,
 }
 
+/// The `[http]` section: the HTTP(S) server for scripts, kernels, initrds and images.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Http {
     pub root: PathBuf,
+    /// Plain HTTP port; 0 disables the plain listener.
     pub port: u16,
+    /// HTTPS port; 0 disables the TLS listener (and certificate handling).
     pub https_port: u16,
+    /// PEM certificate chain of the HTTPS listener.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
+    /// Generate a CA and a server certificate at start when `tls_cert` and `tls_key` are absent.
+    pub tls_generate: bool,
+    /// Names (DNS names or IP addresses) the generated server certificate carries besides the
+    /// host's own.
+    pub tls_names: Vec<String>,
+    /// Simultaneous client connections, plain and TLS together.
+    pub max_connections: u32,
+    /// How long a client may take to send a request head (and to finish a TLS handshake, and
+    /// to start its next request on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// How long a response may make no progress (the client stopped reading).
+    pub send_timeout: Duration,
+    /// Per-connection send rate limit in Mbit/s; 0 means none.
+    pub pacing_mbit: u32,
 }
+
+/// Upper bound of `http.max_connections`: each connection holds a file descriptor.
+pub const MAX_HTTP_CONNECTIONS: u32 = 1_000_000;
+/// Upper bound of `http.header_timeout_secs` and `http.send_timeout_secs`.
+pub const MAX_HTTP_TIMEOUT_SECS: u64 = 3600;
 
 impl Config {
     /// The embedded default.
@@ -216,6 +249,9 @@ struct FileXdp {
 struct FileTftp {
     root: Option<Spanned<PathBuf>>,
     port: Option<Spanned<u16>>,
+    max_transfers: Option<Spanned<usize>>,
+    max_retries: Option<u32>,
+    transfer_time_limit: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +260,14 @@ struct FileHttp {
     root: Option<Spanned<PathBuf>>,
     port: Option<Spanned<u16>>,
     https_port: Option<Spanned<u16>>,
+    tls_cert: Option<Spanned<PathBuf>>,
+    tls_key: Option<Spanned<PathBuf>>,
+    tls_generate: Option<bool>,
+    tls_names: Option<Vec<Spanned<String>>>,
+    max_connections: Option<Spanned<u32>>,
+    header_timeout_secs: Option<Spanned<u64>>,
+    send_timeout_secs: Option<Spanned<u64>>,
+    pacing_mbit: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,16 +421,31 @@ impl Resolver<'_> {
         let (_, tftp_port) = self
             .pick(ut.port, dt.port)
             .ok_or_else(|| incomplete("tftp.port"))?;
-        let (src, root) = self
-            .pick(uh.root, dh.root)
-            .ok_or_else(|| incomplete("http.root"))?;
-        let http_root = validate_root(src, "http.root", root)?;
-        let (_, http_port) = self
-            .pick(uh.port, dh.port)
-            .ok_or_else(|| incomplete("http.port"))?;
-        let (_, https_port) = self
-            .pick(uh.https_port, dh.https_port)
-            .ok_or_else(|| incomplete("http.https_port"))?;
+        let (src, max_transfers) = self
+            .pick(ut.max_transfers, dt.max_transfers)
+            .ok_or_else(|| incomplete("tftp.max_transfers"))?;
+        if *max_transfers.get_ref() == 0 {
+            return Err(src.error(
+                max_transfers.span(),
+                "tftp.max_transfers",
+                "must be at least 1",
+            ));
+        }
+        let max_retries = ut
+            .max_retries
+            .or(dt.max_retries)
+            .ok_or_else(|| incomplete("tftp.max_retries"))?;
+        let (src, time_limit) = self
+            .pick(ut.transfer_time_limit, dt.transfer_time_limit)
+            .ok_or_else(|| incomplete("tftp.transfer_time_limit"))?;
+        if *time_limit.get_ref() == 0 {
+            return Err(src.error(
+                time_limit.span(),
+                "tftp.transfer_time_limit",
+                "must be at least 1 second",
+            ));
+        }
+        let http = self.resolve_http(uh, dh)?;
 
         let (src, rules) = self
             .pick(user.policy, default.policy)
@@ -412,13 +471,112 @@ impl Resolver<'_> {
             tftp: Tftp {
                 root: tftp_root,
                 port: tftp_port.into_inner(),
+                max_transfers: max_transfers.into_inner(),
+                max_retries,
+                transfer_time_limit: std::time::Duration::from_secs(time_limit.into_inner()),
             },
-            http: Http {
-                root: http_root,
-                port: http_port.into_inner(),
-                https_port: https_port.into_inner(),
-            },
+            http,
             policy,
+        })
+    }
+
+    fn resolve_http(&self, uh: FileHttp, dh: FileHttp) -> Result<Http, ConfigError> {
+        let incomplete = |key: &str| ConfigError {
+            file: DEFAULT_NAME.to_owned(),
+            line: None,
+            key: format!("http.{key}"),
+            message: "missing from the embedded default".to_owned(),
+        };
+        let (src, root) = self
+            .pick(uh.root, dh.root)
+            .ok_or_else(|| incomplete("root"))?;
+        let root = validate_root(src, "http.root", root)?;
+        let (_, port) = self
+            .pick(uh.port, dh.port)
+            .ok_or_else(|| incomplete("port"))?;
+        let (_, https_port) = self
+            .pick(uh.https_port, dh.https_port)
+            .ok_or_else(|| incomplete("https_port"))?;
+        let (src, tls_cert) = self
+            .pick(uh.tls_cert, dh.tls_cert)
+            .ok_or_else(|| incomplete("tls_cert"))?;
+        let tls_cert = validate_root(src, "http.tls_cert", tls_cert)?;
+        let (src, tls_key) = self
+            .pick(uh.tls_key, dh.tls_key)
+            .ok_or_else(|| incomplete("tls_key"))?;
+        let tls_key = validate_root(src, "http.tls_key", tls_key)?;
+        let tls_generate = uh
+            .tls_generate
+            .or(dh.tls_generate)
+            .ok_or_else(|| incomplete("tls_generate"))?;
+        let (src, names) = self
+            .pick(uh.tls_names, dh.tls_names)
+            .ok_or_else(|| incomplete("tls_names"))?;
+        let tls_names = names
+            .into_iter()
+            .map(|name| {
+                if is_host_name_or_address(name.get_ref()) {
+                    Ok(name.into_inner())
+                } else {
+                    Err(src.error(
+                        name.span(),
+                        "http.tls_names",
+                        format!(
+                            "{:?} is neither a DNS name like boot.example.org nor an IP address",
+                            name.get_ref()
+                        ),
+                    ))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        let (src, max_connections) = self
+            .pick(uh.max_connections, dh.max_connections)
+            .ok_or_else(|| incomplete("max_connections"))?;
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(max_connections.get_ref()) {
+            return Err(src.error(
+                max_connections.span(),
+                "http.max_connections",
+                format!("must be between 1 and {MAX_HTTP_CONNECTIONS}"),
+            ));
+        }
+        let timeout = |key: &str, user, default| -> Result<Duration, ConfigError> {
+            let (src, secs): (_, Spanned<u64>) =
+                self.pick(user, default).ok_or_else(|| incomplete(key))?;
+            if !(1..=MAX_HTTP_TIMEOUT_SECS).contains(secs.get_ref()) {
+                return Err(src.error(
+                    secs.span(),
+                    format!("http.{key}"),
+                    format!("must be between 1 and {MAX_HTTP_TIMEOUT_SECS} seconds"),
+                ));
+            }
+            Ok(Duration::from_secs(secs.into_inner()))
+        };
+        let header_timeout = timeout(
+            "header_timeout_secs",
+            uh.header_timeout_secs,
+            dh.header_timeout_secs,
+        )?;
+        let send_timeout = timeout(
+            "send_timeout_secs",
+            uh.send_timeout_secs,
+            dh.send_timeout_secs,
+        )?;
+        let pacing_mbit = uh
+            .pacing_mbit
+            .or(dh.pacing_mbit)
+            .ok_or_else(|| incomplete("pacing_mbit"))?;
+        Ok(Http {
+            root,
+            port: port.into_inner(),
+            https_port: https_port.into_inner(),
+            tls_cert,
+            tls_key,
+            tls_generate,
+            tls_names,
+            max_connections: max_connections.into_inner(),
+            header_timeout,
+            send_timeout,
+            pacing_mbit,
         })
     }
 
@@ -573,6 +731,25 @@ fn validate_rule(
     })
 }
 
+/// A name a certificate can carry: an IP address, or a DNS name of letters, digits and hyphens
+/// in dot-separated labels of at most 63 bytes (RFC 1035 section 2.3.4), 253 bytes in all.
+fn is_host_name_or_address(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// A loader name is a relative path inside the TFTP root: no `..`, no absolute path, no
 /// backslash or NUL (which some TFTP clients and servers treat as separators or terminators).
 pub fn validate_loader_name(file: &str) -> Result<(), String> {
@@ -705,6 +882,47 @@ mod tests {
             config.never_shed(),
             vec![[0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2]]
         );
+    }
+
+    #[test]
+    fn http_limits_and_tls_settings_are_validated_with_their_line() {
+        let config = Config::embedded().unwrap();
+        assert!(config.http.tls_generate);
+        assert!(config.http.max_connections >= 1000);
+        assert_eq!(config.http.pacing_mbit, 0);
+
+        let config = Config::parse(
+            "[http]\ntls_names = [\"boot.lab\", \"198.18.0.1\"]\nheader_timeout_secs = 3\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(config.http.tls_names, ["boot.lab", "198.18.0.1"]);
+        assert_eq!(config.http.header_timeout, Duration::from_secs(3));
+
+        let e = error("[http]\nport = 80\nmax_connections = 0\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(3), "http.max_connections"),
+            "{e}"
+        );
+        let e = error("[http]\n\nsend_timeout_secs = 0\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(3), "http.send_timeout_secs"),
+            "{e}"
+        );
+        let e = error("[http]\nheader_timeout_secs = 86400\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(2), "http.header_timeout_secs"),
+            "{e}"
+        );
+        let e = error("[http]\ntls_names = [\"ok.lab\", \"not a name\"]\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "http.tls_names"), "{e}");
+        let e = error("[http]\ntls_cert = \"server.pem\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "http.tls_cert"), "{e}");
+        let e = error("[http]\ntls_generate = \"yes\"\n");
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //!
 //! The library holds everything the `xdpboot` binary runs, so integration tests, fuzz targets and
 //! benchmarks can drive the same code: the sans-IO DHCP core in [`dhcp`], the configuration in
-//! [`config`], the backends and the interface table in [`net`], and the glue in [`service`].
+//! [`config`], the backends and the interface table in [`net`], the glue in [`service`], the
+//! read-only TFTP server for first-stage loaders in [`tftp`], and the HTTP(S) server for
+//! scripts, kernels and images in [`http`].
 
 pub mod config;
 pub mod dhcp;
 pub mod net;
 pub mod service;
+pub mod template;
+pub mod tftp;

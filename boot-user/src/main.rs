@@ -18,6 +18,7 @@ use xdpboot::net::xdp::AttachMode;
 use xdpboot::net::xdp::backend::{XdpInterface, XdpSettings};
 use xdpboot::net::xdp::program::{ExistingProgram, attached_counters, attached_xdp_on};
 use xdpboot::service::{FsLoaders, Service};
+use xdpboot::tftp::{TftpConfig, TftpServer};
 
 #[derive(Parser)]
 #[command(
@@ -271,6 +272,14 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
         tasks.spawn(async move { dhcp.serve(s).await.context("port 67") });
         tasks.spawn(async move { pxe.serve(service).await.context("port 4011") });
     }
+    // TFTP serves the first stage (loaders) on every served interface, whatever the backend.
+    let tftp = TftpServer::bind(
+        TftpConfig::from(&config.tftp),
+        interfaces.clone(),
+        config.interfaces.clone(),
+    )?;
+    let tftp_stats = tftp.stats();
+    tasks.spawn(async move { tftp.serve().await.context("TFTP") });
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -289,6 +298,12 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     let counts: Vec<String> = stats
         .snapshot()
         .into_iter()
+        .chain(
+            tftp_stats
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (format!("tftp.{k}"), v)),
+        )
         .filter(|(_, v)| *v > 0)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();

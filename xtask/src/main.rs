@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_tftp;
 mod lab;
 mod setup;
 mod test;
@@ -34,6 +35,8 @@ enum Command {
     /// on --interface IF for real, or else in a lab of network namespaces beside a site DHCP
     /// server, showing what each kind of client is told.
     Run(lab::Args),
+    /// Benchmark: fetch a loader over TFTP from xdpboot and dnsmasq, side by side.
+    BenchTftp(bench_tftp::Args),
 }
 
 /// The workspace's root directory (xtask lives one level below it).
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Run(args) => lab::run(&args),
+        Command::BenchTftp(args) => bench_tftp::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

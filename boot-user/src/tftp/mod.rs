@@ -1,0 +1,22 @@
+//! TFTP for first-stage loaders: read-only, confined to its root, RFC 1350 read requests in
+//! octet mode with option negotiation (RFC 2347) for blksize (RFC 2348), timeout and tsize
+//! (RFC 2349) and windowsize (RFC 7440).
+//!
+//! Sans-IO core, I/O at the edge:
+//! - [`packet`]: the wire format.
+//! - [`request`]: what the server port does with a datagram, and which names may be asked for.
+//! - [`options`]: option negotiation, clamped to the ingress interface's MTU.
+//! - [`session`]: one transfer as a state machine driven by datagrams and timer expiries.
+//! - [`files`]: the root on disk, and one shared in-memory copy of each file.
+//! - [`server`]: sockets and tasks ([`TftpServer`]), the only part that does I/O.
+//! - [`stats`]: counters of requests and transfers.
+
+pub mod files;
+pub mod options;
+pub mod packet;
+pub mod request;
+pub mod server;
+pub mod session;
+pub mod stats;
+
+pub use server::{TftpConfig, TftpError, TftpServer};

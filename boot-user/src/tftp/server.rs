@@ -1,0 +1,451 @@
+//! The TFTP server's I/O edge: the server port, one task and one socket per transfer, limits
+//! and the log line per transfer. The protocol itself is in [`super::request`] (what the port
+//! answers) and [`super::session`] (a transfer).
+//!
+//! - One socket on `0.0.0.0:<port>` with IP_PKTINFO receives requests; each tells us the
+//!   interface it came in on (only served interfaces are answered; others are ignored without
+//!   a reply) and the address it was sent to.
+//! - Each accepted read request gets a new socket bound to our address on that interface with
+//!   an ephemeral port: the server's transfer ID (RFC 1350 §4). The socket is not connected,
+//!   so packets from another port reach the session and are answered with ERROR 5.
+//! - Each transfer is one tokio task, so thousands run on a few threads and one client's loss
+//!   or silence only ever waits on its own timer. Aborting [`TftpServer::serve`] aborts them.
+//! - At most `max_transfers` run at once. Requests beyond that are dropped without an answer:
+//!   PXE firmware retransmits its RRQ (with back-off) and is served when a slot frees, whereas
+//!   an ERROR would abort its boot. A retransmitted RRQ from a client whose transfer is already
+//!   running is dropped likewise, so it never gets two transfers.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+
+use super::files::FileCache;
+use super::options::{self, Limits, MAX_WINDOWSIZE};
+use super::packet::{self, MAX_REQUEST_LEN};
+use super::request::{self, ReadRequest, Screened};
+use super::session::{Session, SessionLimits};
+use super::stats::TftpStats;
+use crate::net::iface::Interfaces;
+use crate::net::udp;
+
+/// Concurrent transfers allowed by default: far more than a rack boots at once, and at most a
+/// few hundred MB of buffers even at the largest block size.
+pub const DEFAULT_MAX_TRANSFERS: usize = 4096;
+/// Retransmissions in a row before a silent client is given up on: with the default 1 s
+/// timeout, a client is cut off after 6 s of silence.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// The longest a transfer may take. A 1 MiB loader at 512-byte blocks is 2048 round trips:
+/// even at 100 ms each that is under 4 minutes.
+pub const DEFAULT_TRANSFER_TIME_LIMIT: Duration = Duration::from_secs(600);
+/// The server port's socket receive buffer, asked for (see [`TftpServer::bind`]).
+const REQUEST_RECEIVE_BUFFER: usize = 1024 * 1024;
+/// Datagrams the server port handles before letting other work run.
+const MAX_REQUESTS_PER_WAKEUP: usize = 64;
+/// A client's ACK is 4 bytes and its ERROR short; longer datagrams are truncated harmlessly.
+const TRANSFER_RECEIVE_BUFFER: usize = 516;
+/// At most one warning per this interval while requests are dropped for lack of slots.
+const BUSY_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The TFTP server's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TftpConfig {
+    pub root: PathBuf,
+    pub port: u16,
+    pub max_transfers: usize,
+    pub max_retries: u32,
+    pub transfer_time_limit: Duration,
+}
+
+impl TftpConfig {
+    /// `root` and `port` with the default limits.
+    pub fn new(root: PathBuf, port: u16) -> TftpConfig {
+        TftpConfig {
+            root,
+            port,
+            max_transfers: DEFAULT_MAX_TRANSFERS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            transfer_time_limit: DEFAULT_TRANSFER_TIME_LIMIT,
+        }
+    }
+}
+
+impl From<&crate::config::Tftp> for TftpConfig {
+    fn from(config: &crate::config::Tftp) -> TftpConfig {
+        TftpConfig {
+            root: config.root.clone(),
+            port: config.port,
+            max_transfers: config.max_transfers,
+            max_retries: config.max_retries,
+            transfer_time_limit: config.transfer_time_limit,
+        }
+    }
+}
+
+/// Errors setting up or running the TFTP server.
+#[derive(Debug, thiserror::Error)]
+pub enum TftpError {
+    #[error(
+        "UDP port {port} is already held by another TFTP server (tftpd-hpa, atftpd, or dnsmasq \
+         with --enable-tftp): stop it, or give xdpboot another [tftp] port"
+    )]
+    PortInUse { port: u16 },
+    #[error("binding UDP port {port}: {source}")]
+    Bind { port: u16, source: io::Error },
+    #[error("TFTP port {port}: {source}")]
+    Io { port: u16, source: io::Error },
+}
+
+/// A bound TFTP server; [`TftpServer::serve`] runs it.
+pub struct TftpServer {
+    socket: AsyncFd<Socket>,
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+/// What the server port and the transfer tasks share.
+struct Shared {
+    config: TftpConfig,
+    interfaces: Arc<Interfaces>,
+    served: Vec<String>,
+    files: FileCache,
+    stats: Arc<TftpStats>,
+    /// Clients (address and port) with a transfer running.
+    active: Mutex<HashSet<SocketAddrV4>>,
+    last_busy_warning: Mutex<Option<Instant>>,
+}
+
+impl TftpServer {
+    /// Binds `0.0.0.0:<config.port>` (0: an ephemeral port, for tests) and answers requests
+    /// arriving on the interfaces named in `served`, looked up in `interfaces`.
+    pub fn bind(
+        config: TftpConfig,
+        interfaces: Arc<Interfaces>,
+        served: Vec<String>,
+    ) -> Result<TftpServer, TftpError> {
+        let port = config.port;
+        let io = |source| TftpError::Io { port, source };
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(io)?;
+        socket.set_nonblocking(true).map_err(io)?;
+        // A rack powering on sends its requests at once; the default buffer (about 200 small
+        // datagrams) would drop part of such a burst. The kernel caps this at
+        // net.core.rmem_max; dropped requests are retransmitted by the firmware anyway.
+        let _ = socket.set_recv_buffer_size(REQUEST_RECEIVE_BUFFER);
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
+            .map_err(|e| io(e.into()))?;
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        socket.bind(&addr.into()).map_err(|source| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                TftpError::PortInUse { port }
+            } else {
+                TftpError::Bind { port, source }
+            }
+        })?;
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map_or(port, |a| a.port());
+        let socket = crate::net::register(socket).map_err(io)?;
+        let files = FileCache::new(&config.root);
+        Ok(TftpServer {
+            socket,
+            port,
+            shared: Arc::new(Shared {
+                config,
+                interfaces,
+                served,
+                files,
+                stats: Arc::new(TftpStats::default()),
+                active: Mutex::new(HashSet::new()),
+                last_busy_warning: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The bound port (the ephemeral one when configured with 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's counters, to read while it runs.
+    pub fn stats(&self) -> Arc<TftpStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Serves until the server socket fails. Dropping the future ends every transfer.
+    pub async fn serve(self) -> Result<(), TftpError> {
+        let port = self.port;
+        let mut transfers = JoinSet::new();
+        let mut buf = vec![0u8; MAX_REQUEST_LEN + 1];
+        loop {
+            tokio::select! {
+                ready = self.socket.readable() => {
+                    let mut guard = ready.map_err(|source| TftpError::Io { port, source })?;
+                    // A bounded batch per wakeup, so a flood of requests cannot keep this task
+                    // from reaping finished transfers (or, on a one-thread runtime, starve them).
+                    for _ in 0..MAX_REQUESTS_PER_WAKEUP {
+                        match udp::receive(guard.get_inner(), &mut buf) {
+                            Ok(Some(datagram)) => {
+                                let bytes = buf.get(..datagram.len).unwrap_or_default();
+                                self.on_request(&datagram, bytes, &mut transfers);
+                            }
+                            Ok(None) => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            Err(e) => {
+                                // One bad datagram must not stop the server.
+                                tracing::debug!(port, error = %e, "tftp recvmsg failed");
+                            }
+                        }
+                    }
+                }
+                Some(done) = transfers.join_next() => {
+                    if let Err(e) = done && e.is_panic() {
+                        tracing::error!(error = %e, "a TFTP transfer task panicked");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_request(&self, datagram: &udp::Datagram, bytes: &[u8], transfers: &mut JoinSet<()>) {
+        let shared = &self.shared;
+        let table = shared.interfaces.snapshot();
+        let Some(iface) = table
+            .get(datagram.ifindex)
+            .filter(|i| shared.served.contains(&i.name))
+        else {
+            shared.stats.count("dropped", "not_served");
+            return;
+        };
+        let Some(local) = iface.server_address(datagram.destination, Ipv4Addr::UNSPECIFIED) else {
+            shared.stats.count("dropped", "no_address");
+            return;
+        };
+        let client = datagram.source;
+        if client.port() == 0
+            || client.ip().is_unspecified()
+            || client.ip().is_broadcast()
+            || client.ip().is_multicast()
+        {
+            shared.stats.count("dropped", "bad_source");
+            return;
+        }
+        match request::screen(bytes) {
+            Screened::Drop { reason } => {
+                shared.stats.count("dropped", reason);
+                tracing::debug!(%client, reason, "tftp datagram dropped");
+            }
+            Screened::Refuse {
+                code,
+                message,
+                reason,
+                name,
+            } => {
+                shared.stats.count("refused", reason);
+                tracing::info!(
+                    %client,
+                    iface = %iface.name,
+                    file = name.unwrap_or_default(),
+                    outcome = reason,
+                    error = code.number(),
+                    "tftp request refused"
+                );
+                let mut reply = Vec::new();
+                packet::write_error(&mut reply, code, message);
+                if let Err(e) = udp::send_from(
+                    self.socket.get_ref(),
+                    &reply,
+                    client,
+                    local,
+                    datagram.ifindex,
+                ) {
+                    tracing::debug!(%client, error = %e, "sending a tftp ERROR failed");
+                }
+            }
+            Screened::Read(request) => {
+                let Some(slot) = Slot::claim(shared, client) else {
+                    return;
+                };
+                shared.stats.count("requests", "read");
+                let limits = Limits {
+                    max_blksize: options::max_blksize_for_mtu(iface.mtu),
+                    max_windowsize: MAX_WINDOWSIZE,
+                };
+                let iface = iface.name.clone();
+                transfers.spawn(transfer(slot, request, iface, local, limits));
+            }
+        }
+    }
+}
+
+/// A client's place among the running transfers; released on drop.
+struct Slot {
+    shared: Arc<Shared>,
+    client: SocketAddrV4,
+}
+
+impl Slot {
+    /// `None` (and counted) when the client already has a transfer or no slot is free.
+    fn claim(shared: &Arc<Shared>, client: SocketAddrV4) -> Option<Slot> {
+        let mut active = shared.active.lock().unwrap_or_else(|p| p.into_inner());
+        if active.contains(&client) {
+            shared.stats.count("dropped", "duplicate");
+            return None;
+        }
+        if active.len() >= shared.config.max_transfers {
+            drop(active);
+            shared.stats.count("dropped", "busy");
+            shared.warn_busy();
+            return None;
+        }
+        active.insert(client);
+        Some(Slot {
+            shared: shared.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut active = self.shared.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.remove(&self.client);
+    }
+}
+
+impl Shared {
+    fn warn_busy(&self) {
+        let mut last = self
+            .last_busy_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= BUSY_WARNING_INTERVAL) {
+            *last = Some(now);
+            tracing::warn!(
+                max_transfers = self.config.max_transfers,
+                "tftp transfer limit reached: new requests are dropped until transfers finish \
+                 (clients retransmit their requests)"
+            );
+        }
+    }
+}
+
+/// One transfer, from its own socket, to the end; then its log line.
+async fn transfer(
+    slot: Slot,
+    request: ReadRequest,
+    iface: String,
+    local: Ipv4Addr,
+    limits: Limits,
+) {
+    let shared = slot.shared.clone();
+    let client = slot.client;
+    let started = Instant::now();
+    let file = request.path.as_str();
+    let socket = match UdpSocket::bind((local, 0)).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            shared.stats.count("transfer", "socket_error");
+            tracing::warn!(%client, %local, file, error = %e, "tftp transfer socket could not be bound");
+            return;
+        }
+    };
+    let bytes = match shared.files.open(&request.path).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            shared.stats.count("file", e.name());
+            tracing::info!(%client, iface, file, outcome = e.name(), error = e.error_code().number(), "tftp request refused");
+            let mut reply = Vec::new();
+            packet::write_error(&mut reply, e.error_code(), e.message());
+            let _ = socket.send_to(&reply, SocketAddr::V4(client)).await;
+            return;
+        }
+    };
+    let negotiated = options::negotiate(&request.options, bytes.len() as u64, limits);
+    let session_limits = SessionLimits {
+        max_retries: shared.config.max_retries,
+        time_limit: shared.config.transfer_time_limit,
+    };
+    let mut session = Session::new(client, bytes, &negotiated, session_limits, Instant::now());
+    let io_error = drive(&socket, &mut session).await.err();
+    let Some(summary) = session.summary() else {
+        // Only a socket error ends the drive loop early.
+        shared.stats.count("transfer", "socket_error");
+        tracing::warn!(%client, iface, file, error = ?io_error, "tftp transfer socket failed");
+        return;
+    };
+    let outcome = match &summary.result {
+        Ok(()) => "complete",
+        Err(e) => e.name(),
+    };
+    shared.stats.count("transfer", outcome);
+    shared.stats.add_bytes(summary.bytes);
+    let error = summary.result.as_ref().err().map(ToString::to_string);
+    tracing::info!(
+        %client,
+        iface,
+        file,
+        bytes = summary.bytes,
+        size = summary.file_len,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        blksize = summary.blksize,
+        windowsize = summary.windowsize,
+        retransmits = summary.retransmits,
+        outcome,
+        error,
+        "tftp transfer"
+    );
+}
+
+/// Runs the session's exchange on `socket` until it finishes; `Err` only if receiving fails.
+async fn drive(socket: &UdpSocket, session: &mut Session) -> io::Result<()> {
+    let mut out = Vec::new();
+    let mut incoming = [0u8; TRANSFER_RECEIVE_BUFFER];
+    // One timer for the whole transfer. Moving it takes a lock in tokio's timer wheel, and
+    // every ACK pushes the deadline later; a timer due earlier than needed only wakes the
+    // session to no effect (`on_timeout` checks its own deadline), so it is moved only when it
+    // would otherwise fire late: about once per timeout interval instead of once per block.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    loop {
+        while let Some(to) = session.poll_transmit(&mut out) {
+            if let Err(e) = socket.send_to(&out, SocketAddr::V4(to)).await {
+                // As good as lost on the wire: the retransmission timer recovers, or the
+                // retries run out.
+                tracing::debug!(%to, error = %e, "tftp send failed");
+            }
+        }
+        let Some(deadline) = session.poll_timeout() else {
+            return Ok(());
+        };
+        if armed.is_none_or(|at| at > deadline) {
+            timer.as_mut().reset(deadline.into());
+            armed = Some(deadline);
+        }
+        tokio::select! {
+            received = socket.recv_from(&mut incoming) => {
+                let (len, from) = received?;
+                if let SocketAddr::V4(from) = from {
+                    let bytes = incoming.get(..len).unwrap_or_default();
+                    session.on_datagram(from, bytes, Instant::now());
+                }
+            }
+            () = &mut timer => {
+                armed = None;
+                session.on_timeout(Instant::now());
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Harness for xdpboot's integration tests: private network namespaces, the daemon and a site
 //! DHCP server (dnsmasq) running inside them, and a DHCP probe client that speaks like PXE
-//! firmware.
+//! firmware. [`xdp`] holds the XDP side: attached programs, `xdpboot stats`, a stand-in for
+//! another tool's XDP program, raw frames, VLAN support.
 //!
 //! Rules every test here keeps (see DESIGN.md, "Test lab facts"):
 //! - Traffic stays inside namespaces the test made itself; addresses come from 198.18.0.0/15.
@@ -11,7 +12,8 @@
 //! - Names cannot collide with a parallel test or another run: namespaces and temp dirs are
 //!   called `xbt<pid>-<salt>-<n><role>`, with a per-process counter `n` (creation fails rather
 //!   than share); interface names live inside those private namespaces and can stay short and
-//!   fixed (`eth0`, `br0`).
+//!   fixed (`eth0`, `br0`). Devices the XDP backend serves also get interface indexes of their
+//!   own ([`unique_ifindex`]): indexes repeat across namespaces, but BPF links are system-wide.
 //! - Every wait has a deadline.
 //! - Children get SIGKILL when the test process dies (PR_SET_PDEATHSIG). A test process killed
 //!   outright (SIGKILL, ^C) cannot run its guards, so its namespaces stay behind; remove them
@@ -36,6 +38,8 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
+
+pub mod xdp;
 
 /// How long a command from this harness (`ip`, ...) may take before it is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -287,6 +291,19 @@ impl NetNs {
         })
     }
 
+    /// Runs `program args…` inside this namespace to completion (`ip netns exec`) and returns
+    /// its stdout.
+    pub fn exec(&self, program: &Path, args: &[&str]) -> Result<String> {
+        run_command(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .arg(program)
+                .args(args)
+                .env("RUST_BACKTRACE", "0"),
+            COMMAND_TIMEOUT,
+        )
+    }
+
     /// How many UDP sockets in this namespace are bound to `port` (any address). A server is
     /// ready once the count grows: two servers may share port 67 in one namespace.
     pub fn udp_sockets_on(&self, port: u16) -> Result<usize> {
@@ -325,13 +342,37 @@ impl Drop for NetNs {
 /// A veth pair: `a_if` in `a`, `b_if` in `b`, both up. Created inside `a`, so it never exists
 /// in the host's namespace; it disappears with either namespace.
 pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
+    veth_with_index(a, a_if, None, b, b_if)
+}
+
+/// [`veth`], with `a_if` given the interface index `index` (see [`unique_ifindex`]).
+pub fn veth_with_index(
+    a: &NetNs,
+    a_if: &str,
+    index: Option<u32>,
+    b: &NetNs,
+    b_if: &str,
+) -> Result<()> {
+    let index = index.map_or(String::new(), |i| format!("index {i}"));
     a.ip(&format!(
-        "link add {a_if} type veth peer name {b_if} netns {}",
+        "link add {a_if} {index} type veth peer name {b_if} netns {}",
         b.name()
     ))?;
     a.ip(&format!("link set {a_if} up"))?;
     b.ip(&format!("link set {b_if} up"))?;
     Ok(())
+}
+
+/// An interface index no other test or process is likely to use. Indexes are per namespace,
+/// so every fresh namespace numbers its first link 2; but BPF links, which hold XDP programs,
+/// are system-wide and name their interface by index alone. Giving each served device its own
+/// index keeps a tool that looks links up by index (as `xdpboot run --force` does, see
+/// `tests/xdp_backend.rs`) from confusing our devices with anyone else's.
+pub fn unique_ifindex() -> u32 {
+    let pid = u64::from(std::process::id());
+    let n = u64::from(next_id()) & 0xfff;
+    // Above the small numbers namespaces hand out, below i32::MAX.
+    (((pid << 12) | n) % 2_000_000_000 + 100_000) as u32
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,6 +399,13 @@ impl ChildGuard {
             bail!("{} exited ({status}); its log:\n{}", self.label, self.log());
         }
         Ok(())
+    }
+
+    /// Sends `signal` to the process. (`ip netns exec` execs the program: the pid is its own.)
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal)
+            .with_context(|| format!("sending {signal} to {}", self.label))
     }
 
     /// Waits for the process to exit on its own; fails if it is still running after `timeout`.
@@ -494,15 +542,18 @@ fn newest_file_under(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
-/// `xdpboot run --backend udp` inside a namespace.
+/// `xdpboot run` inside a namespace.
 #[derive(Debug)]
 pub struct Daemon {
     pub child: ChildGuard,
 }
 
+/// The UDP backend's arguments, which [`Daemon::start`] and [`Daemon::spawn`] use.
+const UDP_BACKEND: &[&str] = &["--backend", "udp"];
+
 impl Daemon {
-    /// Starts the daemon on `interfaces` with `config` and waits until both its ports are
-    /// bound: from then on requests queue in its sockets and are answered.
+    /// Starts the daemon with the UDP backend on `interfaces` with `config` and waits until
+    /// both its ports are bound: from then on requests queue in its sockets and are answered.
     pub fn start(ns: &NetNs, interfaces: &[&str], config: &Path, log: PathBuf) -> Result<Daemon> {
         let before = (
             ns.udp_sockets_on(DHCP_SERVER_PORT)?,
@@ -516,6 +567,29 @@ impl Daemon {
         Ok(Daemon { child })
     }
 
+    /// Starts `xdpboot run ARGS --interface … --config CONFIG` (ARGS e.g. `--backend xdp
+    /// --steer tee`) and waits until it has logged `serving` for every one of `interfaces`.
+    /// Both backends log that line only once they answer: the XDP backend after its program
+    /// is attached with the AF_XDP sockets registered, the UDP backend after binding its
+    /// sockets. (The XDP backend binds no UDP socket: [`Daemon::start`]'s wait would never
+    /// end.)
+    pub fn start_serving(
+        ns: &NetNs,
+        interfaces: &[&str],
+        config: &Path,
+        log: PathBuf,
+        args: &[&str],
+    ) -> Result<Daemon> {
+        let mut child = Daemon::spawn_with(ns, interfaces, config, log.clone(), args)?;
+        child.wait_until("serving", STARTUP_TIMEOUT, || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Ok(interfaces
+                .iter()
+                .all(|iface| Serving::find(&text, iface).is_some()))
+        })?;
+        Ok(Daemon { child })
+    }
+
     /// Starts `xdpboot run --backend udp` without waiting for it, e.g. to watch it refuse.
     pub fn spawn(
         ns: &NetNs,
@@ -523,17 +597,29 @@ impl Daemon {
         config: &Path,
         log: PathBuf,
     ) -> Result<ChildGuard> {
-        let mut args: Vec<&OsStr> = vec!["run".as_ref(), "--backend".as_ref(), "udp".as_ref()];
+        Daemon::spawn_with(ns, interfaces, config, log, UDP_BACKEND)
+    }
+
+    /// Starts `xdpboot run ARGS --interface … --config CONFIG` without waiting for it.
+    pub fn spawn_with(
+        ns: &NetNs,
+        interfaces: &[&str],
+        config: &Path,
+        log: PathBuf,
+        args: &[&str],
+    ) -> Result<ChildGuard> {
+        let mut argv: Vec<&OsStr> = vec!["run".as_ref()];
+        argv.extend(args.iter().map(OsStr::new));
         for iface in interfaces {
-            args.push("--interface".as_ref());
-            args.push(iface.as_ref());
+            argv.push("--interface".as_ref());
+            argv.push(iface.as_ref());
         }
-        args.push("--config".as_ref());
-        args.push(config.as_os_str());
+        argv.push("--config".as_ref());
+        argv.push(config.as_os_str());
         ns.spawn(
             "xdpboot",
             &xdpboot_binary(),
-            &args,
+            &argv,
             // No backtraces in the log: an error should read as the operator sees it.
             &[
                 ("RUST_LOG", "info,xdpboot=debug"),
@@ -546,6 +632,53 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         self.child.log()
+    }
+
+    /// What the daemon's `serving` line says about `iface`, once it has logged one.
+    pub fn serving(&self, iface: &str) -> Option<Serving> {
+        Serving::find(&self.log(), iface)
+    }
+}
+
+/// The daemon's `serving` line for one interface: `xdpboot: serving iface=eth0 device=eth0
+/// backend="xdp" mode=driver steer=Tee queues=1` (the UDP backend logs `iface` and `backend`
+/// only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serving {
+    pub backend: String,
+    /// The device the XDP program is attached to: the interface itself, or a VLAN
+    /// sub-interface's parent.
+    pub device: Option<String>,
+    /// The attach mode in use: `driver` or `skb`.
+    pub mode: Option<String>,
+    /// How port-67 boot DISCOVERs are steered: `Tee` or `Redirect`.
+    pub steer: Option<String>,
+}
+
+impl Serving {
+    /// The first `serving` line for `iface` in `log`.
+    pub fn find(log: &str, iface: &str) -> Option<Serving> {
+        let wanted = format!("iface={iface}");
+        log.lines().find_map(|line| {
+            // The event of the binary's own target, not e.g. the backend's "XDP backend
+            // serving" debug line.
+            let (_, fields) = line.split_once(" xdpboot: serving ")?;
+            let field = |key: &str| {
+                fields
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                    .map(|v| v.trim_matches('"').to_owned())
+            };
+            if !fields.split_whitespace().any(|f| f == wanted) {
+                return None;
+            }
+            Some(Serving {
+                backend: field("backend")?,
+                device: field("device"),
+                mode: field("mode"),
+                steer: field("steer"),
+            })
+        })
     }
 }
 
@@ -811,7 +944,7 @@ impl BootRequest {
 // ---------------------------------------------------------------------------------------------
 // Replies
 
-/// One DHCP reply as the probe received it.
+/// One DHCP message as the probe received it: a reply, or (on a server's port) a request.
 #[derive(Clone)]
 pub struct Received {
     /// IP source address and UDP source port.
@@ -951,6 +1084,25 @@ impl Probe {
     pub fn collect(
         &self,
         window: Duration,
+        done: impl FnMut(&[Received]) -> bool,
+    ) -> Result<Vec<Received>> {
+        self.collect_op(Opcode::BootReply, window, done)
+    }
+
+    /// Collects BOOTREQUESTs, as a server's socket sees them, until `done` says enough or
+    /// `window` passes.
+    pub fn collect_requests(
+        &self,
+        window: Duration,
+        done: impl FnMut(&[Received]) -> bool,
+    ) -> Result<Vec<Received>> {
+        self.collect_op(Opcode::BootRequest, window, done)
+    }
+
+    fn collect_op(
+        &self,
+        op: Opcode,
+        window: Duration,
         mut done: impl FnMut(&[Received]) -> bool,
     ) -> Result<Vec<Received>> {
         let deadline = Instant::now() + window;
@@ -972,7 +1124,7 @@ impl Probe {
             let Ok(message) = v4::Message::decode(&mut Decoder::new(&bytes)) else {
                 continue;
             };
-            if message.opcode() != Opcode::BootReply {
+            if message.opcode() != op {
                 continue;
             }
             replies.push(Received {
@@ -1041,6 +1193,151 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> Result<Option<(usize, SocketAd
 /// Replies sent from `server` (any port).
 pub fn from_server(replies: &[Received], server: Ipv4Addr) -> Vec<&Received> {
     replies.iter().filter(|r| *r.from.ip() == server).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks the test files share
+
+/// Upper bound for a reply that is due. Replies on a veth take well under a millisecond; the
+/// bound only matters when something is broken.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Extra wait for a reply that must not come, after a later request has been answered (the
+/// daemon handles port 67 in arrival order, so by then the first one was decided).
+pub const QUIET: Duration = Duration::from_millis(100);
+/// BOOTP minimum message size that every reply is padded to (RFC 1542 §2.1, dnsmasq).
+pub const MIN_REPLY_LEN: usize = 300;
+/// Option 43 for BIOS PXE ROMs: PXE_DISCOVERY_CONTROL (6) = 8, "boot file in this offer".
+pub const BIOS_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
+
+/// 255.255.255.255:67, where a client without an address sends its DISCOVER.
+pub fn broadcast_to_servers() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT)
+}
+
+/// `02:00:5e:…`, as the daemon writes MACs in URLs and logs.
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What a proxy reply (OFFER on 67 or ACK on 4011) must look like for iPXE and EDK2 to take
+/// it, coming from `server`.
+pub fn assert_proxy_reply(
+    reply: &Received,
+    request: &BootRequest,
+    kind: MessageType,
+    server: Ipv4Addr,
+    vendor_class: &str,
+    file: &str,
+) {
+    let m = &reply.message;
+    assert_eq!(reply.message_type(), Some(kind), "{reply:#?}");
+    assert_eq!(*reply.from.ip(), server, "reply's IP source");
+    let port = if kind == MessageType::Offer {
+        DHCP_SERVER_PORT
+    } else {
+        PXE_SERVER_PORT
+    };
+    assert_eq!(reply.from.port(), port, "reply's UDP source port");
+    assert_eq!(
+        m.yiaddr(),
+        Ipv4Addr::UNSPECIFIED,
+        "a proxy assigns no address"
+    );
+    assert_eq!(m.siaddr(), server, "siaddr");
+    assert_eq!(reply.server_id(), Some(server), "option 54");
+    assert_eq!(
+        reply.vendor_class().as_deref(),
+        Some(vendor_class),
+        "option 60"
+    );
+    assert_eq!(reply.file(), file, "file");
+    assert_eq!(&m.chaddr()[..6], &request.mac, "chaddr");
+    assert_eq!(m.ciaddr(), request.ciaddr, "ciaddr");
+    assert_eq!(m.giaddr(), request.giaddr, "giaddr");
+    let mut guid = vec![0];
+    guid.extend_from_slice(&request.guid);
+    assert_eq!(reply.machine_id(), Some(guid), "option 97 echoed");
+    assert!(
+        reply.len >= MIN_REPLY_LEN,
+        "reply is {} bytes; BOOTP wants at least {MIN_REPLY_LEN}",
+        reply.len
+    );
+}
+
+/// A proxy OFFER from `server` for a DISCOVER broadcast on its LAN.
+pub fn assert_proxy_offer(
+    offer: &Received,
+    request: &BootRequest,
+    server: Ipv4Addr,
+    vendor_class: &str,
+    file: &str,
+) {
+    assert_proxy_reply(
+        offer,
+        request,
+        MessageType::Offer,
+        server,
+        vendor_class,
+        file,
+    );
+    assert!(offer.message.flags().broadcast(), "broadcast flag");
+    assert_eq!(offer.to, Ipv4Addr::BROADCAST, "sent to 255.255.255.255");
+    let bios = request.arch == Some(0) && vendor_class == "PXEClient";
+    if bios {
+        assert_eq!(
+            offer.vendor_options().as_deref(),
+            Some(&BIOS_VENDOR_OPTIONS[..]),
+            "BIOS gets PXE discovery control 8 in option 43"
+        );
+    } else {
+        assert_eq!(
+            offer.vendor_options(),
+            None,
+            "UEFI and HTTP clients get no option 43 (that sends them to 4011)"
+        );
+    }
+}
+
+/// Sends `request` to `to`, then `sentinel`, a request xdpboot certainly answers, the same way.
+/// xdpboot handles each port's requests in arrival order, so once the sentinel's answer from
+/// `server` is in, `request` has been decided too. After a short grace, returns everything that
+/// arrived for `request`.
+pub fn replies_once_decided(
+    probe: &Probe,
+    to: SocketAddrV4,
+    request: &BootRequest,
+    sentinel: &BootRequest,
+    server: Ipv4Addr,
+) -> Result<Vec<Received>> {
+    replies_once_decided_by(probe, to, request, sentinel, |r| *r.from.ip() == server)
+}
+
+/// [`replies_once_decided`] where xdpboot's answer is told by `is_ours` rather than by its
+/// source address (a site server on the same host answers from the same address).
+pub fn replies_once_decided_by(
+    probe: &Probe,
+    to: SocketAddrV4,
+    request: &BootRequest,
+    sentinel: &BootRequest,
+    is_ours: impl Fn(&Received) -> bool,
+) -> Result<Vec<Received>> {
+    probe.send(request, to)?;
+    probe.send(sentinel, to)?;
+    let sentinel_answered = |r: &[Received]| {
+        r.iter()
+            .any(|r| r.message.xid() == sentinel.xid && is_ours(r))
+    };
+    let mut replies = probe.collect(REPLY_TIMEOUT, sentinel_answered)?;
+    assert!(
+        sentinel_answered(&replies),
+        "the follow-up request was not answered within {REPLY_TIMEOUT:?}: {replies:#?}"
+    );
+    replies.extend(probe.collect(QUIET, |_| false)?);
+    replies.retain(|r| r.message.xid() == request.xid);
+    Ok(replies)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1190,19 +1487,32 @@ impl TwoSubnets {
 
     /// The same wiring, with xdpboot serving only `interfaces`.
     pub fn serving(interfaces: &[&str]) -> Result<TwoSubnets> {
+        TwoSubnets::serving_with(interfaces, UDP_BACKEND, |_| Ok(()))
+    }
+
+    /// The same wiring, `prepare` run on the boot namespace once its links and addresses are
+    /// there, then `xdpboot run ARGS` serving `interfaces` (see [`Daemon::start_serving`]).
+    pub fn serving_with(
+        interfaces: &[&str],
+        args: &[&str],
+        prepare: impl FnOnce(&NetNs) -> Result<()>,
+    ) -> Result<TwoSubnets> {
         let files = BootFiles::new(DEFAULT_LOADERS)?;
         let boot = NetNs::new("boot")?;
         let client_a = NetNs::new("clia")?;
         let client_b = NetNs::new("clib")?;
-        veth(&boot, "eth1", &client_a, "eth0")?;
-        veth(&boot, "eth2", &client_b, "eth0")?;
+        // Indexes of their own, as BootHost's (the XDP backend may serve them).
+        veth_with_index(&boot, "eth1", Some(unique_ifindex()), &client_a, "eth0")?;
+        veth_with_index(&boot, "eth2", Some(unique_ifindex()), &client_b, "eth0")?;
         boot.add_address("eth1", &format!("{}/24", TwoSubnets::BOOT_A))?;
         boot.add_address("eth2", &format!("{}/24", TwoSubnets::BOOT_B))?;
-        let daemon = Daemon::start(
+        prepare(&boot)?;
+        let daemon = Daemon::start_serving(
             &boot,
             interfaces,
             &files.config(),
             files.dir.join("xdpboot.log"),
+            args,
         )?;
         let probe_a = Probe::client(&client_a, "eth0")?;
         let probe_b = Probe::client(&client_b, "eth0")?;
@@ -1215,5 +1525,176 @@ impl TwoSubnets {
             boot,
             files,
         })
+    }
+}
+
+/// Topology C: one server host with xdpboot and, optionally, the site's DHCP server on the
+/// same interface, and one client across a veth.
+///
+/// ```text
+///   host: dnsmasq + xdpboot on eth0 (198.18.0.1/24) ─── eth0 client
+///   with a VLAN <id>: both on eth0.<id> (198.18.<id>.1/24), the client's probe on its own
+///   eth0.<id>; frames between the two eth0s carry the tag
+/// ```
+/// The host's eth0 has an interface index of its own ([`unique_ifindex`]). The daemon is
+/// started by the test ([`BootHost::start_daemon`]), so it can be stopped, killed and started
+/// again on the same network. Declare it after the `BootHost`: locals drop
+/// in reverse order, so it stops before the namespaces go.
+#[derive(Debug)]
+pub struct BootHost {
+    pub dnsmasq: Option<Dnsmasq>,
+    pub probe: Probe,
+    pub client: NetNs,
+    pub host: NetNs,
+    pub files: BootFiles,
+    /// The interface xdpboot (and dnsmasq) serve: `eth0` or `eth0.<id>`.
+    pub iface: String,
+    /// The device the XDP program goes on: `eth0` (a VLAN sub-interface's parent, too).
+    pub device: &'static str,
+    /// The host's address on `iface`.
+    pub server: Ipv4Addr,
+}
+
+/// How [`BootHost::new`] builds the host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSetup {
+    /// dnsmasq beside xdpboot on the same interface, bound as given; `None`: nothing else on
+    /// port 67.
+    pub site_server: Option<Binding>,
+    /// Serve the VLAN sub-interface `eth0.<id>` instead of `eth0`. Its subnet is
+    /// `198.18.<id>.0/24`, so the id is at most 255. The kernel must make VLAN devices:
+    /// check [`xdp::vlan_support`] first.
+    pub vlan: Option<u8>,
+    /// The client's address on the served subnet, as a host number (`198.18.x.<n>`); `None`:
+    /// no address, as firmware before DHCP.
+    pub client_host: Option<u8>,
+    /// The port the client's probe binds: 68, or 67 to play a relay agent.
+    pub probe_port: u16,
+    /// The interface index of the host's eth0; `None`: one of its own ([`unique_ifindex`]).
+    pub ifindex: Option<u32>,
+}
+
+impl Default for HostSetup {
+    fn default() -> Self {
+        HostSetup {
+            site_server: None,
+            vlan: None,
+            client_host: None,
+            probe_port: DHCP_CLIENT_PORT,
+            ifindex: None,
+        }
+    }
+}
+
+impl BootHost {
+    /// The site server's range on the served subnet: .100 to .200.
+    pub const RANGE_HOSTS: (u8, u8) = (100, 200);
+
+    /// Builds the namespaces, starts dnsmasq (if asked) and binds the client's probe; no
+    /// xdpboot yet.
+    pub fn new(setup: HostSetup) -> Result<BootHost> {
+        let files = BootFiles::new(DEFAULT_LOADERS)?;
+        let host = NetNs::new("host")?;
+        let client = NetNs::new("client")?;
+        let ifindex = setup.ifindex.unwrap_or_else(unique_ifindex);
+        veth_with_index(&host, "eth0", Some(ifindex), &client, "eth0")?;
+        // The untagged LAN has an address even when a VLAN is served, so a test can show that
+        // it is not answered.
+        host.add_address("eth0", "198.18.0.1/24")?;
+        let (iface, subnet) = match setup.vlan {
+            Some(id) => {
+                let iface = format!("eth0.{id}");
+                for ns in [&host, &client] {
+                    ns.ip(&format!(
+                        "link add link eth0 name {iface} type vlan id {id}"
+                    ))?;
+                    ns.ip(&format!("link set {iface} up"))?;
+                }
+                host.add_address(&iface, &format!("198.18.{id}.1/24"))?;
+                (iface, id)
+            }
+            None => ("eth0".to_owned(), 0),
+        };
+        let server = Ipv4Addr::new(198, 18, subnet, 1);
+        if let Some(n) = setup.client_host {
+            client.add_address(&iface, &format!("198.18.{subnet}.{n}/24"))?;
+        }
+        let dnsmasq = match setup.site_server {
+            Some(binding) => {
+                let (low, high) = BootHost::RANGE_HOSTS;
+                let range = (
+                    Ipv4Addr::new(198, 18, subnet, low),
+                    Ipv4Addr::new(198, 18, subnet, high),
+                );
+                Some(Dnsmasq::start_with(
+                    &host,
+                    &iface,
+                    range,
+                    files.dir.path(),
+                    binding,
+                )?)
+            }
+            None => None,
+        };
+        let probe = Probe::bind(&client, &iface, setup.probe_port)?;
+        Ok(BootHost {
+            dnsmasq,
+            probe,
+            client,
+            host,
+            files,
+            iface,
+            device: "eth0",
+            server,
+        })
+    }
+
+    /// The address of host `n` on the served subnet.
+    pub fn address(&self, n: u8) -> Ipv4Addr {
+        let [a, b, c, _] = self.server.octets();
+        Ipv4Addr::new(a, b, c, n)
+    }
+
+    /// Whether `yiaddr` is in the site server's range.
+    pub fn in_range(&self, yiaddr: Ipv4Addr) -> bool {
+        let (low, high) = BootHost::RANGE_HOSTS;
+        (self.address(low)..=self.address(high)).contains(&yiaddr)
+    }
+
+    /// Starts `xdpboot run ARGS --interface <iface>` and waits until it serves (see
+    /// [`Daemon::start_serving`]). Each start logs to its own file.
+    pub fn start_daemon(&self, args: &[&str]) -> Result<Daemon> {
+        Daemon::start_serving(
+            &self.host,
+            &[&self.iface],
+            &self.files.config(),
+            self.daemon_log(),
+            args,
+        )
+    }
+
+    /// Starts `xdpboot run ARGS --interface <iface>` without waiting, e.g. to watch it refuse.
+    pub fn spawn_daemon(&self, args: &[&str]) -> Result<ChildGuard> {
+        Daemon::spawn_with(
+            &self.host,
+            &[&self.iface],
+            &self.files.config(),
+            self.daemon_log(),
+            args,
+        )
+    }
+
+    fn daemon_log(&self) -> PathBuf {
+        self.files.dir.join(format!("xdpboot-{}.log", next_id()))
+    }
+
+    /// The XDP programs on the host's `device`.
+    pub fn xdp_programs(&self) -> Result<Vec<xdp::AttachedProgram>> {
+        xdp::attached_programs(&self.host, self.device)
+    }
+
+    /// `xdpboot stats` for the host's `device`.
+    pub fn counters(&self) -> Result<xdp::Counters> {
+        xdp::Counters::read(&self.host, self.device)
     }
 }

@@ -11,32 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use boot_tests::{
     Binding, BootFiles, BootRequest, DEFAULT_LOADERS, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, Daemon,
-    Dnsmasq, NetNs, PXE_SERVER_PORT, Probe, Received, STARTUP_TIMEOUT, SiteLan, TwoSubnets,
-    from_server, veth,
+    Dnsmasq, NetNs, PXE_SERVER_PORT, Probe, QUIET, REPLY_TIMEOUT, Received, STARTUP_TIMEOUT,
+    SiteLan, TwoSubnets, assert_proxy_reply, broadcast_to_servers, from_server, mac_text,
+    replies_once_decided, veth,
 };
 use dhcproto::v4::MessageType;
-
-/// Upper bound for a reply that is due. Replies on a veth take well under a millisecond; the
-/// bound only matters when something is broken.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Extra wait for a reply that must not come, after a later request has been answered (the
-/// daemon handles port 67 in arrival order, so by then the first one was decided).
-const QUIET: Duration = Duration::from_millis(100);
-/// BOOTP minimum message size that every reply is padded to (RFC 1542 §2.1, dnsmasq).
-const MIN_REPLY_LEN: usize = 300;
-/// Option 43 for BIOS PXE ROMs: PXE_DISCOVERY_CONTROL (6) = 8, "boot file in this offer".
-const BIOS_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
-
-fn broadcast_to_servers() -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT)
-}
-
-fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// Broadcasts `request` on the LAN and returns the site server's offer and ours.
 fn both_offers(lan: &SiteLan, request: &BootRequest) -> Result<(Received, Received)> {
@@ -72,103 +51,9 @@ fn assert_address_offer(offer: &Received) {
     );
 }
 
-/// What a proxy reply (OFFER on 67 or ACK on 4011) must look like for iPXE and EDK2 to take it.
-fn assert_proxy_reply(
-    reply: &Received,
-    request: &BootRequest,
-    kind: MessageType,
-    server: Ipv4Addr,
-    vendor_class: &str,
-    file: &str,
-) {
-    let m = &reply.message;
-    assert_eq!(reply.message_type(), Some(kind), "{reply:#?}");
-    assert_eq!(*reply.from.ip(), server, "reply's IP source");
-    let port = if kind == MessageType::Offer {
-        DHCP_SERVER_PORT
-    } else {
-        PXE_SERVER_PORT
-    };
-    assert_eq!(reply.from.port(), port, "reply's UDP source port");
-    assert_eq!(
-        m.yiaddr(),
-        Ipv4Addr::UNSPECIFIED,
-        "a proxy assigns no address"
-    );
-    assert_eq!(m.siaddr(), server, "siaddr");
-    assert_eq!(reply.server_id(), Some(server), "option 54");
-    assert_eq!(
-        reply.vendor_class().as_deref(),
-        Some(vendor_class),
-        "option 60"
-    );
-    assert_eq!(reply.file(), file, "file");
-    assert_eq!(&m.chaddr()[..6], &request.mac, "chaddr");
-    assert_eq!(m.ciaddr(), request.ciaddr, "ciaddr");
-    assert_eq!(m.giaddr(), request.giaddr, "giaddr");
-    let mut guid = vec![0];
-    guid.extend_from_slice(&request.guid);
-    assert_eq!(reply.machine_id(), Some(guid), "option 97 echoed");
-    assert!(
-        reply.len >= MIN_REPLY_LEN,
-        "reply is {} bytes; BOOTP wants at least {MIN_REPLY_LEN}",
-        reply.len
-    );
-}
-
-/// A proxy OFFER for a DISCOVER broadcast on the LAN.
+/// A proxy OFFER from xdpboot on the LAN.
 fn assert_proxy_offer(offer: &Received, request: &BootRequest, vendor_class: &str, file: &str) {
-    assert_proxy_reply(
-        offer,
-        request,
-        MessageType::Offer,
-        SiteLan::BOOT,
-        vendor_class,
-        file,
-    );
-    assert!(offer.message.flags().broadcast(), "broadcast flag");
-    assert_eq!(offer.to, Ipv4Addr::BROADCAST, "sent to 255.255.255.255");
-    let bios = request.arch == Some(0) && vendor_class == "PXEClient";
-    if bios {
-        assert_eq!(
-            offer.vendor_options().as_deref(),
-            Some(&BIOS_VENDOR_OPTIONS[..]),
-            "BIOS gets PXE discovery control 8 in option 43"
-        );
-    } else {
-        assert_eq!(
-            offer.vendor_options(),
-            None,
-            "UEFI and HTTP clients get no option 43 (that sends them to 4011)"
-        );
-    }
-}
-
-/// Sends `request` to `to`, then `sentinel`, a request xdpboot certainly answers, the same way.
-/// xdpboot handles each port's requests in arrival order, so once the sentinel's answer from
-/// `server` is in, `request` has been decided too. After a short grace, returns everything that
-/// arrived for `request`.
-fn replies_once_decided(
-    probe: &Probe,
-    to: SocketAddrV4,
-    request: &BootRequest,
-    sentinel: &BootRequest,
-    server: Ipv4Addr,
-) -> Result<Vec<Received>> {
-    probe.send(request, to)?;
-    probe.send(sentinel, to)?;
-    let sentinel_answered = |r: &[Received]| {
-        r.iter()
-            .any(|r| r.message.xid() == sentinel.xid && *r.from.ip() == server)
-    };
-    let mut replies = probe.collect(REPLY_TIMEOUT, sentinel_answered)?;
-    assert!(
-        sentinel_answered(&replies),
-        "the follow-up request was not answered within {REPLY_TIMEOUT:?}: {replies:#?}"
-    );
-    replies.extend(probe.collect(QUIET, |_| false)?);
-    replies.retain(|r| r.message.xid() == request.xid);
-    Ok(replies)
+    boot_tests::assert_proxy_offer(offer, request, SiteLan::BOOT, vendor_class, file);
 }
 
 /// [`replies_once_decided`] for a DISCOVER broadcast on the LAN, a BIOS DISCOVER following it.

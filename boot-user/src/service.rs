@@ -57,6 +57,12 @@ impl Service {
         }
     }
 
+    /// Counts a request that arrived where no served interface is (e.g. a VLAN without a
+    /// sub-interface).
+    pub fn count_not_served(&self) {
+        self.not_served.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Handles one request payload that arrived on `ifindex`, from `source`, addressed to
     /// `destination`. Returns the reply to send, if one is due.
     pub fn handle(

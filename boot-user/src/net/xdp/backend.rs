@@ -75,8 +75,8 @@ impl std::fmt::Debug for XdpInterface {
 }
 
 impl XdpInterface {
-    /// Loads the program, opens a socket on every rx queue, registers them, and only then
-    /// attaches: from the first frame on, every 4011 request finds its socket.
+    /// Loads and configures the program, attaches it, then opens a socket on every rx queue
+    /// and registers it.
     pub fn open(name: &str, settings: &XdpSettings) -> Result<XdpInterface, BackendError> {
         let ifindex = nix::net::if_::if_nametoindex(name)
             .map_err(|_| BackendError::UnknownInterface(name.to_owned()))?;
@@ -90,6 +90,12 @@ impl XdpInterface {
             ring_wakeup: true,
         })?;
         program.set_inventory(&settings.never_shed)?;
+        // Attach first: the occupancy check (another xdpboot, a foreign program, --force)
+        // must come before binding the queues, which another xdpboot's sockets would hold.
+        // Until the sockets are registered, 4011 requests pass to the kernel and port-67 boot
+        // requests are teed (counted as no_socket); clients retry.
+        let tee = program.take_tee_ring()?;
+        let attachment = program.attach(name, settings.mode, settings.existing)?;
         let queues = xsk::rx_queue_count(name)
             .map_err(|source| BackendError::Queues {
                 interface: name.to_owned(),
@@ -100,8 +106,6 @@ impl XdpInterface {
         for queue in sockets.queues() {
             program.register_socket(queue.queue_id(), queue.fd().as_raw_fd())?;
         }
-        let tee = program.take_tee_ring()?;
-        let attachment = program.attach(name, settings.mode, settings.existing)?;
         Ok(XdpInterface {
             name: name.to_owned(),
             ifindex,
@@ -188,13 +192,20 @@ impl Context {
         };
         let table = self.interfaces.snapshot();
         let physical = table.get(self.ifindex)?;
-        // A tagged frame belongs to the VLAN sub-interface of its (outer) tag, if there is
-        // one: that is the interface the operator names and whose address the client gets.
-        let logical = parsed
-            .vlans
-            .first()
-            .and_then(|tag| table.vlan_child(self.ifindex, tag.id()))
-            .map_or(self.ifindex, |child| child.index);
+        // A tagged frame belongs to the VLAN sub-interface of its (outer) tag: that is the
+        // interface the operator names and whose address the client gets. Without one the
+        // kernel would drop the frame, and no address of ours is reachable from that VLAN, so
+        // it is not answered.
+        let logical = match parsed.vlans.first() {
+            None => self.ifindex,
+            Some(tag) => match table.vlan_child(self.ifindex, tag.id()) {
+                Some(child) => child.index,
+                None => {
+                    self.service.count_not_served();
+                    return None;
+                }
+            },
+        };
         let answer = self.service.handle(
             port,
             logical,

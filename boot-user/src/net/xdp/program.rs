@@ -120,8 +120,8 @@ pub enum XdpError {
         occupant: Occupant,
     },
     #[error(
-        "another xdpboot already serves {interface} ({occupant}); stop it, or pass --force to \
-         replace its program"
+        "another xdpboot is running on {interface} ({occupant}): stop it first (its AF_XDP \
+         sockets hold the interface's queues, so even --force cannot take over)"
     )]
     AnotherXdpboot {
         interface: String,
@@ -683,6 +683,11 @@ impl XdpProgram {
             // attaches through netlink on kernels without XDP links, and such an attachment
             // outlives its process).
             let stale = occupant.name == PROGRAM_NAME && occupant.link_id.is_none();
+            // A running xdpboot (its BPF link alive) is never replaced: its sockets hold the
+            // queues, so taking its program away would leave both without a working backend.
+            if occupant.name == PROGRAM_NAME && occupant.link_id.is_some() {
+                return Err(refusal(interface, occupant));
+            }
             match existing {
                 ExistingProgram::Refuse if !stale => {
                     return Err(refusal(interface, occupant));
@@ -791,7 +796,7 @@ impl Found {
             .and_then(|info| info.name_as_str())
             .unwrap_or_default()
             .to_owned();
-        let link = attached::xdp_link_on(ifindex)?;
+        let link = attached::xdp_link_on(ifindex, program_id)?;
         Ok(Found {
             occupant: Occupant {
                 program_id,

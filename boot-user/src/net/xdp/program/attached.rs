@@ -205,12 +205,17 @@ pub fn set_xdp_program(
     }
 }
 
-/// The BPF link holding an XDP program on `ifindex`, if any: its id and descriptor.
-pub fn xdp_link_on(ifindex: u32) -> io::Result<Option<(u32, OwnedFd)>> {
+/// The BPF link holding XDP program `program_id` on `ifindex`, if any: its id and descriptor.
+///
+/// Both must match: interface indexes repeat across network namespaces (every namespace's
+/// first device is index 2) and a link's info does not say which namespace it is in, but
+/// program ids are global, and netlink reported `program_id` on this namespace's `ifindex`.
+/// Matching on the index alone found, and `--force` detached, another namespace's program.
+pub fn xdp_link_on(ifindex: u32, program_id: u32) -> io::Result<Option<(u32, OwnedFd)>> {
     for info in loaded_links() {
         // A link that went away while we iterated is simply not there.
         let Ok(info) = info else { continue };
-        if !matches!(info.link_type(), Ok(LinkType::Xdp)) {
+        if !matches!(info.link_type(), Ok(LinkType::Xdp)) || info.program_id() != program_id {
             continue;
         }
         let Ok(link) = link_fd_by_id(info.id()) else {

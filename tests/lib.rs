@@ -682,11 +682,14 @@ impl Serving {
     }
 }
 
-/// A config for the tests: the TFTP root and HTTP port, everything else the embedded default.
+/// A config for the tests: the TFTP root and HTTP port, everything else the embedded default
+/// (HTTPS off: its certificate would be generated under /etc/xdpboot).
 pub fn write_config(path: &Path, tftp_root: &Path, http_port: u16) -> Result<()> {
+    let root = tftp_root.parent().unwrap_or(tftp_root);
     let text = format!(
-        "[tftp]\nroot = \"{}\"\n\n[http]\nport = {http_port}\n",
-        tftp_root.display()
+        "[tftp]\nroot = \"{}\"\n\n[http]\nroot = \"{}\"\nport = {http_port}\nhttps_port = 0\n",
+        tftp_root.display(),
+        root.display(),
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

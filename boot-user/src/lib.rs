@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod dhcp;
+pub mod http;
 pub mod net;
 pub mod service;
 pub mod template;

@@ -280,6 +280,8 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     )?;
     let tftp_stats = tftp.stats();
     tasks.spawn(async move { tftp.serve().await.context("TFTP") });
+    let http = config.http.clone();
+    tasks.spawn(async move { xdpboot::http::serve(http).await.context("HTTP server") });
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

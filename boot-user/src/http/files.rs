@@ -1,0 +1,706 @@
+//! Static roots: loaders, kernels, initrds and images served as files.
+//!
+//! A request path is percent-decoded once, refused if any segment is `..` or it holds a NUL or
+//! a backslash, then canonicalized and required to stay inside the canonical root (so neither
+//! encoded traversal nor a symlink pointing out of the root escapes it). Every refusal is a
+//! plain 404: the response never tells a prober which rule it hit.
+//!
+//! Open files are cached by path and checked against the file's identity (device, inode,
+//! mtime, length) on every request. Each cached file is also mapped (`mmap`) once: plain
+//! connections hand slices of that map to hyper, and the connection stream turns them back
+//! into `sendfile(2)` calls (see `stream.rs`), so every client shares the page cache and none
+//! holds a copy of the image. Replace files by rename: a download in progress keeps the file
+//! it opened, and the next request sees the new one (a new inode).
+//!
+//! Ranges and conditional requests follow RFC 9110 (sections cited where each rule applies).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use memmap2::Mmap;
+
+use super::Body;
+use super::stream::MapRegistry;
+
+/// Open files kept for reuse. Past this many, unused entries are dropped; if all are in use,
+/// new files are served uncached.
+pub const MAX_CACHED_FILES: usize = 1024;
+
+/// Why a request path does not name a servable file. Each becomes a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("path does not start with /")]
+    NotAbsolute,
+    #[error("path has a .. segment")]
+    DotDot,
+    #[error("path has a NUL or a backslash")]
+    BadByte,
+    #[error("path leaves the root")]
+    OutsideRoot,
+    #[error("no such file")]
+    NotFound,
+    #[error("not a regular file")]
+    NotAFile,
+}
+
+/// A file opened for serving, shared by every request for it while it is unchanged.
+pub struct OpenFile {
+    file: File,
+    /// The whole file mapped read-only; `None` for an empty file. Plain connections send
+    /// slices of it with `sendfile(2)`: the process itself never reads these pages.
+    map: Option<Mmap>,
+    identity: Identity,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    /// Second-resolution modification time, as Last-Modified carries it.
+    modified: SystemTime,
+    content_type: HeaderValue,
+    registry: Arc<MapRegistry>,
+}
+
+/// What makes two opens of a path the same content: a file replaced by rename has a new
+/// inode; one rewritten in place a new mtime (and usually length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    mtime_ns: i128,
+    len: u64,
+}
+
+impl Identity {
+    fn of(meta: &Metadata) -> Identity {
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            len: meta.len(),
+        }
+    }
+}
+
+impl OpenFile {
+    pub fn len(&self) -> u64 {
+        self.identity.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.identity.len == 0
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The mapped bytes, for [`MapRegistry`] and the body's slices.
+    pub(crate) fn mapped(&self) -> Option<&[u8]> {
+        self.map.as_deref()
+    }
+
+    /// `range` of the file as one `Bytes` that references the shared map (no copy).
+    pub(crate) fn mapped_slice(self: &Arc<Self>, start: u64, end: u64) -> Option<Bytes> {
+        let map = self.map.as_ref()?;
+        let (start, end) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
+        if start >= end || end > map.len() {
+            return None;
+        }
+        Some(Bytes::from_owner(MapSlice {
+            file: self.clone(),
+            start,
+            end,
+        }))
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if let Some(map) = &self.map {
+            self.registry.remove(map);
+        }
+    }
+}
+
+/// A `Bytes` owner: part of a file's map, keeping the file (and so the map) alive.
+struct MapSlice {
+    file: Arc<OpenFile>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        let map = self.file.map.as_deref().unwrap_or_default();
+        map.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+/// A static root and its cache of open files.
+pub struct StaticRoot {
+    root: PathBuf,
+    cache: Mutex<HashMap<PathBuf, Arc<OpenFile>>>,
+    registry: Arc<MapRegistry>,
+}
+
+impl StaticRoot {
+    pub fn new(root: &Path, registry: Arc<MapRegistry>) -> StaticRoot {
+        StaticRoot {
+            root: root.to_path_buf(),
+            cache: Mutex::new(HashMap::new()),
+            registry,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The canonical path a request path names inside the root.
+    pub fn resolve(&self, request_path: &str) -> Result<PathBuf, Refusal> {
+        let relative = decode_request_path(request_path)?;
+        // The root is canonicalized per request, so a root created or re-pointed (a symlink
+        // flipped to a new release) after start is followed.
+        let root = self.root.canonicalize().map_err(|_| Refusal::NotFound)?;
+        let joined = root.join(&relative);
+        let canonical = joined.canonicalize().map_err(|_| Refusal::NotFound)?;
+        if !canonical.starts_with(&root) {
+            return Err(Refusal::OutsideRoot);
+        }
+        Ok(canonical)
+    }
+
+    /// Opens (or reuses) the file a request path names.
+    pub fn open(&self, request_path: &str) -> Result<Arc<OpenFile>, Refusal> {
+        let path = self.resolve(request_path)?;
+        let meta = std::fs::metadata(&path).map_err(|_| Refusal::NotFound)?;
+        if !meta.is_file() {
+            return Err(Refusal::NotAFile);
+        }
+        let identity = Identity::of(&meta);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = cache.get(&path)
+            && open.identity == identity
+        {
+            return Ok(open.clone());
+        }
+        // Opened without holding the lock would let two requests map the same new file;
+        // opening is a few syscalls, so keep it simple and hold it.
+        let open = Arc::new(self.open_file(&path)?);
+        self.registry.bind(&open);
+        if cache.len() >= MAX_CACHED_FILES {
+            cache.retain(|_, f| Arc::strong_count(f) > 1);
+        }
+        if cache.len() < MAX_CACHED_FILES {
+            cache.insert(path, open.clone());
+        }
+        Ok(open)
+    }
+
+    fn open_file(&self, path: &Path) -> Result<OpenFile, Refusal> {
+        // O_NOFOLLOW: the path was just canonicalized; a symlink appearing in its place since
+        // then is refused rather than followed out of the root.
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|_| Refusal::NotFound)?;
+        // Identity from the open file itself: what is served is what was checked.
+        let meta = file.metadata().map_err(|_| Refusal::NotFound)?;
+        if !meta.is_file() {
+            return Err(Refusal::NotAFile);
+        }
+        let identity = Identity::of(&meta);
+        let map = if identity.len == 0 {
+            None
+        } else {
+            // SAFETY: the map is read only by the kernel: plain connections pass slices of it
+            // to `sendfile` by address (stream.rs) and TLS connections `pread` the file
+            // instead. A file truncated under the map therefore shortens a transfer (sendfile
+            // returns early, or a fallback write() fails with EFAULT) but never faults this
+            // process. Operators replace files by rename, which leaves this map untouched.
+            Some(unsafe { Mmap::map(&file) }.map_err(|_| Refusal::NotFound)?)
+        };
+        let mtime = UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.mtime()).unwrap_or(0));
+        Ok(OpenFile {
+            file,
+            map,
+            etag: etag(&identity),
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(mtime))
+                .expect("an HTTP date is a valid header value"),
+            modified: mtime,
+            content_type: HeaderValue::from_static(content_type(path)),
+            identity,
+            registry: self.registry.clone(),
+        })
+    }
+
+    /// The response to a GET or HEAD of `request_path`; `delivery` says how the body may be
+    /// sent on this connection.
+    pub fn respond(
+        &self,
+        method: &Method,
+        request_path: &str,
+        headers: &HeaderMap,
+        delivery: Delivery,
+    ) -> Result<Response<Body>, Refusal> {
+        let file = self.open(request_path)?;
+        let mut response = Response::builder()
+            .header(header::ETAG, file.etag.clone())
+            .header(header::LAST_MODIFIED, file.last_modified.clone())
+            .header(header::ACCEPT_RANGES, "bytes");
+        let len = file.len();
+        let range = match evaluate_preconditions(method, headers, &file.etag, file.modified) {
+            Precondition::NotModified => {
+                return Ok(response
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(Body::empty())
+                    .expect("static headers are valid"));
+            }
+            Precondition::Failed => {
+                return Ok(response
+                    .status(StatusCode::PRECONDITION_FAILED)
+                    .header(header::CONTENT_LENGTH, 0)
+                    .body(Body::empty())
+                    .expect("static headers are valid"));
+            }
+            // RFC 9110 §14.2: GET is the only method for which range handling is defined; a
+            // Range on HEAD (or on a conditional request whose If-Range fails) is ignored.
+            Precondition::Proceed { honour_range } if honour_range && method == Method::GET => {
+                match headers
+                    .get(header::RANGE)
+                    .map(|v| parse_range(v.as_bytes(), len))
+                {
+                    Some(RangeRequest::Satisfiable(range)) => Some(range),
+                    Some(RangeRequest::Unsatisfiable) => {
+                        // RFC 9110 §15.5.17: 416 with Content-Range "bytes */<length>".
+                        return Ok(response
+                            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                            .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                            .header(header::CONTENT_LENGTH, 0)
+                            .body(Body::empty())
+                            .expect("formatted headers are valid"));
+                    }
+                    // §14.2: a server MAY ignore a Range it cannot parse or, as here, one
+                    // asking for several ranges.
+                    Some(RangeRequest::Ignored) | None => None,
+                }
+            }
+            Precondition::Proceed { .. } => None,
+        };
+        let (status, start, end) = match range {
+            Some(r) => {
+                // §14.4: Content-Range "bytes first-last/complete-length".
+                response = response.header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{len}", r.start, r.end - 1),
+                );
+                (StatusCode::PARTIAL_CONTENT, r.start, r.end)
+            }
+            None => (StatusCode::OK, 0, len),
+        };
+        let body = if method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::file(file.clone(), start, end, delivery)
+        };
+        Ok(response
+            .status(status)
+            .header(header::CONTENT_TYPE, file.content_type.clone())
+            .header(header::CONTENT_LENGTH, end - start)
+            .body(body)
+            .expect("formatted headers are valid"))
+    }
+}
+
+/// How a connection can carry a file body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Slices of the shared map, sent by the kernel with `sendfile` (plain TCP).
+    Mapped,
+    /// Bounded `pread` chunks (TLS, where the bytes must pass through the encryption).
+    Read,
+}
+
+/// The relative path a request path names: percent-decoded exactly once (so `%252e` stays the
+/// literal `%2e`), empty and `.` segments dropped, `..` segments, NUL and backslash refused.
+pub fn decode_request_path(request_path: &str) -> Result<PathBuf, Refusal> {
+    let Some(rest) = request_path.strip_prefix('/') else {
+        return Err(Refusal::NotAbsolute);
+    };
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(rest).collect();
+    if decoded.iter().any(|&b| b == 0 || b == b'\\') {
+        return Err(Refusal::BadByte);
+    }
+    let mut relative = PathBuf::new();
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => return Err(Refusal::DotDot),
+            name => relative.push(OsStr::from_bytes(name)),
+        }
+    }
+    Ok(relative)
+}
+
+/// A strong validator from the file's identity (RFC 9110 §8.8.3): any change of inode, mtime
+/// or length changes it. Strong, so If-Range can use it (§13.1.5 compares strongly).
+fn etag(id: &Identity) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "\"{:x}-{:x}-{:x}\"",
+        id.ino, id.mtime_ns as u128, id.len
+    ))
+    .expect("hex digits and quotes are a valid header value")
+}
+
+/// Content types for what a boot server holds; anything else is a byte stream.
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(OsStr::to_str) {
+        Some("ipxe" | "txt" | "cfg" | "conf") => "text/plain; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        Some("iso") => "application/x-iso9660-image",
+        Some("pem" | "crt") => "application/x-pem-file",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The outcome of a request's preconditions (RFC 9110 §13.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// 304: the client's copy is current.
+    NotModified,
+    /// 412: an If-Match or If-Unmodified-Since failed.
+    Failed,
+    /// Serve the resource; `honour_range` is false when If-Range did not match.
+    Proceed { honour_range: bool },
+}
+
+/// Evaluates If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since and If-Range in
+/// the order of RFC 9110 §13.2.2.
+pub fn evaluate_preconditions(
+    method: &Method,
+    headers: &HeaderMap,
+    etag: &HeaderValue,
+    modified: SystemTime,
+) -> Precondition {
+    let get_or_head = method == Method::GET || method == Method::HEAD;
+    // Step 1: If-Match, strong comparison (§13.1.1).
+    if let Some(value) = headers.get(header::IF_MATCH) {
+        if !etag_list_matches(value.as_bytes(), etag.as_bytes(), Comparison::Strong) {
+            return Precondition::Failed;
+        }
+    } else if let Some(since) = header_date(headers, &header::IF_UNMODIFIED_SINCE) {
+        // Step 2: If-Unmodified-Since only without If-Match (§13.1.4).
+        if modified > since {
+            return Precondition::Failed;
+        }
+    }
+    // Step 3: If-None-Match, weak comparison (§13.1.2): 304 for GET and HEAD.
+    if let Some(value) = headers.get(header::IF_NONE_MATCH) {
+        if etag_list_matches(value.as_bytes(), etag.as_bytes(), Comparison::Weak) {
+            return if get_or_head {
+                Precondition::NotModified
+            } else {
+                Precondition::Failed
+            };
+        }
+    } else if get_or_head && let Some(since) = header_date(headers, &header::IF_MODIFIED_SINCE) {
+        // Step 4: If-Modified-Since only without If-None-Match, only for GET and HEAD
+        // (§13.1.3).
+        if modified <= since {
+            return Precondition::NotModified;
+        }
+    }
+    // Step 5: If-Range (§13.1.5) decides whether Range applies: an entity tag must match
+    // strongly; a date must equal Last-Modified exactly.
+    let honour_range = match headers.get(header::IF_RANGE) {
+        None => true,
+        Some(value) => {
+            let value = value.as_bytes();
+            if value.starts_with(b"\"") {
+                value == etag.as_bytes()
+            } else if value.starts_with(b"W/") {
+                false
+            } else {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| httpdate::parse_http_date(v).ok())
+                    .is_some_and(|date| date == modified)
+            }
+        }
+    };
+    Precondition::Proceed { honour_range }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    Strong,
+    Weak,
+}
+
+/// Whether an If-Match / If-None-Match list (`*` or comma-separated entity tags) names `etag`.
+fn etag_list_matches(list: &[u8], etag: &[u8], comparison: Comparison) -> bool {
+    let list = list.trim_ascii();
+    if list == b"*" {
+        return true;
+    }
+    list.split(|&b| b == b',').any(|candidate| {
+        let candidate = candidate.trim_ascii();
+        match (candidate.strip_prefix(b"W/"), comparison) {
+            // §8.8.3.2: a weak tag never matches strongly.
+            (Some(_), Comparison::Strong) => false,
+            (Some(opaque), Comparison::Weak) => opaque == etag,
+            (None, _) => candidate == etag,
+        }
+    })
+}
+
+fn header_date(headers: &HeaderMap, name: &header::HeaderName) -> Option<SystemTime> {
+    let value = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(value).ok()
+}
+
+/// A byte range, end exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    Satisfiable(ByteRange),
+    /// 416: a valid single range that starts past the end (or a zero-length suffix).
+    Unsatisfiable,
+    /// Not a single valid byte range: serve the whole representation.
+    Ignored,
+}
+
+/// Parses a Range header for a representation of `len` bytes (RFC 9110 §14.1.2):
+/// `bytes=first-last`, `bytes=first-` or `bytes=-suffix`, one range only.
+pub fn parse_range(value: &[u8], len: u64) -> RangeRequest {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return RangeRequest::Ignored;
+    };
+    // The range unit is case-insensitive (§14.1).
+    let Some((unit, spec)) = value.trim().split_once('=') else {
+        return RangeRequest::Ignored;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeRequest::Ignored;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Ignored;
+    };
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            // §14.1.3: a suffix range of zero length is unsatisfiable; a longer suffix than
+            // the representation selects all of it.
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Satisfiable(ByteRange {
+                start: len - n.min(len),
+                end: len,
+            }),
+            None => RangeRequest::Ignored,
+        },
+        (first, last) => {
+            let Some(start) = number(first) else {
+                return RangeRequest::Ignored;
+            };
+            let end = match last {
+                "" => len,
+                last => match number(last) {
+                    // §14.1.1: last < first makes the range invalid: ignore it.
+                    Some(last) if last < start => return RangeRequest::Ignored,
+                    // A last past the end is clamped to the end.
+                    Some(last) => last.saturating_add(1).min(len),
+                    None => return RangeRequest::Ignored,
+                },
+            };
+            // §14.1.1: satisfiable only if first is below the length.
+            if start >= len {
+                RangeRequest::Unsatisfiable
+            } else {
+                RangeRequest::Satisfiable(ByteRange { start, end })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Component;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn decoded_paths_are_plain_relative_paths(path in "/[a-z.%/\\\\0-9A-F]{0,48}") {
+            if let Ok(relative) = decode_request_path(&path) {
+                prop_assert!(relative.components().all(|c| matches!(c, Component::Normal(_))));
+            }
+        }
+    }
+
+    fn sat(start: u64, end: u64) -> RangeRequest {
+        RangeRequest::Satisfiable(ByteRange { start, end })
+    }
+
+    #[test]
+    fn single_byte_ranges_follow_rfc_9110() {
+        assert_eq!(parse_range(b"bytes=0-499", 10_000), sat(0, 500));
+        assert_eq!(parse_range(b"bytes=500-", 10_000), sat(500, 10_000));
+        assert_eq!(parse_range(b"bytes=-500", 10_000), sat(9_500, 10_000));
+        assert_eq!(parse_range(b"bytes=-50000", 10_000), sat(0, 10_000));
+        assert_eq!(parse_range(b"bytes=9000-99999", 10_000), sat(9_000, 10_000));
+        assert_eq!(parse_range(b"Bytes = 1-1", 10), sat(1, 2));
+        assert_eq!(
+            parse_range(b"bytes=10000-", 10_000),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(b"bytes=-0", 10_000),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(parse_range(b"bytes=0-", 0), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-5", 0), RangeRequest::Unsatisfiable);
+        for ignored in [
+            &b"bytes=5-1"[..],
+            b"bytes=0-1,3-4",
+            b"items=0-1",
+            b"bytes=a-b",
+            b"bytes=+1-2",
+            b"bytes=-",
+            b"bytes",
+            b"bytes=18446744073709551616-",
+            b"\xff",
+        ] {
+            assert_eq!(
+                parse_range(ignored, 100),
+                RangeRequest::Ignored,
+                "{ignored:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_paths_are_decoded_once_and_never_climb() {
+        assert_eq!(
+            decode_request_path("/a/b.img").unwrap(),
+            Path::new("a/b.img")
+        );
+        assert_eq!(decode_request_path("//a/./b").unwrap(), Path::new("a/b"));
+        assert_eq!(decode_request_path("/a%20b").unwrap(), Path::new("a b"));
+        assert_eq!(
+            decode_request_path("/%252e%252e/x").unwrap(),
+            Path::new("%2e%2e/x")
+        );
+        for (path, why) in [
+            ("/../etc/passwd", Refusal::DotDot),
+            ("/%2e%2e/etc/passwd", Refusal::DotDot),
+            ("/a/..%2f..%2fetc", Refusal::DotDot),
+            ("/a/%2E%2E", Refusal::DotDot),
+            ("/a%00b", Refusal::BadByte),
+            ("/a%5c..%5cb", Refusal::BadByte),
+            ("a", Refusal::NotAbsolute),
+            ("*", Refusal::NotAbsolute),
+        ] {
+            assert_eq!(decode_request_path(path), Err(why), "{path}");
+        }
+    }
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn preconditions_are_evaluated_in_rfc_9110_order() {
+        let etag = HeaderValue::from_static("\"1-2-3\"");
+        let modified = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let date = httpdate::fmt_http_date(modified);
+        let earlier = httpdate::fmt_http_date(modified - Duration::from_secs(60));
+        let eval = |m: &Method, h: &[(header::HeaderName, &str)]| {
+            evaluate_preconditions(m, &headers(h), &etag, modified)
+        };
+        let proceed = Precondition::Proceed { honour_range: true };
+        let get = Method::GET;
+
+        assert_eq!(eval(&get, &[]), proceed);
+        assert_eq!(
+            eval(&get, &[(header::IF_NONE_MATCH, "\"x\", W/\"1-2-3\"")]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            eval(&Method::HEAD, &[(header::IF_NONE_MATCH, "*")]),
+            Precondition::NotModified
+        );
+        assert_eq!(eval(&get, &[(header::IF_NONE_MATCH, "\"other\"")]), proceed);
+        assert_eq!(
+            eval(&get, &[(header::IF_MODIFIED_SINCE, &date)]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            eval(&get, &[(header::IF_MODIFIED_SINCE, &earlier)]),
+            proceed
+        );
+        // If-None-Match wins over If-Modified-Since (§13.2.2 step 4 applies only without it).
+        assert_eq!(
+            eval(
+                &get,
+                &[
+                    (header::IF_NONE_MATCH, "\"other\""),
+                    (header::IF_MODIFIED_SINCE, &date)
+                ]
+            ),
+            proceed
+        );
+        assert_eq!(
+            eval(&get, &[(header::IF_MATCH, "W/\"1-2-3\"")]),
+            Precondition::Failed
+        );
+        assert_eq!(eval(&get, &[(header::IF_MATCH, "\"1-2-3\"")]), proceed);
+        assert_eq!(
+            eval(&get, &[(header::IF_UNMODIFIED_SINCE, &earlier)]),
+            Precondition::Failed
+        );
+        assert_eq!(
+            eval(&get, &[(header::IF_RANGE, "\"1-2-3\"")]),
+            Precondition::Proceed { honour_range: true }
+        );
+        assert_eq!(
+            eval(&get, &[(header::IF_RANGE, "\"old\"")]),
+            Precondition::Proceed {
+                honour_range: false
+            }
+        );
+        assert_eq!(
+            eval(&get, &[(header::IF_RANGE, &date)]),
+            Precondition::Proceed { honour_range: true }
+        );
+        assert_eq!(
+            eval(&get, &[(header::IF_RANGE, &earlier)]),
+            Precondition::Proceed {
+                honour_range: false
+            }
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! The HTTP(S) server of the second boot stage: iPXE scripts, kernels, initrds and images.
+//!
+//! One server, a plain and a TLS listener (hyper HTTP/1.1 on tokio, rustls). Each request is
+//! routed by [`Route`]: `/boot.ipxe` and `/nodes/<mac>/overlay.cpio` are the hooks for the
+//! script renderer and the overlay builder; every other path is a file under the static root
+//! ([`files`]). Plain connections send file bodies with `sendfile(2)` from one shared map of
+//! each file (`stream.rs`), TLS connections in bounded `pread` chunks (`body.rs`), so memory
+//! stays flat in the number of clients.
+//!
+//! Limits, each a constant here or a key of `[http]`: request head size and header count,
+//! the time to send a request head (slowloris) or finish a TLS handshake, the time a response
+//! may stall, the number of connections, and an optional per-connection pacing rate.
+//!
+//! The daemon runs [`serve`]; tests and benchmarks bind their own listeners and run
+//! [`Server::serve`].
+
+mod body;
+pub mod files;
+mod stream;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+pub use body::{Body, MAPPED_CHUNK, READ_CHUNK};
+pub use files::Delivery;
+pub use stream::MapRegistry;
+
+use crate::config;
+use body::AccessLog;
+use files::StaticRoot;
+use stream::Stream;
+
+/// Bytes of a request head (request line and header fields) before it is refused with 431.
+/// Boot firmware sends a few hundred; hyper's minimum buffer is 8 KiB.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Header fields of a request before it is refused with 431.
+pub const MAX_HEADERS: usize = 64;
+/// Pending connections the kernel queues per listener (it caps this at net.core.somaxconn).
+pub const LISTEN_BACKLOG: i32 = 1024;
+/// File descriptors beyond `max_connections` for open files, listeners and the rest of the
+/// daemon, when raising the descriptor limit.
+const FD_HEADROOM: u64 = 1024;
+/// Pause after a failed accept (out of descriptors, say) before the next, so a persistent
+/// failure does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// What a plain-HTTP client gets when `max_connections` are in use.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("binding HTTP port {port}: {source}")]
+    Bind { port: u16, source: io::Error },
+    #[error("an HTTPS listener needs a TLS configuration")]
+    NoTlsConfig,
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Where a request goes. The script renderer (`scripts.rs`) and the overlay builder
+/// (`overlay.rs`) take over their routes in [`Server::route`]; until then those are 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/boot.ipxe?mac=…&arch=…`: the per-node iPXE script.
+    BootScript,
+    /// `/nodes/<mac>/overlay.cpio`: the node's generated cpio overlay (identity, tokens).
+    NodeOverlay { mac: &'a str },
+    /// Anything else: a file under the static root (the path still percent-encoded).
+    File(&'a str),
+}
+
+impl<'a> Route<'a> {
+    pub fn of(path: &'a str) -> Route<'a> {
+        if path == "/boot.ipxe" {
+            return Route::BootScript;
+        }
+        if let Some(mac) = path
+            .strip_prefix("/nodes/")
+            .and_then(|rest| rest.strip_suffix("/overlay.cpio"))
+            && !mac.is_empty()
+            && !mac.contains('/')
+        {
+            return Route::NodeOverlay { mac };
+        }
+        Route::File(path)
+    }
+}
+
+/// The listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Counters since start, for the daemon's exit summary and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    /// Connections refused because `max_connections` were in use.
+    pub refused: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failures: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("http_connections", self.connections.load(Ordering::Relaxed)),
+            ("http_refused", self.refused.load(Ordering::Relaxed)),
+            (
+                "http_tls_failures",
+                self.tls_failures.load(Ordering::Relaxed),
+            ),
+            ("http_requests", self.requests.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// The listeners a server accepts on; either may be absent.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `[http] port` and `https_port` (0 leaves a listener out) on every address, IPv6
+    /// and IPv4 alike, or IPv4 only where the host has no IPv6. Needs a tokio runtime.
+    pub fn bind(config: &config::Http) -> Result<Listeners, HttpError> {
+        let bind = |port: u16| -> Result<Option<TcpListener>, HttpError> {
+            if port == 0 {
+                return Ok(None);
+            }
+            bind_any(port)
+                .map(Some)
+                .map_err(|source| HttpError::Bind { port, source })
+        };
+        Ok(Listeners {
+            http: bind(config.port)?,
+            https: bind(config.https_port)?,
+        })
+    }
+}
+
+fn bind_any(port: u16) -> io::Result<TcpListener> {
+    let dual = (|| {
+        let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_only_v6(false)?;
+        Ok::<_, io::Error>(socket)
+    })();
+    let (socket, addr) = match dual {
+        Ok(socket) => (socket, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))),
+        // A host booted with ipv6.disable=1.
+        Err(_) => (
+            Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?,
+            SocketAddr::from(([0, 0, 0, 0], port)),
+        ),
+    };
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Runs the HTTP(S) server `[http]` describes until the future is dropped: loads or generates
+/// the TLS certificate, raises the descriptor limit to fit `max_connections`, binds the ports
+/// and serves. Returns only on a start-up error.
+pub async fn serve(config: config::Http) -> Result<(), HttpError> {
+    let tls = if config.https_port == 0 {
+        None
+    } else {
+        Some(tls::load_or_generate(&config)?)
+    };
+    raise_descriptor_limit(u64::from(config.max_connections) + FD_HEADROOM);
+    let listeners = Listeners::bind(&config)?;
+    Server::new(&config, tls).serve(listeners).await
+}
+
+/// Raises the soft RLIMIT_NOFILE towards `wanted` (within the hard limit): each connection
+/// holds a descriptor, and the usual soft limit of 1024 is below a boot storm.
+fn raise_descriptor_limit(wanted: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let target = wanted.min(hard);
+    if target > soft && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_err() {
+        tracing::warn!(soft, wanted, "could not raise the open-file limit");
+    }
+    if hard < wanted {
+        tracing::warn!(
+            hard,
+            wanted,
+            "the open-file limit is below http.max_connections plus headroom: connections past it fail"
+        );
+    }
+}
+
+/// The server: routing, the static root, TLS and limits, shared by all connections.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    files: StaticRoot,
+    maps: Arc<MapRegistry>,
+    tls: Option<TlsAcceptor>,
+    connections: Arc<Semaphore>,
+    http1: http1::Builder,
+    header_timeout: Duration,
+    send_timeout: Duration,
+    /// SO_MAX_PACING_RATE in bytes per second; 0 leaves sockets unpaced.
+    pacing: u64,
+    stats: Stats,
+}
+
+impl Server {
+    pub fn new(config: &config::Http, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+        let maps = Arc::new(MapRegistry::default());
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            // Also bounds the idle time between requests on a kept-alive connection.
+            .header_read_timeout(config.header_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_headers(MAX_HEADERS)
+            .writev(true);
+        Server {
+            shared: Arc::new(Shared {
+                files: StaticRoot::new(&config.root, maps.clone()),
+                maps,
+                tls: tls.map(TlsAcceptor::from),
+                connections: Arc::new(Semaphore::new(config.max_connections as usize)),
+                http1,
+                header_timeout: config.header_timeout,
+                send_timeout: config.send_timeout,
+                pacing: u64::from(config.pacing_mbit) * 1_000_000 / 8,
+                stats: Stats::default(),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Body bytes plain connections sent with `sendfile` (zero-copy) since start.
+    pub fn sendfile_bytes(&self) -> u64 {
+        self.shared.maps.sendfile_bytes()
+    }
+
+    /// Accepts on the listeners until the future is dropped. Connections run as their own
+    /// tasks and end with the runtime.
+    pub async fn serve(self, listeners: Listeners) -> Result<(), HttpError> {
+        if listeners.https.is_some() && self.shared.tls.is_none() {
+            return Err(HttpError::NoTlsConfig);
+        }
+        let mut loops = tokio::task::JoinSet::new();
+        for (listener, scheme) in [
+            (listeners.http, Scheme::Http),
+            (listeners.https, Scheme::Https),
+        ] {
+            let Some(listener) = listener else { continue };
+            tracing::info!(
+                addr = ?listener.local_addr().ok(),
+                scheme = scheme.as_str(),
+                root = %self.shared.files.root().display(),
+                "serving HTTP"
+            );
+            loops.spawn(self.clone().accept(listener, scheme));
+        }
+        while loops.join_next().await.is_some() {}
+        // No listener configured: nothing to do, but returning would stop the daemon.
+        std::future::pending().await
+    }
+
+    async fn accept(self, listener: TcpListener, scheme: Scheme) {
+        loop {
+            let (tcp, client) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(scheme = scheme.as_str(), error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            // An IPv4 client of the dual-stack socket is logged as 192.0.2.1, not ::ffff:….
+            let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+            let stats = &self.shared.stats;
+            let Ok(permit) = self.shared.connections.clone().try_acquire_owned() else {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%client, "refused: http.max_connections in use");
+                if scheme == Scheme::Http {
+                    // Best effort, never waiting: the socket buffer of a new connection has room.
+                    let _ = tcp.try_write(BUSY_RESPONSE);
+                }
+                continue;
+            };
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(self.clone().connection(tcp, client, scheme, permit));
+        }
+    }
+
+    async fn connection(
+        self,
+        tcp: TcpStream,
+        client: SocketAddr,
+        scheme: Scheme,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let shared = &self.shared;
+        // Response heads are small and go out on their own write; don't let Nagle hold them.
+        let _ = tcp.set_nodelay(true);
+        if shared.pacing > 0
+            && let Err(e) = stream::set_pacing_rate(&tcp, shared.pacing)
+        {
+            tracing::debug!(%client, error = %e, "cannot pace this connection");
+        }
+        let stream = match (scheme, &shared.tls) {
+            (Scheme::Http, _) => Stream::plain(tcp, shared.maps.clone(), shared.send_timeout),
+            (Scheme::Https, Some(acceptor)) => {
+                match tokio::time::timeout(shared.header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Stream::tls(tls, shared.maps.clone(), shared.send_timeout),
+                    Ok(Err(e)) => {
+                        shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%client, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%client, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+            (Scheme::Https, None) => return,
+        };
+        let server = self.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let server = server.clone();
+            async move { Ok::<_, Infallible>(server.respond(request, client, scheme).await) }
+        });
+        if let Err(e) = shared
+            .http1
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+        {
+            tracing::debug!(%client, error = %e, "connection ended with an error");
+        }
+    }
+
+    async fn respond(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<Body> {
+        self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let log = AccessLog::new(
+            client,
+            scheme.as_str(),
+            request.method().clone(),
+            request.uri().path_and_query().map_or("", |p| p.as_str()),
+            Instant::now(),
+        );
+        let (parts, body) = self.route(&request, scheme).into_parts();
+        let mut body = body.with_access_log(log);
+        body.log_response(parts.status);
+        Response::from_parts(parts, body)
+    }
+
+    /// Dispatches a request by its [`Route`].
+    pub fn route<B>(&self, request: &Request<B>, scheme: Scheme) -> Response<Body> {
+        let method = request.method();
+        // A boot server only hands things out (RFC 9110 §15.5.6: 405 names the allowed ones).
+        if method != Method::GET && method != Method::HEAD {
+            let mut response =
+                short_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        match Route::of(request.uri().path()) {
+            // Hook: scripts.rs renders the per-node script here.
+            Route::BootScript => not_found(),
+            // Hook: overlay.rs serves the node's generated overlay here.
+            Route::NodeOverlay { .. } => not_found(),
+            Route::File(path) => {
+                let delivery = match scheme {
+                    Scheme::Http => Delivery::Mapped,
+                    Scheme::Https => Delivery::Read,
+                };
+                match self
+                    .shared
+                    .files
+                    .respond(method, path, request.headers(), delivery)
+                {
+                    Ok(response) => response,
+                    Err(refusal) => {
+                        tracing::debug!(path, reason = %refusal, "not served");
+                        not_found()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A 404 with a short body: the same for every refusal, so it tells a prober nothing.
+pub fn not_found() -> Response<Body> {
+    short_response(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// A response with a short text body.
+fn short_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_can_spawn_serve_as_a_task() {
+        fn spawnable<F: std::future::Future + Send + 'static>(_: &F) {}
+        // Never polled: this only proves the future fits tokio::spawn / JoinSet::spawn.
+        let future = serve(crate::config::Config::embedded().unwrap().http);
+        spawnable(&future);
+    }
+
+    #[test]
+    fn routes_leave_hooks_for_scripts_and_overlays() {
+        assert_eq!(Route::of("/boot.ipxe"), Route::BootScript);
+        assert_eq!(
+            Route::of("/nodes/52:54:00:12:34:56/overlay.cpio"),
+            Route::NodeOverlay {
+                mac: "52:54:00:12:34:56"
+            }
+        );
+        assert_eq!(
+            Route::of("/nodes//overlay.cpio"),
+            Route::File("/nodes//overlay.cpio")
+        );
+        assert_eq!(
+            Route::of("/nodes/a/b/overlay.cpio"),
+            Route::File("/nodes/a/b/overlay.cpio")
+        );
+        assert_eq!(Route::of("/vmlinuz"), Route::File("/vmlinuz"));
+    }
+}

@@ -683,13 +683,16 @@ impl Serving {
 }
 
 /// A config for the tests: the TFTP root and HTTP port, everything else the embedded default
-/// (HTTPS off: its certificate would be generated under /etc/xdpboot).
+/// (HTTPS off: its certificate would be generated under /etc/xdpboot; the URL secret in the
+/// test's directory, not /var/lib/xdpboot).
 pub fn write_config(path: &Path, tftp_root: &Path, http_port: u16) -> Result<()> {
     let root = tftp_root.parent().unwrap_or(tftp_root);
     let text = format!(
-        "[tftp]\nroot = \"{}\"\n\n[http]\nroot = \"{}\"\nport = {http_port}\nhttps_port = 0\n",
+        "[tftp]\nroot = \"{}\"\n\n[http]\nroot = \"{}\"\nport = {http_port}\nhttps_port = 0\n\n\
+         [boot]\nsecret_file = \"{}\"\n",
         tftp_root.display(),
         root.display(),
+        root.join("url-secret").display(),
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -25,16 +25,19 @@ fn main() -> anyhow::Result<()> {
     let [root, http_port, https_port, tls_dir] = &args[..] else {
         bail!("usage: http_serve ROOT HTTP_PORT HTTPS_PORT TLS_DIR");
     };
-    let mut http = Config::embedded()?.http;
+    let mut config = Config::embedded()?;
+    // The URL secret lives beside the certificate, not under /var/lib.
+    let tls_dir = std::path::absolute(PathBuf::from(tls_dir)).context("TLS_DIR")?;
+    config.boot.secret_file = tls_dir.join("url-secret");
+    let http = &mut config.http;
     http.root = std::path::absolute(root).context("ROOT")?;
     http.port = http_port.parse().context("HTTP_PORT")?;
     http.https_port = https_port.parse().context("HTTPS_PORT")?;
-    let tls_dir = std::path::absolute(PathBuf::from(tls_dir)).context("TLS_DIR")?;
     http.tls_cert = tls_dir.join("server.pem");
     http.tls_key = tls_dir.join("server.key");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(xdpboot::http::serve(http))?;
+        .block_on(xdpboot::http::serve(std::sync::Arc::new(config)))?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! Defaults live in one place, the embedded file: every key a user file leaves out takes its
 //! value from there, and a test proves the embedded file is complete and valid.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use toml::Spanned;
 use crate::dhcp::UrlPorts;
 use crate::dhcp::classify::{BootProtocol, ClientArch};
 use crate::dhcp::policy::{self, Action, Match, Policy, Rule, UrlTemplate};
+use crate::http::overlay::OverlayFile;
+use crate::template::Template;
 
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../config/xdpboot.toml");
@@ -29,8 +32,70 @@ pub struct Config {
     pub xdp: Xdp,
     pub tftp: Tftp,
     pub http: Http,
+    pub boot: Boot,
+    /// The files of every node's overlay.
+    pub overlay: Vec<OverlayFile>,
+    /// Per-node settings, matched by MAC or UUID.
+    pub nodes: Vec<Node>,
     pub policy: Policy,
 }
+
+/// The `[boot]` section: what the default iPXE script boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boot {
+    /// `None`: nothing to boot is configured; `/boot.ipxe` answers 404 and says so in the log.
+    pub kernel: Option<PathBuf>,
+    pub initrds: Vec<PathBuf>,
+    pub cmdline: String,
+    /// The iPXE script template, parsed; the default is `ipxe/boot.ipxe`.
+    pub script: Template,
+    pub retries: u32,
+    pub retry_delay: u32,
+    /// Hand out https URLs in scripts (for iPXE builds with TLS and a trusted CA).
+    pub https: bool,
+    /// How long signed overlay URLs stay valid.
+    pub url_lifetime: std::time::Duration,
+    /// The HMAC key of signed URLs and node tokens; generated at first start when missing.
+    pub secret_file: PathBuf,
+}
+
+/// One node's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub mac: Option<[u8; 6]>,
+    pub uuid: Option<[u8; 16]>,
+    pub hostname: Option<String>,
+    /// Extra kernel command line for this node, after `[boot] cmdline`.
+    pub cmdline: Option<String>,
+    /// Template variables of this node's script and overlay.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// The embedded default iPXE script template.
+pub const DEFAULT_SCRIPT: &str = include_str!("../../ipxe/boot.ipxe");
+
+/// Variables every script template may use; node `vars` add their own names.
+pub const SCRIPT_VARIABLES: &[&str] = &[
+    "mac",
+    "uuid",
+    "arch",
+    "hostname",
+    "server",
+    "base_url",
+    "kernel_url",
+    "initrd_urls",
+    "initrd_names",
+    "overlay_url",
+    "cmdline",
+    "retries",
+    "retry_delay",
+    "token",
+];
+/// Variables every overlay file template may use; node `vars` add their own names.
+pub const OVERLAY_VARIABLES: &[&str] = &["mac", "uuid", "arch", "hostname", "token", "server"];
+/// Most `[[node]]` entries and overlay files a config may hold.
+pub const MAX_NODES: usize = 100_000;
+pub const MAX_OVERLAY_FILES: usize = 256;
 
 /// How port-67 boot requests reach xdpboot in the XDP backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -224,7 +289,43 @@ struct FileConfig {
     xdp: Option<FileXdp>,
     tftp: Option<FileTftp>,
     http: Option<FileHttp>,
+    boot: Option<FileBoot>,
+    overlay: Option<Vec<Spanned<FileOverlay>>>,
+    node: Option<Vec<Spanned<FileNode>>>,
     policy: Option<Vec<Spanned<FileRule>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBoot {
+    kernel: Option<Spanned<String>>,
+    initrds: Option<Vec<Spanned<String>>>,
+    cmdline: Option<String>,
+    script: Option<Spanned<String>>,
+    retries: Option<Spanned<u32>>,
+    retry_delay: Option<u32>,
+    https: Option<bool>,
+    url_lifetime: Option<Spanned<u64>>,
+    secret_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOverlay {
+    path: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    content: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNode {
+    mac: Option<Spanned<String>>,
+    uuid: Option<Spanned<String>>,
+    hostname: Option<String>,
+    cmdline: Option<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -446,6 +547,27 @@ impl Resolver<'_> {
             ));
         }
         let http = self.resolve_http(uh, dh)?;
+        let (nodes_src, file_nodes) = match user.node {
+            Some(nodes) => (self.user, nodes),
+            None => (self.default, default.node.unwrap_or_default()),
+        };
+        let nodes = resolve_nodes(nodes_src, file_nodes)?;
+        // Template variables: the fixed ones and every name a node defines.
+        let node_vars: Vec<&str> = nodes
+            .iter()
+            .flat_map(|n| n.vars.keys().map(String::as_str))
+            .collect();
+        let boot = self.resolve_boot(
+            user.boot.unwrap_or_default(),
+            default.boot.unwrap_or_default(),
+            &http.root,
+            &node_vars,
+        )?;
+        let (overlay_src, file_overlay) = match user.overlay {
+            Some(files) => (self.user, files),
+            None => (self.default, default.overlay.unwrap_or_default()),
+        };
+        let overlay = resolve_overlay(overlay_src, file_overlay, &node_vars)?;
 
         let (src, rules) = self
             .pick(user.policy, default.policy)
@@ -476,7 +598,124 @@ impl Resolver<'_> {
                 transfer_time_limit: std::time::Duration::from_secs(time_limit.into_inner()),
             },
             http,
+            boot,
+            overlay,
+            nodes,
             policy,
+        })
+    }
+
+    fn resolve_boot(
+        &self,
+        ub: FileBoot,
+        db: FileBoot,
+        http_root: &Path,
+        node_vars: &[&str],
+    ) -> Result<Boot, ConfigError> {
+        let incomplete = |key: &str| ConfigError {
+            file: DEFAULT_NAME.to_owned(),
+            line: None,
+            key: format!("boot.{key}"),
+            message: "missing from the embedded default".to_owned(),
+        };
+        // Relative paths are under the HTTP root.
+        let path = |text: &str| {
+            let p = PathBuf::from(text);
+            if p.is_absolute() {
+                p
+            } else {
+                http_root.join(p)
+            }
+        };
+        let (_, kernel) = self
+            .pick(ub.kernel, db.kernel)
+            .ok_or_else(|| incomplete("kernel"))?;
+        let kernel = (!kernel.get_ref().is_empty()).then(|| path(kernel.get_ref()));
+        let (src, initrds) = self
+            .pick(ub.initrds, db.initrds)
+            .ok_or_else(|| incomplete("initrds"))?;
+        let mut initrd_paths = Vec::new();
+        for initrd in initrds {
+            if initrd.get_ref().is_empty() {
+                return Err(src.error(initrd.span(), "boot.initrds", "an initrd path is empty"));
+            }
+            initrd_paths.push(path(initrd.get_ref()));
+        }
+        if kernel.is_none() && !initrd_paths.is_empty() {
+            return Err(ConfigError {
+                file: src.name.to_owned(),
+                line: None,
+                key: "boot.initrds".into(),
+                message: "initrds without a kernel: set boot.kernel too".into(),
+            });
+        }
+        let cmdline = ub
+            .cmdline
+            .or(db.cmdline)
+            .ok_or_else(|| incomplete("cmdline"))?;
+        let (src, script) = self
+            .pick(ub.script, db.script)
+            .ok_or_else(|| incomplete("script"))?;
+        let mut known: Vec<&str> = SCRIPT_VARIABLES.to_vec();
+        known.extend_from_slice(node_vars);
+        let script = if script.get_ref().is_empty() {
+            Template::parse(DEFAULT_SCRIPT, &known).map_err(|e| ConfigError {
+                file: "ipxe/boot.ipxe".into(),
+                line: Some(e.line),
+                key: String::new(),
+                message: e.problem.to_string(),
+            })?
+        } else {
+            let file = path(script.get_ref());
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                src.error(
+                    script.span(),
+                    "boot.script",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            Template::parse(&text, &known).map_err(|e| ConfigError {
+                file: file.display().to_string(),
+                line: Some(e.line),
+                key: String::new(),
+                message: e.problem.to_string(),
+            })?
+        };
+        let (src, retries) = self
+            .pick(ub.retries, db.retries)
+            .ok_or_else(|| incomplete("retries"))?;
+        if *retries.get_ref() == 0 {
+            return Err(src.error(retries.span(), "boot.retries", "must be at least 1"));
+        }
+        let retry_delay = ub
+            .retry_delay
+            .or(db.retry_delay)
+            .ok_or_else(|| incomplete("retry_delay"))?;
+        let https = ub.https.or(db.https).ok_or_else(|| incomplete("https"))?;
+        let (src, lifetime) = self
+            .pick(ub.url_lifetime, db.url_lifetime)
+            .ok_or_else(|| incomplete("url_lifetime"))?;
+        if *lifetime.get_ref() == 0 {
+            return Err(src.error(
+                lifetime.span(),
+                "boot.url_lifetime",
+                "must be at least 1 second",
+            ));
+        }
+        let (src, secret_file) = self
+            .pick(ub.secret_file, db.secret_file)
+            .ok_or_else(|| incomplete("secret_file"))?;
+        let secret_file = validate_root(src, "boot.secret_file", secret_file)?;
+        Ok(Boot {
+            kernel,
+            initrds: initrd_paths,
+            cmdline,
+            script,
+            retries: retries.into_inner(),
+            retry_delay,
+            https,
+            url_lifetime: std::time::Duration::from_secs(lifetime.into_inner()),
+            secret_file,
         })
     }
 
@@ -588,6 +827,155 @@ impl Resolver<'_> {
             (None, None) => None,
         }
     }
+}
+
+fn resolve_nodes(src: Source<'_>, nodes: Vec<Spanned<FileNode>>) -> Result<Vec<Node>, ConfigError> {
+    if nodes.len() > MAX_NODES {
+        return Err(src.error(
+            nodes[MAX_NODES].span(),
+            "node",
+            format!("more than {MAX_NODES} nodes"),
+        ));
+    }
+    let mut out: Vec<Node> = Vec::with_capacity(nodes.len());
+    for (i, node) in nodes.into_iter().enumerate() {
+        let span = node.span();
+        let node = node.into_inner();
+        let key = |field: &str| format!("node[{i}].{field}");
+        let mac = match &node.mac {
+            Some(mac) => Some(policy::parse_mac(mac.get_ref()).ok_or_else(|| {
+                src.error(
+                    mac.span(),
+                    key("mac"),
+                    format!(
+                        "{:?} is not a MAC address like 52:54:00:12:34:56",
+                        mac.get_ref()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let uuid = match &node.uuid {
+            Some(uuid) => Some(policy::parse_uuid(uuid.get_ref()).ok_or_else(|| {
+                src.error(
+                    uuid.span(),
+                    key("uuid"),
+                    format!(
+                        "{:?} is not a UUID like 4c4c4544-0035-3010-8030-b4c04f4a4e31",
+                        uuid.get_ref()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        if mac.is_none() && uuid.is_none() {
+            return Err(src.error(
+                span,
+                format!("node[{i}]"),
+                "a node needs a mac or a uuid to be matched by",
+            ));
+        }
+        if let Some(previous) = out
+            .iter()
+            .position(|n| (mac.is_some() && n.mac == mac) || (uuid.is_some() && n.uuid == uuid))
+        {
+            return Err(src.error(
+                span,
+                format!("node[{i}]"),
+                format!("matches the same machine as node[{previous}]"),
+            ));
+        }
+        let mut vars = BTreeMap::new();
+        for (name, value) in node.vars {
+            let builtin = SCRIPT_VARIABLES.contains(&name.as_str())
+                || OVERLAY_VARIABLES.contains(&name.as_str());
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if builtin || !valid {
+                return Err(src.error(value.span(), key("vars"), format!("{name:?} cannot be a variable name (built-in, or not letters, digits, _ and -)")));
+            }
+            vars.insert(name, value.into_inner());
+        }
+        out.push(Node {
+            mac,
+            uuid,
+            hostname: node.hostname,
+            cmdline: node.cmdline,
+            vars,
+        });
+    }
+    Ok(out)
+}
+
+fn resolve_overlay(
+    src: Source<'_>,
+    files: Vec<Spanned<FileOverlay>>,
+    node_vars: &[&str],
+) -> Result<Vec<OverlayFile>, ConfigError> {
+    if files.len() > MAX_OVERLAY_FILES {
+        return Err(src.error(
+            files[MAX_OVERLAY_FILES].span(),
+            "overlay",
+            format!("more than {MAX_OVERLAY_FILES} files"),
+        ));
+    }
+    let mut known: Vec<&str> = OVERLAY_VARIABLES.to_vec();
+    known.extend_from_slice(node_vars);
+    let mut out: Vec<OverlayFile> = Vec::new();
+    for (i, file) in files.into_iter().enumerate() {
+        let file = file.into_inner();
+        let key = |field: &str| format!("overlay[{i}].{field}");
+        let path = file.path.get_ref().trim_start_matches('/').to_owned();
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+            || path.contains('\0')
+        {
+            return Err(src.error(
+                file.path.span(),
+                key("path"),
+                format!(
+                    "{:?} must be a plain relative path such as etc/hostname",
+                    file.path.get_ref()
+                ),
+            ));
+        }
+        if out.iter().any(|f| f.path == path) {
+            return Err(src.error(
+                file.path.span(),
+                key("path"),
+                format!("{path:?} appears twice"),
+            ));
+        }
+        let mode = match &file.mode {
+            Some(mode) => u32::from_str_radix(mode.get_ref(), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| {
+                    src.error(
+                        mode.span(),
+                        key("mode"),
+                        format!("{:?} is not an octal mode like \"0644\"", mode.get_ref()),
+                    )
+                })?,
+            None => 0o644,
+        };
+        // The template's own line numbers are counted from the content's first line.
+        let content = Template::parse(file.content.get_ref(), &known).map_err(|e| {
+            let mut err = src.error(file.content.span(), key("content"), e.problem.to_string());
+            err.line = err.line.map(|l| l + e.line - 1);
+            err
+        })?;
+        out.push(OverlayFile {
+            path,
+            mode,
+            content,
+        });
+    }
+    Ok(out)
 }
 
 fn validate_interface_name(src: Source<'_>, name: Spanned<String>) -> Result<String, ConfigError> {

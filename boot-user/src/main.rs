@@ -31,7 +31,9 @@ use xdpboot::tftp::{TftpConfig, TftpServer};
         xdpboot run --config /etc/xdpboot/xdpboot.toml\n  \
         xdpboot check --config /etc/xdpboot/xdpboot.toml\n  \
         xdpboot check                                 validate and print the embedded default\n  \
-        xdpboot stats --interface eth1                the XDP program's verdict counters\n\n\
+        xdpboot stats --interface eth1                the XDP program's verdict counters\n  \
+        xdpboot boot -i eth1 vmlinuz initrd.img --cmdline console=ttyS0 --root /usr/lib/ipxe\n  \
+                                                      quick mode: every client boots this kernel\n\n\
         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=xdpboot=debug) for per-packet detail."
 )]
 struct Cli {
@@ -62,6 +64,30 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Quick mode: every PXE, iPXE and UEFI HTTP-boot client on the interfaces boots exactly
+    /// this kernel with these initrds (in this order), plus its per-node overlay if the config
+    /// defines one. No config file needed.
+    Boot {
+        /// Interface to serve (repeatable).
+        #[arg(short, long = "interface", value_name = "IF", required = true)]
+        interfaces: Vec<String>,
+        /// The kernel every client boots.
+        kernel: PathBuf,
+        /// Initrds, loaded in this order (the kernel unpacks them in order: later files win).
+        initrds: Vec<PathBuf>,
+        /// Kernel command line.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Directory holding the iPXE loaders (undionly.kpxe, ipxe-amd64.efi, …), served over
+        /// TFTP and HTTP; replaces `[tftp] root` and `[http] root`.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Config file for everything else (nodes, overlays, ports), on top of the default.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(short, long, value_enum)]
+        backend: Option<Backend>,
+    },
     /// Print the XDP program's verdict counters of a running xdpboot (needs root).
     Stats {
         /// Interface to read (repeatable); default: every interface with xdpboot attached.
@@ -87,6 +113,45 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Check { config } => check(config),
         Command::Stats { interfaces } => stats(interfaces),
+        Command::Boot {
+            interfaces,
+            kernel,
+            initrds,
+            cmdline,
+            root,
+            config,
+            backend,
+        } => {
+            let mut config = load(config.as_deref())?;
+            config.interfaces = interfaces;
+            if let Some(backend) = backend {
+                config.backend = backend;
+            }
+            let absolute = |p: &std::path::Path| {
+                std::path::absolute(p).with_context(|| format!("{}", p.display()))
+            };
+            for file in std::iter::once(&kernel).chain(&initrds) {
+                if !file.is_file() {
+                    bail!("{} is not a file", file.display());
+                }
+            }
+            config.boot.kernel = Some(absolute(&kernel)?);
+            config.boot.initrds = initrds
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<Result<_, _>>()?;
+            config.boot.cmdline = cmdline;
+            if let Some(root) = root {
+                let root = absolute(&root)?;
+                config.tftp.root = root.clone();
+                config.http.root = root;
+            }
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(run(config, ExistingProgram::Refuse))
+        }
         Command::Run {
             interfaces,
             config,
@@ -280,7 +345,7 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     )?;
     let tftp_stats = tftp.stats();
     tasks.spawn(async move { tftp.serve().await.context("TFTP") });
-    let http = config.http.clone();
+    let http = Arc::new(config.clone());
     tasks.spawn(async move { xdpboot::http::serve(http).await.context("HTTP server") });
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
 

@@ -6,7 +6,7 @@
 //!   `{{.}}` is the item and `{{@index}}` its position from 0.
 //! - `{{#if name}}…{{/if}}` keeps its body when the variable is set and not empty (a list: has
 //!   items).
-//! - `{{! comment }}` is dropped.
+//! - `{{! comment }}` is dropped (with its newline, when it stands on lines of its own).
 //!
 //! iPXE's own `${var}` syntax passes through untouched, so templates can use iPXE settings.
 //! Blocks may nest (bounded by [`MAX_DEPTH`]). A tag that opens a block and ends its line drops
@@ -184,6 +184,15 @@ impl Parser<'_> {
                 return Err(self.error(Problem::UnexpectedClose(name.to_owned())));
             }
             if tag.starts_with('!') {
+                // A comment on a line of its own leaves no empty line behind.
+                let line_start = match nodes.last() {
+                    Some(Node::Text(t)) => t.ends_with('\n'),
+                    None => true,
+                    Some(_) => false,
+                };
+                if line_start {
+                    self.eat_newline();
+                }
                 continue;
             }
             if let Some(rest) = tag.strip_prefix('#') {

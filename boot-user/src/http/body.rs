@@ -21,12 +21,17 @@ pub const MAPPED_CHUNK: u64 = 2 * 1024 * 1024;
 /// Bytes read per `pread` for connections that cannot use the map (TLS). One such buffer per
 /// sending connection, reused once the previous chunk is written.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// The zeros padding can add.
+static PADDING: [u8; 3] = [0; 3];
 /// Characters of a request path kept in the access log.
 const MAX_LOGGED_PATH: usize = 256;
 
 /// A response body: nothing, a small buffer (error pages, scripts, overlays), or a file range.
 pub struct Body {
     kind: Kind,
+    /// Zero bytes sent after the file range: initrds padded to a 4-byte boundary (see
+    /// `StaticRoot::respond_open`). At most 3.
+    padding: u64,
     log: Option<AccessLog>,
 }
 
@@ -84,7 +89,17 @@ impl Body {
     }
 
     fn new(kind: Kind) -> Body {
-        Body { kind, log: None }
+        Body {
+            kind,
+            padding: 0,
+            log: None,
+        }
+    }
+
+    /// `padding` zero bytes after the rest of the body.
+    pub fn with_padding(mut self, padding: u64) -> Body {
+        self.padding = padding.min(PADDING.len() as u64);
+        self
     }
 
     pub(crate) fn with_access_log(mut self, log: AccessLog) -> Body {
@@ -93,14 +108,25 @@ impl Body {
     }
 
     fn remaining(&self) -> u64 {
-        match &self.kind {
-            Kind::Empty => 0,
-            Kind::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
-            Kind::Mapped { next, end, .. } | Kind::Read { next, end, .. } => end - next,
-        }
+        self.padding
+            + match &self.kind {
+                Kind::Empty => 0,
+                Kind::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
+                Kind::Mapped { next, end, .. } | Kind::Read { next, end, .. } => end - next,
+            }
     }
 
     fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        match self.next_content_chunk() {
+            None if self.padding > 0 => {
+                let pad = std::mem::take(&mut self.padding) as usize;
+                Some(Ok(Bytes::from_static(&PADDING[..pad])))
+            }
+            chunk => chunk,
+        }
+    }
+
+    fn next_content_chunk(&mut self) -> Option<io::Result<Bytes>> {
         match &mut self.kind {
             Kind::Empty => None,
             Kind::Full(bytes) => bytes.take().map(Ok),

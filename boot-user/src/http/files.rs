@@ -180,6 +180,14 @@ impl StaticRoot {
     /// Opens (or reuses) the file a request path names.
     pub fn open(&self, request_path: &str) -> Result<Arc<OpenFile>, Refusal> {
         let path = self.resolve(request_path)?;
+        self.open_path(&path)
+    }
+
+    /// Opens (or reuses) a file the operator named in the config (the kernel and initrds of
+    /// `[boot]`), wherever it is: trusted, so not confined to the root; still regular files
+    /// only, and still one shared map per file.
+    pub fn open_path(&self, path: &Path) -> Result<Arc<OpenFile>, Refusal> {
+        let path = path.canonicalize().map_err(|_| Refusal::NotFound)?;
         let meta = std::fs::metadata(&path).map_err(|_| Refusal::NotFound)?;
         if !meta.is_file() {
             return Err(Refusal::NotAFile);
@@ -252,72 +260,100 @@ impl StaticRoot {
         delivery: Delivery,
     ) -> Result<Response<Body>, Refusal> {
         let file = self.open(request_path)?;
-        let mut response = Response::builder()
-            .header(header::ETAG, file.etag.clone())
-            .header(header::LAST_MODIFIED, file.last_modified.clone())
-            .header(header::ACCEPT_RANGES, "bytes");
-        let len = file.len();
-        let range = match evaluate_preconditions(method, headers, &file.etag, file.modified) {
-            Precondition::NotModified => {
-                return Ok(response
-                    .status(StatusCode::NOT_MODIFIED)
-                    .body(Body::empty())
-                    .expect("static headers are valid"));
-            }
-            Precondition::Failed => {
-                return Ok(response
-                    .status(StatusCode::PRECONDITION_FAILED)
-                    .header(header::CONTENT_LENGTH, 0)
-                    .body(Body::empty())
-                    .expect("static headers are valid"));
-            }
-            // RFC 9110 §14.2: GET is the only method for which range handling is defined; a
-            // Range on HEAD (or on a conditional request whose If-Range fails) is ignored.
-            Precondition::Proceed { honour_range } if honour_range && method == Method::GET => {
-                match headers
-                    .get(header::RANGE)
-                    .map(|v| parse_range(v.as_bytes(), len))
-                {
-                    Some(RangeRequest::Satisfiable(range)) => Some(range),
-                    Some(RangeRequest::Unsatisfiable) => {
-                        // RFC 9110 §15.5.17: 416 with Content-Range "bytes */<length>".
-                        return Ok(response
-                            .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                            .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-                            .header(header::CONTENT_LENGTH, 0)
-                            .body(Body::empty())
-                            .expect("formatted headers are valid"));
-                    }
-                    // §14.2: a server MAY ignore a Range it cannot parse or, as here, one
-                    // asking for several ranges.
-                    Some(RangeRequest::Ignored) | None => None,
-                }
-            }
-            Precondition::Proceed { .. } => None,
-        };
-        let (status, start, end) = match range {
-            Some(r) => {
-                // §14.4: Content-Range "bytes first-last/complete-length".
-                response = response.header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {}-{}/{len}", r.start, r.end - 1),
-                );
-                (StatusCode::PARTIAL_CONTENT, r.start, r.end)
-            }
-            None => (StatusCode::OK, 0, len),
-        };
-        let body = if method == Method::HEAD {
-            Body::empty()
-        } else {
-            Body::file(file.clone(), start, end, delivery)
-        };
-        Ok(response
-            .status(status)
-            .header(header::CONTENT_TYPE, file.content_type.clone())
-            .header(header::CONTENT_LENGTH, end - start)
-            .body(body)
-            .expect("formatted headers are valid"))
+        Ok(respond_open(method, &file, headers, delivery, 1))
     }
+}
+
+/// The response to a GET or HEAD of an open file, its length rounded up to a multiple of
+/// `align` with zero bytes.
+///
+/// Initrds are served with `align` 4: the kernel's EFI stub lays initrds back to back, and
+/// the unpacker looks for the next archive at a 4-byte boundary, so an uncompressed cpio after
+/// a gzip whose length is not a multiple of 4 is silently lost (DESIGN.md, "Test lab facts").
+/// Zeros after a compressed archive are harmless. The padded bytes are part of the
+/// representation: Content-Length, ranges and the ETag all count them.
+pub fn respond_open(
+    method: &Method,
+    file: &Arc<OpenFile>,
+    headers: &HeaderMap,
+    delivery: Delivery,
+    align: u64,
+) -> Response<Body> {
+    let stored = file.len();
+    let len = stored.next_multiple_of(align.max(1));
+    let etag = if len == stored {
+        file.etag.clone()
+    } else {
+        // A different representation of the same file: a different strong validator.
+        let text = file.etag.to_str().unwrap_or("\"x\"").trim_end_matches('"');
+        HeaderValue::from_str(&format!("{text}-a{align}\"")).unwrap_or_else(|_| file.etag.clone())
+    };
+    let mut response = Response::builder()
+        .header(header::ETAG, etag.clone())
+        .header(header::LAST_MODIFIED, file.last_modified.clone())
+        .header(header::ACCEPT_RANGES, "bytes");
+    let range = match evaluate_preconditions(method, headers, &etag, file.modified) {
+        Precondition::NotModified => {
+            return response
+                .status(StatusCode::NOT_MODIFIED)
+                .body(Body::empty())
+                .expect("static headers are valid");
+        }
+        Precondition::Failed => {
+            return response
+                .status(StatusCode::PRECONDITION_FAILED)
+                .header(header::CONTENT_LENGTH, 0)
+                .body(Body::empty())
+                .expect("static headers are valid");
+        }
+        // RFC 9110 §14.2: GET is the only method for which range handling is defined; a
+        // Range on HEAD (or on a conditional request whose If-Range fails) is ignored.
+        Precondition::Proceed { honour_range } if honour_range && method == Method::GET => {
+            match headers
+                .get(header::RANGE)
+                .map(|v| parse_range(v.as_bytes(), len))
+            {
+                Some(RangeRequest::Satisfiable(range)) => Some(range),
+                Some(RangeRequest::Unsatisfiable) => {
+                    // RFC 9110 §15.5.17: 416 with Content-Range "bytes */<length>".
+                    return response
+                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                        .header(header::CONTENT_LENGTH, 0)
+                        .body(Body::empty())
+                        .expect("formatted headers are valid");
+                }
+                // §14.2: a server MAY ignore a Range it cannot parse or, as here, one
+                // asking for several ranges.
+                Some(RangeRequest::Ignored) | None => None,
+            }
+        }
+        Precondition::Proceed { .. } => None,
+    };
+    let (status, start, end) = match range {
+        Some(r) => {
+            // §14.4: Content-Range "bytes first-last/complete-length".
+            response = response.header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{len}", r.start, r.end - 1),
+            );
+            (StatusCode::PARTIAL_CONTENT, r.start, r.end)
+        }
+        None => (StatusCode::OK, 0, len),
+    };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        // The stored bytes of the range, then the padding zeros it covers.
+        Body::file(file.clone(), start.min(stored), end.min(stored), delivery)
+            .with_padding(end - start.max(stored).min(end))
+    };
+    response
+        .status(status)
+        .header(header::CONTENT_TYPE, file.content_type.clone())
+        .header(header::CONTENT_LENGTH, end - start)
+        .body(body)
+        .expect("formatted headers are valid")
 }
 
 /// How a connection can carry a file body.

@@ -16,6 +16,9 @@
 
 mod body;
 pub mod files;
+pub mod overlay;
+pub mod scripts;
+pub mod signed;
 mod stream;
 pub mod tls;
 
@@ -43,6 +46,7 @@ pub use stream::MapRegistry;
 use crate::config;
 use body::AccessLog;
 use files::StaticRoot;
+use scripts::BootContent;
 use stream::Stream;
 
 /// Bytes of a request head (request line and header fields) before it is refused with 431.
@@ -69,16 +73,20 @@ pub enum HttpError {
     NoTlsConfig,
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    BootContent(#[from] scripts::BootContentError),
 }
 
-/// Where a request goes. The script renderer (`scripts.rs`) and the overlay builder
-/// (`overlay.rs`) take over their routes in [`Server::route`]; until then those are 404.
+/// Where a request goes. Scripts, boot files and overlays are served by `scripts.rs` when the
+/// server has boot content ([`Server::with_boot`]), and are 404 otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     /// `/boot.ipxe?mac=…&arch=…`: the per-node iPXE script.
     BootScript,
     /// `/nodes/<mac>/overlay.cpio`: the node's generated cpio overlay (identity, tokens).
     NodeOverlay { mac: &'a str },
+    /// `/boot/kernel`, `/boot/initrd/<n>`: the files `[boot]` names.
+    BootFile(&'a str),
     /// Anything else: a file under the static root (the path still percent-encoded).
     File(&'a str),
 }
@@ -87,6 +95,9 @@ impl<'a> Route<'a> {
     pub fn of(path: &'a str) -> Route<'a> {
         if path == "/boot.ipxe" {
             return Route::BootScript;
+        }
+        if let Some(rest) = path.strip_prefix("/boot/") {
+            return Route::BootFile(rest);
         }
         if let Some(mac) = path
             .strip_prefix("/nodes/")
@@ -191,15 +202,20 @@ fn bind_any(port: u16) -> io::Result<TcpListener> {
 /// Runs the HTTP(S) server `[http]` describes until the future is dropped: loads or generates
 /// the TLS certificate, raises the descriptor limit to fit `max_connections`, binds the ports
 /// and serves. Returns only on a start-up error.
-pub async fn serve(config: config::Http) -> Result<(), HttpError> {
-    let tls = if config.https_port == 0 {
+pub async fn serve(config: Arc<config::Config>) -> Result<(), HttpError> {
+    let http = &config.http;
+    let tls = if http.https_port == 0 {
         None
     } else {
-        Some(tls::load_or_generate(&config)?)
+        Some(tls::load_or_generate(http)?)
     };
-    raise_descriptor_limit(u64::from(config.max_connections) + FD_HEADROOM);
-    let listeners = Listeners::bind(&config)?;
-    Server::new(&config, tls).serve(listeners).await
+    raise_descriptor_limit(u64::from(http.max_connections) + FD_HEADROOM);
+    let listeners = Listeners::bind(http)?;
+    let boot = BootContent::new(config.clone())?;
+    Server::new(http, tls)
+        .with_boot(Arc::new(boot))
+        .serve(listeners)
+        .await
 }
 
 /// Raises the soft RLIMIT_NOFILE towards `wanted` (within the hard limit): each connection
@@ -230,6 +246,8 @@ pub struct Server {
 
 struct Shared {
     files: StaticRoot,
+    /// Scripts, boot files and overlays; `None` serves static files only.
+    boot: Option<Arc<BootContent>>,
     maps: Arc<MapRegistry>,
     tls: Option<TlsAcceptor>,
     connections: Arc<Semaphore>,
@@ -255,6 +273,7 @@ impl Server {
         Server {
             shared: Arc::new(Shared {
                 files: StaticRoot::new(&config.root, maps.clone()),
+                boot: None,
                 maps,
                 tls: tls.map(TlsAcceptor::from),
                 connections: Arc::new(Semaphore::new(config.max_connections as usize)),
@@ -265,6 +284,14 @@ impl Server {
                 stats: Stats::default(),
             }),
         }
+    }
+
+    /// Serves scripts, boot files and overlays from `boot` too. Call before `serve`.
+    pub fn with_boot(mut self, boot: Arc<BootContent>) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.boot = Some(boot);
+        }
+        self
     }
 
     pub fn stats(&self) -> &Stats {
@@ -336,6 +363,11 @@ impl Server {
         _permit: OwnedSemaphorePermit,
     ) {
         let shared = &self.shared;
+        // The address the client reached: scripts point it back there.
+        let local = match tcp.local_addr() {
+            Ok(addr) => SocketAddr::new(addr.ip().to_canonical(), addr.port()),
+            Err(_) => return,
+        };
         // Response heads are small and go out on their own write; don't let Nagle hold them.
         let _ = tcp.set_nodelay(true);
         if shared.pacing > 0
@@ -365,7 +397,7 @@ impl Server {
         let server = self.clone();
         let service = hyper::service::service_fn(move |request| {
             let server = server.clone();
-            async move { Ok::<_, Infallible>(server.respond(request, client, scheme).await) }
+            async move { Ok::<_, Infallible>(server.respond(request, client, local, scheme).await) }
         });
         if let Err(e) = shared
             .http1
@@ -380,6 +412,7 @@ impl Server {
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
+        local: SocketAddr,
         scheme: Scheme,
     ) -> Response<Body> {
         self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -390,14 +423,19 @@ impl Server {
             request.uri().path_and_query().map_or("", |p| p.as_str()),
             Instant::now(),
         );
-        let (parts, body) = self.route(&request, scheme).into_parts();
+        let (parts, body) = self.route(&request, local, scheme).into_parts();
         let mut body = body.with_access_log(log);
         body.log_response(parts.status);
         Response::from_parts(parts, body)
     }
 
     /// Dispatches a request by its [`Route`].
-    pub fn route<B>(&self, request: &Request<B>, scheme: Scheme) -> Response<Body> {
+    pub fn route<B>(
+        &self,
+        request: &Request<B>,
+        local: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<Body> {
         let method = request.method();
         // A boot server only hands things out (RFC 9110 §15.5.6: 405 names the allowed ones).
         if method != Method::GET && method != Method::HEAD {
@@ -408,16 +446,32 @@ impl Server {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        match Route::of(request.uri().path()) {
-            // Hook: scripts.rs renders the per-node script here.
-            Route::BootScript => not_found(),
-            // Hook: overlay.rs serves the node's generated overlay here.
-            Route::NodeOverlay { .. } => not_found(),
-            Route::File(path) => {
-                let delivery = match scheme {
-                    Scheme::Http => Delivery::Mapped,
-                    Scheme::Https => Delivery::Read,
-                };
+        let delivery = match scheme {
+            Scheme::Http => Delivery::Mapped,
+            Scheme::Https => Delivery::Read,
+        };
+        let uri = request.uri();
+        match (Route::of(uri.path()), &self.shared.boot) {
+            (Route::BootScript, Some(boot)) => boot.script(uri.query(), local, scheme),
+            (Route::NodeOverlay { mac }, Some(boot)) => boot.overlay(
+                method,
+                uri.path(),
+                mac,
+                uri.query(),
+                request.headers(),
+                local,
+            ),
+            (Route::BootFile(rest), Some(boot)) => boot.boot_file(
+                &self.shared.files,
+                method,
+                rest,
+                request.headers(),
+                delivery,
+            ),
+            (Route::BootScript | Route::NodeOverlay { .. } | Route::BootFile(_), None) => {
+                not_found()
+            }
+            (Route::File(path), _) => {
                 match self
                     .shared
                     .files
@@ -460,7 +514,7 @@ mod tests {
     fn the_daemon_can_spawn_serve_as_a_task() {
         fn spawnable<F: std::future::Future + Send + 'static>(_: &F) {}
         // Never polled: this only proves the future fits tokio::spawn / JoinSet::spawn.
-        let future = serve(crate::config::Config::embedded().unwrap().http);
+        let future = serve(Arc::new(crate::config::Config::embedded().unwrap()));
         spawnable(&future);
     }
 

@@ -1288,7 +1288,7 @@ fn someone_elses_program_is_kept_unless_forced_and_a_link_cannot_displace_it() {
 }
 
 #[test]
-fn another_xdpboots_link_is_kept_unless_forced_and_a_stale_one_is_replaced() {
+fn another_xdpboots_link_is_kept_even_when_forced_and_a_stale_one_is_replaced() {
     in_fresh_netns(|| {
         let Some(mut running) = load_or_skip() else {
             return;
@@ -1309,14 +1309,14 @@ fn another_xdpboots_link_is_kept_unless_forced_and_a_stale_one_is_replaced() {
         );
         assert!(err.to_string().contains("--force"), "{err}");
 
-        // Forced: the running daemon's link is detached under it (BPF_LINK_DETACH).
-        let attachment = ours
+        // Not even forced: the running daemon's sockets hold the queues, so taking its program
+        // away would leave both without a working backend.
+        let err = ours
             .attach("lo", AttachMode::Auto, ExistingProgram::Replace)
-            .expect("replace");
-        assert_eq!(lo_state().skb, Some(ours.program_id().expect("id")));
+            .expect_err("a running xdpboot is never replaced");
+        assert!(matches!(err, XdpError::AnotherXdpboot { .. }), "{err:?}");
+        assert_eq!(lo_state().skb, Some(running.program_id().expect("id")));
         drop(running_attachment);
-        assert_eq!(lo_state().skb, Some(ours.program_id().expect("id")));
-        drop(attachment);
         assert!(lo_state().is_empty());
 
         // An xdpboot program attached through netlink has no owner to stop: replaced

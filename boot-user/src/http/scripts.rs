@@ -1,0 +1,428 @@
+//! What iPXE fetches after DHCP: the per-node boot script (`/boot.ipxe?mac=…`), the kernel and
+//! initrds it names (`/boot/kernel`, `/boot/initrd/<n>`), and the node's signed overlay
+//! (`/nodes/<mac>/overlay.cpio?expires=…&sig=…`).
+//!
+//! The script is rendered from a template (`ipxe/boot.ipxe` by default) with the node's
+//! variables: those of its `[[node]]` entry, matched by MAC or UUID, and defaults otherwise.
+//! Every URL in it points back at the address the script was fetched from, so a multi-homed
+//! server hands each rack its own address, as the DHCP side does.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_lc_rs::hmac;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::files::{Delivery, StaticRoot, respond_open};
+use super::overlay::{OverlayCache, hex};
+use super::signed::UrlSigner;
+use super::{Body, Scheme};
+use crate::config::{Config, Node};
+use crate::dhcp::classify::{MacDisplay, UuidDisplay};
+use crate::dhcp::policy::{parse_mac, parse_uuid};
+use crate::template::{Value, Vars};
+
+/// Characters of a node's token (hex of an HMAC: 128 bits).
+const TOKEN_LEN: usize = 32;
+
+/// Why the boot content could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootContentError {
+    #[error("reading the URL secret {path}: {source}")]
+    ReadSecret { path: String, source: io::Error },
+    #[error("writing a new URL secret {path}: {source}")]
+    WriteSecret { path: String, source: io::Error },
+    #[error("the URL secret {path} is shorter than 16 bytes")]
+    ShortSecret { path: String },
+    #[error("generating a URL secret failed")]
+    Random,
+}
+
+/// The boot configuration the HTTP routes serve, with its signing key and overlay cache.
+pub struct BootContent {
+    config: Arc<Config>,
+    signer: UrlSigner,
+    /// Derives node tokens; the same secret as the signer, a separate purpose string.
+    token_key: hmac::Key,
+    overlays: OverlayCache,
+}
+
+impl std::fmt::Debug for BootContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootContent").finish_non_exhaustive()
+    }
+}
+
+/// The node's answer to a request that names it.
+struct NodeQuery {
+    mac: [u8; 6],
+    uuid: Option<[u8; 16]>,
+    arch: Option<String>,
+}
+
+impl BootContent {
+    /// Loads the URL secret (creating it, mode 0600, at first start).
+    pub fn new(config: Arc<Config>) -> Result<BootContent, BootContentError> {
+        let secret = load_or_create_secret(&config.boot.secret_file)?;
+        Ok(BootContent {
+            signer: UrlSigner::new(&secret),
+            token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            config,
+            overlays: OverlayCache::default(),
+        })
+    }
+
+    /// The overlays built so far (a storm must build each node's once).
+    pub fn overlay_builds(&self) -> u64 {
+        self.overlays.builds()
+    }
+
+    /// `/boot.ipxe?mac=…&uuid=…&arch=…`, fetched over a `scheme` connection to `local`.
+    pub fn script(&self, query: Option<&str>, local: SocketAddr, scheme: Scheme) -> Response<Body> {
+        let boot = &self.config.boot;
+        let Some(_) = &boot.kernel else {
+            tracing::warn!("a node asked for its boot script, but [boot] kernel is not set");
+            return text(StatusCode::NOT_FOUND, "no boot kernel configured\n");
+        };
+        let Some(node) = parse_query(query) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "boot.ipxe needs ?mac=aa:bb:cc:dd:ee:ff\n",
+            );
+        };
+        let entry = self.find_node(&node);
+        let server = local.ip().to_canonical();
+        // The URLs point where this request went when the scheme is the same (right behind a
+        // port mapping too), else at the configured port of the other listener.
+        let (wanted, configured_port) = if boot.https {
+            (Scheme::Https, self.config.http.https_port)
+        } else {
+            (Scheme::Http, self.config.http.port)
+        };
+        let port = if wanted == scheme {
+            local.port()
+        } else {
+            configured_port
+        };
+        let scheme = wanted.as_str();
+        let host = match server {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        let base = format!("{scheme}://{host}:{port}");
+        let mut vars = self.node_vars(&node, entry, &server.to_string());
+        let initrd_urls: Vec<String> = (0..boot.initrds.len())
+            .map(|i| format!("{base}/boot/initrd/{i}"))
+            .collect();
+        let mut initrd_names: Vec<String> = (0..boot.initrds.len())
+            .map(|i| format!("{i}.img"))
+            .collect();
+        let overlay_url = if self.config.overlay.is_empty() {
+            String::new()
+        } else {
+            initrd_names.push("overlay.cpio".into());
+            let path = format!("/nodes/{}/overlay.cpio", MacDisplay(&node.mac));
+            format!(
+                "{base}{}",
+                self.signer
+                    .sign(&path, SystemTime::now(), boot.url_lifetime)
+            )
+        };
+        let cmdline = match entry.and_then(|n| n.cmdline.as_deref()) {
+            Some(extra) if !boot.cmdline.is_empty() => format!("{} {extra}", boot.cmdline),
+            Some(extra) => extra.to_owned(),
+            None => boot.cmdline.clone(),
+        };
+        for (name, value) in [
+            ("base_url", Value::Text(base.clone())),
+            ("kernel_url", Value::Text(format!("{base}/boot/kernel"))),
+            ("initrd_urls", Value::List(initrd_urls)),
+            ("initrd_names", Value::List(initrd_names)),
+            ("overlay_url", Value::Text(overlay_url)),
+            ("cmdline", Value::Text(cmdline)),
+            ("retries", Value::Text(boot.retries.to_string())),
+            ("retry_delay", Value::Text(boot.retry_delay.to_string())),
+        ] {
+            vars.insert(name.to_owned(), value);
+        }
+        match boot.script.render(&vars) {
+            Ok(script) => {
+                let mut response = Response::new(Body::full(script.clone()));
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(script.len()));
+                // Scripts carry fresh signatures: never from a cache.
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Err(e) => {
+                tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "rendering the boot script failed");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "script rendering failed\n",
+                )
+            }
+        }
+    }
+
+    /// `/nodes/<mac>/overlay.cpio?expires=…&sig=…`: 403 unless signed for this path and not
+    /// expired, so one node cannot read another's overlay.
+    pub fn overlay(
+        &self,
+        method: &Method,
+        path: &str,
+        mac_text: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        local: SocketAddr,
+    ) -> Response<Body> {
+        if let Err(refusal) = self.signer.verify(path, query, SystemTime::now()) {
+            tracing::info!(path, reason = %refusal, "overlay refused");
+            return text(StatusCode::FORBIDDEN, "forbidden\n");
+        }
+        let Some(mac) = decode(mac_text).as_deref().and_then(parse_mac) else {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let query = NodeQuery {
+            mac,
+            uuid: None,
+            arch: None,
+        };
+        let entry = self.find_node(&query);
+        let server = local.ip().to_canonical().to_string();
+        let vars = self.node_vars(&query, entry, &server);
+        let key = MacDisplay(&mac).to_string();
+        let overlay = match self.overlays.get(&key, &self.config.overlay, &vars) {
+            Ok(overlay) => overlay,
+            Err(e) => {
+                tracing::warn!(mac = key, error = %e, "building the overlay failed");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "overlay failed\n");
+            }
+        };
+        let etag = HeaderValue::from_str(&format!("\"{}\"", overlay.hash))
+            .expect("a hex digest is a valid header value");
+        // RFC 9110 §13.1.2: a matching If-None-Match on GET/HEAD is a 304.
+        if headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response.headers_mut().insert(header::ETAG, etag);
+            return response;
+        }
+        let len = overlay.bytes.len();
+        let body = if method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::full(bytes::Bytes::from_owner(ArcBytes(overlay.bytes.clone())))
+        };
+        let mut response = Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, etag);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+        response
+    }
+
+    /// `/boot/kernel` and `/boot/initrd/<n>`: the files `[boot]` names, wherever they are.
+    /// Initrds are padded to a multiple of 4 bytes (see [`respond_open`]).
+    pub fn boot_file(
+        &self,
+        files: &StaticRoot,
+        method: &Method,
+        rest: &str,
+        headers: &HeaderMap,
+        delivery: Delivery,
+    ) -> Response<Body> {
+        let boot = &self.config.boot;
+        let (path, align): (Option<&Path>, u64) = match rest {
+            "kernel" => (boot.kernel.as_deref(), 1),
+            _ => match rest
+                .strip_prefix("initrd/")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(n) => (boot.initrds.get(n).map(|p| p.as_path()), 4),
+                None => (None, 1),
+            },
+        };
+        let Some(path) = path else {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        match files.open_path(path) {
+            Ok(file) => respond_open(method, &file, headers, delivery, align),
+            Err(refusal) => {
+                tracing::warn!(path = %path.display(), reason = %refusal, "a [boot] file cannot be served");
+                text(StatusCode::NOT_FOUND, "not found\n")
+            }
+        }
+    }
+
+    fn find_node(&self, query: &NodeQuery) -> Option<&Node> {
+        let by_mac = self.config.nodes.iter().find(|n| n.mac == Some(query.mac));
+        by_mac.or_else(|| {
+            let uuid = query.uuid?;
+            // Either byte order, as the DHCP policy matches (see policy::uuid_matches).
+            let swapped = crate::dhcp::classify::guid_to_uuid(&uuid);
+            self.config
+                .nodes
+                .iter()
+                .find(|n| n.uuid == Some(uuid) || n.uuid == Some(swapped))
+        })
+    }
+
+    /// Variables shared by scripts and overlays.
+    fn node_vars(&self, query: &NodeQuery, entry: Option<&Node>, server: &str) -> Vars {
+        let mac = MacDisplay(&query.mac).to_string();
+        let hostname = entry
+            .and_then(|n| n.hostname.clone())
+            .unwrap_or_else(|| format!("node-{}", mac.replace(':', "")));
+        let uuid = query
+            .uuid
+            .or_else(|| entry.and_then(|n| n.uuid))
+            .map(|u| UuidDisplay(&crate::dhcp::classify::guid_to_uuid(&u)).to_string())
+            .unwrap_or_default();
+        let token = hmac::sign(&self.token_key, format!("node-token\n{mac}").as_bytes());
+        let mut vars: Vars = BTreeMap::new();
+        if let Some(node) = entry {
+            for (name, value) in &node.vars {
+                vars.insert(name.clone(), Value::Text(value.clone()));
+            }
+        }
+        for (name, value) in [
+            ("mac", mac),
+            ("uuid", uuid),
+            ("arch", query.arch.clone().unwrap_or_default()),
+            ("hostname", hostname),
+            ("token", hex(token.as_ref())[..TOKEN_LEN].to_owned()),
+            ("server", server.to_owned()),
+        ] {
+            vars.insert(name.to_owned(), Value::Text(value));
+        }
+        vars
+    }
+}
+
+/// `mac=…&uuid=…&arch=…`, percent-decoded. `None` without a valid MAC.
+fn parse_query(query: Option<&str>) -> Option<NodeQuery> {
+    let (mut mac, mut uuid, mut arch) = (None, None, None);
+    for pair in query?.split('&') {
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = decode(value)?;
+        match name {
+            "mac" => mac = parse_mac(&value),
+            // The canonical text form; stored in wire (GUID) order like option 97.
+            "uuid" => uuid = parse_uuid(&value).map(|u| crate::dhcp::classify::guid_to_uuid(&u)),
+            "arch"
+                if value.len() <= 32
+                    && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                arch = Some(value)
+            }
+            _ => {}
+        }
+    }
+    Some(NodeQuery {
+        mac: mac?,
+        uuid,
+        arch,
+    })
+}
+
+fn decode(text: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    response
+}
+
+/// Lets a `Bytes` share an overlay's `Arc<[u8]>` without copying it.
+struct ArcBytes(Arc<[u8]>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Reads the URL secret, or creates it (0600, parent directories as needed).
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, BootContentError> {
+    let name = || path.display().to_string();
+    match std::fs::read(path) {
+        Ok(secret) if secret.len() >= 16 => return Ok(secret),
+        Ok(_) => return Err(BootContentError::ShortSecret { path: name() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(BootContentError::ReadSecret {
+                path: name(),
+                source,
+            });
+        }
+    }
+    let secret = UrlSigner::generate_secret().map_err(|_| BootContentError::Random)?;
+    let write = || -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(&secret)
+    };
+    write().map_err(|source| BootContentError::WriteSecret {
+        path: name(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), "created a new URL secret");
+    Ok(secret.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_need_a_mac_and_decode_it() {
+        let q = parse_query(Some("mac=52%3A54%3A00%3A12%3A34%3A56&arch=uefi-x64")).unwrap();
+        assert_eq!(q.mac, [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        assert_eq!(q.arch.as_deref(), Some("uefi-x64"));
+        assert!(parse_query(Some("arch=bios")).is_none());
+        assert!(parse_query(None).is_none());
+        let q = parse_query(Some("mac=52:54:00:12:34:56&arch=<script>")).unwrap();
+        assert_eq!(q.arch, None, "odd arch values are dropped, not rendered");
+    }
+}

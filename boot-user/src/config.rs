@@ -38,7 +38,25 @@ pub struct Config {
     /// Per-node settings, matched by MAC or UUID.
     pub nodes: Vec<Node>,
     pub policy: Policy,
+    pub admin: Admin,
 }
+
+/// The `[admin]` section: the listener for `/metrics` and the status page, and the bounds of
+/// the node table behind the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub enabled: bool,
+    pub listen: std::net::SocketAddr,
+    /// Most nodes the status page remembers; the least recently seen is forgotten first.
+    pub max_nodes: usize,
+    /// A node not seen for this long is forgotten.
+    pub node_ttl: Duration,
+}
+
+/// Upper bound of `admin.max_nodes`.
+pub const MAX_ADMIN_NODES: usize = 1_000_000;
+/// Upper bound of `admin.node_ttl_secs`: a week.
+pub const MAX_ADMIN_NODE_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// The `[boot]` section: what the default iPXE script boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +311,16 @@ struct FileConfig {
     overlay: Option<Vec<Spanned<FileOverlay>>>,
     node: Option<Vec<Spanned<FileNode>>>,
     policy: Option<Vec<Spanned<FileRule>>>,
+    admin: Option<FileAdmin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    max_nodes: Option<Spanned<usize>>,
+    node_ttl_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -547,6 +575,10 @@ impl Resolver<'_> {
             ));
         }
         let http = self.resolve_http(uh, dh)?;
+        let admin = self.resolve_admin(
+            user.admin.unwrap_or_default(),
+            default.admin.unwrap_or_default(),
+        )?;
         let (nodes_src, file_nodes) = match user.node {
             Some(nodes) => (self.user, nodes),
             None => (self.default, default.node.unwrap_or_default()),
@@ -602,6 +634,59 @@ impl Resolver<'_> {
             overlay,
             nodes,
             policy,
+            admin,
+        })
+    }
+
+    fn resolve_admin(&self, ua: FileAdmin, da: FileAdmin) -> Result<Admin, ConfigError> {
+        let incomplete = |key: &str| ConfigError {
+            file: DEFAULT_NAME.to_owned(),
+            line: None,
+            key: format!("admin.{key}"),
+            message: "missing from the embedded default".to_owned(),
+        };
+        let enabled = ua
+            .enabled
+            .or(da.enabled)
+            .ok_or_else(|| incomplete("enabled"))?;
+        let (src, listen) = self
+            .pick(ua.listen, da.listen)
+            .ok_or_else(|| incomplete("listen"))?;
+        let listen = listen.get_ref().parse().map_err(|_| {
+            src.error(
+                listen.span(),
+                "admin.listen",
+                format!(
+                    "{:?} is not an address and port like 127.0.0.1:9180 or [::1]:9180",
+                    listen.get_ref()
+                ),
+            )
+        })?;
+        let (src, max_nodes) = self
+            .pick(ua.max_nodes, da.max_nodes)
+            .ok_or_else(|| incomplete("max_nodes"))?;
+        if !(1..=MAX_ADMIN_NODES).contains(max_nodes.get_ref()) {
+            return Err(src.error(
+                max_nodes.span(),
+                "admin.max_nodes",
+                format!("must be between 1 and {MAX_ADMIN_NODES}"),
+            ));
+        }
+        let (src, ttl) = self
+            .pick(ua.node_ttl_secs, da.node_ttl_secs)
+            .ok_or_else(|| incomplete("node_ttl_secs"))?;
+        if !(1..=MAX_ADMIN_NODE_TTL_SECS).contains(ttl.get_ref()) {
+            return Err(src.error(
+                ttl.span(),
+                "admin.node_ttl_secs",
+                format!("must be between 1 and {MAX_ADMIN_NODE_TTL_SECS} seconds (a week)"),
+            ));
+        }
+        Ok(Admin {
+            enabled,
+            listen,
+            max_nodes: max_nodes.into_inner(),
+            node_ttl: Duration::from_secs(ttl.into_inner()),
         })
     }
 
@@ -1310,6 +1395,39 @@ mod tests {
         let e = error("[http]\ntls_cert = \"server.pem\"\n");
         assert_eq!((e.line, e.key.as_str()), (Some(2), "http.tls_cert"), "{e}");
         let e = error("[http]\ntls_generate = \"yes\"\n");
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn admin_settings_are_validated_with_their_line() {
+        let config = Config::embedded().unwrap();
+        assert!(config.admin.enabled);
+        assert!(
+            config.admin.listen.ip().is_loopback(),
+            "loopback by default"
+        );
+        let config = Config::parse(
+            "[admin]\nlisten = \"[::1]:9999\"\nmax_nodes = 5\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(config.admin.listen.to_string(), "[::1]:9999");
+        assert_eq!(config.admin.max_nodes, 5);
+        let e = error("[admin]\nenabled = true\nlisten = \"localhost\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "admin.listen"), "{e}");
+        let e = error("[admin]\nmax_nodes = 0\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(2), "admin.max_nodes"),
+            "{e}"
+        );
+        let e = error("[admin]\nnode_ttl_secs = 0\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(2), "admin.node_ttl_secs"),
+            "{e}"
+        );
+        let e = error("[admin]\nport = 1\n");
         assert_eq!(e.line, Some(2), "{e}");
     }
 

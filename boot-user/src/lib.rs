@@ -4,12 +4,18 @@
 //! benchmarks can drive the same code: the sans-IO DHCP core in [`dhcp`], the configuration in
 //! [`config`], the backends and the interface table in [`net`], the glue in [`service`], the
 //! read-only TFTP server for first-stage loaders in [`tftp`], and the HTTP(S) server for
-//! scripts, kernels and images in [`http`].
+//! scripts, kernels and images in [`http`]. What they do is observed in [`observe`] (metrics in
+//! [`metrics`], the node table in [`nodes`]) and shown on the admin listener in [`admin`].
 
+pub mod admin;
+pub mod bootapi;
 pub mod config;
 pub mod dhcp;
 pub mod http;
+pub mod metrics;
 pub mod net;
+pub mod nodes;
+pub mod observe;
 pub mod service;
 pub mod template;
 pub mod tftp;

@@ -17,6 +17,7 @@ use xdpboot::net::udp::UdpSocket;
 use xdpboot::net::xdp::AttachMode;
 use xdpboot::net::xdp::backend::{XdpInterface, XdpSettings};
 use xdpboot::net::xdp::program::{ExistingProgram, attached_counters, attached_xdp_on};
+use xdpboot::observe::Observer;
 use xdpboot::service::{FsLoaders, Service};
 use xdpboot::tftp::{TftpConfig, TftpServer};
 
@@ -32,6 +33,7 @@ use xdpboot::tftp::{TftpConfig, TftpServer};
         xdpboot check --config /etc/xdpboot/xdpboot.toml\n  \
         xdpboot check                                 validate and print the embedded default\n  \
         xdpboot stats --interface eth1                the XDP program's verdict counters\n  \
+        curl http://127.0.0.1:9180/metrics            metrics; /status is a live page of the nodes booting\n  \
         xdpboot boot -i eth1 vmlinuz initrd.img --cmdline console=ttyS0 --root /usr/lib/ipxe\n  \
                                                       quick mode: every client boots this kernel\n\n\
         Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=xdpboot=debug) for per-packet detail."
@@ -244,6 +246,16 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         config.http.port,
         config.http.https_port
     );
+    if config.admin.enabled {
+        println!(
+            "admin: http://{} (/metrics, /status, /api/nodes; up to {} nodes for {} s)",
+            config.admin.listen,
+            config.admin.max_nodes,
+            config.admin.node_ttl.as_secs()
+        );
+    } else {
+        println!("admin: off");
+    }
     println!("policy (first match wins):");
     for rule in &config.policy.rules {
         println!(
@@ -292,6 +304,8 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
 
     let (xdp, udp_names) = open_backends(&config, &table, existing)?;
     let stats = Arc::new(Stats::default());
+    // Metrics and the node table, fed by every server below, shown on the admin listener.
+    let observer = Observer::from_config(&config.admin);
     let responder = Responder::new(config.policy.clone(), config.url_ports());
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -302,14 +316,20 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
         .cloned()
         .collect();
     if !xdp.is_empty() {
-        let service = Arc::new(Service::new(
-            responder.clone(),
-            interfaces.clone(),
-            xdp_names,
-            &config.tftp.root,
-            stats.clone(),
-        ));
+        let service = Arc::new(
+            Service::new(
+                responder.clone(),
+                interfaces.clone(),
+                xdp_names,
+                &config.tftp.root,
+                stats.clone(),
+            )
+            .with_observer(observer.clone()),
+        );
         for iface in xdp {
+            if let Some(observer) = &observer {
+                observer.watch_xdp(&iface);
+            }
             let (service, interfaces) = (service.clone(), interfaces.clone());
             let name = iface.name().to_owned();
             tasks.spawn(async move {
@@ -321,13 +341,16 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
         }
     }
     if !udp_names.is_empty() {
-        let service = Arc::new(Service::new(
-            responder,
-            interfaces.clone(),
-            udp_names.clone(),
-            &config.tftp.root,
-            stats.clone(),
-        ));
+        let service = Arc::new(
+            Service::new(
+                responder,
+                interfaces.clone(),
+                udp_names.clone(),
+                &config.tftp.root,
+                stats.clone(),
+            )
+            .with_observer(observer.clone()),
+        );
         let dhcp = UdpSocket::bind(ServerPort::Dhcp)?;
         let pxe = UdpSocket::bind(ServerPort::Pxe)?;
         for name in &udp_names {
@@ -342,11 +365,22 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
         TftpConfig::from(&config.tftp),
         interfaces.clone(),
         config.interfaces.clone(),
-    )?;
+    )?
+    .with_observer(observer.clone());
     let tftp_stats = tftp.stats();
     tasks.spawn(async move { tftp.serve().await.context("TFTP") });
     let http = Arc::new(config.clone());
-    tasks.spawn(async move { xdpboot::http::serve(http).await.context("HTTP server") });
+    let http_observer = observer.clone();
+    tasks.spawn(async move {
+        xdpboot::http::serve_observed(http, http_observer)
+            .await
+            .context("HTTP server")
+    });
+    if let Some(observer) = observer {
+        observer.watch_dhcp(stats.clone());
+        observer.watch_tftp(tftp_stats.clone());
+        start_admin(&config, observer, &mut tasks).await;
+    }
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -376,6 +410,29 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
         .collect();
     tracing::info!(counters = counts.join(" "), "stopped");
     result
+}
+
+/// Starts the admin listener (`/metrics`, `/status`). Booting clients matters more than
+/// watching them: when the address cannot be bound, this says so and the daemon goes on.
+async fn start_admin(
+    config: &Config,
+    observer: Arc<Observer>,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) {
+    let listen = config.admin.listen;
+    match xdpboot::admin::AdminServer::bind(listen, observer).await {
+        Ok(admin) => {
+            tasks.spawn(async move {
+                admin.serve().await;
+                Ok(())
+            });
+        }
+        Err(e) => tracing::error!(
+            %listen,
+            error = %e,
+            "admin listener not started: no /metrics or /status (set [admin] listen, or enabled = false)"
+        ),
+    }
 }
 
 /// Sets up the XDP backend where the config asks for it (and, with `auto`, where it can

@@ -13,6 +13,7 @@ use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::stats::{Stats, malformed_name};
 use crate::dhcp::{Ignored, Ingress, LoaderIndex, Outcome, Reply, Responder, ServerPort};
 use crate::net::iface::Interfaces;
+use crate::observe::Observer;
 
 /// A reply and how to send it.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct Service {
     pub not_served: AtomicU64,
     /// Requests on a served interface that has no IPv4 address to hand out.
     pub no_address: AtomicU64,
+    /// Metrics and the node table; `None` when the admin side is off.
+    observer: Option<Arc<Observer>>,
 }
 
 impl Service {
@@ -54,13 +57,23 @@ impl Service {
             stats,
             not_served: AtomicU64::new(0),
             no_address: AtomicU64::new(0),
+            observer: None,
         }
+    }
+
+    /// Reports every decision to `observer` too.
+    pub fn with_observer(mut self, observer: Option<Arc<Observer>>) -> Service {
+        self.observer = observer;
+        self
     }
 
     /// Counts a request that arrived where no served interface is (e.g. a VLAN without a
     /// sub-interface).
     pub fn count_not_served(&self) {
         self.not_served.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = &self.observer {
+            observer.dhcp_unanswered("not_served", "");
+        }
     }
 
     /// Handles one request payload that arrived on `ifindex`, from `source`, addressed to
@@ -73,13 +86,17 @@ impl Service {
         destination: Ipv4Addr,
         bytes: &[u8],
     ) -> Option<Answer> {
+        let started = Instant::now();
         let table = self.interfaces.snapshot();
         let Some(iface) = table.get(ifindex).filter(|i| self.served.contains(&i.name)) else {
-            self.not_served.fetch_add(1, Ordering::Relaxed);
+            self.count_not_served();
             return None;
         };
         let Some(server) = iface.server_address(destination, peek_giaddr(bytes)) else {
             self.no_address.fetch_add(1, Ordering::Relaxed);
+            if let Some(observer) = &self.observer {
+                observer.dhcp_unanswered("no_address", &iface.name);
+            }
             tracing::debug!(iface = %iface.name, "request on an interface without an IPv4 address");
             return None;
         };
@@ -91,6 +108,9 @@ impl Service {
         let outcome = self.responder.handle(bytes, &ingress, &self.loaders);
         self.stats.record(&outcome);
         log_decision(&outcome, &iface.name, port);
+        if let Some(observer) = &self.observer {
+            observer.dhcp(&iface.name, port, source, &outcome, started.elapsed());
+        }
         match outcome {
             Outcome::Reply { reply, .. } => Some(Answer {
                 reply,

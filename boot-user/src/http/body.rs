@@ -14,6 +14,7 @@ use http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
 use super::files::{Delivery, OpenFile};
+use crate::observe::{HttpRequest, Observer};
 
 /// Largest slice of a mapped file handed to hyper at once. It costs no memory (it references
 /// the map); it bounds how far the access log's byte count can run ahead of the socket.
@@ -217,6 +218,7 @@ pub(crate) struct AccessLog {
     /// Body bytes the response promised.
     pub expected: u64,
     pub failed: bool,
+    observer: Option<Arc<Observer>>,
 }
 
 impl AccessLog {
@@ -241,7 +243,14 @@ impl AccessLog {
             bytes: 0,
             expected: 0,
             failed: false,
+            observer: None,
         }
+    }
+
+    /// Reports the request to `observer` too when it ends.
+    pub fn observed_by(mut self, observer: Option<Arc<Observer>>) -> AccessLog {
+        self.observer = observer;
+        self
     }
 }
 
@@ -261,6 +270,22 @@ impl Drop for AccessLog {
             ms = self.started.elapsed().as_millis() as u64,
             "request"
         );
+        if let Some(observer) = &self.observer {
+            observer.http_request(&HttpRequest {
+                client: self.client.ip(),
+                method: &self.method,
+                target: &self.path,
+                status: self.status,
+                bytes: self.bytes,
+                // A failed body counts as cut short, whatever it had sent.
+                expected: if self.failed {
+                    self.expected.max(self.bytes + 1)
+                } else {
+                    self.expected
+                },
+                duration: self.started.elapsed(),
+            });
+        }
     }
 }
 

@@ -44,6 +44,7 @@ pub use files::Delivery;
 pub use stream::MapRegistry;
 
 use crate::config;
+use crate::observe::Observer;
 use body::AccessLog;
 use files::StaticRoot;
 use scripts::BootContent;
@@ -203,6 +204,14 @@ fn bind_any(port: u16) -> io::Result<TcpListener> {
 /// the TLS certificate, raises the descriptor limit to fit `max_connections`, binds the ports
 /// and serves. Returns only on a start-up error.
 pub async fn serve(config: Arc<config::Config>) -> Result<(), HttpError> {
+    serve_observed(config, None).await
+}
+
+/// [`serve`], reporting every request to `observer` too.
+pub async fn serve_observed(
+    config: Arc<config::Config>,
+    observer: Option<Arc<Observer>>,
+) -> Result<(), HttpError> {
     let http = &config.http;
     let tls = if http.https_port == 0 {
         None
@@ -214,6 +223,7 @@ pub async fn serve(config: Arc<config::Config>) -> Result<(), HttpError> {
     let boot = BootContent::new(config.clone())?;
     Server::new(http, tls)
         .with_boot(Arc::new(boot))
+        .with_observer(observer)
         .serve(listeners)
         .await
 }
@@ -257,6 +267,8 @@ struct Shared {
     /// SO_MAX_PACING_RATE in bytes per second; 0 leaves sockets unpaced.
     pacing: u64,
     stats: Stats,
+    /// Told of every request when its response ends; `None` when the admin side is off.
+    observer: Option<Arc<Observer>>,
 }
 
 impl Server {
@@ -282,6 +294,7 @@ impl Server {
                 send_timeout: config.send_timeout,
                 pacing: u64::from(config.pacing_mbit) * 1_000_000 / 8,
                 stats: Stats::default(),
+                observer: None,
             }),
         }
     }
@@ -290,6 +303,14 @@ impl Server {
     pub fn with_boot(mut self, boot: Arc<BootContent>) -> Server {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.boot = Some(boot);
+        }
+        self
+    }
+
+    /// Reports every request to `observer` too. Call before `serve`.
+    pub fn with_observer(mut self, observer: Option<Arc<Observer>>) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.observer = observer;
         }
         self
     }
@@ -422,7 +443,8 @@ impl Server {
             request.method().clone(),
             request.uri().path_and_query().map_or("", |p| p.as_str()),
             Instant::now(),
-        );
+        )
+        .observed_by(self.shared.observer.clone());
         let (parts, body) = self.route(&request, local, scheme).into_parts();
         let mut body = body.with_access_log(log);
         body.log_response(parts.status);

@@ -35,6 +35,7 @@ use super::session::{Session, SessionLimits};
 use super::stats::TftpStats;
 use crate::net::iface::Interfaces;
 use crate::net::udp;
+use crate::observe::{Observer, TftpTransfer};
 
 /// Concurrent transfers allowed by default: far more than a rack boots at once, and at most a
 /// few hundred MB of buffers even at the largest block size.
@@ -120,6 +121,8 @@ struct Shared {
     /// Clients (address and port) with a transfer running.
     active: Mutex<HashSet<SocketAddrV4>>,
     last_busy_warning: Mutex<Option<Instant>>,
+    /// Told of every transfer's end; `None` when the admin side is off.
+    observer: Option<Arc<Observer>>,
 }
 
 impl TftpServer {
@@ -166,8 +169,17 @@ impl TftpServer {
                 stats: Arc::new(TftpStats::default()),
                 active: Mutex::new(HashSet::new()),
                 last_busy_warning: Mutex::new(None),
+                observer: None,
             }),
         })
+    }
+
+    /// Reports every transfer to `observer` too. Call before `serve`.
+    pub fn with_observer(mut self, observer: Option<Arc<Observer>>) -> TftpServer {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.observer = observer;
+        }
+        self
     }
 
     /// The bound port (the ephemeral one when configured with 0).
@@ -324,6 +336,12 @@ impl Drop for Slot {
 }
 
 impl Shared {
+    fn observe(&self, transfer: TftpTransfer<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.tftp_transfer(&transfer);
+        }
+    }
+
     fn warn_busy(&self) {
         let mut last = self
             .last_busy_warning
@@ -366,6 +384,14 @@ async fn transfer(
         Err(e) => {
             shared.stats.count("file", e.name());
             tracing::info!(%client, iface, file, outcome = e.name(), error = e.error_code().number(), "tftp request refused");
+            shared.observe(TftpTransfer {
+                client,
+                interface: &iface,
+                file,
+                bytes: 0,
+                duration: started.elapsed(),
+                error: Some(e.message().to_owned()),
+            });
             let mut reply = Vec::new();
             packet::write_error(&mut reply, e.error_code(), e.message());
             let _ = socket.send_to(&reply, SocketAddr::V4(client)).await;
@@ -391,7 +417,16 @@ async fn transfer(
     };
     shared.stats.count("transfer", outcome);
     shared.stats.add_bytes(summary.bytes);
+    shared.stats.add_retransmits(summary.retransmits);
     let error = summary.result.as_ref().err().map(ToString::to_string);
+    shared.observe(TftpTransfer {
+        client,
+        interface: &iface,
+        file,
+        bytes: summary.bytes,
+        duration: started.elapsed(),
+        error: error.clone(),
+    });
     tracing::info!(
         %client,
         iface,

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::program::{
-    AttachMode, ExistingProgram, ProgramConfig, TeeRing, XdpAttachment, XdpError, XdpProgram,
-    parse_tee_record,
+    AttachMode, CounterReader, ExistingProgram, ProgramConfig, TeeRing, XdpAttachment, XdpError,
+    XdpProgram, parse_tee_record,
 };
 use super::xsk::{self, XskError, XskInterface, XskOptions, XskQueue};
 use crate::dhcp::{Destination, ServerPort};
@@ -126,6 +126,12 @@ impl XdpInterface {
 
     pub fn queue_count(&self) -> usize {
         self.queues.len()
+    }
+
+    /// A reader of the program's verdict counters that outlives [`XdpInterface::serve`]'s
+    /// ownership of the program (for the metrics).
+    pub fn counter_reader(&self) -> Result<CounterReader, XdpError> {
+        self.program.counter_reader()
     }
 
     /// Serves until a socket fails; the program stays attached as long as the returned future

@@ -605,6 +605,33 @@ impl XdpProgram {
         sum_counters(&self.counter_map()?)
     }
 
+    /// A second handle on this program's counters, for a reader elsewhere (the metrics
+    /// collector) while the backend owns the program.
+    pub fn counter_reader(&self) -> Result<CounterReader, XdpError> {
+        let map = self.map(COUNTERS_MAP)?;
+        let missing = |source| XdpError::MissingMap {
+            name: COUNTERS_MAP,
+            source: Some(source),
+        };
+        let Map::PerCpuArray(data) = map else {
+            return Err(XdpError::MissingMap {
+                name: COUNTERS_MAP,
+                source: None,
+            });
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+            missing(MapError::SyscallError(aya::sys::SyscallError {
+                call: "dup",
+                io_error,
+            }))
+        })?;
+        let map = MapData::from_fd(fd)
+            .and_then(Map::from_map_data)
+            .and_then(PerCpuArray::try_from)
+            .map_err(missing)?;
+        Ok(CounterReader { map })
+    }
+
     /// Attaches the program to `interface` through a BPF link, so it goes away with this
     /// process. [`AttachMode::Auto`] tries driver mode first and falls back to skb mode with
     /// a warning. An XDP program already on the interface is handled as `existing` says.
@@ -948,6 +975,25 @@ fn sum_counters<T: Borrow<MapData>>(map: &PerCpuArray<T, u64>) -> Result<Counter
         *value = per_cpu.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
     }
     Ok(values)
+}
+
+/// The verdict counters of one program, readable apart from it (its own descriptor of the
+/// counter map; the map lives as long as either does).
+pub struct CounterReader {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl fmt::Debug for CounterReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CounterReader").finish_non_exhaustive()
+    }
+}
+
+impl CounterReader {
+    /// The verdict counters summed over all CPUs.
+    pub fn read(&self) -> Result<CounterValues, XdpError> {
+        sum_counters(&self.map)
+    }
 }
 
 /// The program attached to one interface. Dropping it detaches the program (the BPF link's

@@ -1,0 +1,503 @@
+//! The one place the servers report to: each DHCP decision, TFTP transfer and HTTP request is
+//! one call on the shared [`Observer`], which moves the metrics ([`crate::metrics`]) and the
+//! node tracker ([`crate::nodes`]). The servers hold an `Option<Arc<Observer>>`: `None` when
+//! `[admin] enabled = false`, and then they do nothing extra at all.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Method, StatusCode};
+use percent_encoding::percent_decode_str;
+
+use crate::config::Admin;
+use crate::dhcp::classify::{Client, ServerPort};
+use crate::dhcp::policy::parse_mac;
+use crate::dhcp::stats::{Stats as DhcpStats, malformed_name};
+use crate::dhcp::{Ignored, Outcome};
+use crate::http::Route;
+use crate::metrics::{
+    AttributionLabels, HttpLabels, Metrics, PortLabels, ReasonLabels, ReplyLabels, RouteLabels,
+    StageLabels,
+};
+use crate::net::xdp::backend::XdpInterface;
+use crate::nodes::{
+    DhcpAnswer, DhcpSeen, Fetch, Fetched, Firmware, Limits, NodeTracker, NodesView, Stage, Update,
+};
+use crate::tftp::stats::TftpStats;
+
+/// Where the kernel keeps its IPv4 neighbour (ARP) table, one entry a line.
+const ARP_TABLE: &str = "/proc/net/arp";
+
+/// A TFTP transfer that ended (or could not start).
+#[derive(Debug, Clone)]
+pub struct TftpTransfer<'a> {
+    pub client: SocketAddrV4,
+    pub interface: &'a str,
+    pub file: &'a str,
+    /// Bytes the client acknowledged.
+    pub bytes: u64,
+    pub duration: Duration,
+    /// Why it failed; `None` for a complete transfer.
+    pub error: Option<String>,
+}
+
+/// An HTTP(S) response that was finished or abandoned.
+#[derive(Debug, Clone)]
+pub struct HttpRequest<'a> {
+    pub client: IpAddr,
+    pub method: &'a Method,
+    /// The request target as sent: path and query, percent-encoded.
+    pub target: &'a str,
+    pub status: StatusCode,
+    /// Body bytes handed to the connection, and how many the response promised.
+    pub bytes: u64,
+    pub expected: u64,
+    pub duration: Duration,
+}
+
+/// Metrics and the node tracker, fed by every server.
+#[derive(Debug)]
+pub struct Observer {
+    pub metrics: Metrics,
+    nodes: Arc<Mutex<NodeTracker>>,
+    /// The tracker's version, readable without its lock (the event stream polls it).
+    version: AtomicU64,
+}
+
+impl Observer {
+    pub fn new(limits: Limits) -> Observer {
+        let nodes = Arc::new(Mutex::new(NodeTracker::new(limits)));
+        Observer {
+            metrics: Metrics::new(nodes.clone()),
+            nodes,
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// The daemon's observer, or `None` when `[admin]` is disabled.
+    pub fn from_config(admin: &Admin) -> Option<Arc<Observer>> {
+        admin.enabled.then(|| {
+            Arc::new(Observer::new(Limits {
+                max_nodes: admin.max_nodes,
+                ttl: admin.node_ttl,
+            }))
+        })
+    }
+
+    fn tracker(&self) -> MutexGuard<'_, NodeTracker> {
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes of the node table since start.
+    pub fn nodes_version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// The node table, most recently seen first, at most `limit` rows.
+    pub fn nodes(&self, limit: usize) -> NodesView {
+        let mut tracker = self.tracker();
+        let now = Instant::now();
+        tracker.expire(now);
+        self.version.store(tracker.version(), Ordering::Relaxed);
+        tracker.snapshot(now, SystemTime::now(), limit)
+    }
+
+    /// Reads the XDP program's counters on `iface` at every scrape.
+    pub fn watch_xdp(&self, iface: &XdpInterface) {
+        match iface.counter_reader() {
+            Ok(reader) => self.metrics.watch_xdp(iface.name(), reader),
+            Err(e) => {
+                tracing::warn!(iface = %iface.name(), error = %e, "XDP counters will be missing from /metrics")
+            }
+        }
+    }
+
+    pub fn watch_tftp(&self, stats: Arc<TftpStats>) {
+        self.metrics.watch_tftp(stats);
+    }
+
+    pub fn watch_dhcp(&self, stats: Arc<DhcpStats>) {
+        self.metrics.watch_dhcp(stats);
+    }
+
+    fn record(&self, protocol: &'static str, update: Update) {
+        self.metrics
+            .node_events
+            .get_or_create(&AttributionLabels {
+                protocol,
+                attribution: update.attribution.name(),
+            })
+            .inc();
+        if let Some((stage, after)) = update.reached
+            && stage != Stage::Dhcp
+        {
+            self.metrics
+                .boot_stage_seconds
+                .get_or_create(&StageLabels {
+                    stage: stage.name(),
+                })
+                .observe(after.as_secs_f64());
+        }
+    }
+
+    fn track(&self, protocol: &'static str, event: impl FnOnce(&mut NodeTracker) -> Update) {
+        let mut tracker = self.tracker();
+        let update = event(&mut tracker);
+        self.version.store(tracker.version(), Ordering::Relaxed);
+        drop(tracker);
+        self.record(protocol, update);
+    }
+
+    /// One DHCP decision (`Service::handle`): the request from `source` on `iface`, decided in
+    /// `elapsed`.
+    pub fn dhcp(
+        &self,
+        iface: &str,
+        port: ServerPort,
+        source: SocketAddrV4,
+        outcome: &Outcome,
+        elapsed: Duration,
+    ) {
+        let m = &self.metrics;
+        m.dhcp_decision_seconds
+            .get_or_create(&PortLabels {
+                port: port.number(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let interface = iface.to_owned();
+        let (client, answer) = match outcome {
+            Outcome::Malformed(malformed) => {
+                m.dhcp_malformed
+                    .get_or_create(&ReasonLabels {
+                        reason: malformed_name(*malformed),
+                        interface,
+                    })
+                    .inc();
+                return;
+            }
+            Outcome::Ignored { client, reason } => {
+                m.dhcp_ignored
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.name(),
+                        interface,
+                    })
+                    .inc();
+                // Plain DHCP and a boot client's REQUEST to the site server are not boot
+                // decisions: no row for them.
+                if matches!(reason, Ignored::NotBootRequest | Ignored::MessageType(_)) {
+                    return;
+                }
+                let error = !matches!(reason, Ignored::Silent { .. });
+                (
+                    client,
+                    DhcpAnswer::NotAnswered {
+                        reason: reason.name(),
+                        error,
+                    },
+                )
+            }
+            Outcome::Reply {
+                client,
+                action,
+                reply,
+                ..
+            } => {
+                m.dhcp_replies
+                    .get_or_create(&ReplyLabels {
+                        kind: reply.kind.name(),
+                        arch: client.arch.map_or("none", |a| a.name()),
+                        firmware: Firmware::of(client).name(),
+                        interface,
+                    })
+                    .inc();
+                (
+                    client,
+                    DhcpAnswer::Answered {
+                        reply: reply.kind.name(),
+                        file: action.boot_file().unwrap_or_default(),
+                    },
+                )
+            }
+        };
+        let Some(mac) = client.mac else {
+            return;
+        };
+        let seen = DhcpSeen {
+            mac,
+            uuid: client.uuid,
+            arch: client.arch,
+            firmware: Firmware::of(client),
+            interface: iface,
+            address: client_address(client, port, source),
+            answer,
+        };
+        self.track("dhcp", |t| t.dhcp(Instant::now(), &seen));
+    }
+
+    /// A DHCP request dropped before the core saw it: on an interface not served, or on one
+    /// without an IPv4 address to hand out.
+    pub fn dhcp_unanswered(&self, reason: &'static str, iface: &str) {
+        self.metrics
+            .dhcp_ignored
+            .get_or_create(&ReasonLabels {
+                reason,
+                interface: iface.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One TFTP transfer, finished or refused.
+    pub fn tftp_transfer(&self, transfer: &TftpTransfer<'_>) {
+        if transfer.error.is_none() {
+            self.metrics
+                .tftp_transfer_seconds
+                .observe(transfer.duration.as_secs_f64());
+        }
+        let fetch = Fetch {
+            client: *transfer.client.ip(),
+            what: Fetched::Loader(transfer.file),
+            protocol: "tftp",
+            ok: transfer.error.is_none(),
+            bytes: transfer.bytes,
+            duration: transfer.duration,
+            error: transfer.error.clone(),
+        };
+        self.track("tftp", |t| t.fetch(Instant::now(), &fetch, neighbour_mac));
+    }
+
+    /// One HTTP(S) response.
+    pub fn http_request(&self, request: &HttpRequest<'_>) {
+        let (path, query) = match request.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (request.target, None),
+        };
+        let (route, fetched) = classify_http(path, query);
+        let m = &self.metrics;
+        m.http_requests
+            .get_or_create(&HttpLabels {
+                route,
+                status: request.status.as_u16(),
+            })
+            .inc();
+        m.http_sent_bytes
+            .get_or_create(&RouteLabels { route })
+            .inc_by(request.bytes);
+        m.http_request_seconds
+            .get_or_create(&RouteLabels { route })
+            .observe(request.duration.as_secs_f64());
+        // A HEAD fetches nothing: it moves the metrics, not the node.
+        let (Some(fetched), IpAddr::V4(client), &Method::GET) =
+            (fetched, request.client, request.method)
+        else {
+            return;
+        };
+        let success = request.status.is_success() || request.status == StatusCode::NOT_MODIFIED;
+        let complete = request.bytes >= request.expected;
+        let error = if !success {
+            Some(format!(
+                "{} {}",
+                request.status.as_u16(),
+                request.status.canonical_reason().unwrap_or_default()
+            ))
+        } else if !complete {
+            Some(format!(
+                "connection ended after {} of {} bytes",
+                request.bytes, request.expected
+            ))
+        } else {
+            None
+        };
+        let fetch = Fetch {
+            client,
+            what: fetched,
+            protocol: "http",
+            ok: error.is_none(),
+            bytes: request.bytes,
+            duration: request.duration,
+            error,
+        };
+        self.track("http", |t| t.fetch(Instant::now(), &fetch, neighbour_mac));
+    }
+}
+
+/// The client's own address when its request shows it: ciaddr, or the source of a port-4011
+/// REQUEST that did not come through a relay. A DISCOVER's source is 0.0.0.0 or a relay.
+fn client_address(client: &Client, port: ServerPort, source: SocketAddrV4) -> Option<Ipv4Addr> {
+    if !client.ciaddr.is_unspecified() {
+        return Some(client.ciaddr);
+    }
+    (port == ServerPort::Pxe && client.giaddr.is_unspecified() && !source.ip().is_unspecified())
+        .then_some(*source.ip())
+}
+
+/// The route label of a request and what it fetched for the node tracker, from its path and
+/// query (percent-encoded, as sent).
+pub fn classify_http<'a>(
+    path: &'a str,
+    query: Option<&'a str>,
+) -> (&'static str, Option<Fetched<'a>>) {
+    match Route::of(path) {
+        Route::BootScript => {
+            let mac = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .find_map(|pair| pair.strip_prefix("mac="))
+                .and_then(decoded_mac);
+            ("script", mac.map(Fetched::Script))
+        }
+        Route::NodeOverlay { mac } => ("overlay", decoded_mac(mac).map(Fetched::Overlay)),
+        Route::BootFile("kernel") => ("kernel", Some(Fetched::Kernel)),
+        Route::BootFile(rest) if rest.starts_with("initrd/") => ("initrd", Some(Fetched::Initrd)),
+        Route::BootFile(rest) => ("file", Some(Fetched::Other(rest))),
+        Route::File(path) if is_loader(path) => ("loader", Some(Fetched::Loader(path))),
+        Route::File(path) => ("file", Some(Fetched::Other(path))),
+    }
+}
+
+fn decoded_mac(text: &str) -> Option<[u8; 6]> {
+    parse_mac(&percent_decode_str(text).decode_utf8().ok()?)
+}
+
+/// Names first-stage loaders have: iPXE builds (`.efi`, `.kpxe`, `.pxe`, `.lkrn`) and
+/// pxelinux-style `.0`.
+fn is_loader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    [".efi", ".kpxe", ".pxe", ".lkrn", ".0"]
+        .iter()
+        .any(|ext| name.len() > ext.len() && name.ends_with(ext))
+}
+
+/// The MAC of the kernel's complete neighbour entry for `ip` (`/proc/net/arp`: address, hw
+/// type, flags, hw address, mask, device; flags 0x0 is an unresolved entry).
+fn neighbour_mac(ip: Ipv4Addr) -> Option<[u8; 6]> {
+    let table = std::fs::read_to_string(ARP_TABLE).ok()?;
+    parse_arp_table(&table, ip)
+}
+
+fn parse_arp_table(table: &str, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    let wanted = ip.to_string();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [address, _, flags, mac, ..] if *address == wanted && *flags != "0x0" => {
+                parse_mac(mac).filter(|m| *m != [0; 6])
+            }
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_routes_name_the_node_and_the_stage() {
+        assert_eq!(
+            classify_http(
+                "/boot.ipxe",
+                Some("mac=52%3A54%3A00%3A00%3A00%3A0a&arch=bios")
+            ),
+            ("script", Some(Fetched::Script([0x52, 0x54, 0, 0, 0, 0xa])))
+        );
+        assert_eq!(
+            classify_http(
+                "/nodes/52:54:00:00:00:0a/overlay.cpio",
+                Some("expires=1&sig=x")
+            ),
+            (
+                "overlay",
+                Some(Fetched::Overlay([0x52, 0x54, 0, 0, 0, 0xa]))
+            )
+        );
+        assert_eq!(
+            classify_http("/boot/kernel", None),
+            ("kernel", Some(Fetched::Kernel))
+        );
+        assert_eq!(
+            classify_http("/boot/initrd/1", None),
+            ("initrd", Some(Fetched::Initrd))
+        );
+        assert_eq!(
+            classify_http("/ipxe-amd64.efi", None),
+            ("loader", Some(Fetched::Loader("/ipxe-amd64.efi")))
+        );
+        assert_eq!(
+            classify_http("/images/root.squashfs", None),
+            ("file", Some(Fetched::Other("/images/root.squashfs")))
+        );
+        assert_eq!(classify_http("/boot.ipxe", None), ("script", None));
+    }
+
+    #[test]
+    fn a_head_request_moves_the_metrics_not_the_node() {
+        let observer = Observer::new(Limits {
+            max_nodes: 10,
+            ttl: Duration::from_secs(60),
+        });
+        let request = |method| HttpRequest {
+            client: Ipv4Addr::new(198, 18, 0, 10).into(),
+            method,
+            target: "/boot.ipxe?mac=52:54:00:00:00:0a",
+            status: StatusCode::OK,
+            bytes: 0,
+            expected: 0,
+            duration: Duration::ZERO,
+        };
+        observer.http_request(&request(&Method::HEAD));
+        assert!(observer.nodes(10).nodes.is_empty());
+        assert!(
+            observer
+                .metrics
+                .encode()
+                .contains("xdpboot_http_requests_total{route=\"script\",status=\"200\"} 1")
+        );
+        observer.http_request(&request(&Method::GET));
+        assert_eq!(observer.nodes(10).nodes.len(), 1);
+    }
+
+    #[test]
+    fn the_arp_table_gives_complete_entries_only() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                     198.18.0.10      0x1         0x2         52:54:00:00:00:0a     *        eth0\n\
+                     198.18.0.11      0x1         0x0         00:00:00:00:00:00     *        eth0\n";
+        assert_eq!(
+            parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 10)),
+            Some([0x52, 0x54, 0, 0, 0, 0xa])
+        );
+        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 11)), None);
+        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 12)), None);
+    }
+
+    #[test]
+    fn a_client_address_is_learnt_only_where_the_request_shows_it() {
+        let mut client = Client {
+            message_type: dhcproto::v4::MessageType::Request,
+            port: ServerPort::Pxe,
+            xid: 1,
+            mac: Some([2; 6]),
+            arch: None,
+            protocol: None,
+            undi: None,
+            uuid: None,
+            ipxe: None,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+        };
+        let from = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 10), 68);
+        assert_eq!(
+            client_address(&client, ServerPort::Pxe, from),
+            Some(*from.ip())
+        );
+        assert_eq!(client_address(&client, ServerPort::Dhcp, from), None);
+        client.giaddr = Ipv4Addr::new(198, 18, 1, 1);
+        assert_eq!(client_address(&client, ServerPort::Pxe, from), None);
+        client.ciaddr = Ipv4Addr::new(198, 18, 1, 20);
+        assert_eq!(
+            client_address(&client, ServerPort::Dhcp, from),
+            Some(client.ciaddr)
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
 use xdpboot::config::Config;
-use xdpboot::dhcp::{Ingress, LoaderIndex, Outcome, Responder, ServerPort};
+use xdpboot::dhcp::{AdmitAll, Ingress, LoaderIndex, Outcome, Responder, ServerPort};
 
 struct AllLoaders;
 impl LoaderIndex for AllLoaders {
@@ -34,7 +34,9 @@ fn main() {
         let start = Instant::now();
         let mut replies = 0u32;
         for _ in 0..ROUNDS {
-            if let Outcome::Reply { .. } = responder.handle(&bytes, &ingress, &AllLoaders) {
+            if let Outcome::Reply { .. } =
+                responder.handle(&bytes, &ingress, &AllLoaders, &AdmitAll)
+            {
                 replies += 1;
             }
         }

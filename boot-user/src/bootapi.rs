@@ -90,6 +90,23 @@ pub enum Lookup {
     Failed(ApiError),
 }
 
+/// DHCP asks the API through the cache, never waiting (see [`BootApi::lookup_now`]).
+impl crate::dhcp::Admission for Arc<BootApi> {
+    fn admit(&self, mac: Option<[u8; 6]>) -> crate::dhcp::Admit {
+        use crate::dhcp::Admit;
+        // Only Ethernet clients can be looked up by MAC; others are not the API's machines.
+        let Some(mac) = mac else {
+            return Admit::NotOurs;
+        };
+        match self.lookup_now(mac) {
+            Lookup::Decided(ApiDecision::Boot(_)) => Admit::Yes,
+            Lookup::Decided(ApiDecision::NotOurs) => Admit::NotOurs,
+            Lookup::Pending => Admit::Pending,
+            Lookup::Failed(_) => Admit::Unavailable,
+        }
+    }
+}
+
 /// The API client with its cache.
 pub struct BootApi {
     /// `http://host:port/prefix` without a trailing slash.

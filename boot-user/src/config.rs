@@ -39,6 +39,7 @@ pub struct Config {
     pub nodes: Vec<Node>,
     pub policy: Policy,
     pub admin: Admin,
+    pub api: Api,
 }
 
 /// The `[admin]` section: the listener for `/metrics` and the status page, and the bounds of
@@ -57,6 +58,16 @@ pub struct Admin {
 pub const MAX_ADMIN_NODES: usize = 1_000_000;
 /// Upper bound of `admin.node_ttl_secs`: a week.
 pub const MAX_ADMIN_NODE_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// The `[api]` section: boot decisions from an external system (pixiecore's API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// `http://host:port/prefix`; `None` (an empty `url`) keeps decisions in the policy table.
+    pub url: Option<String>,
+    pub timeout: std::time::Duration,
+    pub cache_ttl: std::time::Duration,
+    pub max_cache: usize,
+}
 
 /// The `[boot]` section: what the default iPXE script boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +323,7 @@ struct FileConfig {
     node: Option<Vec<Spanned<FileNode>>>,
     policy: Option<Vec<Spanned<FileRule>>>,
     admin: Option<FileAdmin>,
+    api: Option<FileApi>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,6 +333,15 @@ struct FileAdmin {
     listen: Option<Spanned<String>>,
     max_nodes: Option<Spanned<usize>>,
     node_ttl_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    url: Option<Spanned<String>>,
+    timeout_secs: Option<Spanned<u64>>,
+    cache_secs: Option<u64>,
+    max_cache: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -575,6 +596,10 @@ impl Resolver<'_> {
             ));
         }
         let http = self.resolve_http(uh, dh)?;
+        let api = self.resolve_api(
+            user.api.unwrap_or_default(),
+            default.api.unwrap_or_default(),
+        )?;
         let admin = self.resolve_admin(
             user.admin.unwrap_or_default(),
             default.admin.unwrap_or_default(),
@@ -635,6 +660,7 @@ impl Resolver<'_> {
             nodes,
             policy,
             admin,
+            api,
         })
     }
 
@@ -687,6 +713,55 @@ impl Resolver<'_> {
             listen,
             max_nodes: max_nodes.into_inner(),
             node_ttl: Duration::from_secs(ttl.into_inner()),
+        })
+    }
+
+    fn resolve_api(&self, ua: FileApi, da: FileApi) -> Result<Api, ConfigError> {
+        let incomplete = |key: &str| ConfigError {
+            file: DEFAULT_NAME.to_owned(),
+            line: None,
+            key: format!("api.{key}"),
+            message: "missing from the embedded default".to_owned(),
+        };
+        let (src, url) = self.pick(ua.url, da.url).ok_or_else(|| incomplete("url"))?;
+        let url = if url.get_ref().is_empty() {
+            None
+        } else {
+            // Checked the way the client will use it.
+            crate::bootapi::BootApi::new(
+                url.get_ref(),
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(1),
+                1,
+            )
+            .map_err(|e| src.error(url.span(), "api.url", e.to_string()))?;
+            Some(url.into_inner())
+        };
+        let (src, timeout) = self
+            .pick(ua.timeout_secs, da.timeout_secs)
+            .ok_or_else(|| incomplete("timeout_secs"))?;
+        if !(1..=60).contains(timeout.get_ref()) {
+            return Err(src.error(
+                timeout.span(),
+                "api.timeout_secs",
+                "must be between 1 and 60",
+            ));
+        }
+        let cache = ua
+            .cache_secs
+            .or(da.cache_secs)
+            .ok_or_else(|| incomplete("cache_secs"))?;
+        let (src, max_cache) = self
+            .pick(ua.max_cache, da.max_cache)
+            .ok_or_else(|| incomplete("max_cache"))?;
+        if *max_cache.get_ref() == 0 {
+            return Err(src.error(max_cache.span(), "api.max_cache", "must be at least 1"));
+        }
+        Ok(Api {
+            url,
+            timeout: std::time::Duration::from_secs(timeout.into_inner()),
+            cache_ttl: std::time::Duration::from_secs(cache),
+            max_cache: max_cache.into_inner(),
         })
     }
 

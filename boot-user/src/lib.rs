@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net;
 pub mod nodes;
 pub mod observe;
+pub mod reload;
 pub mod service;
 pub mod template;
 pub mod tftp;

@@ -10,14 +10,16 @@ use tracing_subscriber::EnvFilter;
 
 use boot_common::SteerMode;
 use xdpboot::config::{Backend, Config, Steer, XdpMode};
+use xdpboot::dhcp::ServerPort;
 use xdpboot::dhcp::stats::Stats;
-use xdpboot::dhcp::{Responder, ServerPort};
+use xdpboot::http::scripts::BootContent;
 use xdpboot::net::iface::{InterfaceTable, Interfaces};
 use xdpboot::net::udp::UdpSocket;
 use xdpboot::net::xdp::AttachMode;
 use xdpboot::net::xdp::backend::{XdpInterface, XdpSettings};
 use xdpboot::net::xdp::program::{ExistingProgram, attached_counters, attached_xdp_on};
 use xdpboot::observe::Observer;
+use xdpboot::reload::{Decisions, RELOAD_DEBOUNCE, Swap, needs_restart};
 use xdpboot::service::{FsLoaders, Service};
 use xdpboot::tftp::{TftpConfig, TftpServer};
 
@@ -124,35 +126,32 @@ fn main() -> anyhow::Result<()> {
             config,
             backend,
         } => {
-            let mut config = load(config.as_deref())?;
-            config.interfaces = interfaces;
-            if let Some(backend) = backend {
-                config.backend = backend;
-            }
-            let absolute = |p: &std::path::Path| {
-                std::path::absolute(p).with_context(|| format!("{}", p.display()))
-            };
             for file in std::iter::once(&kernel).chain(&initrds) {
                 if !file.is_file() {
                     bail!("{} is not a file", file.display());
                 }
             }
-            config.boot.kernel = Some(absolute(&kernel)?);
-            config.boot.initrds = initrds
-                .iter()
-                .map(|p| absolute(p))
-                .collect::<Result<_, _>>()?;
-            config.boot.cmdline = cmdline;
-            if let Some(root) = root {
-                let root = absolute(&root)?;
-                config.tftp.root = root.clone();
-                config.http.root = root;
-            }
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(run(config, ExistingProgram::Refuse))
+            let absolute = |p: &std::path::Path| {
+                std::path::absolute(p).with_context(|| format!("{}", p.display()))
+            };
+            let source = Source {
+                path: config,
+                overrides: Overrides {
+                    interfaces,
+                    backend,
+                    quick: Some(Quick {
+                        kernel: absolute(&kernel)?,
+                        initrds: initrds
+                            .iter()
+                            .map(|p| absolute(p))
+                            .collect::<Result<_, _>>()?,
+                        cmdline,
+                        root: root.as_deref().map(absolute).transpose()?,
+                    }),
+                    ..Overrides::default()
+                },
+            };
+            start(source, ExistingProgram::Refuse)
         }
         Command::Run {
             interfaces,
@@ -162,30 +161,84 @@ fn main() -> anyhow::Result<()> {
             xdp_mode,
             force,
         } => {
-            let mut config = load(config.as_deref())?;
-            if !interfaces.is_empty() {
-                config.interfaces = interfaces;
-            }
-            if let Some(backend) = backend {
-                config.backend = backend;
-            }
-            if let Some(steer) = steer {
-                config.xdp.steer = steer;
-            }
-            if let Some(mode) = xdp_mode {
-                config.xdp.mode = mode;
-            }
+            let source = Source {
+                path: config,
+                overrides: Overrides {
+                    interfaces,
+                    backend,
+                    steer,
+                    xdp_mode,
+                    quick: None,
+                },
+            };
             let existing = if force {
                 ExistingProgram::Replace
             } else {
                 ExistingProgram::Refuse
             };
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(run(config, existing))
+            start(source, existing)
         }
+    }
+}
+
+fn start(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(source, existing))
+}
+
+/// Where the running config comes from: the file (or the embedded default) and what the
+/// command line replaces in it, so SIGHUP can read it again the same way.
+struct Source {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+}
+
+#[derive(Default)]
+struct Overrides {
+    interfaces: Vec<String>,
+    backend: Option<Backend>,
+    steer: Option<Steer>,
+    xdp_mode: Option<XdpMode>,
+    quick: Option<Quick>,
+}
+
+/// Quick mode's kernel, initrds and loader directory.
+struct Quick {
+    kernel: PathBuf,
+    initrds: Vec<PathBuf>,
+    cmdline: String,
+    root: Option<PathBuf>,
+}
+
+impl Source {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = load(self.path.as_deref())?;
+        let o = &self.overrides;
+        if !o.interfaces.is_empty() {
+            config.interfaces = o.interfaces.clone();
+        }
+        if let Some(backend) = o.backend {
+            config.backend = backend;
+        }
+        if let Some(steer) = o.steer {
+            config.xdp.steer = steer;
+        }
+        if let Some(mode) = o.xdp_mode {
+            config.xdp.mode = mode;
+        }
+        if let Some(quick) = &o.quick {
+            config.boot.kernel = Some(quick.kernel.clone());
+            config.boot.initrds = quick.initrds.clone();
+            config.boot.cmdline = quick.cmdline.clone();
+            if let Some(root) = &quick.root {
+                config.tftp.root = root.clone();
+                config.http.root = root.clone();
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -284,7 +337,8 @@ fn report_missing_loaders(config: &Config) {
     }
 }
 
-async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
+async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
+    let config = source.load()?;
     if config.interfaces.is_empty() {
         bail!(
             "no interface to serve: name one with --interface IF (or server.interfaces in the config)"
@@ -306,7 +360,11 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     // Metrics and the node table, fed by every server below, shown on the admin listener.
     let observer = Observer::from_config(&config.admin);
-    let responder = Responder::new(config.policy.clone(), config.url_ports());
+    // The policy and the boot API, and the boot content: what SIGHUP replaces.
+    let decisions = Arc::new(Swap::new(
+        Decisions::from_config(&config).context("the boot API")?,
+    ));
+    let boot = Arc::new(BootContent::new(config.clone(), decisions.clone())?);
     let mut tasks = tokio::task::JoinSet::new();
 
     let xdp_names: Vec<String> = config
@@ -318,7 +376,7 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     if !xdp.is_empty() {
         let service = Arc::new(
             Service::new(
-                responder.clone(),
+                decisions.clone(),
                 interfaces.clone(),
                 xdp_names,
                 &config.tftp.root,
@@ -343,7 +401,7 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     if !udp_names.is_empty() {
         let service = Arc::new(
             Service::new(
-                responder,
+                decisions.clone(),
                 interfaces.clone(),
                 udp_names.clone(),
                 &config.tftp.root,
@@ -371,8 +429,9 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     tasks.spawn(async move { tftp.serve().await.context("TFTP") });
     let http = Arc::new(config.clone());
     let http_observer = observer.clone();
+    let http_boot = boot.clone();
     tasks.spawn(async move {
-        xdpboot::http::serve_observed(http, http_observer)
+        xdpboot::http::serve_observed(http, http_boot, http_observer)
             .await
             .context("HTTP server")
     });
@@ -383,6 +442,17 @@ async fn run(config: Config, existing: ExistingProgram) -> anyhow::Result<()> {
     }
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
 
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    tasks.spawn(async move {
+        let mut running = config;
+        while hangup.recv().await.is_some() {
+            // A burst of signals is one reload.
+            tokio::time::sleep(RELOAD_DEBOUNCE).await;
+            running = reload(&source, running, &decisions, &boot);
+        }
+        Ok(())
+    });
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let result = tokio::select! {
@@ -433,6 +503,42 @@ async fn start_admin(
             "admin listener not started: no /metrics or /status (set [admin] listen, or enabled = false)"
         ),
     }
+}
+
+/// SIGHUP: reads the config again and swaps in the policy, the boot API and the boot content.
+/// An invalid config is refused with its line and reason and the running one keeps serving.
+/// Returns the config now in force.
+fn reload(
+    source: &Source,
+    running: Config,
+    decisions: &Swap<Decisions>,
+    boot: &BootContent,
+) -> Config {
+    let new = match source.load() {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload refused: the config is invalid; still serving the previous one");
+            return running;
+        }
+    };
+    let new_decisions = match Decisions::from_config(&new) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; still serving the previous config");
+            return running;
+        }
+    };
+    for key in needs_restart(&running, &new) {
+        tracing::warn!(key, "changed, but takes effect only after a restart");
+    }
+    decisions.store(new_decisions);
+    boot.reload(new.clone());
+    tracing::info!(
+        rules = new.policy.rules.len(),
+        nodes = new.nodes.len(),
+        "config reloaded"
+    );
+    new
 }
 
 /// Sets up the XDP backend where the config asks for it (and, with `auto`, where it can

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::stats::{Stats, malformed_name};
-use crate::dhcp::{Ignored, Ingress, LoaderIndex, Outcome, Reply, Responder, ServerPort};
+use crate::dhcp::{AdmitAll, Ignored, Ingress, LoaderIndex, Outcome, Reply, ServerPort};
 use crate::net::iface::Interfaces;
 use crate::observe::Observer;
+use crate::reload::{Decisions, Swap};
 
 /// A reply and how to send it.
 #[derive(Debug, Clone)]
@@ -27,7 +28,8 @@ pub struct Answer {
 
 /// The daemon's request handling, shared by the backends.
 pub struct Service {
-    responder: Responder,
+    /// The policy and the boot API; a reload (SIGHUP) replaces them for every backend at once.
+    decisions: Arc<Swap<Decisions>>,
     interfaces: Arc<Interfaces>,
     served: Vec<String>,
     loaders: FsLoaders,
@@ -43,14 +45,14 @@ pub struct Service {
 
 impl Service {
     pub fn new(
-        responder: Responder,
+        decisions: Arc<Swap<Decisions>>,
         interfaces: Arc<Interfaces>,
         served: Vec<String>,
         tftp_root: &Path,
         stats: Arc<Stats>,
     ) -> Service {
         Service {
-            responder,
+            decisions,
             interfaces,
             served,
             loaders: FsLoaders::new(tftp_root),
@@ -105,7 +107,15 @@ impl Service {
             source,
             server,
         };
-        let outcome = self.responder.handle(bytes, &ingress, &self.loaders);
+        let decisions = self.decisions.load();
+        let outcome = match &decisions.api {
+            Some(api) => decisions
+                .responder
+                .handle(bytes, &ingress, &self.loaders, api),
+            None => decisions
+                .responder
+                .handle(bytes, &ingress, &self.loaders, &AdmitAll),
+        };
         self.stats.record(&outcome);
         log_decision(&outcome, &iface.name, port);
         if let Some(observer) = &self.observer {
@@ -153,6 +163,25 @@ fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
             match reason {
                 Ignored::NotBootRequest | Ignored::MessageType(_) => {
                     tracing::debug!(mac, arch, iface, port, reason = reason.name(), "not for us")
+                }
+                // The API module logs outages once; per request these are detail.
+                Ignored::ApiPending | Ignored::ApiDown => tracing::debug!(
+                    mac,
+                    arch,
+                    iface,
+                    port,
+                    reason = reason.name(),
+                    "not answered yet"
+                ),
+                Ignored::NotOurs => {
+                    tracing::info!(
+                        mac,
+                        arch,
+                        iface,
+                        port,
+                        reason = reason.name(),
+                        "not answered: the boot API does not know it"
+                    )
                 }
                 Ignored::LoaderMissing { rule, file } => tracing::warn!(
                     mac,

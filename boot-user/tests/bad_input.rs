@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use xdpboot::config::Config;
 use xdpboot::dhcp::stats::Stats;
-use xdpboot::dhcp::{Ingress, LoaderIndex, Malformed, Outcome, Responder, ServerPort};
+use xdpboot::dhcp::{AdmitAll, Ingress, LoaderIndex, Malformed, Outcome, Responder, ServerPort};
 
 struct AllLoaders;
 impl LoaderIndex for AllLoaders {
@@ -56,7 +56,7 @@ fn pxe_discover() -> Vec<u8> {
 }
 
 fn handle(bytes: &[u8]) -> Outcome {
-    responder().handle(bytes, &ingress(ServerPort::Dhcp), &AllLoaders)
+    responder().handle(bytes, &ingress(ServerPort::Dhcp), &AllLoaders, &AdmitAll)
 }
 
 fn malformed(bytes: &[u8]) -> Malformed {
@@ -204,7 +204,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
         let r = responder();
         for port in [ServerPort::Dhcp, ServerPort::Pxe] {
-            let _ = r.handle(&bytes, &ingress(port), &AllLoaders);
+            let _ = r.handle(&bytes, &ingress(port), &AllLoaders, &AdmitAll);
         }
     }
 

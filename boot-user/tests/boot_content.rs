@@ -13,6 +13,7 @@ use xdpboot::config::Config;
 use xdpboot::http::scripts::BootContent;
 use xdpboot::http::signed::UrlSigner;
 use xdpboot::http::{Listeners, Server};
+use xdpboot::reload::{Decisions, Swap};
 
 const NODE_A: &str = "52:54:00:00:0a:01";
 const NODE_B: &str = "52:54:00:00:0b:02";
@@ -92,7 +93,11 @@ hostname = "rack7-b"
             secret = dir.0.join("url-secret").display(),
         );
         let config = Arc::new(Config::parse(&config_text, "lab.toml").expect("lab config"));
-        let content = Arc::new(BootContent::new(config.clone()).expect("boot content"));
+        let decisions = Decisions::from_config(&config).expect("no API");
+        let content = Arc::new(
+            BootContent::new((*config).clone(), Arc::new(Swap::new(decisions)))
+                .expect("boot content"),
+        );
         let server = Server::new(&config.http, None).with_boot(content.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

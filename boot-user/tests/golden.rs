@@ -11,8 +11,8 @@ use dhcproto::{Decodable, Decoder};
 use xdpboot::config::Config;
 use xdpboot::dhcp::classify::{self, BootProtocol, ClientArch, UuidDisplay};
 use xdpboot::dhcp::{
-    BootAction, Destination, Ignored, Ingress, LoaderIndex, Outcome, ReplyKind, Responder,
-    ServerPort,
+    AdmitAll, BootAction, Destination, Ignored, Ingress, LoaderIndex, Outcome, ReplyKind,
+    Responder, ServerPort,
 };
 
 /// The proxy's address in every capture.
@@ -42,7 +42,7 @@ fn handle(name: &str, port: ServerPort, source: SocketAddrV4) -> Outcome {
         source,
         server: SERVER,
     };
-    responder().handle(&golden(name), &ingress, &AllLoaders)
+    responder().handle(&golden(name), &ingress, &AllLoaders, &AdmitAll)
 }
 
 fn broadcast_source() -> SocketAddrV4 {
@@ -336,7 +336,7 @@ fn a_discover_without_a_pxe_vendor_class_is_the_site_servers_alone() {
         source: broadcast_source(),
         server: SERVER,
     };
-    match responder().handle(&bytes, &ingress, &AllLoaders) {
+    match responder().handle(&bytes, &ingress, &AllLoaders, &AdmitAll) {
         Outcome::Ignored {
             reason: Ignored::NotBootRequest,
             ..
@@ -355,7 +355,7 @@ fn a_relayed_discover_is_answered_to_the_relay() {
         source: SocketAddrV4::new(relay, 67),
         server: SERVER,
     };
-    match responder().handle(&bytes, &ingress, &AllLoaders) {
+    match responder().handle(&bytes, &ingress, &AllLoaders, &AdmitAll) {
         Outcome::Reply { reply, .. } => {
             // The broadcast flag is set, but giaddr wins (RFC 2131 §4.1).
             assert_eq!(reply.destination, Destination::Relay(relay));
@@ -379,7 +379,12 @@ fn a_missing_loader_means_no_offer() {
         source: broadcast_source(),
         server: SERVER,
     };
-    match responder().handle(&golden("ovmf-pxe-discover.bin"), &ingress, &NoLoaders) {
+    match responder().handle(
+        &golden("ovmf-pxe-discover.bin"),
+        &ingress,
+        &NoLoaders,
+        &AdmitAll,
+    ) {
         Outcome::Ignored {
             reason: Ignored::LoaderMissing { file, .. },
             ..
@@ -387,7 +392,12 @@ fn a_missing_loader_means_no_offer() {
         other => panic!("{other:?}"),
     }
     // HTTP actions do not depend on the TFTP root.
-    match responder().handle(&golden("ipxe-efi-discover.bin"), &ingress, &NoLoaders) {
+    match responder().handle(
+        &golden("ipxe-efi-discover.bin"),
+        &ingress,
+        &NoLoaders,
+        &AdmitAll,
+    ) {
         Outcome::Reply { .. } => {}
         other => panic!("{other:?}"),
     }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use xdpboot::config::Config;
-use xdpboot::dhcp::{Ingress, LoaderIndex, Outcome, Responder, ServerPort};
+use xdpboot::dhcp::{AdmitAll, Ingress, LoaderIndex, Outcome, Responder, ServerPort};
 
 struct AllLoaders;
 impl LoaderIndex for AllLoaders {
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             source: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 7), 68),
             server: Ipv4Addr::new(198, 18, 0, 1),
         };
-        if let Outcome::Reply { reply, .. } = responder().handle(data, &ingress, &AllLoaders) {
+        if let Outcome::Reply { reply, .. } = responder().handle(data, &ingress, &AllLoaders, &AdmitAll) {
             assert!(reply.bytes.len() >= 300);
             assert_eq!(reply.bytes[0], 2, "op BOOTREPLY");
             assert_eq!(&reply.bytes[236..240], &[99, 130, 83, 99]);

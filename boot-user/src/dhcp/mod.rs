@@ -21,6 +21,34 @@ pub trait LoaderIndex {
     fn has_loader(&self, file: &str) -> bool;
 }
 
+/// Whether a machine is ours to boot, when an external system decides (the boot API): asked
+/// after the request is classified as a boot request and before the policy runs. Must answer
+/// at once; [`AdmitAll`] is the answer without an external system.
+pub trait Admission {
+    fn admit(&self, mac: Option<[u8; 6]>) -> Admit;
+}
+
+/// An [`Admission`] answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// The external system said this machine is not ours.
+    NotOurs,
+    /// Still being asked; the client's next request will be answered.
+    Pending,
+    /// The external system cannot be asked: not answered rather than answered wrongly.
+    Unavailable,
+}
+
+/// Every machine is ours: the config's policy alone decides.
+pub struct AdmitAll;
+
+impl Admission for AdmitAll {
+    fn admit(&self, _: Option<[u8; 6]>) -> Admit {
+        Admit::Yes
+    }
+}
+
 /// Ports that URL templates may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UrlPorts {
@@ -56,6 +84,12 @@ pub enum Ignored {
     LoaderMissing { rule: String, file: String },
     /// The reply could not be built (see [`reply::ReplyError`]).
     ReplyFailed(String),
+    /// The boot API said the machine is not ours.
+    NotOurs,
+    /// The boot API is being asked about the machine; its next request is answered.
+    ApiPending,
+    /// The boot API cannot be reached.
+    ApiDown,
 }
 
 impl Ignored {
@@ -68,6 +102,9 @@ impl Ignored {
             Ignored::Silent { .. } => "silent",
             Ignored::LoaderMissing { .. } => "loader_missing",
             Ignored::ReplyFailed(_) => "reply_failed",
+            Ignored::NotOurs => "not_ours",
+            Ignored::ApiPending => "api_pending",
+            Ignored::ApiDown => "api_down",
         }
     }
 }
@@ -104,7 +141,13 @@ impl Responder {
     }
 
     /// Handles one request payload (the UDP payload: the BOOTP message).
-    pub fn handle(&self, bytes: &[u8], ingress: &Ingress, loaders: &dyn LoaderIndex) -> Outcome {
+    pub fn handle(
+        &self,
+        bytes: &[u8],
+        ingress: &Ingress,
+        loaders: &dyn LoaderIndex,
+        admission: &dyn Admission,
+    ) -> Outcome {
         let request = match classify::parse(bytes, ingress.port) {
             Ok(request) => request,
             Err(malformed) => return Outcome::Malformed(malformed),
@@ -131,6 +174,12 @@ impl Responder {
         }
         if matches!(client.arch, None | Some(ClientArch::Other(_))) {
             return ignore(Ignored::UnknownArch);
+        }
+        match admission.admit(client.mac) {
+            Admit::Yes => {}
+            Admit::NotOurs => return ignore(Ignored::NotOurs),
+            Admit::Pending => return ignore(Ignored::ApiPending),
+            Admit::Unavailable => return ignore(Ignored::ApiDown),
         }
         let Some(rule) = self.policy.decide(client) else {
             return ignore(Ignored::NoRule);

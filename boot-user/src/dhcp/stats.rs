@@ -19,7 +19,7 @@ const MALFORMED: [Malformed; 11] = [
     Malformed::NoMessageType,
     Malformed::Undecodable,
 ];
-const IGNORED: [&str; 7] = [
+const IGNORED: [&str; 10] = [
     "not_boot_request",
     "message_type",
     "unknown_arch",
@@ -27,6 +27,9 @@ const IGNORED: [&str; 7] = [
     "silent",
     "loader_missing",
     "reply_failed",
+    "not_ours",
+    "api_pending",
+    "api_down",
 ];
 const REPLIES: [ReplyKind; 2] = [ReplyKind::ProxyOffer, ReplyKind::ProxyAck];
 
@@ -119,6 +122,9 @@ mod tests {
                 file: "f".into(),
             },
             Ignored::ReplyFailed("e".into()),
+            Ignored::NotOurs,
+            Ignored::ApiPending,
+            Ignored::ApiDown,
         ];
         for reason in reasons {
             assert!(IGNORED.contains(&reason.name()), "{}", reason.name());

@@ -45,6 +45,7 @@ pub use stream::MapRegistry;
 
 use crate::config;
 use crate::observe::Observer;
+use crate::reload::{Decisions, Swap};
 use body::AccessLog;
 use files::StaticRoot;
 use scripts::BootContent;
@@ -76,6 +77,8 @@ pub enum HttpError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     BootContent(#[from] scripts::BootContentError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Where a request goes. Scripts, boot files and overlays are served by `scripts.rs` when the
@@ -204,12 +207,16 @@ fn bind_any(port: u16) -> io::Result<TcpListener> {
 /// the TLS certificate, raises the descriptor limit to fit `max_connections`, binds the ports
 /// and serves. Returns only on a start-up error.
 pub async fn serve(config: Arc<config::Config>) -> Result<(), HttpError> {
-    serve_observed(config, None).await
+    let decisions =
+        Decisions::from_config(&config).map_err(|e| HttpError::Config(e.to_string()))?;
+    let boot = BootContent::new((*config).clone(), Arc::new(Swap::new(decisions)))?;
+    serve_observed(config, Arc::new(boot), None).await
 }
 
 /// [`serve`], reporting every request to `observer` too.
 pub async fn serve_observed(
     config: Arc<config::Config>,
+    boot: Arc<BootContent>,
     observer: Option<Arc<Observer>>,
 ) -> Result<(), HttpError> {
     let http = &config.http;
@@ -220,9 +227,8 @@ pub async fn serve_observed(
     };
     raise_descriptor_limit(u64::from(http.max_connections) + FD_HEADROOM);
     let listeners = Listeners::bind(http)?;
-    let boot = BootContent::new(config.clone())?;
     Server::new(http, tls)
-        .with_boot(Arc::new(boot))
+        .with_boot(boot)
         .with_observer(observer)
         .serve(listeners)
         .await
@@ -445,7 +451,16 @@ impl Server {
             Instant::now(),
         )
         .observed_by(self.shared.observer.clone());
-        let (parts, body) = self.route(&request, local, scheme).into_parts();
+        let response = match (Route::of(request.uri().path()), &self.shared.boot) {
+            // The script may wait on the boot API; everything else is answered at once.
+            (Route::BootScript, Some(boot))
+                if request.method() == Method::GET || request.method() == Method::HEAD =>
+            {
+                boot.script(request.uri().query(), local, scheme).await
+            }
+            _ => self.route(&request, local, scheme),
+        };
+        let (parts, body) = response.into_parts();
         let mut body = body.with_access_log(log);
         body.log_response(parts.status);
         Response::from_parts(parts, body)
@@ -474,7 +489,8 @@ impl Server {
         };
         let uri = request.uri();
         match (Route::of(uri.path()), &self.shared.boot) {
-            (Route::BootScript, Some(boot)) => boot.script(uri.query(), local, scheme),
+            // Served by `respond`, which can wait for the boot API.
+            (Route::BootScript, Some(_)) => not_found(),
             (Route::NodeOverlay { mac }, Some(boot)) => boot.overlay(
                 method,
                 uri.path(),

@@ -22,9 +22,11 @@ use super::files::{Delivery, StaticRoot, respond_open};
 use super::overlay::{OverlayCache, hex};
 use super::signed::UrlSigner;
 use super::{Body, Scheme};
+use crate::bootapi::ApiDecision;
 use crate::config::{Config, Node};
 use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::policy::{parse_mac, parse_uuid};
+use crate::reload::{Decisions, Swap};
 use crate::template::{Value, Vars};
 
 /// Characters of a node's token (hex of an HMAC: 128 bits).
@@ -45,7 +47,10 @@ pub enum BootContentError {
 
 /// The boot configuration the HTTP routes serve, with its signing key and overlay cache.
 pub struct BootContent {
-    config: Arc<Config>,
+    /// The config's `[boot]`, `[[node]]` and `[[overlay]]` (and ports); a reload replaces it.
+    config: Swap<Config>,
+    /// The boot API, when decisions come from one; shared with the DHCP side.
+    decisions: Arc<Swap<Decisions>>,
     signer: UrlSigner,
     /// Derives node tokens; the same secret as the signer, a separate purpose string.
     token_key: hmac::Key,
@@ -67,14 +72,25 @@ struct NodeQuery {
 
 impl BootContent {
     /// Loads the URL secret (creating it, mode 0600, at first start).
-    pub fn new(config: Arc<Config>) -> Result<BootContent, BootContentError> {
+    pub fn new(
+        config: Config,
+        decisions: Arc<Swap<Decisions>>,
+    ) -> Result<BootContent, BootContentError> {
         let secret = load_or_create_secret(&config.boot.secret_file)?;
         Ok(BootContent {
             signer: UrlSigner::new(&secret),
             token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
-            config,
+            config: Swap::new(config),
+            decisions,
             overlays: OverlayCache::default(),
         })
+    }
+
+    /// Serves `config`'s scripts, nodes and overlays from now on (SIGHUP). The URL secret
+    /// stays: URLs already handed out keep working. Overlays whose inputs changed are rebuilt
+    /// on their next request (the cache is keyed by the hash of the rendered files).
+    pub fn reload(&self, config: Config) {
+        self.config.store(config);
     }
 
     /// The overlays built so far (a storm must build each node's once).
@@ -82,27 +98,49 @@ impl BootContent {
         self.overlays.builds()
     }
 
-    /// `/boot.ipxe?mac=…&uuid=…&arch=…`, fetched over a `scheme` connection to `local`.
-    pub fn script(&self, query: Option<&str>, local: SocketAddr, scheme: Scheme) -> Response<Body> {
-        let boot = &self.config.boot;
-        let Some(_) = &boot.kernel else {
-            tracing::warn!("a node asked for its boot script, but [boot] kernel is not set");
-            return text(StatusCode::NOT_FOUND, "no boot kernel configured\n");
-        };
+    /// `/boot.ipxe?mac=…&uuid=…&arch=…`, fetched over a `scheme` connection to `local`. In
+    /// API mode the kernel, initrds and command line come from the boot API (waited for here:
+    /// HTTP can wait, unlike DHCP).
+    pub async fn script(
+        &self,
+        query: Option<&str>,
+        local: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<Body> {
+        let config = self.config.load();
+        let boot = &config.boot;
         let Some(node) = parse_query(query) else {
             return text(
                 StatusCode::BAD_REQUEST,
                 "boot.ipxe needs ?mac=aa:bb:cc:dd:ee:ff\n",
             );
         };
-        let entry = self.find_node(&node);
+        let api = self.decisions.load().api.clone();
+        let from_api = match api {
+            Some(api) => match api.lookup(node.mac).await {
+                Ok(ApiDecision::Boot(spec)) => Some(spec),
+                Ok(ApiDecision::NotOurs) => {
+                    return text(StatusCode::NOT_FOUND, "not a machine of the boot API\n");
+                }
+                Err(e) => {
+                    tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "no boot script: the boot API failed");
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "boot API unavailable\n");
+                }
+            },
+            None => None,
+        };
+        if from_api.is_none() && boot.kernel.is_none() {
+            tracing::warn!("a node asked for its boot script, but [boot] kernel is not set");
+            return text(StatusCode::NOT_FOUND, "no boot kernel configured\n");
+        }
+        let entry = find_node(&config, &node);
         let server = local.ip().to_canonical();
         // The URLs point where this request went when the scheme is the same (right behind a
         // port mapping too), else at the configured port of the other listener.
         let (wanted, configured_port) = if boot.https {
-            (Scheme::Https, self.config.http.https_port)
+            (Scheme::Https, config.http.https_port)
         } else {
-            (Scheme::Http, self.config.http.port)
+            (Scheme::Http, config.http.port)
         };
         let port = if wanted == scheme {
             local.port()
@@ -116,13 +154,23 @@ impl BootContent {
         };
         let base = format!("{scheme}://{host}:{port}");
         let mut vars = self.node_vars(&node, entry, &server.to_string());
-        let initrd_urls: Vec<String> = (0..boot.initrds.len())
-            .map(|i| format!("{base}/boot/initrd/{i}"))
-            .collect();
-        let mut initrd_names: Vec<String> = (0..boot.initrds.len())
-            .map(|i| format!("{i}.img"))
-            .collect();
-        let overlay_url = if self.config.overlay.is_empty() {
+        let (kernel_url, initrd_urls, base_cmdline) = match &from_api {
+            Some(spec) => (
+                spec.kernel.clone(),
+                spec.initrds.clone(),
+                spec.cmdline.clone(),
+            ),
+            None => (
+                format!("{base}/boot/kernel"),
+                (0..boot.initrds.len())
+                    .map(|i| format!("{base}/boot/initrd/{i}"))
+                    .collect::<Vec<_>>(),
+                boot.cmdline.clone(),
+            ),
+        };
+        let mut initrd_names: Vec<String> =
+            (0..initrd_urls.len()).map(|i| format!("{i}.img")).collect();
+        let overlay_url = if config.overlay.is_empty() {
             String::new()
         } else {
             initrd_names.push("overlay.cpio".into());
@@ -134,13 +182,13 @@ impl BootContent {
             )
         };
         let cmdline = match entry.and_then(|n| n.cmdline.as_deref()) {
-            Some(extra) if !boot.cmdline.is_empty() => format!("{} {extra}", boot.cmdline),
+            Some(extra) if !base_cmdline.is_empty() => format!("{base_cmdline} {extra}"),
             Some(extra) => extra.to_owned(),
-            None => boot.cmdline.clone(),
+            None => base_cmdline,
         };
         for (name, value) in [
             ("base_url", Value::Text(base.clone())),
-            ("kernel_url", Value::Text(format!("{base}/boot/kernel"))),
+            ("kernel_url", Value::Text(kernel_url)),
             ("initrd_urls", Value::List(initrd_urls)),
             ("initrd_names", Value::List(initrd_names)),
             ("overlay_url", Value::Text(overlay_url)),
@@ -196,11 +244,12 @@ impl BootContent {
             uuid: None,
             arch: None,
         };
-        let entry = self.find_node(&query);
+        let config = self.config.load();
+        let entry = find_node(&config, &query);
         let server = local.ip().to_canonical().to_string();
         let vars = self.node_vars(&query, entry, &server);
         let key = MacDisplay(&mac).to_string();
-        let overlay = match self.overlays.get(&key, &self.config.overlay, &vars) {
+        let overlay = match self.overlays.get(&key, &config.overlay, &vars) {
             Ok(overlay) => overlay,
             Err(e) => {
                 tracing::warn!(mac = key, error = %e, "building the overlay failed");
@@ -251,7 +300,8 @@ impl BootContent {
         headers: &HeaderMap,
         delivery: Delivery,
     ) -> Response<Body> {
-        let boot = &self.config.boot;
+        let config = self.config.load();
+        let boot = &config.boot;
         let (path, align): (Option<&Path>, u64) = match rest {
             "kernel" => (boot.kernel.as_deref(), 1),
             _ => match rest
@@ -272,19 +322,6 @@ impl BootContent {
                 text(StatusCode::NOT_FOUND, "not found\n")
             }
         }
-    }
-
-    fn find_node(&self, query: &NodeQuery) -> Option<&Node> {
-        let by_mac = self.config.nodes.iter().find(|n| n.mac == Some(query.mac));
-        by_mac.or_else(|| {
-            let uuid = query.uuid?;
-            // Either byte order, as the DHCP policy matches (see policy::uuid_matches).
-            let swapped = crate::dhcp::classify::guid_to_uuid(&uuid);
-            self.config
-                .nodes
-                .iter()
-                .find(|n| n.uuid == Some(uuid) || n.uuid == Some(swapped))
-        })
     }
 
     /// Variables shared by scripts and overlays.
@@ -317,6 +354,20 @@ impl BootContent {
         }
         vars
     }
+}
+
+/// The `[[node]]` entry of the machine asking: by MAC, else by UUID (either byte order, as the
+/// DHCP policy matches).
+fn find_node<'c>(config: &'c Config, query: &NodeQuery) -> Option<&'c Node> {
+    let by_mac = config.nodes.iter().find(|n| n.mac == Some(query.mac));
+    by_mac.or_else(|| {
+        let uuid = query.uuid?;
+        let swapped = crate::dhcp::classify::guid_to_uuid(&uuid);
+        config
+            .nodes
+            .iter()
+            .find(|n| n.uuid == Some(uuid) || n.uuid == Some(swapped))
+    })
 }
 
 /// `mac=…&uuid=…&arch=…`, percent-decoded. `None` without a valid MAC.

@@ -1,5 +1,6 @@
 //! The `xdpboot` daemon and its command line.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,6 +244,7 @@ impl Source {
 }
 
 fn stats(names: Vec<String>) -> anyhow::Result<()> {
+    let mut out = String::new();
     let names = if names.is_empty() {
         let table = InterfaceTable::read().context("reading the interface table")?;
         table
@@ -266,12 +268,20 @@ fn stats(names: Vec<String>) -> anyhow::Result<()> {
                     .collect()
             })
             .unwrap_or_default();
-        println!("{name}: {}", programs.join(", "));
+        let _ = writeln!(out, "{name}: {}", programs.join(", "));
         for (counter, value) in counters {
-            println!("  {:<12} {value}", counter.name());
+            let _ = writeln!(out, "  {:<12} {value}", counter.name());
         }
     }
+    emit(&out);
     Ok(())
+}
+
+/// Writes command output to stdout; a reader that went away (`xdpboot check | head`) is not
+/// an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -283,40 +293,46 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut out = String::new();
     let config = load(path.as_deref())?;
     let name = path.map_or("embedded default".to_owned(), |p| p.display().to_string());
-    println!("{name}: ok");
-    println!("backend: {}", config.backend);
-    println!("interfaces: {}", config.interfaces.join(", "));
-    println!(
+    let _ = writeln!(out, "{name}: ok");
+    let _ = writeln!(out, "backend: {}", config.backend);
+    let _ = writeln!(out, "interfaces: {}", config.interfaces.join(", "));
+    let _ = writeln!(
+        out,
         "tftp root: {} (port {})",
         config.tftp.root.display(),
         config.tftp.port
     );
-    println!(
+    let _ = writeln!(
+        out,
         "http root: {} (ports {} / {})",
         config.http.root.display(),
         config.http.port,
         config.http.https_port
     );
     if config.admin.enabled {
-        println!(
+        let _ = writeln!(
+            out,
             "admin: http://{} (/metrics, /status, /api/nodes; up to {} nodes for {} s)",
             config.admin.listen,
             config.admin.max_nodes,
             config.admin.node_ttl.as_secs()
         );
     } else {
-        println!("admin: off");
+        let _ = writeln!(out, "admin: off");
     }
-    println!("policy (first match wins):");
+    let _ = writeln!(out, "policy (first match wins):");
     for rule in &config.policy.rules {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<20} {:?} -> {:?}",
             rule.name, rule.matches, rule.action
         );
     }
     report_missing_loaders(&config);
+    emit(&out);
     Ok(())
 }
 

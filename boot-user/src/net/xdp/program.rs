@@ -269,7 +269,9 @@ pub struct Occupant {
 impl fmt::Display for Occupant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = if self.name.is_empty() {
-            "(unnamed)"
+            // Without CAP_SYS_ADMIN a program cannot be looked up by id: it may well be
+            // another xdpboot (the packaged service runs without that capability).
+            "(unknown: naming it needs CAP_SYS_ADMIN; is another xdpboot running?)"
         } else {
             &self.name
         };

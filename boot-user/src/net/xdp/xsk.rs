@@ -141,6 +141,12 @@ impl Default for XskOptions {
 /// Why AF_XDP sockets could not be set up or used.
 #[derive(Debug, thiserror::Error)]
 pub enum XskError {
+    #[error(
+        "registering the {bytes}-byte AF_XDP buffer of {ifname} failed with ENOBUFS: the locked \
+         memory limit is too low (raise it: `ulimit -l`, or LimitMEMLOCK= in the systemd unit; \
+         each served interface needs {bytes} bytes)"
+    )]
+    MemlockLimit { ifname: String, bytes: usize },
     #[error("an interface takes 1 to {MAX_QUEUES} AF_XDP queues, not {queues}")]
     QueueCount { queues: u32 },
     #[error("the AF_XDP frame size must be 2048 or 4096 bytes, not {frame_size}")]
@@ -429,6 +435,12 @@ impl XskInterface {
             let source = os_error(errno);
             if source.raw_os_error() == Some(libc::EAFNOSUPPORT) {
                 XskError::Unsupported(source)
+            } else if source.raw_os_error() == Some(libc::ENOBUFS) {
+                // The kernel pins the UMEM against the user's RLIMIT_MEMLOCK.
+                XskError::MemlockLimit {
+                    ifname: ifname.to_owned(),
+                    bytes,
+                }
             } else {
                 XskError::Setup {
                     ifname: ifname.to_owned(),

@@ -36,6 +36,13 @@ pub const XSK_MAP: &str = "XSKS";
 /// Ring buffer of [`TeeRecord`]s: the boot DISCOVERs copied on port 67.
 pub const TEE_RING_MAP: &str = "TEED_FRAMES";
 
+/// Ring buffer of [`TeeRecord`]s from inventory MACs (the machines the config names): kept
+/// apart so a flood of made-up MACs that fills [`TEE_RING_MAP`] cannot crowd them out, and read
+/// first by userspace.
+pub const PRIORITY_RING_MAP: &str = "PRIORITY_FRAMES";
+/// Size of [`PRIORITY_RING_MAP`]: about 80 records, a rack's worth of DISCOVERs between polls.
+pub const PRIORITY_RING_BYTES: u32 = 1 << 17;
+
 /// Entries of [`INVENTORY_MAP`]: machines userspace may list as never shed.
 pub const INVENTORY_MAX_ENTRIES: u32 = 65_536;
 /// Entries of [`SHED_BUCKETS_MAP`]. A flood of made-up MACs evicts the least recently seen

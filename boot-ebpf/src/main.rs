@@ -34,8 +34,8 @@ use aya_ebpf::{
 };
 use boot_common::{
     CONFIG_FLAG_WAKEUP, Config, Counter, DHCP_SERVER_PORT, INVENTORY_MAX_ENTRIES, MacKey,
-    PXE_SERVER_PORT, SHED_BUCKETS_MAX_ENTRIES, SteerMode, TEE_CAPTURE_LEN, TEE_RING_BYTES,
-    TeeHeader, TeeRecord, TokenBucket, XSK_MAX_QUEUES,
+    PRIORITY_RING_BYTES, PXE_SERVER_PORT, SHED_BUCKETS_MAX_ENTRIES, SteerMode, TEE_CAPTURE_LEN,
+    TEE_RING_BYTES, TeeHeader, TeeRecord, TokenBucket, XSK_MAX_QUEUES,
 };
 
 // Map names must equal the `*_MAP` constants of boot-common; the attribute takes only a
@@ -65,6 +65,10 @@ static XSKS: XskMap = XskMap::with_max_entries(XSK_MAX_QUEUES, 0);
 /// Teed boot DISCOVERs, one [`TeeRecord`] each.
 #[map(name = "TEED_FRAMES")]
 static TEED_FRAMES: RingBuf = RingBuf::with_byte_size(TEE_RING_BYTES, 0);
+
+/// Teed boot DISCOVERs of inventory MACs: a flood cannot fill this one.
+#[map(name = "PRIORITY_FRAMES")]
+static PRIORITY_FRAMES: RingBuf = RingBuf::with_byte_size(PRIORITY_RING_BYTES, 0);
 
 /// What the header parse learned about the current request, carried across the option scan
 /// (see [`scan_options`] for why it lives here and not in registers).
@@ -328,8 +332,15 @@ fn steer(ctx: &XdpContext) -> (Counter, u32) {
             Err(_) => count(Counter::NoSocket),
         }
     }
+    // SAFETY: a lookup whose value is not read.
+    let inventory = unsafe { INVENTORY.get(&limiter_key(&request)) }.is_some();
     (
-        tee(ctx, &request, config.flags & CONFIG_FLAG_WAKEUP != 0),
+        tee(
+            ctx,
+            &request,
+            config.flags & CONFIG_FLAG_WAKEUP != 0,
+            inventory,
+        ),
         xdp_action::XDP_PASS,
     )
 }
@@ -648,9 +659,10 @@ fn over_limit(key: &MacKey, config: &Config) -> bool {
     false
 }
 
-/// Copies the frame into a [`TEED_FRAMES`] record for userspace. The caller passes the frame.
+/// Copies the frame into a [`TEED_FRAMES`] record for userspace (an inventory MAC's into
+/// [`PRIORITY_FRAMES`], or the shared ring when that is full). The caller passes the frame.
 #[inline(always)]
-fn tee(ctx: &XdpContext, request: &Request, wakeup: bool) -> Counter {
+fn tee(ctx: &XdpContext, request: &Request, wakeup: bool, inventory: bool) -> Counter {
     // SAFETY: the helper reads the program's own context.
     let packet_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
     // Clamped as u64 and cast only at the call: clamped as u32, the verifier sees the
@@ -662,7 +674,12 @@ fn tee(ctx: &XdpContext, request: &Request, wakeup: bool) -> Counter {
         return Counter::Malformed;
     }
     // A fixed-size record: the verifier rejects a reservation of variable size.
-    let Some(mut entry) = TEED_FRAMES.reserve::<TeeRecord>(0) else {
+    let reserved = if inventory {
+        PRIORITY_FRAMES.reserve::<TeeRecord>(0)
+    } else {
+        None
+    };
+    let Some(mut entry) = reserved.or_else(|| TEED_FRAMES.reserve::<TeeRecord>(0)) else {
         return Counter::RingFull;
     };
     let record = entry.as_mut_ptr();

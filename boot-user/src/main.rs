@@ -354,6 +354,11 @@ fn report_missing_loaders(config: &Config) {
 }
 
 async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM during start-up must still detach what was attached.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let config = source.load()?;
     if config.interfaces.is_empty() {
         bail!(
@@ -458,8 +463,6 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     }
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
 
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")?;
     tasks.spawn(async move {
         let mut running = config;
         while hangup.recv().await.is_some() {
@@ -469,10 +472,8 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         }
         Ok(())
     });
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let result = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = sigint.recv() => Ok(()),
         _ = sigterm.recv() => Ok(()),
         Some(done) = tasks.join_next() => match done {
             Ok(Ok(())) => Ok(()),

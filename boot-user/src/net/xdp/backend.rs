@@ -61,6 +61,7 @@ pub struct XdpInterface {
     program: XdpProgram,
     queues: Vec<XskQueue>,
     tee: TeeRing,
+    priority: TeeRing,
 }
 
 impl std::fmt::Debug for XdpInterface {
@@ -95,6 +96,7 @@ impl XdpInterface {
         // Until the sockets are registered, 4011 requests pass to the kernel and port-67 boot
         // requests are teed (counted as no_socket); clients retry.
         let tee = program.take_tee_ring()?;
+        let priority = program.take_priority_ring()?;
         let attachment = program.attach(name, settings.mode, settings.existing)?;
         let queues = xsk::rx_queue_count(name)
             .map_err(|source| BackendError::Queues {
@@ -113,6 +115,7 @@ impl XdpInterface {
             program,
             queues: sockets.into_queues(),
             tee,
+            priority,
         })
     }
 
@@ -148,6 +151,7 @@ impl XdpInterface {
             program,
             queues,
             tee,
+            priority,
         } = self;
         let context = Arc::new(Context {
             service,
@@ -161,7 +165,7 @@ impl XdpInterface {
             tee_senders.insert(queue.queue_id(), tx);
             tasks.spawn(serve_queue(queue, rx, context.clone()));
         }
-        tasks.spawn(read_tee(tee, tee_senders, context.clone()));
+        tasks.spawn(read_tee(tee, priority, tee_senders, context.clone()));
         tracing::debug!(iface = %name, "XDP backend serving");
         let result = match tasks.join_next().await {
             Some(Ok(result)) => result,
@@ -290,40 +294,63 @@ async fn serve_queue(
     }
 }
 
-/// Reads teed frames and hands their replies to the queue they came in on.
+/// Teed frames of the shared ring handled before the priority ring is looked at again: a
+/// flood in the shared ring delays an inventory machine's request by one such batch at most.
+const TEE_BATCH: usize = 64;
+
+/// Reads teed frames and hands their replies to the queue they came in on. Inventory MACs'
+/// frames (the priority ring) go first, and again between every batch of the shared ring.
 async fn read_tee(
     ring: TeeRing,
+    priority: TeeRing,
     queues: HashMap<u32, mpsc::Sender<Vec<u8>>>,
     context: Arc<Context>,
 ) -> Result<(), BackendError> {
-    let mut ring =
-        crate::net::register(ring).map_err(|source| XskError::Readiness { queue: 0, source })?;
+    let readiness = |source| XskError::Readiness { queue: 0, source };
+    let mut ring = crate::net::register(ring).map_err(readiness)?;
+    let mut priority = crate::net::register(priority).map_err(readiness)?;
+    let handle = |record: &[u8]| {
+        let Ok(teed) = parse_tee_record(record) else {
+            return;
+        };
+        let Some(reply) = context.handle(teed.frame) else {
+            return;
+        };
+        // Every rx queue has a socket; were one missing, the first queue sends the reply
+        // rather than lose it.
+        let sender = queues
+            .get(&teed.header.rx_queue)
+            .or_else(|| queues.values().next());
+        if let Some(sender) = sender
+            && sender.try_send(reply).is_err()
+        {
+            context.service.stats.record_send_failure();
+        }
+    };
     loop {
-        let mut guard = ring
-            .readable_mut()
-            .await
-            .map_err(|source| XskError::Readiness { queue: 0, source })?;
         // Clear first, then drain: a record submitted after the drain finds the reader caught
         // up, so the kernel signals it and the next wait returns at once.
-        guard.clear_ready();
-        let ring = guard.get_inner_mut();
-        while let Some(record) = ring.next() {
-            let Ok(teed) = parse_tee_record(&record) else {
-                continue;
-            };
-            let Some(reply) = context.handle(teed.frame) else {
-                continue;
-            };
-            // A queue without a socket cannot be (every rx queue has one); fall back to the
-            // first queue rather than lose the reply.
-            let sender = queues
-                .get(&teed.header.rx_queue)
-                .or_else(|| queues.values().next());
-            if let Some(sender) = sender
-                && sender.try_send(reply).is_err()
-            {
-                context.service.stats.record_send_failure();
+        tokio::select! {
+            guard = priority.readable_mut() => guard.map_err(readiness)?.clear_ready(),
+            guard = ring.readable_mut() => guard.map_err(readiness)?.clear_ready(),
+        }
+        loop {
+            while let Some(record) = priority.get_mut().next() {
+                handle(&record);
             }
+            let mut handled = 0;
+            while handled < TEE_BATCH {
+                let Some(record) = ring.get_mut().next() else {
+                    break;
+                };
+                handle(&record);
+                handled += 1;
+            }
+            if handled < TEE_BATCH {
+                break;
+            }
+            // A full batch: let the queue tasks send, then look at the priority ring again.
+            tokio::task::yield_now().await;
         }
     }
 }

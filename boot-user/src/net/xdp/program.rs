@@ -45,7 +45,8 @@ use aya::{
 };
 use boot_common::{
     CONFIG_FLAG_WAKEUP, CONFIG_MAP, COUNTERS_MAP, Config, INVENTORY_MAP, INVENTORY_MAX_ENTRIES,
-    MacKey, PROGRAM_NAME, TEE_CAPTURE_LEN, TEE_RECORD_LEN, TEE_RING_MAP, TeeRecord, XSK_MAP,
+    MacKey, PRIORITY_RING_MAP, PROGRAM_NAME, TEE_CAPTURE_LEN, TEE_RECORD_LEN, TEE_RING_MAP,
+    TeeRecord, XSK_MAP,
 };
 pub use boot_common::{Counter, SteerMode, TeeHeader};
 
@@ -589,15 +590,21 @@ impl XdpProgram {
 
     /// Hands out the ring buffer of teed frames; once per program.
     pub fn take_tee_ring(&mut self) -> Result<TeeRing, XdpError> {
+        self.take_ring(TEE_RING_MAP)
+    }
+
+    /// Hands out the ring buffer of teed frames from inventory MACs; once per program.
+    pub fn take_priority_ring(&mut self) -> Result<TeeRing, XdpError> {
+        self.take_ring(PRIORITY_RING_MAP)
+    }
+
+    fn take_ring(&mut self, name: &'static str) -> Result<TeeRing, XdpError> {
         let map = self
             .ebpf
-            .take_map(TEE_RING_MAP)
-            .ok_or(XdpError::MissingMap {
-                name: TEE_RING_MAP,
-                source: None,
-            })?;
+            .take_map(name)
+            .ok_or(XdpError::MissingMap { name, source: None })?;
         RingBuf::try_from(map).map_err(|source| XdpError::MissingMap {
-            name: TEE_RING_MAP,
+            name,
             source: Some(source),
         })
     }

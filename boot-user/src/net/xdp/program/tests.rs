@@ -614,6 +614,38 @@ fn a_flood_from_one_mac_is_shed_after_its_burst_but_never_an_inventory_machine()
 }
 
 #[test]
+fn inventory_machines_are_teed_into_their_own_ring_even_when_a_flood_fills_the_shared_one() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    let mut ring = take_ring(&mut program);
+    let mut priority = program
+        .take_priority_ring()
+        .unwrap_or_else(|err| panic!("{}", error_chain(&err)));
+    program.set_inventory(&[OTHER_MAC]).expect("inventory");
+    // The flood: one MAC's DISCOVERs (shedding is off by default) until the shared ring is full.
+    let flood = pxe_discover();
+    let mut teed = 0;
+    while run(&program, &flood).counter_deltas == counted(&[Counter::Teed]) {
+        teed += 1;
+        assert!(teed < 10_000, "the shared ring never filled");
+    }
+    assert_passed(&program, &flood, Counter::RingFull);
+
+    // The inventory machine still gets through, into its own ring.
+    let mut from_other = bootp(BOOTREQUEST, &pxe_discover_options());
+    from_other[28..34].copy_from_slice(&OTHER_MAC);
+    let other = frame_from(OTHER_MAC, &[], &[], DHCP_SERVER_PORT, &from_other);
+    for _ in 0..5 {
+        assert_passed(&program, &other, Counter::Teed);
+    }
+    let records = drain(&mut priority);
+    assert_eq!(records.len(), 5);
+    assert!(records.iter().all(|(_, frame)| *frame == other));
+    assert_eq!(drain(&mut ring).len(), teed);
+}
+
+#[test]
 fn clients_behind_a_relay_agent_or_a_router_are_limited_one_by_one() {
     let Some(mut program) = load_or_skip() else {
         return;

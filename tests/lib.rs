@@ -41,6 +41,14 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub mod xdp;
 
+// The Debian package: building, unpacking, its systemd unit (tests/package.rs, xtask package).
+pub mod debian;
+
+// The firmware lab: cached boot files, QEMU clients, and the rack they boot in.
+pub mod assets;
+pub mod rack;
+pub mod vm;
+
 /// How long a command from this harness (`ip`, ...) may take before it is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon or dnsmasq may take to bind its ports.
@@ -388,6 +396,11 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// The process id (`ip netns exec` execs the program: it is the program's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process wrote so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

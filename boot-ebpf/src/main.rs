@@ -333,7 +333,7 @@ fn steer(ctx: &XdpContext) -> (Counter, u32) {
         }
     }
     // SAFETY: a lookup whose value is not read.
-    let inventory = unsafe { INVENTORY.get(&limiter_key(&request)) }.is_some();
+    let inventory = unsafe { INVENTORY.get(limiter_key(&request)) }.is_some();
     (
         tee(
             ctx,

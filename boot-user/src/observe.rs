@@ -27,9 +27,6 @@ use crate::nodes::{
 };
 use crate::tftp::stats::TftpStats;
 
-/// Where the kernel keeps its IPv4 neighbour (ARP) table, one entry a line.
-const ARP_TABLE: &str = "/proc/net/arp";
-
 /// A TFTP transfer that ended (or could not start).
 #[derive(Debug, Clone)]
 pub struct TftpTransfer<'a> {
@@ -264,7 +261,9 @@ impl Observer {
             duration: transfer.duration,
             error: transfer.error.clone(),
         };
-        self.track("tftp", |t| t.fetch(Instant::now(), &fetch, neighbour_mac));
+        self.track("tftp", |t| {
+            t.fetch(Instant::now(), &fetch, crate::net::iface::neighbour_mac)
+        });
     }
 
     /// One HTTP(S) response.
@@ -318,7 +317,9 @@ impl Observer {
             duration: request.duration,
             error,
         };
-        self.track("http", |t| t.fetch(Instant::now(), &fetch, neighbour_mac));
+        self.track("http", |t| {
+            t.fetch(Instant::now(), &fetch, crate::net::iface::neighbour_mac)
+        });
     }
 }
 
@@ -367,26 +368,6 @@ fn is_loader(path: &str) -> bool {
     [".efi", ".kpxe", ".pxe", ".lkrn", ".0"]
         .iter()
         .any(|ext| name.len() > ext.len() && name.ends_with(ext))
-}
-
-/// The MAC of the kernel's complete neighbour entry for `ip` (`/proc/net/arp`: address, hw
-/// type, flags, hw address, mask, device; flags 0x0 is an unresolved entry).
-fn neighbour_mac(ip: Ipv4Addr) -> Option<[u8; 6]> {
-    let table = std::fs::read_to_string(ARP_TABLE).ok()?;
-    parse_arp_table(&table, ip)
-}
-
-fn parse_arp_table(table: &str, ip: Ipv4Addr) -> Option<[u8; 6]> {
-    let wanted = ip.to_string();
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [address, _, flags, mac, ..] if *address == wanted && *flags != "0x0" => {
-                parse_mac(mac).filter(|m| *m != [0; 6])
-            }
-            _ => None,
-        }
-    })
 }
 
 #[cfg(test)]
@@ -456,19 +437,6 @@ mod tests {
         );
         observer.http_request(&request(&Method::GET));
         assert_eq!(observer.nodes(10).nodes.len(), 1);
-    }
-
-    #[test]
-    fn the_arp_table_gives_complete_entries_only() {
-        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                     198.18.0.10      0x1         0x2         52:54:00:00:00:0a     *        eth0\n\
-                     198.18.0.11      0x1         0x0         00:00:00:00:00:00     *        eth0\n";
-        assert_eq!(
-            parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 10)),
-            Some([0x52, 0x54, 0, 0, 0, 0xa])
-        );
-        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 11)), None);
-        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 12)), None);
     }
 
     #[test]

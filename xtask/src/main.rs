@@ -6,8 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_dhcp;
+mod bench_http;
 mod bench_tftp;
+mod bench_xdp;
+mod fuzz;
 mod lab;
+mod loadgen;
+mod package;
 mod setup;
 mod test;
 
@@ -35,8 +41,28 @@ enum Command {
     /// on --interface IF for real, or else in a lab of network namespaces beside a site DHCP
     /// server, showing what each kind of client is told.
     Run(lab::Args),
+    /// Load-test a proxy-DHCP server: PXE DISCOVERs from many simulated clients at a set rate
+    /// (broadcast as ROMs send them, or relayed), OFFERs matched by xid; prints offers/s, loss
+    /// and p50/p99/max DISCOVER→OFFER latency. Bounded by --count and --duration.
+    Loadgen(loadgen::Args),
+    /// Benchmark: ns per packet of the XDP program's decision for boot and non-boot frames
+    /// (BPF_PROG_TEST_RUN with a repeat count). Needs root and the eBPF toolchain.
+    BenchXdp(bench_xdp::Args),
+    /// Benchmark: proxy offers/s, DISCOVER→OFFER latency and CPU per offer at saturation
+    /// through veth, for xdpboot's XDP (tee, redirect) and UDP backends and dnsmasq in proxy
+    /// mode, with one load generator in one run; plus a perfdhcp cross-check. Needs root.
+    BenchDhcp(bench_dhcp::Args),
+    /// Benchmark: HTTP(S) downloads of a large image from xdpboot and nginx, side by side.
+    BenchHttp(bench_http::Args),
     /// Benchmark: fetch a loader over TFTP from xdpboot and dnsmasq, side by side.
     BenchTftp(bench_tftp::Args),
+    /// Build the Debian package (cargo deb, installing cargo-deb if missing) into
+    /// target/debian/, list its files, and check its systemd unit with systemd-analyze
+    /// (verify, and the exposure score of `security --offline=true`).
+    Package(package::Args),
+    /// Run the cargo-fuzz targets (DHCP, TFTP request, HTTP path, template, overlay, frame)
+    /// for a bounded time each; prints executions and crashes.
+    Fuzz(fuzz::Args),
 }
 
 /// The workspace's root directory (xtask lives one level below it).
@@ -52,7 +78,13 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Run(args) => lab::run(&args),
+        Command::Loadgen(args) => loadgen::run_cli(&args),
+        Command::BenchXdp(args) => bench_xdp::run(&args),
+        Command::BenchDhcp(args) => bench_dhcp::run(&args),
         Command::BenchTftp(args) => bench_tftp::run(&args),
+        Command::Package(args) => package::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::BenchHttp(args) => bench_http::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

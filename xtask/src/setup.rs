@@ -26,21 +26,46 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        // The Debian package (`cargo xtask package`, tests/package.rs): dpkg-shlibdeps for
+        // its Depends, systemd-analyze to check its unit (systemd need not be running).
+        "packaging",
+        &["dpkg-dev", "systemd"],
+    ),
+    (
         // Peers, firmware clients and tools of the integration tests and the lab.
         "test tools",
         &[
             "qemu-system-x86",
             "ovmf",
             "ipxe-qemu",
+            // Debian 12's iPXE 2019 EFI build: the firmware test of initrd padding on EFI.
+            "ipxe",
             "dnsmasq-base",
             "busybox-static",
             "cpio",
             "tcpdump",
+            // perfdhcp, the yardstick of `cargo xtask bench-dhcp`.
             "kea-admin",
+            // perf, to profile the daemon under `cargo xtask loadgen` (BENCHMARKS.md).
+            "linux-perf",
             "nginx-light",
+            // HTTP load generator of `cargo xtask bench-http`.
+            "wrk",
+            // Certificate checks in boot-user/tests/http.rs.
+            "openssl",
             "tftp-hpa",
             "atftp",
             "curl",
+            // The status page's headless-browser test (tests/observability.rs): Debian's
+            // Chromium, driven by playwright-core on Node.js (npm deps in tests/browser/).
+            "chromium",
+            "nodejs",
+            // The lab's initrd is a gzip-compressed cpio; `dpkg-deb` unpacks the Debian 13
+            // firmware packages and the kernel package (tests/assets.rs).
+            "gzip",
+            "dpkg",
+            // `cargo xtask run --keep`: a shell on a kept node's serial console socket.
+            "socat",
         ],
     ),
 ];
@@ -53,6 +78,9 @@ const LLVM_MAJOR: u32 = 22;
 const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_FEATURE: &str = "llvm-22";
+/// cargo-deb, which builds the Debian package; 3.8.0 needs rustc 1.85, so it builds on the
+/// installed stable.
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -79,6 +107,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         missing.push(absent);
     }
     if let Some(absent) = bpf_linker(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = cargo_deb(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = cargo_fuzz(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = boot_files(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = browser_test_deps(args.check)? {
         missing.push(absent);
     }
     if !missing.is_empty() {
@@ -262,7 +302,86 @@ fn rust_src(sysroot: &Path, check_only: bool) -> anyhow::Result<Option<String>> 
     Ok(None)
 }
 
+/// What the firmware tests and the lab boot (tests/assets.rs): Debian 13's iPXE and OVMF and a
+/// Debian kernel package, downloaded with a private apt configuration into `.cache/` and
+/// unpacked (never installed), and the busybox initrd built from them.
+fn boot_files(check_only: bool) -> anyhow::Result<Option<String>> {
+    if check_only {
+        let lab = boot_tests::assets::cache_dir().join("lab/stamp");
+        if lab.is_file() {
+            step("boot files for the lab and firmware tests: .cache/lab (already there)");
+            return Ok(None);
+        }
+        step("boot files for the lab and firmware tests: missing (.cache/lab)");
+        return Ok(Some("boot files in .cache/".to_owned()));
+    }
+    boot_tests::assets::Assets::prepare(&mut |line| step(format!("boot files: {line}")))?;
+    Ok(None)
+}
+
+/// tests/browser's npm dependencies (playwright-core, which drives Debian's chromium; it never
+/// downloads a browser of its own), installed from its package-lock.json with `npm ci`.
+fn browser_test_deps(check_only: bool) -> anyhow::Result<Option<String>> {
+    let dir = crate::workspace_root().join("tests/browser");
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        step("npm (status-page test): tests/browser/node_modules (already installed)");
+        return Ok(None);
+    }
+    if check_only {
+        step("npm (status-page test): missing tests/browser/node_modules");
+        return Ok(Some("npm packages of tests/browser".to_owned()));
+    }
+    ensure!(
+        find_on_path("npm").is_some(),
+        "npm not found: the status-page test needs Node.js 20 or newer with npm"
+    );
+    step("npm (status-page test): npm ci in tests/browser…");
+    run_command(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
+    )?;
+    Ok(None)
+}
+
 /// bpf-linker, built from crates.io against the system's LLVM 22.
+/// The fuzzer driver `cargo xtask fuzz` (and `test`, briefly) runs the targets with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+fn cargo_fuzz(check_only: bool) -> anyhow::Result<Option<String>> {
+    let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let installed = Command::new(cargo_bin_dir().join("cargo-fuzz"))
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed.as_deref() == Some(wanted.as_str()) {
+        step(format!("{wanted} (already installed)"));
+        return Ok(None);
+    }
+    if check_only {
+        step(format!("{wanted}: missing"));
+        return Ok(Some(wanted));
+    }
+    step(format!(
+        "{wanted}: installing (cargo install, about a minute)…"
+    ));
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_command(Command::new(cargo).args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))?;
+    Ok(None)
+}
+
 fn bpf_linker(check_only: bool) -> anyhow::Result<Option<String>> {
     let wanted = format!("bpf-linker {BPF_LINKER_VERSION}");
     let found = installed_bpf_linker();
@@ -328,6 +447,40 @@ fn installed_bpf_linker() -> Option<(PathBuf, String)> {
             "broken".to_owned()
         },
     ))
+}
+
+/// cargo-deb, from crates.io, for `cargo deb` (`cargo xtask package`, tests/package.rs).
+pub fn cargo_deb(check_only: bool) -> anyhow::Result<Option<String>> {
+    let wanted = format!("cargo-deb {CARGO_DEB_VERSION}");
+    let found = find_on_path("cargo-deb").or_else(|| {
+        let candidate = cargo_bin_dir().join("cargo-deb");
+        candidate.is_file().then_some(candidate)
+    });
+    let version = found.as_ref().and_then(|path| {
+        let out = Command::new(path).arg("--version").output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    if version.as_deref() == Some(wanted.as_str()) {
+        step(format!("{wanted} (already installed)"));
+        return Ok(None);
+    }
+    let why = version.map_or("not found".to_owned(), |v| format!("found `{v}`"));
+    if check_only {
+        step(format!("{wanted}: missing ({why})"));
+        return Ok(Some(wanted));
+    }
+    step(format!(
+        "{wanted}: installing ({why}; cargo install, about 1.5 minutes)…"
+    ));
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run_command(Command::new(cargo).args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]))?;
+    Ok(None)
 }
 
 fn cargo_bin_dir() -> PathBuf {

@@ -6,7 +6,10 @@ use std::process::Command;
 
 use anyhow::{Context as _, ensure};
 
-use crate::{setup, workspace_root};
+use crate::{fuzz, setup, workspace_root};
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS: u64 = 10;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,6 +45,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         test.extend(args.cargo_test_args.iter().map(String::as_str));
     }
     cargo("test", &test)?;
+    // Each fuzz target briefly, so they keep building and the seed corpus keeps passing;
+    // long runs are `cargo xtask fuzz --seconds 1800`.
+    for target in fuzz::TARGETS {
+        let run = fuzz::run_target(target, FUZZ_SECONDS, 0)?;
+        ensure!(!run.crashed, "fuzz target {target} crashed");
+        println!(
+            "[test] fuzz {target}: {} executions, no crash",
+            run.executions
+        );
+    }
     println!("[test] all passed");
     Ok(())
 }

@@ -456,9 +456,10 @@ impl Server {
             (Route::BootScript, Some(boot))
                 if request.method() == Method::GET || request.method() == Method::HEAD =>
             {
-                boot.script(request.uri().query(), local, scheme).await
+                boot.script(request.uri().query(), client, local, scheme)
+                    .await
             }
-            _ => self.route(&request, local, scheme),
+            _ => self.route(&request, client, local, scheme),
         };
         let (parts, body) = response.into_parts();
         let mut body = body.with_access_log(log);
@@ -470,6 +471,7 @@ impl Server {
     pub fn route<B>(
         &self,
         request: &Request<B>,
+        client: SocketAddr,
         local: SocketAddr,
         scheme: Scheme,
     ) -> Response<Body> {
@@ -497,6 +499,7 @@ impl Server {
                 mac,
                 uri.query(),
                 request.headers(),
+                client,
                 local,
             ),
             (Route::BootFile(rest), Some(boot)) => boot.boot_file(

@@ -8,10 +8,11 @@
 //! server hands each rack its own address, as the DHCP side does.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use aws_lc_rs::hmac;
@@ -55,7 +56,16 @@ pub struct BootContent {
     /// Derives node tokens; the same secret as the signer, a separate purpose string.
     token_key: hmac::Key,
     overlays: OverlayCache,
+    /// UUID and arch each node gave with its script request, for its overlay's templates (the
+    /// overlay URL names only the MAC). Bounded; starts over when full.
+    identities: Mutex<HashMap<[u8; 6], Identity>>,
 }
+
+/// A node's UUID and arch, as its script request gave them.
+type Identity = (Option<[u8; 16]>, Option<String>);
+
+/// Nodes whose script-request identity is remembered for their overlays.
+const MAX_IDENTITIES: usize = 100_000;
 
 impl std::fmt::Debug for BootContent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +93,7 @@ impl BootContent {
             config: Swap::new(config),
             decisions,
             overlays: OverlayCache::default(),
+            identities: Mutex::new(HashMap::new()),
         })
     }
 
@@ -104,6 +115,7 @@ impl BootContent {
     pub async fn script(
         &self,
         query: Option<&str>,
+        client: SocketAddr,
         local: SocketAddr,
         scheme: Scheme,
     ) -> Response<Body> {
@@ -115,6 +127,10 @@ impl BootContent {
                 "boot.ipxe needs ?mac=aa:bb:cc:dd:ee:ff\n",
             );
         };
+        if let Err(refused) = requester_is(&node.mac, client) {
+            return *refused;
+        }
+        self.remember(&node);
         let api = self.decisions.load().api.clone();
         let from_api = match api {
             Some(api) => match api.lookup(node.mac).await {
@@ -135,9 +151,11 @@ impl BootContent {
         }
         let entry = find_node(&config, &node);
         let server = local.ip().to_canonical();
-        // The URLs point where this request went when the scheme is the same (right behind a
+        // URLs use the scheme the script was fetched with (an iPXE without TLS fetches over
+        // http, one that trusts our CA over https), unless `[boot] https` asks for https for
+        // all. They point where this request went when the scheme is the same (right behind a
         // port mapping too), else at the configured port of the other listener.
-        let (wanted, configured_port) = if boot.https {
+        let (wanted, configured_port) = if boot.https || scheme == Scheme::Https {
             (Scheme::Https, config.http.https_port)
         } else {
             (Scheme::Http, config.http.port)
@@ -223,6 +241,7 @@ impl BootContent {
 
     /// `/nodes/<mac>/overlay.cpio?expires=…&sig=…`: 403 unless signed for this path and not
     /// expired, so one node cannot read another's overlay.
+    #[allow(clippy::too_many_arguments)]
     pub fn overlay(
         &self,
         method: &Method,
@@ -230,20 +249,30 @@ impl BootContent {
         mac_text: &str,
         query: Option<&str>,
         headers: &HeaderMap,
+        client: SocketAddr,
         local: SocketAddr,
     ) -> Response<Body> {
-        if let Err(refusal) = self.signer.verify(path, query, SystemTime::now()) {
+        // Signed in decoded form: iPXE 2019 percent-encodes the colons of the MAC in the
+        // path, newer iPXE does not (tests/firmware_boot.rs found it).
+        let path = decode(path).unwrap_or_default();
+        if let Err(refusal) = self.signer.verify(&path, query, SystemTime::now()) {
             tracing::info!(path, reason = %refusal, "overlay refused");
             return text(StatusCode::FORBIDDEN, "forbidden\n");
         }
         let Some(mac) = decode(mac_text).as_deref().and_then(parse_mac) else {
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
-        let query = NodeQuery {
-            mac,
-            uuid: None,
-            arch: None,
-        };
+        if let Err(refused) = requester_is(&mac, client) {
+            return *refused;
+        }
+        let (uuid, arch) = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&mac)
+            .cloned()
+            .unwrap_or_default();
+        let query = NodeQuery { mac, uuid, arch };
         let config = self.config.load();
         let entry = find_node(&config, &query);
         let server = local.ip().to_canonical().to_string();
@@ -324,6 +353,18 @@ impl BootContent {
         }
     }
 
+    /// Keeps the UUID and arch a node sent with its script request for its overlay.
+    fn remember(&self, node: &NodeQuery) {
+        let mut identities = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if identities.len() >= MAX_IDENTITIES && !identities.contains_key(&node.mac) {
+            identities.clear();
+        }
+        identities.insert(node.mac, (node.uuid, node.arch.clone()));
+    }
+
     /// Variables shared by scripts and overlays.
     fn node_vars(&self, query: &NodeQuery, entry: Option<&Node>, server: &str) -> Vars {
         let mac = MacDisplay(&query.mac).to_string();
@@ -353,6 +394,28 @@ impl BootContent {
             vars.insert(name.to_owned(), Value::Text(value));
         }
         vars
+    }
+}
+
+/// Refuses a request for `mac`'s script or overlay from a host on our link whose MAC is
+/// another: the kernel's neighbour entry for the client's address names the machine that
+/// actually connected. A client behind a router has no such entry (its address is not on our
+/// link) and is not checked; the overlay's signature still binds it to the URL it was given.
+fn requester_is(mac: &[u8; 6], client: SocketAddr) -> Result<(), Box<Response<Body>>> {
+    let std::net::IpAddr::V4(ip) = client.ip().to_canonical() else {
+        return Ok(());
+    };
+    match crate::net::iface::neighbour_mac(ip) {
+        Some(actual) if actual != *mac => {
+            tracing::warn!(
+                claimed = %MacDisplay(mac),
+                actual = %MacDisplay(&actual),
+                client = %ip,
+                "refused: a host asked for another node's boot files"
+            );
+            Err(Box::new(text(StatusCode::FORBIDDEN, "forbidden\n")))
+        }
+        _ => Ok(()),
     }
 }
 

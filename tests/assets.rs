@@ -1,0 +1,495 @@
+//! What the firmware tests and `cargo xtask run` boot, cached under the workspace's `.cache/`:
+//! Debian 13's iPXE loaders and OVMF (DESIGN.md, "Firmware and TLS facts": Debian 12's iPXE
+//! has no HTTPS), a Debian kernel, and a small busybox initrd built here. Nothing is installed:
+//! the packages are fetched with `apt-get download` through a private apt configuration (its
+//! own sources list, lists and cache under `.cache/apt/`, the system's apt untouched) and
+//! unpacked with `dpkg-deb`.
+//!
+//! Layout (all of it reproducible from a clean checkout; `rm -rf .cache` starts over):
+//! ```text
+//! .cache/apt/                  sources.list (Debian 13 "trixie"), lists/, archives
+//! .cache/debs/                 the downloaded .deb files
+//! .cache/debian13/ipxe/        ipxe_<version>.deb unpacked (usr/lib/ipxe/ipxe-amd64.efi, …)
+//! .cache/debian13/ovmf/        ovmf_<version>.deb unpacked
+//! .cache/kernel/vmlinuz        the kernel of linux-image-cloud-amd64 (virtio, EFI stub, 8250)
+//! .cache/lab/tftp/             the lab's TFTP root: undionly.kpxe, ipxe-amd64.efi, snponly.efi
+//! .cache/lab/http/             the lab's HTTP root: the loaders again, vmlinuz, shared-initrd.img
+//! ```
+//! The lab runs xdpboot with the embedded default plus a config that points `[tftp] root` and
+//! `[http] root` at `.cache/lab/` (never `/var/lib/xdpboot` on the host).
+//!
+//! Concurrent users (test binaries, `cargo xtask run`) serialise on an flock of
+//! `.cache/.lock`; each piece is built into a temporary name and renamed into place, so a
+//! reader never sees half of it.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::run_command;
+
+/// The suite the firmware packages come from (DESIGN.md: 1.21.1+git20250501 iPXE with TLS).
+const SUITE: &str = "trixie";
+/// The Debian mirror apt-get downloads from; the keyring of Debian 12's
+/// `debian-archive-keyring` holds the trixie keys.
+const SOURCE: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+                      http://deb.debian.org/debian trixie main";
+/// The kernel metapackage; it depends on the versioned image package we download. The cloud
+/// flavour is a third the size of the generic one and has everything a QEMU guest needs.
+const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
+/// busybox-static's binary, the one program in the initrd.
+const BUSYBOX: &str = "/bin/busybox";
+/// The file of the shared initrd in the HTTP root (`[boot] initrds`).
+pub const SHARED_INITRD: &str = "shared-initrd.img";
+/// The kernel in the HTTP root (`[boot] kernel`).
+pub const KERNEL: &str = "vmlinuz";
+/// The first-stage loaders the embedded default policy names, and snponly.efi.
+pub const LOADERS: &[&str] = &["undionly.kpxe", "ipxe-amd64.efi", "snponly.efi"];
+/// Where the node's overlay puts its identity; the initrd's /init reads it.
+pub const NODE_FILE: &str = "etc/xdpboot-node";
+/// The line /init prints once it has read the overlay; followed by `node=… mac=… token=…`.
+pub const MARKER: &str = "XDPBOOT-MARKER";
+/// The line /init prints when the overlay did not arrive.
+pub const NO_OVERLAY: &str = "XDPBOOT-NO-OVERLAY";
+/// Bump when the initrd or the lab roots change shape: a cache with another stamp is rebuilt.
+const LAB_STAMP_VERSION: u32 = 2;
+/// How long apt may take for one command (a slow mirror, a 35 MB kernel package).
+const APT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long unpacking or building one piece may take.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The initrd's /init. It proves what the node received: the shared initrd (this script and
+/// `/etc/xdpboot-shared`) and the node's own overlay (`/etc/xdpboot-node`, only there when the
+/// kernel unpacked the overlay cpio after the gzip-compressed shared one). Then it powers off
+/// so QEMU exits (`-no-reboot`); `xdpboot.keep` on the command line keeps a shell on the
+/// console instead (`cargo xtask run --keep`).
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "xdpboot-initrd: /init running from $(cat /etc/xdpboot-shared) after $(cut -d' ' -f1 /proc/uptime) s"
+if [ -r /etc/xdpboot-node ]; then
+    hostname= mac= token=
+    while IFS='=' read -r key value; do
+        case "$key" in
+            hostname) hostname=$value ;;
+            mac) mac=$value ;;
+            token) token=$value ;;
+        esac
+    done < /etc/xdpboot-node
+    [ -n "$hostname" ] && hostname "$hostname"
+    echo "XDPBOOT-MARKER node=$hostname mac=$mac token=$token"
+else
+    echo "XDPBOOT-NO-OVERLAY: /etc/xdpboot-node is missing: the node's overlay was not unpacked"
+fi
+if grep -qw xdpboot.keep /proc/cmdline; then
+    echo "xdpboot-initrd: xdpboot.keep: a shell on the console; 'poweroff -f' ends this node"
+    exec setsid cttyhack sh
+fi
+poweroff -f
+"#;
+
+/// Paths of everything cached.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    /// `.cache/`.
+    pub cache: PathBuf,
+    /// Debian 13's unpacked `usr/lib/ipxe`.
+    pub ipxe: PathBuf,
+    /// Debian 13's unpacked `usr/share/OVMF`.
+    pub ovmf13: PathBuf,
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// e.g. `6.12.117+deb13-cloud-amd64`.
+    pub kernel_version: String,
+    /// Package versions, for the log: `ipxe 1.21.1+…`, `ovmf 2025.02-…`.
+    pub versions: Vec<(String, String)>,
+    /// The lab's TFTP root.
+    pub tftp_root: PathBuf,
+    /// The lab's HTTP root.
+    pub http_root: PathBuf,
+    /// Length of the shared initrd before any padding (chosen not to be a multiple of 4, so
+    /// serving it to EFI needs the server's padding).
+    pub shared_initrd_len: u64,
+}
+
+/// The workspace's `.cache/`, or `$XDPBOOT_CACHE`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDPBOOT_CACHE") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .join(".cache")
+}
+
+impl Assets {
+    /// Downloads, unpacks and builds whatever is missing, printing one line per step through
+    /// `progress`. Safe to run concurrently and repeatedly.
+    pub fn prepare(progress: &mut dyn FnMut(&str)) -> Result<Assets> {
+        let cache = cache_dir();
+        fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+        let lock_file = fs::File::create(cache.join(".lock"))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("locking .cache/.lock")?;
+
+        let apt = PrivateApt::new(&cache)?;
+        let ipxe_deb = apt.package("ipxe", progress)?;
+        let ovmf_deb = apt.package("ovmf", progress)?;
+        let kernel_package = apt.kernel_package(progress)?;
+        let kernel_deb = apt.package(&kernel_package, progress)?;
+
+        let ipxe =
+            unpacked(&cache.join("debian13/ipxe"), &ipxe_deb, progress)?.join("usr/lib/ipxe");
+        let ovmf13 =
+            unpacked(&cache.join("debian13/ovmf"), &ovmf_deb, progress)?.join("usr/share/OVMF");
+        let (kernel, kernel_version) = kernel_image(&cache.join("kernel"), &kernel_deb, progress)?;
+        for loader in LOADERS {
+            ensure!(
+                ipxe.join(loader).is_file(),
+                "{} has no {loader}",
+                ipxe_deb.display()
+            );
+        }
+        let versions = [
+            ("ipxe", &ipxe_deb),
+            ("ovmf", &ovmf_deb),
+            ("kernel", &kernel_deb),
+        ]
+        .into_iter()
+        .map(|(name, deb)| (name.to_owned(), deb_version(deb)))
+        .collect();
+
+        let lab = cache.join("lab");
+        let stamp = format!(
+            "v{LAB_STAMP_VERSION} {} {} {}\n",
+            file_name(&ipxe_deb),
+            file_name(&kernel_deb),
+            busybox_identity()?
+        );
+        if fs::read_to_string(lab.join("stamp")).ok().as_deref() != Some(stamp.as_str()) {
+            progress("building the lab's boot files: busybox initrd, TFTP and HTTP roots");
+            build_lab(&lab, &ipxe, &kernel, &stamp)?;
+        }
+        let http_root = lab.join("http");
+        let shared_initrd_len = fs::metadata(http_root.join(SHARED_INITRD))?.len();
+        Ok(Assets {
+            ipxe,
+            ovmf13,
+            kernel,
+            kernel_version,
+            versions,
+            tftp_root: lab.join("tftp"),
+            http_root,
+            shared_initrd_len,
+            cache,
+        })
+    }
+
+    /// [`Assets::prepare`] once per process, quietly (tests).
+    pub fn get() -> Result<&'static Assets> {
+        static ASSETS: OnceLock<Result<Assets, String>> = OnceLock::new();
+        ASSETS
+            .get_or_init(|| {
+                Assets::prepare(&mut |line| eprintln!("[assets] {line}"))
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("preparing the firmware test assets: {e}"))
+    }
+}
+
+/// apt-get with a configuration of its own under `.cache/apt/`.
+struct PrivateApt {
+    dir: PathBuf,
+    debs: PathBuf,
+}
+
+impl PrivateApt {
+    fn new(cache: &Path) -> Result<PrivateApt> {
+        let dir = cache.join("apt");
+        for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        fs::write(dir.join("sources.list"), format!("{SOURCE}\n"))?;
+        let debs = cache.join("debs");
+        fs::create_dir_all(&debs)?;
+        Ok(PrivateApt { dir, debs })
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let mut command = Command::new(tool);
+        let d = |sub: &str| self.dir.join(sub).display().to_string();
+        for (key, value) in [
+            ("Dir::Etc::sourcelist", d("sources.list")),
+            ("Dir::Etc::sourceparts", d("sources.list.d")),
+            ("Dir::State::Lists", d("lists")),
+            ("Dir::Cache", d("cache")),
+            // Our own lists, guarded by .cache/.lock: the system's apt lock is not ours to take.
+            ("Debug::NoLocking", "1".into()),
+            ("APT::Sandbox::User", "root".into()),
+            ("Acquire::Languages", "none".into()),
+            (
+                "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled",
+                "false".into(),
+            ),
+            (
+                "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled",
+                "false".into(),
+            ),
+        ] {
+            command.arg("-o").arg(format!("{key}={value}"));
+        }
+        command
+    }
+
+    fn has_lists(&self) -> bool {
+        fs::read_dir(self.dir.join("lists")).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(SUITE))
+        })
+    }
+
+    fn update(&self, progress: &mut dyn FnMut(&str)) -> Result<()> {
+        progress(&format!(
+            "apt-get update (private configuration, Debian 13 {SUITE})"
+        ));
+        run_command(self.command("apt-get").arg("update"), APT_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// The cached `.deb` of `package`, downloading the current one when none is cached.
+    fn package(&self, package: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+        if let Some(deb) = self.cached(package) {
+            progress(&format!("{package}: {} (cached)", file_name(&deb)));
+            return Ok(deb);
+        }
+        if !self.has_lists() {
+            self.update(progress)?;
+        }
+        progress(&format!("{package}: apt-get download from Debian 13"));
+        let download = |apt: &PrivateApt| {
+            run_command(
+                apt.command("apt-get")
+                    .args(["download", package])
+                    .current_dir(&apt.debs),
+                APT_TIMEOUT,
+            )
+        };
+        if let Err(first) = download(self) {
+            // Lists from an earlier run may name a version the mirror no longer has.
+            progress(&format!("{package}: {first:#}; refreshing the lists once"));
+            self.update(progress)?;
+            download(self)?;
+        }
+        self.cached(package)
+            .with_context(|| format!("apt-get download {package} left no .deb"))
+    }
+
+    fn cached(&self, package: &str) -> Option<PathBuf> {
+        let prefix = format!("{package}_");
+        let mut found: Vec<PathBuf> = fs::read_dir(&self.debs)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = file_name(p);
+                name.starts_with(&prefix) && name.ends_with(".deb")
+            })
+            .collect();
+        found.sort();
+        found.pop()
+    }
+
+    /// The versioned image package the kernel metapackage depends on; a cached one if any.
+    fn kernel_package(&self, progress: &mut dyn FnMut(&str)) -> Result<String> {
+        if let Some(deb) = fs::read_dir(&self.debs)?
+            .flatten()
+            .map(|e| file_name(&e.path()))
+            .find(|name| name.starts_with("linux-image-") && name.ends_with(".deb"))
+        {
+            return Ok(deb.split('_').next().unwrap_or_default().to_owned());
+        }
+        if !self.has_lists() {
+            self.update(progress)?;
+        }
+        let show = run_command(
+            self.command("apt-cache").args(["show", KERNEL_METAPACKAGE]),
+            APT_TIMEOUT,
+        )?;
+        show.lines()
+            .find_map(|line| line.strip_prefix("Depends:"))
+            .and_then(|deps| {
+                deps.split([',', ' '])
+                    .find(|d| d.starts_with("linux-image-"))
+            })
+            .map(str::to_owned)
+            .with_context(|| format!("{KERNEL_METAPACKAGE} names no linux-image package"))
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `ipxe_1.21.1+git…_all.deb` → `1.21.1+git…`.
+fn deb_version(deb: &Path) -> String {
+    file_name(deb).split('_').nth(1).unwrap_or("?").to_owned()
+}
+
+/// `deb` unpacked into `dir` (replaced when it holds another package file).
+fn unpacked(dir: &Path, deb: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let stamp = dir.join(".from");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(file_name(deb).as_str()) {
+        return Ok(dir.to_owned());
+    }
+    progress(&format!(
+        "unpacking {} (dpkg-deb -x, not installed)",
+        file_name(deb)
+    ));
+    let tmp = dir.with_extension("new");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    run_command(
+        Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp),
+        BUILD_TIMEOUT,
+    )?;
+    fs::write(tmp.join(".from"), file_name(deb))?;
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&tmp, dir)?;
+    Ok(dir.to_owned())
+}
+
+/// The kernel image out of its package (only `boot/`: the modules are not needed).
+fn kernel_image(
+    dir: &Path,
+    deb: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(PathBuf, String)> {
+    let find = |dir: &Path| -> Option<(PathBuf, String)> {
+        fs::read_dir(dir.join("boot"))
+            .ok()?
+            .flatten()
+            .find_map(|e| {
+                let name = file_name(&e.path());
+                let version = name.strip_prefix("vmlinuz-")?.to_owned();
+                Some((e.path(), version))
+            })
+    };
+    let stamp = dir.join(".from");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(file_name(deb).as_str())
+        && let Some(found) = find(dir)
+    {
+        return Ok(found);
+    }
+    progress(&format!("unpacking the kernel from {}", file_name(deb)));
+    let tmp = dir.with_extension("new");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    run_command(
+        Command::new("sh").arg("-c").arg(format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' ./boot",
+            deb.display(),
+            tmp.display()
+        )),
+        BUILD_TIMEOUT,
+    )?;
+    fs::write(tmp.join(".from"), file_name(deb))?;
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&tmp, dir)?;
+    find(dir).with_context(|| format!("{} holds no boot/vmlinuz-*", deb.display()))
+}
+
+/// Size and mtime of busybox, so an upgrade of busybox-static rebuilds the initrd.
+fn busybox_identity() -> Result<String> {
+    let meta = fs::metadata(BUSYBOX)
+        .with_context(|| format!("{BUSYBOX} is missing: install busybox-static"))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Ok(format!("busybox:{}:{mtime}", meta.len()))
+}
+
+/// Builds `.cache/lab/` afresh: the initrd and both roots.
+fn build_lab(lab: &Path, ipxe: &Path, kernel: &Path, stamp: &str) -> Result<()> {
+    let tmp = lab.with_extension("new");
+    let _ = fs::remove_dir_all(&tmp);
+    let (tftp, http) = (tmp.join("tftp"), tmp.join("http"));
+    fs::create_dir_all(&tftp)?;
+    fs::create_dir_all(&http)?;
+    for loader in LOADERS {
+        fs::copy(ipxe.join(loader), tftp.join(loader))?;
+        fs::copy(ipxe.join(loader), http.join(loader))?;
+    }
+    fs::copy(kernel, http.join(KERNEL))?;
+    build_initrd(&tmp.join("initrd-root"), &http.join(SHARED_INITRD))?;
+    fs::remove_dir_all(tmp.join("initrd-root"))?;
+    fs::write(tmp.join("stamp"), stamp)?;
+    let _ = fs::remove_dir_all(lab);
+    fs::rename(&tmp, lab)?;
+    Ok(())
+}
+
+/// The shared initrd: busybox and /init, as a gzip-compressed newc cpio (what Debian's
+/// initramfs-tools ships, and the case DESIGN.md's EFI alignment fact is about), byte for byte
+/// the same on every machine with the same busybox (mtimes 0, inode numbers renumbered). Its length
+/// is made not to be a multiple of 4, so that only the server's padding lets an uncompressed
+/// overlay behind it be found on EFI.
+fn build_initrd(root: &Path, out: &Path) -> Result<()> {
+    for dir in ["bin", "dev", "etc", "proc", "sys", "root", "tmp"] {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    fs::copy(BUSYBOX, root.join("bin/busybox"))?;
+    fs::write(root.join("init"), INIT)?;
+    fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
+    // The console must exist before devtmpfs is mounted: the kernel opens /dev/console for
+    // init's stdio right after unpacking.
+    run_command(
+        Command::new("mknod")
+            .args(["-m", "600"])
+            .arg(root.join("dev/console"))
+            .args(["c", "5", "1"]),
+        BUILD_TIMEOUT,
+    )?;
+    for pad in 0..4 {
+        let mut shared = fs::File::create(root.join("etc/xdpboot-shared"))?;
+        // The padding changes the compressed length until it is not a multiple of 4.
+        writeln!(
+            shared,
+            "xdpboot shared initrd v{LAB_STAMP_VERSION}{}",
+            ".".repeat(pad)
+        )?;
+        drop(shared);
+        run_command(
+            Command::new("sh").arg("-c").arg(format!(
+                "cd '{}' && find . -exec touch -h -d @0 {{}} + && \
+                 find . -mindepth 1 | LC_ALL=C sort | \
+                 cpio --quiet --reproducible -o -H newc --owner=0:0 | gzip -9n > '{}'",
+                root.display(),
+                out.display()
+            )),
+            BUILD_TIMEOUT,
+        )?;
+        if fs::metadata(out)?.len() % 4 != 0 {
+            return Ok(());
+        }
+    }
+    bail!("could not make the initrd's length other than a multiple of 4")
+}

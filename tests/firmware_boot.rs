@@ -1,0 +1,409 @@
+//! End to end with real firmware: QEMU machines boot from xdpboot beside a site DHCP server
+//! (dnsmasq, addresses only) and prove, on their serial console, that they got the shared
+//! initrd and their own overlay: the initrd's /init prints `XDPBOOT-MARKER node=… mac=…
+//! token=…` from a file that only the node's overlay carries. The lab is `boot_tests::rack`
+//! (the same `cargo xtask run` builds); boot files come from `.cache/` (`boot_tests::assets`,
+//! fetched by `cargo xtask setup`, or here on first use).
+//!
+//! Every machine runs under TCG where the host's KVM is unusable (see `vm::accelerator`): a
+//! boot takes 10–40 s, so each test bounds its wait by [`BOOT_TIMEOUT`] and the test harness
+//! runs them two at a time (one per core).
+
+use std::time::{Duration, Instant};
+
+use boot_tests::assets::Assets;
+use boot_tests::rack::{Backend, Node, Rack, RackSetup, SERVER};
+use boot_tests::vm::{Firmware, Marker};
+
+/// Longest a boot to the marker may take under TCG, two machines sharing two cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn assets() -> &'static Assets {
+    boot_tests::require_lab();
+    Assets::get().expect("the firmware test assets")
+}
+
+/// Boots one node with `firmware` against xdpboot's `backend` and checks its marker.
+fn boots_with_its_overlay(firmware: Firmware, backend: Backend) {
+    let node = Node::numbered(1, firmware);
+    let mut rack =
+        Rack::start(assets(), RackSetup::new(backend, vec![node.clone()])).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let marker = wait_for_marker(&mut rack, 0);
+    assert_node_marker(&marker, &node, &rack);
+    let vm = &rack.vms[0];
+    eprintln!(
+        "{} over {}: stages {:?}",
+        firmware.name(),
+        backend.name(),
+        vm.reached
+    );
+    for stage in firmware.stages() {
+        assert!(
+            vm.reached(stage.name).is_some(),
+            "stage {:?} seen on the console: {:?}",
+            stage.name,
+            vm.reached
+        );
+    }
+    // The first stage took the path this firmware should take: TFTP only for OVMF's PXE.
+    let log = rack.daemon_log();
+    let tftp_loader = log.lines().any(|l| {
+        l.contains("tftp transfer")
+            && l.contains("ipxe-amd64.efi")
+            && l.contains("outcome=\"complete\"")
+    });
+    let tftp_any = log.lines().any(|l| l.contains("tftp transfer"));
+    match firmware {
+        Firmware::UefiPxe => assert!(tftp_loader, "ipxe-amd64.efi went over TFTP:\n{log}"),
+        Firmware::Bios | Firmware::UefiHttp => {
+            assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name())
+        }
+    }
+    if firmware == Firmware::UefiHttp {
+        assert!(
+            access_log(&rack)
+                .iter()
+                .any(|a| a.path == "/ipxe-amd64.efi" && a.status == 200),
+            "OVMF fetched iPXE over HTTP"
+        );
+    }
+}
+
+fn wait_for_marker(rack: &mut Rack, index: usize) -> Marker {
+    match rack.vms[index].wait_for_marker(BOOT_TIMEOUT) {
+        Ok(marker) => marker,
+        Err(e) => panic!(
+            "{e:#}\n----- xdpboot -----\n{}",
+            tail(&rack.daemon_log(), 60)
+        ),
+    }
+}
+
+fn assert_node_marker(marker: &Marker, node: &Node, rack: &Rack) {
+    assert_eq!(marker.node, node.hostname, "hostname from the overlay");
+    assert_eq!(marker.mac, node.mac_text(), "MAC from the overlay");
+    assert!(
+        !marker.token.is_empty(),
+        "a node token in the overlay: {marker:?}\n{}",
+        tail(&rack.daemon_log(), 30)
+    );
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn seabios_with_the_nic_ipxe_rom_boots_its_overlay_over_xdp() {
+    boots_with_its_overlay(Firmware::Bios, Backend::Xdp);
+}
+
+#[test]
+fn seabios_with_the_nic_ipxe_rom_boots_its_overlay_over_udp() {
+    boots_with_its_overlay(Firmware::Bios, Backend::Udp);
+}
+
+#[test]
+fn ovmf_pxe_chains_ipxe_over_tftp_and_boots_its_overlay_over_xdp() {
+    boots_with_its_overlay(Firmware::UefiPxe, Backend::Xdp);
+}
+
+#[test]
+fn ovmf_pxe_chains_ipxe_over_tftp_and_boots_its_overlay_over_udp() {
+    boots_with_its_overlay(Firmware::UefiPxe, Backend::Udp);
+}
+
+#[test]
+fn ovmf_http_boot_needs_no_tftp_and_boots_its_overlay_over_xdp() {
+    boots_with_its_overlay(Firmware::UefiHttp, Backend::Xdp);
+}
+
+#[test]
+fn ovmf_http_boot_needs_no_tftp_and_boots_its_overlay_over_udp() {
+    boots_with_its_overlay(Firmware::UefiHttp, Backend::Udp);
+}
+
+/// One line of xdpboot's HTTP access log.
+#[derive(Debug)]
+struct Access {
+    scheme: String,
+    path: String,
+    status: u16,
+}
+
+fn access_log(rack: &Rack) -> Vec<Access> {
+    rack.daemon_log()
+        .lines()
+        .filter(|l| l.contains("xdpboot::http::access"))
+        .filter_map(|l| {
+            let field = |key: &str| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                    .map(|v| v.trim_matches('"').to_owned())
+            };
+            Some(Access {
+                scheme: field("scheme")?,
+                path: field("path")?,
+                status: field("status")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Whether a path from the access log is `prefix…`, percent-encoding of `:` aside (iPXE
+/// encodes the colons of a MAC in a path).
+fn path_is(path: &str, prefix: &str) -> bool {
+    path.replace("%3A", ":")
+        .replace("%3a", ":")
+        .starts_with(prefix)
+}
+
+#[test]
+fn ipxe_2019_on_efi_finds_the_overlay_behind_the_padded_gzip_initrd() {
+    let node = Node::numbered(1, Firmware::UefiPxe);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    setup.ipxe_2019_efi = true;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let marker = wait_for_marker(&mut rack, 0);
+    assert_node_marker(&marker, &node, &rack);
+    let vm = &rack.vms[0];
+    assert!(
+        vm.lines
+            .iter()
+            .any(|l| l.contains("iPXE 1.0.0+git-20190125")),
+        "the 2019 iPXE booted"
+    );
+    // The kernel's EFI stub loaded both initrds by their initrd= names and joined them.
+    assert!(
+        vm.lines
+            .iter()
+            .any(|l| l.contains("EFI stub: Loaded initrd from command line")),
+        "the EFI stub joined the initrds: {}",
+        vm.console_tail(80)
+    );
+}
+
+#[test]
+fn two_machines_get_their_own_overlays_from_one_shared_initrd_and_not_each_others() {
+    let nodes = vec![
+        Node::numbered(1, Firmware::Bios),
+        Node::numbered(2, Firmware::UefiPxe),
+    ];
+    let mut rack =
+        Rack::start(assets(), RackSetup::new(Backend::Xdp, nodes.clone())).expect("the lab starts");
+    rack.boot_all().expect("the VMs start");
+    let first = wait_for_marker(&mut rack, 0);
+    let second = wait_for_marker(&mut rack, 1);
+    assert_node_marker(&first, &nodes[0], &rack);
+    assert_node_marker(&second, &nodes[1], &rack);
+    assert_ne!(first.token, second.token, "each node has its own token");
+
+    // Both fetched the same shared initrd; each fetched only its own overlay.
+    let log = access_log(&rack);
+    let initrds = log
+        .iter()
+        .filter(|a| a.path == "/boot/initrd/0" && a.status == 200)
+        .count();
+    assert!(
+        initrds >= 2,
+        "both nodes fetched the shared initrd: {log:#?}"
+    );
+    for node in &nodes {
+        let own = format!("/nodes/{}/overlay.cpio", node.mac_text());
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, &own) && a.status == 200),
+            "{} fetched its overlay: {log:#?}",
+            node.hostname
+        );
+    }
+
+    // The shared initrd is gzip of a length that is not a multiple of 4; it is served padded
+    // with zeros to one, so a cpio behind it starts aligned (DESIGN.md, EFI initrds).
+    let shared = std::fs::read(assets().http_root.join(boot_tests::assets::SHARED_INITRD))
+        .expect("the shared initrd");
+    assert_ne!(
+        shared.len() % 4,
+        0,
+        "the lab's initrd exercises the padding"
+    );
+    let (status, served) = rack
+        .fetch(&format!("http://{SERVER}/boot/initrd/0"))
+        .expect("fetching the shared initrd");
+    assert_eq!(status, 200);
+    assert_eq!(served.len() % 4, 0, "served padded to 4 bytes");
+    assert_eq!(
+        &served[..shared.len()],
+        &shared[..],
+        "the initrd itself, unchanged"
+    );
+    assert!(
+        served[shared.len()..].iter().all(|&b| b == 0),
+        "zero padding"
+    );
+
+    // The overlay URLs in the two scripts are signed for their own node only.
+    let url_of = |node: &Node| -> String {
+        let (status, script) = rack
+            .fetch(&format!(
+                "http://{SERVER}/boot.ipxe?mac={}",
+                node.mac_text()
+            ))
+            .expect("fetching a script");
+        assert_eq!(status, 200);
+        let script = String::from_utf8_lossy(&script).into_owned();
+        script
+            .split_whitespace()
+            .find(|w| w.contains("/overlay.cpio?"))
+            .unwrap_or_else(|| panic!("no overlay URL in the script:\n{script}"))
+            .to_owned()
+    };
+    let (url1, url2) = (url_of(&nodes[0]), url_of(&nodes[1]));
+    let (status, body) = rack.fetch(&url1).expect("fetching n01's overlay");
+    assert_eq!(status, 200, "n01's own signed URL works");
+    assert!(String::from_utf8_lossy(&body).contains("hostname=n01"));
+    // n02's signature on n01's path, and n01's path with no signature: refused.
+    let query2 = url2.split_once('?').expect("a signed URL has a query").1;
+    let path1 = url1.split_once('?').expect("a signed URL has a query").0;
+    for (what, url) in [
+        ("n02's signature on n01's path", format!("{path1}?{query2}")),
+        ("n01's path unsigned", path1.to_owned()),
+    ] {
+        let (status, _) = rack.fetch(&url).expect("fetching");
+        assert_eq!(status, 403, "{what} must be refused: {url}");
+    }
+}
+
+#[test]
+fn ipxe_efi_fetches_script_kernel_initrd_and_overlay_over_https_trusting_the_ca_from_fw_cfg() {
+    let nodes = vec![
+        Node::numbered(1, Firmware::UefiHttp),
+        Node::numbered(2, Firmware::UefiPxe),
+    ];
+    let mut setup = RackSetup::new(Backend::Xdp, nodes.clone());
+    setup.https = true;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VMs start");
+    for (i, node) in nodes.iter().enumerate() {
+        let marker = wait_for_marker(&mut rack, i);
+        assert_node_marker(&marker, node, &rack);
+    }
+    let log = access_log(&rack);
+    // Both iPXEs (one from TFTP, one from UEFI HTTP boot) fetched script, kernel, initrd and
+    // overlay over HTTPS; only OVMF's loader download went over plain HTTP (see
+    // `rack::lab_config` for why).
+    for path in ["/boot.ipxe", "/boot/kernel", "/boot/initrd/0"] {
+        assert!(
+            log.iter()
+                .any(|a| a.path.starts_with(path) && a.scheme == "https" && a.status == 200),
+            "{path} over https: {log:#?}"
+        );
+    }
+    for node in &nodes {
+        let overlay = format!("/nodes/{}/overlay.cpio", node.mac_text());
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, &overlay) && a.scheme == "https" && a.status == 200),
+            "{} fetched its overlay over https: {log:#?}",
+            node.hostname
+        );
+    }
+    assert!(
+        log.iter().all(|a| a.scheme == "https"
+            || ["/ipxe-amd64.efi", "/autoexec.ipxe"].contains(&a.path.as_str())),
+        // iPXE 1.21 started by UEFI HTTP boot looks for autoexec.ipxe beside itself first.
+        "nothing but OVMF's loader (and iPXE's autoexec.ipxe probe) over plain http: {log:#?}"
+    );
+}
+
+#[test]
+fn without_a_loader_for_its_arch_uefi_pxe_gives_up_and_xdpboot_says_why() {
+    let node = Node::numbered(1, Firmware::UefiPxe);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    // No ipxe-amd64.efi: the UEFI x64 rule has nothing to hand out.
+    setup.tftp_loaders = vec!["undionly.kpxe"];
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let gave_up = rack.vms[0].wait_for_line("OVMF giving up on PXE", BOOT_TIMEOUT, |l| {
+        l.contains("PXE-E") || l.contains("No bootable") || l.contains("failed to load Boot")
+    });
+    let log = rack.daemon_log();
+    let line = gave_up.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&log, 30)));
+    eprintln!("OVMF: {line}");
+    let why = log
+        .lines()
+        .find(|l| {
+            l.contains(&node.mac_text()) && l.contains("ipxe-amd64.efi") && l.contains("WARN")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "xdpboot logs why it did not answer {}:\n{log}",
+                node.mac_text()
+            )
+        });
+    assert!(why.contains("missing"), "{why}");
+    assert!(
+        !rack.vms[0].lines.iter().any(|l| l.contains("iPXE")),
+        "no iPXE started"
+    );
+}
+
+#[test]
+fn while_the_http_server_is_away_the_ipxe_script_retries_and_the_boot_completes() {
+    let node = Node::numbered(1, Firmware::Bios);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    setup.retries = 8;
+    setup.retry_delay = 2;
+    // A kernel download of a few seconds, so stopping the server as soon as the script is out
+    // always catches the kernel on the wire.
+    setup.http_pacing_mbit = 16;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    rack.vms[0]
+        .wait_for_line("the script", BOOT_TIMEOUT, |l| {
+            l.contains("xdpboot: booting")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    let away = Instant::now();
+    rack.stop_daemon();
+    // Two failed attempts: one cut off mid-download, one refused outright.
+    rack.vms[0]
+        .wait_for_line("a second failed attempt", BOOT_TIMEOUT, |l| {
+            l.contains("download failed (attempt 2")
+        })
+        .expect("the script retries while the server is away");
+    rack.start_daemon().expect("xdpboot starts again");
+    eprintln!("HTTP server away for {:.1} s", away.elapsed().as_secs_f64());
+    let marker = wait_for_marker(&mut rack, 0);
+    assert_node_marker(&marker, &node, &rack);
+    let failures: Vec<&String> = rack.vms[0]
+        .lines
+        .iter()
+        .filter(|l| l.contains("download failed"))
+        .collect();
+    eprintln!("the script's retries: {failures:#?}");
+}
+
+#[test]
+fn ipxe_efi_refuses_the_https_server_when_the_firmware_was_not_given_the_ca() {
+    let node = Node::numbered(1, Firmware::UefiPxe);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node]);
+    setup.https = true;
+    setup.firmware_trusts_ca = false;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let refused = rack.vms[0].wait_for_line("iPXE refusing the server", BOOT_TIMEOUT, |l| {
+        l.contains("boot.ipxe") && (l.contains("denied") || l.contains("not permitted"))
+    });
+    let refused = refused.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    eprintln!("iPXE: {refused}");
+    assert!(
+        !access_log(&rack)
+            .iter()
+            .any(|a| a.path.starts_with("/boot.ipxe")),
+        "no script was served to an iPXE that does not trust the server"
+    );
+}

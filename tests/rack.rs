@@ -1,0 +1,545 @@
+//! The firmware lab: a rack of QEMU machines booting from xdpboot beside a site DHCP server,
+//! all inside network namespaces made here (the same lab `cargo xtask run` builds).
+//!
+//! ```text
+//!   rack namespace: bridge br0 ── tap0 (VM), tap1 (VM), …
+//!                        │   └── probe (198.18.0.50/24, a host on the rack for curl checks)
+//!                        └── srv ══ veth ══ eth0 in the server namespace, 198.18.0.1/24:
+//!                                             dnsmasq (addresses only, .100–.200),
+//!                                             xdpboot (xdp or udp backend),
+//!                                             router advertisements (lifetime 0)
+//! ```
+//! With the xdp backend dnsmasq binds the wildcard address, as a site server installed with
+//! its defaults does, and xdpboot tees port 67 beside it; the udp backend can only share port
+//! 67 with a dnsmasq that binds its interface (`--bind-interfaces`), so that is what it gets.
+//!
+//! xdpboot runs with the embedded default plus a lab config that changes only what a lab must:
+//! the TFTP and HTTP roots (`.cache/lab/`, see [`crate::assets`]), where TLS files and the
+//! URL secret go (the lab's own directory, never /etc or /var/lib on the host), and what to
+//! boot (`[boot]`, `[[overlay]]`, `[[node]]`).
+//!
+//! iPXE waits ~13 s for IPv6 autoconfiguration unless a router says there is none
+//! (DESIGN.md, "Test lab facts"): [`RouterAdvertiser`] sends link-local RAs with router
+//! lifetime 0 on the server's veth.
+
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::assets::{Assets, KERNEL, NODE_FILE, SHARED_INITRD};
+use crate::vm::{Firmware, Vm, VmSpec};
+use crate::{
+    Binding, COMMAND_TIMEOUT, Daemon, Dnsmasq, NetNs, STARTUP_TIMEOUT, TempDir, run_command,
+    unique_ifindex, veth, veth_with_index,
+};
+
+/// xdpboot's address on the rack.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The probe host's address on the rack.
+pub const PROBE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 50);
+/// The site server's address range.
+pub const RANGE: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(198, 18, 0, 100),
+    Ipv4Addr::new(198, 18, 0, 200),
+);
+/// The served interface in the server namespace.
+pub const SERVER_IF: &str = "eth0";
+/// Kernel command line of every node: the console on the serial port, and a kernel that
+/// panics (a broken initrd) reboots at once, which `-no-reboot` turns into QEMU exiting.
+pub const CMDLINE: &str = "console=ttyS0 panic=1";
+/// Debian 12's iPXE EFI build (package `ipxe`, 2019).
+pub const IPXE_2019_EFI: &str = "/usr/lib/ipxe/ipxe.efi";
+/// How often the lab's router advertisement goes out (besides answers to solicitations).
+const RA_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// The backend xdpboot runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Xdp,
+    Udp,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Xdp => "xdp",
+            Backend::Udp => "udp",
+        }
+    }
+
+    /// How the site's dnsmasq binds port 67 beside this backend.
+    pub fn site_binding(self) -> Binding {
+        match self {
+            Backend::Xdp => Binding::Wildcard,
+            Backend::Udp => Binding::Interfaces,
+        }
+    }
+}
+
+/// A machine of the rack: its identity in xdpboot's `[[node]]` table and its VM.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub hostname: String,
+    pub mac: [u8; 6],
+    pub firmware: Firmware,
+    /// `vars = { rack = … }` of its `[[node]]` entry, shown in its overlay.
+    pub rack_label: String,
+}
+
+impl Node {
+    /// Node `n` (1-based) of a lab: `n01`, MAC `52:54:00:18:01:<n>`.
+    pub fn numbered(n: u8, firmware: Firmware) -> Node {
+        Node {
+            hostname: format!("n{n:02}"),
+            mac: [0x52, 0x54, 0x00, 0x18, 0x01, n],
+            firmware,
+            rack_label: "lab".to_owned(),
+        }
+    }
+
+    pub fn mac_text(&self) -> String {
+        crate::mac_text(&self.mac)
+    }
+}
+
+/// How to build the rack.
+#[derive(Debug, Clone)]
+pub struct RackSetup {
+    pub backend: Backend,
+    pub nodes: Vec<Node>,
+    /// Serve HTTPS (port 443) and hand out https URLs to iPXE's EFI builds (see [`lab_config`]
+    /// for who cannot use it). xdpboot's `[boot] https` puts one scheme into every script, so
+    /// in a rack with a BIOS node the scripts keep plain HTTP URLs.
+    pub https: bool,
+    /// Loaders in the TFTP root (default: all of [`crate::assets::LOADERS`]).
+    pub tftp_loaders: Vec<&'static str>,
+    /// Download attempts of the boot script and the pause between them.
+    pub retries: u32,
+    pub retry_delay: u32,
+    /// Keep the nodes up with a shell on their console after the marker.
+    pub keep: bool,
+    /// `[http] pacing_mbit`: 0 for none.
+    pub http_pacing_mbit: u32,
+    /// With `https`: give OVMF (and through it iPXE) the lab's CA. Off shows that the trust
+    /// is real: iPXE then refuses the server.
+    pub firmware_trusts_ca: bool,
+    /// Serve Debian 12's iPXE 2019 EFI build (`/usr/lib/ipxe/ipxe.efi`, package `ipxe`) as
+    /// `ipxe-amd64.efi`: it hands initrds to the kernel's EFI stub by `initrd=` names, which the
+    /// stub joins back to back, so only the server's 4-byte padding of the gzip initrd lets the
+    /// overlay behind it be found (DESIGN.md, "EFI initrds").
+    pub ipxe_2019_efi: bool,
+}
+
+impl RackSetup {
+    pub fn new(backend: Backend, nodes: Vec<Node>) -> RackSetup {
+        RackSetup {
+            backend,
+            nodes,
+            https: false,
+            tftp_loaders: crate::assets::LOADERS.to_vec(),
+            retries: 5,
+            retry_delay: 3,
+            keep: false,
+            http_pacing_mbit: 0,
+            firmware_trusts_ca: true,
+            ipxe_2019_efi: false,
+        }
+    }
+}
+
+/// The running lab. Fields drop in order: VMs and processes first, then namespaces, then
+/// files.
+pub struct Rack {
+    pub vms: Vec<Vm>,
+    pub daemon: Option<Daemon>,
+    pub dnsmasq: Dnsmasq,
+    pub ra: RouterAdvertiser,
+    pub probe: NetNs,
+    pub server: NetNs,
+    pub rack: NetNs,
+    pub dir: TempDir,
+    pub setup: RackSetup,
+    pub assets: Assets,
+    pub config: PathBuf,
+    daemon_starts: u32,
+}
+
+impl Rack {
+    /// Builds the namespaces, starts dnsmasq, the router advertisements and xdpboot; no VM
+    /// yet ([`Rack::boot`]).
+    pub fn start(assets: &Assets, setup: RackSetup) -> Result<Rack> {
+        let dir = TempDir::new("lab")?;
+        // The cache's TFTP root, unless this lab serves other loaders.
+        let tftp = if setup.tftp_loaders == crate::assets::LOADERS && !setup.ipxe_2019_efi {
+            assets.tftp_root.clone()
+        } else {
+            let tftp = dir.join("tftp");
+            std::fs::create_dir_all(&tftp)?;
+            for loader in &setup.tftp_loaders {
+                std::fs::copy(assets.tftp_root.join(loader), tftp.join(loader))?;
+            }
+            if setup.ipxe_2019_efi {
+                std::fs::copy(IPXE_2019_EFI, tftp.join("ipxe-amd64.efi")).with_context(|| {
+                    format!("copying {IPXE_2019_EFI} (install Debian 12's ipxe)")
+                })?;
+            }
+            tftp
+        };
+        let config = dir.join("xdpboot.toml");
+        std::fs::write(&config, lab_config(assets, &setup, dir.path(), &tftp))?;
+
+        let rack = NetNs::new("rack")?;
+        let server = NetNs::new("server")?;
+        let probe = NetNs::new("probe")?;
+        rack.add_bridge("br0")?;
+        // The served veth gets an interface index of its own: BPF links are system-wide.
+        veth_with_index(&server, SERVER_IF, Some(unique_ifindex()), &rack, "srv")?;
+        rack.attach("srv", "br0")?;
+        server.add_address(SERVER_IF, &format!("{SERVER}/24"))?;
+        veth(&probe, "eth0", &rack, "probe")?;
+        rack.attach("probe", "br0")?;
+        probe.add_address("eth0", &format!("{PROBE}/24"))?;
+
+        let dnsmasq = Dnsmasq::start_with(
+            &server,
+            SERVER_IF,
+            RANGE,
+            dir.path(),
+            setup.backend.site_binding(),
+        )?;
+        let ra = RouterAdvertiser::start(&server, SERVER_IF)?;
+        let mut lab = Rack {
+            vms: Vec::new(),
+            daemon: None,
+            dnsmasq,
+            ra,
+            probe,
+            server,
+            rack,
+            dir,
+            setup,
+            assets: assets.clone(),
+            config,
+            daemon_starts: 0,
+        };
+        lab.start_daemon()?;
+        Ok(lab)
+    }
+
+    /// Starts xdpboot (again) and waits until it serves; each start logs to its own file.
+    pub fn start_daemon(&mut self) -> Result<()> {
+        self.daemon_starts += 1;
+        let log = self.daemon_log_path(self.daemon_starts);
+        let args: &[&str] = match self.setup.backend {
+            // `--steer auto` sees dnsmasq on port 67 and tees.
+            Backend::Xdp => &["--backend", "xdp"],
+            Backend::Udp => &["--backend", "udp"],
+        };
+        let daemon = Daemon::start_serving(&self.server, &[SERVER_IF], &self.config, log, args)?;
+        self.daemon = Some(daemon);
+        if self.setup.https {
+            // The CA is generated at start; OVMF gets it through fw_cfg.
+            let ca = self.ca_esl();
+            let deadline = Instant::now() + STARTUP_TIMEOUT;
+            while !ca.is_file() {
+                if Instant::now() >= deadline {
+                    bail!(
+                        "xdpboot made no {} within {STARTUP_TIMEOUT:?}",
+                        ca.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops xdpboot (SIGTERM, then SIGKILL): DHCP, TFTP and HTTP go away together.
+    pub fn stop_daemon(&mut self) {
+        self.daemon = None;
+    }
+
+    pub fn daemon_log_path(&self, start: u32) -> PathBuf {
+        self.dir.join(format!("xdpboot-{start}.log"))
+    }
+
+    /// Everything every xdpboot of this lab logged, in order.
+    pub fn daemon_log(&self) -> String {
+        (1..=self.daemon_starts)
+            .map(|n| std::fs::read_to_string(self.daemon_log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    /// The generated CA as an EFI signature list.
+    pub fn ca_esl(&self) -> PathBuf {
+        self.dir.join("tls/ca.esl")
+    }
+
+    /// The generated CA (PEM).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// Where a kept node's console socket is.
+    pub fn console_socket(&self, hostname: &str) -> PathBuf {
+        self.dir.join(format!("{hostname}.console"))
+    }
+
+    /// Starts every node's VM, each on a tap of its own on the rack's bridge.
+    pub fn boot_all(&mut self) -> Result<()> {
+        for node in self.setup.nodes.clone() {
+            self.boot(&node)?;
+        }
+        Ok(())
+    }
+
+    /// Starts `node`'s VM on a new tap.
+    pub fn boot(&mut self, node: &Node) -> Result<usize> {
+        let index = self.vms.len();
+        let tap = format!("tap{index}");
+        self.rack.ip(&format!("tuntap add dev {tap} mode tap"))?;
+        self.rack.attach(&tap, "br0")?;
+        let mut spec = VmSpec::new(&node.hostname, node.mac, node.firmware);
+        if self.setup.https && self.setup.firmware_trusts_ca && node.firmware != Firmware::Bios {
+            spec.https_ca = Some(self.ca_esl());
+        }
+        if self.setup.keep {
+            spec.console_socket = Some(self.console_socket(&node.hostname));
+        }
+        let vm = Vm::start(&self.rack, &tap, spec, self.dir.path())?;
+        self.vms.push(vm);
+        Ok(index)
+    }
+
+    /// `curl` from the probe host: the HTTP status and the body.
+    pub fn fetch(&self, url: &str) -> Result<(u16, Vec<u8>)> {
+        let body = self.dir.join(format!("fetch-{}", crate::next_id()));
+        let mut args = vec!["-s", "-g", "-o"];
+        let body_arg = body.display().to_string();
+        args.push(&body_arg);
+        args.extend(["-w", "%{http_code}", "--max-time", "10"]);
+        let ca = self.ca_pem().display().to_string();
+        if url.starts_with("https:") {
+            args.extend(["--cacert", &ca]);
+        }
+        args.push(url);
+        let status = self.probe.exec(Path::new("curl"), &args)?;
+        let status: u16 = status.trim().parse().context("curl printed no status")?;
+        let bytes = std::fs::read(&body).unwrap_or_default();
+        let _ = std::fs::remove_file(&body);
+        Ok((status, bytes))
+    }
+
+    /// What a person needs to look at the lab, one line each.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!(
+                "rack namespace {} (bridge br0, the VMs' taps), server namespace {} ({SERVER}/24 on {SERVER_IF}), probe namespace {} ({PROBE}/24)",
+                self.rack.name(),
+                self.server.name(),
+                self.probe.name()
+            ),
+            format!("xdpboot config: {}", self.config.display()),
+            format!(
+                "xdpboot log: {}",
+                self.daemon_log_path(self.daemon_starts).display()
+            ),
+            format!("dnsmasq log: {}", self.dir.join("dnsmasq.log").display()),
+            format!(
+                "try: ip netns exec {} curl -s 'http://{SERVER}/boot.ipxe?mac={}'",
+                self.probe.name(),
+                self.setup
+                    .nodes
+                    .first()
+                    .map_or("52:54:00:18:01:01".to_owned(), Node::mac_text)
+            ),
+        ];
+        for vm in &self.vms {
+            let mut line = format!(
+                "node {} ({}, {}): serial console log {}",
+                vm.spec.name,
+                vm.spec.mac_text(),
+                vm.spec.firmware.name(),
+                vm.serial.display()
+            );
+            if let Some(socket) = &vm.spec.console_socket {
+                let _ = write!(
+                    line,
+                    "; console: socat -,rawer UNIX-CONNECT:{}",
+                    socket.display()
+                );
+            }
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+/// The lab's xdpboot config: the embedded default with the roots, TLS files and URL secret
+/// moved into the lab, plus what to boot.
+pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Path) -> String {
+    let mut text = String::new();
+    let q = |p: &Path| toml_string(&p.display().to_string());
+    let _ = writeln!(
+        text,
+        "# cargo xtask run / tests/firmware_boot.rs: xdpboot's embedded default, with the roots\n\
+         # pointing at the lab's cache (.cache/lab), the generated TLS files and URL secret kept\n\
+         # in the lab's directory (HTTPS off unless the lab asks for it), and what the nodes boot.\n"
+    );
+    let _ = writeln!(text, "[tftp]\nroot = {}\n", q(tftp_root));
+    let _ = writeln!(
+        text,
+        "[http]\nroot = {}\nhttps_port = {}\ntls_cert = {}\ntls_key = {}\ntls_names = [\"{SERVER}\"]\npacing_mbit = {}\n",
+        q(&assets.http_root),
+        if setup.https { 443 } else { 0 },
+        q(&dir.join("tls/server.pem")),
+        q(&dir.join("tls/server.key")),
+        setup.http_pacing_mbit,
+    );
+    let cmdline = if setup.keep {
+        format!("{CMDLINE} xdpboot.keep")
+    } else {
+        CMDLINE.to_owned()
+    };
+    let _ = writeln!(
+        text,
+        "[boot]\nkernel = \"{KERNEL}\"\ninitrds = [\"{SHARED_INITRD}\"]\ncmdline = {}\n\
+         retries = {}\nretry_delay = {}\nhttps = {}\nsecret_file = {}\n",
+        toml_string(&cmdline),
+        setup.retries,
+        setup.retry_delay,
+        // xdpboot puts one scheme in every script's URLs; BIOS iPXE has no TLS (see
+        // `RackSetup::https`).
+        setup.https && setup.nodes.iter().all(|n| n.firmware != Firmware::Bios),
+        q(&dir.join("url-secret")),
+    );
+    let _ = writeln!(
+        text,
+        "[[overlay]]\npath = \"{NODE_FILE}\"\nmode = \"0644\"\n\
+         content = \"hostname={{{{hostname}}}}\\nmac={{{{mac}}}}\\nuuid={{{{uuid}}}}\\narch={{{{arch}}}}\\ntoken={{{{token}}}}\\nrack={{{{rack}}}}\\n\"\n"
+    );
+    for node in &setup.nodes {
+        let _ = writeln!(
+            text,
+            "[[node]]\nmac = \"{}\"\nhostname = \"{}\"\nvars = {{ rack = \"{}\" }}\n",
+            node.mac_text(),
+            node.hostname,
+            node.rack_label
+        );
+    }
+    if setup.https {
+        // The default table with https for iPXE's EFI builds: Debian 13's read the lab's CA
+        // from the TlsCaCertificate variable OVMF fills from fw_cfg. BIOS iPXE has no TLS, and
+        // UEFI HTTP boot keeps plain HTTP for the loader: Debian 12's OVMF offers no elliptic
+        // curve key exchange (its OpenSSL is built without EC), which rustls requires
+        // (`NoKxGroupsInCommon`).
+        text.push_str(
+            "[[policy]]\nname = \"ipxe-efi-https\"\nipxe = true\narch = [\"uefi-x64\"]\n\
+             http = \"https://{server}:{https_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
+             [[policy]]\nname = \"ipxe\"\nipxe = true\n\
+             http = \"http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
+             [[policy]]\nname = \"uefi-http-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
+             http = \"http://{server}:{http_port}/ipxe-amd64.efi\"\n\n\
+             [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
+             [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n",
+        );
+    }
+    text
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Router advertisements
+
+/// Sends ICMPv6 router advertisements with router lifetime 0 (RFC 4861 §4.2: "not a default
+/// router") from the link-local address of an interface, every [`RA_INTERVAL`] and in answer
+/// to router solicitations, so iPXE's IPv6 configurator finishes at once instead of waiting
+/// ~13 s. Nothing else: no prefix, no M/O flags (so no DHCPv6 either). Stops on drop.
+pub struct RouterAdvertiser {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RouterAdvertiser {
+    pub fn start(ns: &NetNs, iface: &str) -> Result<RouterAdvertiser> {
+        // No duplicate address detection: the link-local address is usable at once.
+        run_command(
+            Command::new("ip")
+                .args(["netns", "exec", ns.name(), "sysctl", "-qw"])
+                .arg(format!("net.ipv6.conf.{iface}.accept_dad=0")),
+            COMMAND_TIMEOUT,
+        )?;
+        let name = iface.to_owned();
+        let (socket, index) = ns.run(move || {
+            let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+            socket.bind_device(Some(name.as_bytes()))?;
+            // RFC 4861 §6.1.2: hosts drop RAs whose hop limit is not 255.
+            socket.set_multicast_hops_v6(255)?;
+            socket.set_unicast_hops_v6(255)?;
+            let index = nix::net::if_::if_nametoindex(name.as_str())?;
+            // Solicitations go to all-routers.
+            socket.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2), index)?;
+            socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+            Ok((socket, index))
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || advertise(&socket, index, &stopping));
+        Ok(RouterAdvertiser {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn advertise(socket: &Socket, index: u32, stop: &AtomicBool) {
+    // Type 134, code 0, checksum (the kernel fills it in for ICMPv6 raw sockets), cur hop
+    // limit 64, no flags, router lifetime 0, reachable time 0, retrans timer 0.
+    const RA: [u8; 16] = [134, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let all_nodes = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, index);
+    let mut last = Instant::now() - RA_INTERVAL;
+    let mut buf = [0u8; 1500];
+    let mut reader = socket;
+    while !stop.load(Ordering::Relaxed) {
+        // A router solicitation is ICMPv6 type 133 (raw ICMPv6 sockets get no IP header).
+        let solicited = matches!(reader.read(&mut buf), Ok(n) if n > 0 && buf[0] == 133);
+        if solicited || last.elapsed() >= RA_INTERVAL {
+            // Fails until the link-local address exists; the next round tries again.
+            let _ = socket.send_to(&RA, &all_nodes.into());
+            last = Instant::now();
+        }
+    }
+}
+
+impl Drop for RouterAdvertiser {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! Real firmware clients: QEMU virtual machines on a tap in the lab's rack namespace, their
+//! serial console in a file, and what they printed read back as boot stages.
+//!
+//! The facts this follows are DESIGN.md's "Test lab facts": always `-nodefaults` (no user-mode
+//! NIC reaching outside), `-no-reboot`, a tap NIC with `script=no,downscript=no`; SeaBIOS with
+//! QEMU's iPXE NIC ROM on `-M pc,graphics=off`; OVMF on q35 with a per-VM copy of the VARS
+//! file and `romfile=` (no NIC ROM) so EDK2's own PXE or HTTP client runs; PXEv4/PXEv6
+//! switched off through fw_cfg for HTTP boot; the HTTPS CA through
+//! `etc/edk2/https/cacerts`. The host's KVM here is a PVM one that OVMF and the iPXE ROM
+//! cannot run on, so [`accelerator`] picks TCG unless a usable KVM is found.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{ChildGuard, NetNs};
+
+/// Debian 12's OVMF (package `ovmf`). DESIGN.md lists what it does (PXE, HTTP and HTTPS boot,
+/// the virtio-net driver).
+pub const OVMF_DIR: &str = "/usr/share/OVMF";
+/// The firmware code, read-only.
+pub const OVMF_CODE: &str = "OVMF_CODE_4M.fd";
+/// The empty variable store (no Secure Boot keys: Debian's unsigned iPXE would be refused),
+/// copied per VM.
+pub const OVMF_VARS: &str = "OVMF_VARS_4M.fd";
+
+/// What xdpboot's default script (ipxe/boot.ipxe) prints when its last attempt failed.
+pub const SCRIPT_GAVE_UP: &str = "xdpboot: giving up after";
+
+/// How the VM boots from the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Firmware {
+    /// SeaBIOS and QEMU's iPXE ROM of the virtio NIC (iPXE 2019: plain HTTP only).
+    Bios,
+    /// OVMF's own PXE client (the NIC ROM disabled): PXE → TFTP ipxe-amd64.efi → iPXE.
+    UefiPxe,
+    /// OVMF UEFI HTTP boot (PXE disabled): the loader over HTTP(S), no TFTP at all.
+    UefiHttp,
+}
+
+impl Firmware {
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::UefiPxe => "uefi",
+            Firmware::UefiHttp => "uefi-http",
+        }
+    }
+
+    /// How the first stage travels, for summaries.
+    pub fn first_stage(self) -> &'static str {
+        match self {
+            Firmware::Bios => "NIC ROM iPXE (no first-stage download)",
+            Firmware::UefiPxe => "PXE, TFTP ipxe-amd64.efi",
+            Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
+        }
+    }
+
+    /// The stages a boot of this firmware goes through, each with the serial-console text
+    /// that shows it was reached (the first that appears counts).
+    pub fn stages(self) -> &'static [Stage] {
+        const IPXE_TAIL: [Stage; 5] = [
+            Stage::new("iPXE DHCP done", &["net0: 198."]),
+            Stage::new("script fetched", &["xdpboot: booting"]),
+            Stage::new("kernel started", &["Linux version"]),
+            Stage::new("/init running", &["xdpboot-initrd: /init running"]),
+            Stage::new("marker", &[crate::assets::MARKER]),
+        ];
+        const BIOS: [Stage; 6] = [
+            Stage::new(
+                "NIC ROM iPXE",
+                &["iPXE (http://ipxe.org)", "iPXE (https://ipxe.org)"],
+            ),
+            IPXE_TAIL[0],
+            IPXE_TAIL[1],
+            IPXE_TAIL[2],
+            IPXE_TAIL[3],
+            IPXE_TAIL[4],
+        ];
+        const UEFI_PXE: [Stage; 8] = [
+            Stage::new("OVMF PXE started", &["Start PXE over IPv4"]),
+            Stage::new("PXE DHCP done", &["Station IP address is"]),
+            Stage::new("TFTP loader", &["NBP file downloaded successfully"]),
+            IPXE_TAIL[0],
+            IPXE_TAIL[1],
+            IPXE_TAIL[2],
+            IPXE_TAIL[3],
+            IPXE_TAIL[4],
+        ];
+        const UEFI_HTTP: [Stage; 8] = [
+            Stage::new("OVMF HTTP boot started", &["Start HTTP Boot over IPv4"]),
+            Stage::new("HTTP boot DHCP done", &["Station IP address is"]),
+            Stage::new("HTTP loader", &["Downloading...100%"]),
+            IPXE_TAIL[0],
+            IPXE_TAIL[1],
+            IPXE_TAIL[2],
+            IPXE_TAIL[3],
+            IPXE_TAIL[4],
+        ];
+        match self {
+            Firmware::Bios => &BIOS,
+            Firmware::UefiPxe => &UEFI_PXE,
+            Firmware::UefiHttp => &UEFI_HTTP,
+        }
+    }
+}
+
+/// A step of a boot, recognised by text on the serial console.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage {
+    pub name: &'static str,
+    pub patterns: &'static [&'static str],
+}
+
+impl Stage {
+    const fn new(name: &'static str, patterns: &'static [&'static str]) -> Stage {
+        Stage { name, patterns }
+    }
+}
+
+/// What a VM is.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub mac: [u8; 6],
+    /// SMBIOS UUID.
+    pub uuid: String,
+    pub firmware: Firmware,
+    /// For OVMF: the CA as an EFI signature list, given through fw_cfg
+    /// `etc/edk2/https/cacerts` (OVMF's HTTPS boot trusts it, and so does Debian 13's iPXE,
+    /// which reads the `TlsCaCertificate` variable OVMF makes of it).
+    pub https_ca: Option<PathBuf>,
+    /// Guest memory in MiB.
+    pub memory_mb: u32,
+    /// Also offer the serial console on this unix socket (`socat - UNIX-CONNECT:…`), for a
+    /// node kept up with a shell (`cargo xtask run --keep`). The log file gets it all the same.
+    pub console_socket: Option<PathBuf>,
+    /// Directory with OVMF_CODE_4M.fd and OVMF_VARS_4M.fd: Debian 12's, or `$XDPBOOT_OVMF_DIR`.
+    /// (Debian 13's OVMF, in `.cache/debian13/ovmf`, has no virtio-net driver of its own: with
+    /// `romfile=` it finds no NIC, and with QEMU's NIC ROM it is iPXE that boots.)
+    pub ovmf: PathBuf,
+}
+
+impl VmSpec {
+    pub fn new(name: &str, mac: [u8; 6], firmware: Firmware) -> VmSpec {
+        VmSpec {
+            name: name.to_owned(),
+            mac,
+            uuid: format!(
+                "00112233-4455-6677-8899-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+                mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+            ),
+            firmware,
+            https_ca: None,
+            memory_mb: 512,
+            console_socket: None,
+            ovmf: std::env::var_os("XDPBOOT_OVMF_DIR")
+                .map_or_else(|| PathBuf::from(OVMF_DIR), PathBuf::from),
+        }
+    }
+
+    pub fn mac_text(&self) -> String {
+        crate::mac_text(&self.mac)
+    }
+}
+
+/// The accelerator QEMU should use: `tcg` unless `/dev/kvm` is a real (VMX/SVM) KVM. A PVM
+/// KVM (module `kvm_pvm`), as on this project's machines, kills OVMF with "KVM internal
+/// error" and makes the iPXE ROM fail emulation. `$XDPBOOT_QEMU_ACCEL` overrides.
+pub fn accelerator() -> &'static str {
+    if let Ok(accel) = std::env::var("XDPBOOT_QEMU_ACCEL") {
+        return if accel == "kvm" { "kvm" } else { "tcg" };
+    }
+    let kvm_usable = Path::new("/dev/kvm").exists()
+        && !Path::new("/sys/module/kvm_pvm").exists()
+        && (Path::new("/sys/module/kvm_intel").exists()
+            || Path::new("/sys/module/kvm_amd").exists());
+    if kvm_usable { "kvm" } else { "tcg" }
+}
+
+/// Why the accelerator was chosen, for progress lines.
+pub fn accelerator_reason() -> &'static str {
+    if std::env::var_os("XDPBOOT_QEMU_ACCEL").is_some() {
+        "set by XDPBOOT_QEMU_ACCEL"
+    } else if Path::new("/sys/module/kvm_pvm").exists() {
+        "the host's KVM is PVM (kvm_pvm), which OVMF and the iPXE ROM cannot run on"
+    } else if accelerator() == "kvm" {
+        "/dev/kvm is a VMX/SVM KVM"
+    } else {
+        "no usable /dev/kvm"
+    }
+}
+
+/// A running VM; killed on drop (its [`ChildGuard`]).
+#[derive(Debug)]
+pub struct Vm {
+    pub spec: VmSpec,
+    pub serial: PathBuf,
+    pub started: Instant,
+    child: ChildGuard,
+    /// Stages seen so far, with the time since start.
+    pub reached: Vec<(&'static str, Duration)>,
+    /// How much of the serial log has been read into `lines`.
+    read_upto: usize,
+    partial: String,
+    /// Console lines read so far (escape sequences removed).
+    pub lines: Vec<String>,
+}
+
+impl Vm {
+    /// Starts QEMU inside `rack` on the (existing) tap `tap`, logging in `dir`.
+    pub fn start(rack: &NetNs, tap: &str, spec: VmSpec, dir: &Path) -> Result<Vm> {
+        let serial = dir.join(format!("{}.serial.log", spec.name));
+        let _ = std::fs::remove_file(&serial);
+        let mac = spec.mac_text();
+        let mut args: Vec<String> = vec![
+            "-nodefaults".into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-accel".into(),
+            accelerator().into(),
+            "-smp".into(),
+            "1".into(),
+            "-m".into(),
+            spec.memory_mb.to_string(),
+            "-uuid".into(),
+            spec.uuid.clone(),
+            "-netdev".into(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        ];
+        match &spec.console_socket {
+            Some(socket) => args.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id=console,path={},server=on,wait=off,logfile={}",
+                    socket.display(),
+                    serial.display()
+                ),
+                "-serial".into(),
+                "chardev:console".into(),
+            ]),
+            None => args.extend(["-serial".into(), format!("file:{}", serial.display())]),
+        }
+        match spec.firmware {
+            Firmware::Bios => {
+                args.extend([
+                    "-M".into(),
+                    "pc,graphics=off".into(),
+                    "-boot".into(),
+                    "order=n".into(),
+                ]);
+                args.extend([
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                ]);
+            }
+            Firmware::UefiPxe | Firmware::UefiHttp => {
+                let vars = dir.join(format!("{}.vars.fd", spec.name));
+                let (code, vars_template) = (spec.ovmf.join(OVMF_CODE), spec.ovmf.join(OVMF_VARS));
+                std::fs::copy(&vars_template, &vars)
+                    .with_context(|| format!("copying {}", vars_template.display()))?;
+                args.extend([
+                    "-M".into(),
+                    "q35".into(),
+                    "-drive".into(),
+                    format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        code.display()
+                    ),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                    // romfile= : no iPXE ROM, so EDK2's own network stack boots.
+                    "-device".into(),
+                    if std::env::var_os("XDPBOOT_NIC_ROM").is_some() {
+                        format!("virtio-net-pci,netdev=n0,mac={mac}")
+                    } else {
+                        format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")
+                    },
+                    // PXE over IPv6 would only add minutes to a failing boot.
+                    "-fw_cfg".into(),
+                    "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
+                ]);
+                if spec.firmware == Firmware::UefiHttp {
+                    // EDK2 tries PXE before HTTP (~95 s); without PXE, HTTP boot goes first.
+                    args.extend([
+                        "-fw_cfg".into(),
+                        "name=opt/org.tianocore/IPv4PXESupport,string=n".into(),
+                    ]);
+                }
+                if let Some(ca) = &spec.https_ca {
+                    args.extend([
+                        "-fw_cfg".into(),
+                        format!("name=etc/edk2/https/cacerts,file={}", ca.display()),
+                    ]);
+                }
+            }
+        }
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let child = rack.spawn(
+            &format!("qemu {}", spec.name),
+            Path::new("qemu-system-x86_64"),
+            &args,
+            &[],
+            dir.join(format!("{}.qemu.log", spec.name)),
+        )?;
+        Ok(Vm {
+            spec,
+            serial,
+            started: Instant::now(),
+            child,
+            reached: Vec::new(),
+            read_upto: 0,
+            partial: String::new(),
+            lines: Vec::new(),
+        })
+    }
+
+    /// Reads what the console printed since the last call; returns the new complete lines
+    /// and records the stages they reach.
+    pub fn poll(&mut self) -> Vec<String> {
+        let Ok(bytes) = std::fs::read(&self.serial) else {
+            return Vec::new();
+        };
+        if bytes.len() <= self.read_upto {
+            return Vec::new();
+        }
+        let text = String::from_utf8_lossy(&bytes[self.read_upto..]).into_owned();
+        self.read_upto = bytes.len();
+        self.partial.push_str(&text);
+        let mut new = Vec::new();
+        while let Some(end) = self.partial.find('\n') {
+            let raw: String = self.partial.drain(..=end).collect();
+            // iPXE and OVMF redraw progress with \r; keep what the line finally says.
+            let line = clean(
+                raw.rsplit('\r')
+                    .find(|s| !s.trim().is_empty())
+                    .unwrap_or(""),
+            );
+            self.note(&line);
+            new.push(line);
+        }
+        // A line still being written counts too: OVMF ends ">>Start PXE over IPv4." only once
+        // its DHCP is done, and prints download progress without a newline.
+        let pending = clean(&self.partial);
+        self.note(&pending);
+        self.lines.extend(new.iter().cloned());
+        new
+    }
+
+    fn note(&mut self, line: &str) {
+        let elapsed = self.started.elapsed();
+        for stage in self.spec.firmware.stages() {
+            if !self.reached.iter().any(|(name, _)| *name == stage.name)
+                && stage.patterns.iter().any(|p| line.contains(p))
+            {
+                self.reached.push((stage.name, elapsed));
+            }
+        }
+    }
+
+    /// Whether `stage` was reached, and when.
+    pub fn reached(&self, stage: &str) -> Option<Duration> {
+        self.reached
+            .iter()
+            .find(|(n, _)| *n == stage)
+            .map(|(_, t)| *t)
+    }
+
+    /// The marker line, once printed.
+    pub fn marker(&self) -> Option<Marker> {
+        self.lines.iter().find_map(|l| Marker::parse(l))
+    }
+
+    /// Whether QEMU has exited (the guest powered off, or it failed).
+    pub fn exited(&mut self) -> bool {
+        self.child.check_running().is_err()
+    }
+
+    /// Polls until `done` holds for a console line (new or old), QEMU exits, or `timeout`
+    /// passes; returns the matching line.
+    pub fn wait_for_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&str) -> bool,
+    ) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut checked = 0;
+        loop {
+            self.poll();
+            if let Some(line) = self.lines[checked..].iter().find(|l| done(l)) {
+                return Ok(line.clone());
+            }
+            checked = self.lines.len();
+            if self.exited() {
+                self.poll();
+                if let Some(line) = self.lines.iter().find(|l| done(l)) {
+                    return Ok(line.clone());
+                }
+                bail!(
+                    "{}: QEMU exited before {what}; console:\n{}",
+                    self.spec.name,
+                    self.console_tail(60)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: no {what} within {timeout:?} (stages reached: {:?}); console:\n{}",
+                    self.spec.name,
+                    self.reached,
+                    self.console_tail(60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for the marker line (see [`crate::assets::MARKER`]). Fails as soon as the boot
+    /// cannot succeed any more: the initrd found no overlay, or xdpboot's default script gave
+    /// up its download attempts.
+    pub fn wait_for_marker(&mut self, timeout: Duration) -> Result<Marker> {
+        let line = self.wait_for_line("boot marker", timeout, |l| {
+            l.contains(crate::assets::MARKER)
+                || l.contains(crate::assets::NO_OVERLAY)
+                || l.contains(SCRIPT_GAVE_UP)
+        })?;
+        Marker::parse(&line).with_context(|| {
+            format!(
+                "{}: no marker: {line}\nconsole:\n{}",
+                self.spec.name,
+                self.console_tail(40)
+            )
+        })
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> String {
+        let start = self.lines.len().saturating_sub(n);
+        let mut text = self.lines[start..].join("\n");
+        if !self.partial.trim().is_empty() {
+            text.push('\n');
+            text.push_str(&clean(&self.partial));
+        }
+        text
+    }
+}
+
+/// What /init printed: `XDPBOOT-MARKER node=<hostname> mac=<mac> token=<token>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub node: String,
+    pub mac: String,
+    pub token: String,
+}
+
+impl Marker {
+    pub fn parse(line: &str) -> Option<Marker> {
+        let rest = &line[line.find(crate::assets::MARKER)? + crate::assets::MARKER.len()..];
+        let field = |key: &str| {
+            rest.split_whitespace()
+                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Some(Marker {
+            node: field("node"),
+            mac: field("mac"),
+            token: field("token"),
+        })
+    }
+}
+
+/// A console line without terminal escape sequences and control characters.
+pub fn clean(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte; other escapes: ESC and one character.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if !c.is_control() || c == '\t' {
+            out.push(c);
+        }
+    }
+    out.trim_end().to_owned()
+}

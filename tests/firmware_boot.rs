@@ -245,10 +245,21 @@ fn two_machines_get_their_own_overlays_from_one_shared_initrd_and_not_each_other
         "zero padding"
     );
 
-    // The overlay URLs in the two scripts are signed for their own node only.
+    // Another host on the rack's link cannot have a node's script (and with it a signed
+    // overlay URL): the server checks the requester's MAC.
+    let (status, _) = rack
+        .fetch(&format!(
+            "http://{SERVER}/boot.ipxe?mac={}",
+            nodes[0].mac_text()
+        ))
+        .expect("fetching a script");
+    assert_eq!(status, 403, "a foreign host got n01's script");
+
+    // The overlay URLs in the two scripts (fetched on the server itself) are signed for their
+    // own node only.
     let url_of = |node: &Node| -> String {
         let (status, script) = rack
-            .fetch(&format!(
+            .fetch_on_server(&format!(
                 "http://{SERVER}/boot.ipxe?mac={}",
                 node.mac_text()
             ))
@@ -262,8 +273,13 @@ fn two_machines_get_their_own_overlays_from_one_shared_initrd_and_not_each_other
             .to_owned()
     };
     let (url1, url2) = (url_of(&nodes[0]), url_of(&nodes[1]));
-    let (status, body) = rack.fetch(&url1).expect("fetching n01's overlay");
+    let (status, body) = rack.fetch_on_server(&url1).expect("fetching n01's overlay");
     assert_eq!(status, 200, "n01's own signed URL works");
+    let (status, _) = rack.fetch(&url1).expect("fetching n01's overlay");
+    assert_eq!(
+        status, 403,
+        "n01's URL is refused to a host that is not n01"
+    );
     assert!(String::from_utf8_lossy(&body).contains("hostname=n01"));
     // n02's signature on n01's path, and n01's path with no signature: refused.
     let query2 = url2.split_once('?').expect("a signed URL has a query").1;
@@ -272,7 +288,7 @@ fn two_machines_get_their_own_overlays_from_one_shared_initrd_and_not_each_other
         ("n02's signature on n01's path", format!("{path1}?{query2}")),
         ("n01's path unsigned", path1.to_owned()),
     ] {
-        let (status, _) = rack.fetch(&url).expect("fetching");
+        let (status, _) = rack.fetch_on_server(&url).expect("fetching");
         assert_eq!(status, 403, "{what} must be refused: {url}");
     }
 }

@@ -321,8 +321,18 @@ impl Rack {
         Ok(index)
     }
 
-    /// `curl` from the probe host: the HTTP status and the body.
+    /// `curl` from the probe host (a machine on the rack's link that is no node): the HTTP
+    /// status and the body.
     pub fn fetch(&self, url: &str) -> Result<(u16, Vec<u8>)> {
+        self.fetch_from(&self.probe, url)
+    }
+
+    /// `curl` on the boot server itself, as its operator would.
+    pub fn fetch_on_server(&self, url: &str) -> Result<(u16, Vec<u8>)> {
+        self.fetch_from(&self.server, url)
+    }
+
+    fn fetch_from(&self, ns: &NetNs, url: &str) -> Result<(u16, Vec<u8>)> {
         let body = self.dir.join(format!("fetch-{}", crate::next_id()));
         let mut args = vec!["-s", "-g", "-o"];
         let body_arg = body.display().to_string();
@@ -333,7 +343,7 @@ impl Rack {
             args.extend(["--cacert", &ca]);
         }
         args.push(url);
-        let status = self.probe.exec(Path::new("curl"), &args)?;
+        let status = ns.exec(Path::new("curl"), &args)?;
         let status: u16 = status.trim().parse().context("curl printed no status")?;
         let bytes = std::fs::read(&body).unwrap_or_default();
         let _ = std::fs::remove_file(&body);

@@ -37,9 +37,9 @@ enum Command {
     /// Run every test (the README's second command and what CI runs): installs what is
     /// missing, then cargo fmt --check, clippy -D warnings, and cargo test --workspace.
     Test(test::Args),
-    /// Install, build and run xdpboot with its embedded default (the README's first command):
-    /// on --interface IF for real, or else in a lab of network namespaces beside a site DHCP
-    /// server, showing what each kind of client is told.
+    /// Install, build, and boot real firmware in QEMU through xdpboot (the README's first
+    /// command): a lab of network namespaces with a site DHCP server beside xdpboot; or, with
+    /// --interface IF, run xdpboot for real there.
     Run(lab::Args),
     /// Load-test a proxy-DHCP server: PXE DISCOVERs from many simulated clients at a set rate
     /// (broadcast as ROMs send them, or relayed), OFFERs matched by xid; prints offers/s, loss

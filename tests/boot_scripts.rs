@@ -53,6 +53,12 @@ fn a_host_gets_its_own_script_but_not_another_nodes() -> Result<()> {
                 "%{http_code}",
                 "--max-time",
                 "5",
+                // The HTTP listener comes up just after the DHCP side says "serving".
+                "--retry",
+                "10",
+                "--retry-connrefused",
+                "--retry-delay",
+                "1",
                 &format!("http://{}:{port}/boot.ipxe?mac={mac}", lab.server),
             ],
         )

@@ -39,7 +39,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     )?;
     // The integration tests run the daemon binary of the same profile.
     cargo("build", &["build", "--package", "boot-user", "--bins"])?;
-    let mut test: Vec<&str> = vec!["test", "--workspace"];
+    let mut test: Vec<&str> = vec!["test", "--workspace", "--no-fail-fast"];
     if !args.cargo_test_args.is_empty() {
         test.push("--");
         test.extend(args.cargo_test_args.iter().map(String::as_str));

@@ -281,15 +281,17 @@ fn check_wire(bytes: &[u8]) -> Result<(), Malformed> {
             // cut short.
             return Err(Malformed::MissingEnd);
         };
-        if code == 0 {
-            at += 1;
-            continue;
-        }
+        // A run ends at a different code, and also at PAD: dhcproto joins only instances that
+        // follow each other directly, so `94 2 … PAD 94 1 …` is two options to it, not one.
         if let Some((prev, len)) = run
-            && prev != code
+            && (prev != code || code == 0)
         {
             check_option_length(prev, len)?;
             run = None;
+        }
+        if code == 0 {
+            at += 1;
+            continue;
         }
         if code == 255 {
             break;

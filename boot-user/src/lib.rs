@@ -12,6 +12,7 @@ pub mod bootapi;
 pub mod config;
 pub mod dhcp;
 pub mod http;
+pub mod log_budget;
 pub mod metrics;
 pub mod net;
 pub mod nodes;

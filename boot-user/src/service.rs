@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::stats::{Stats, malformed_name};
 use crate::dhcp::{AdmitAll, Ignored, Ingress, LoaderIndex, Outcome, Reply, ServerPort};
+use crate::log_budget::LogBudget;
 use crate::net::iface::Interfaces;
 use crate::observe::Observer;
 use crate::reload::{Decisions, Swap};
@@ -41,6 +42,8 @@ pub struct Service {
     pub no_address: AtomicU64,
     /// Metrics and the node table; `None` when the admin side is off.
     observer: Option<Arc<Observer>>,
+    /// Caps the info and warn lines per request (a flood must not become a flood of lines).
+    log_budget: LogBudget,
 }
 
 impl Service {
@@ -60,6 +63,7 @@ impl Service {
             not_served: AtomicU64::new(0),
             no_address: AtomicU64::new(0),
             observer: None,
+            log_budget: LogBudget::default(),
         }
     }
 
@@ -117,7 +121,9 @@ impl Service {
                 .handle(bytes, &ingress, &self.loaders, &AdmitAll),
         };
         self.stats.record(&outcome);
-        log_decision(&outcome, &iface.name, port);
+        if !is_loud(&outcome) || self.log_budget.allow() {
+            log_decision(&outcome, &iface.name, port);
+        }
         if let Some(observer) = &self.observer {
             observer.dhcp(&iface.name, port, source, &outcome, started.elapsed());
         }
@@ -141,7 +147,23 @@ fn peek_giaddr(bytes: &[u8]) -> Ipv4Addr {
     }
 }
 
-/// One structured event per client decision (STYLE: mac, arch, iface, action).
+/// Whether [`log_decision`] logs `outcome` above debug level (and so takes from the budget).
+fn is_loud(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Malformed(_) => false,
+        Outcome::Ignored { reason, .. } => !matches!(
+            reason,
+            Ignored::NotBootRequest
+                | Ignored::MessageType(_)
+                | Ignored::ApiPending
+                | Ignored::ApiDown
+        ),
+        Outcome::Reply { .. } => true,
+    }
+}
+
+/// One structured event per client decision (STYLE: mac, arch, iface, action). Debug-level
+/// events are logged whatever the budget (the filter drops them cheaply when off).
 fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
     let port = port.number();
     match outcome {

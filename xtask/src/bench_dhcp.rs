@@ -43,7 +43,6 @@ use anyhow::{Context as _, bail, ensure};
 use boot_tests::{ChildGuard, NetNs, TempDir, run_command, veth};
 
 use crate::loadgen::{self, Report, RequestPath, Settings, micros};
-use crate::workspace_root;
 
 /// How long a server may take from start to its first answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -359,7 +358,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<u16>>>()?;
     let xdpboot = match &args.xdpboot {
         Some(path) => path.clone(),
-        None => build_release()?,
+        None => crate::build_xdpboot_release("bench-dhcp")?,
     };
     let dnsmasq_version = version_line(&args.dnsmasq).unwrap_or_else(|_| "dnsmasq".into());
     let perfdhcp = !args.no_perfdhcp && !args.perfdhcp_rates.is_empty();
@@ -685,22 +684,7 @@ impl Lab {
             &envs,
             dir.join("server.log"),
         )?;
-        let probe = Settings {
-            interface: "gen0".into(),
-            path: RequestPath::Broadcast,
-            target: Ipv4Addr::BROADCAST,
-            giaddr: None,
-            rate: 0,
-            count: 1,
-            duration: Duration::from_secs(1),
-            clients: 1,
-            arches: vec![7],
-            wait: Duration::from_millis(100),
-            batch: 1,
-            warmup: 0,
-            cpu: None,
-            kernel_timestamps: true,
-        };
+        let probe = Settings::probe("gen0");
         let answered = gen_ns.run(|| loadgen::wait_for_answer(&probe, READY_TIMEOUT))?;
         server.check_running()?;
         if !answered {
@@ -986,23 +970,13 @@ impl CpuSnapshot {
 /// CPU ticks (user and system) of every process but `exclude` and kernel threads. A process
 /// that starts and ends between two snapshots is missed (counting reaped children's time
 /// instead would count all of a long compiler run that merely ended during a trial).
-fn other_processes(exclude: &[u32]) -> HashMap<u32, u64> {
+pub(crate) fn other_processes(exclude: &[u32]) -> HashMap<u32, u64> {
     let mut ticks = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return ticks;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in crate::bench_http::all_pids() {
         if exclude.contains(&pid) {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
         // Fields after the command name (in parentheses, may hold spaces): state is field 3,
@@ -1023,10 +997,10 @@ fn other_processes(exclude: &[u32]) -> HashMap<u32, u64> {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct CoreTicks {
+pub(crate) struct CoreTicks {
     /// Everything but idle and iowait.
-    busy: u64,
-    total: u64,
+    pub(crate) busy: u64,
+    pub(crate) total: u64,
 }
 
 /// Per CPU, the packets dropped because its backlog was full (`/proc/net/softnet_stat`, second
@@ -1045,7 +1019,7 @@ fn backlog_drops() -> Vec<u64> {
 }
 
 /// Per CPU ticks from `/proc/stat`.
-fn core_times() -> anyhow::Result<Vec<CoreTicks>> {
+pub(crate) fn core_times() -> anyhow::Result<Vec<CoreTicks>> {
     let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let mut cores = Vec::new();
     for line in text.lines() {
@@ -1067,7 +1041,7 @@ fn core_times() -> anyhow::Result<Vec<CoreTicks>> {
     Ok(cores)
 }
 
-fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     // SAFETY: sysconf with a constant name has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as f64 } else { 100.0 }
@@ -1516,7 +1490,7 @@ fn summary(
     out
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -1541,24 +1515,8 @@ fn on_path(tool: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
-/// `cargo build --release -p boot-user --bin xdpboot`; the binary's path.
-fn build_release() -> anyhow::Result<PathBuf> {
-    step("building xdpboot (cargo build --release -p boot-user --bin xdpboot)");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "boot-user", "--bin", "xdpboot"])
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo build")?;
-    ensure!(status.success(), "building xdpboot failed ({status})");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("release").join("xdpboot"))
-}
-
 /// "dnsmasq 2.90" from `dnsmasq --version`.
-fn version_line(binary: &Path) -> anyhow::Result<String> {
+pub(crate) fn version_line(binary: &Path) -> anyhow::Result<String> {
     let output = Command::new(binary).arg("--version").output()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let version = text

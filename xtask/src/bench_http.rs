@@ -225,23 +225,7 @@ struct Server {
 impl Server {
     /// The server's processes: the one started and its children (nginx's workers).
     fn pids(&self) -> Vec<u32> {
-        let root = self.child.id();
-        let mut pids = vec![root];
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                if proc_status_field(pid, "PPid:") == Some(u64::from(root)) {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
+        process_and_children(self.child.id())
     }
 
     fn stop(mut self) {
@@ -416,6 +400,18 @@ fn start_nginx(work: &WorkDir) -> anyhow::Result<Server> {
 /// nginx as a fair peer: two workers for two CPUs, sendfile with TCP_CORK (tcp_nopush),
 /// no access log, TLS 1.2 and 1.3 with the certificate xdpboot generated.
 fn nginx_config(prefix: &Path, root: &Path, tls: &Path, http: u16, https: u16) -> String {
+    nginx_config_on(prefix, root, Ipv4Addr::LOCALHOST, http, Some((tls, https)))
+}
+
+/// [`nginx_config`] listening on `addr`: plain HTTP on `http`, and TLS on the port of `tls`
+/// (with `server.pem` and `server.key` from its directory) when given.
+pub(crate) fn nginx_config_on(
+    prefix: &Path,
+    root: &Path,
+    addr: Ipv4Addr,
+    http: u16,
+    tls: Option<(&Path, u16)>,
+) -> String {
     let p = prefix.display();
     let mut conf = String::new();
     let _ = write!(
@@ -427,12 +423,18 @@ fn nginx_config(prefix: &Path, root: &Path, tls: &Path, http: u16, https: u16) -
          \x20 client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n\
          \x20 uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
          \x20 types {{ application/octet-stream bin; }}\n\
-         \x20 server {{\n    listen 127.0.0.1:{http};\n    listen 127.0.0.1:{https} ssl;\n\
-         \x20   ssl_certificate {tls}/server.pem;\n    ssl_certificate_key {tls}/server.key;\n\
-         \x20   ssl_protocols TLSv1.2 TLSv1.3;\n    root {root};\n  }}\n}}\n",
-        tls = tls.display(),
-        root = root.display(),
+         \x20 server {{\n    listen {addr}:{http};\n",
     );
+    if let Some((tls, https)) = tls {
+        let _ = write!(
+            conf,
+            "    listen {addr}:{https} ssl;\n\
+             \x20   ssl_certificate {tls}/server.pem;\n    ssl_certificate_key {tls}/server.key;\n\
+             \x20   ssl_protocols TLSv1.2 TLSv1.3;\n",
+            tls = tls.display(),
+        );
+    }
+    let _ = write!(conf, "    root {root};\n  }}\n}}\n", root = root.display());
     conf
 }
 
@@ -493,7 +495,7 @@ impl Drop for WorkDir {
 }
 
 /// Writes `len` bytes of incompressible data (xorshift), so nothing in the path can cheat.
-fn write_image(path: &Path, len: u64) -> anyhow::Result<()> {
+pub(crate) fn write_image(path: &Path, len: u64) -> anyhow::Result<()> {
     use std::io::Write;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -535,7 +537,22 @@ fn wait_ready(port: u16) -> anyhow::Result<()> {
     )
 }
 
-fn proc_status_field(pid: u32, name: &str) -> Option<u64> {
+/// `root` and its child processes (nginx's master and workers).
+pub(crate) fn process_and_children(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    pids.extend(all_pids().filter(|&pid| proc_status_field(pid, "PPid:") == Some(u64::from(root))));
+    pids
+}
+
+/// Every process id in /proc now (none if /proc cannot be read).
+pub(crate) fn all_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flat_map(|entries| entries.flatten())
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+}
+
+pub(crate) fn proc_status_field(pid: u32, name: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -547,7 +564,7 @@ fn proc_status_field(pid: u32, name: &str) -> Option<u64> {
 }
 
 /// utime + stime of every thread of the processes, in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> u64 {
+pub(crate) fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
         .filter_map(|stat| {
@@ -560,7 +577,7 @@ fn cpu_ticks(pids: &[u32]) -> u64 {
         .sum()
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     // USER_HZ is 100 on every Linux architecture the project builds for.
     100.0
 }

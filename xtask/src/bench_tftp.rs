@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use boot_tests::{ChildGuard, NetNs, STARTUP_TIMEOUT, TempDir};
 
-use crate::workspace_root;
 
 /// dnsmasq serves TFTP on the standard port; xdpboot on another one in the same namespace.
 const DNSMASQ_PORT: u16 = 69;
@@ -107,7 +106,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let xdpboot = match &args.xdpboot {
         Some(path) => path.clone(),
-        None => build_release()?,
+        None => crate::build_xdpboot_release("bench-tftp")?,
     };
     let dnsmasq_version = version_line(&args.dnsmasq)?;
 
@@ -325,29 +324,6 @@ fn start_xdpboot(
         || Ok(ns.udp_sockets_on(XDPBOOT_PORT)? > before),
     )?;
     Ok(child)
-}
-
-/// `cargo build --release -p boot-user --bin xdpboot`; the binary's path.
-fn build_release() -> anyhow::Result<PathBuf> {
-    println!("[bench-tftp] building xdpboot (cargo build --release -p boot-user)");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "boot-user",
-            "--bin",
-            "xdpboot",
-        ])
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo build")?;
-    ensure!(status.success(), "building xdpboot failed ({status})");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("release").join("xdpboot"))
 }
 
 /// The first line of `<binary> --version`, e.g. "Dnsmasq version 2.90".

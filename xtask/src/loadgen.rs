@@ -163,6 +163,27 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// One broadcast PXE DISCOVER (UEFI x64) from `interface`: what [`wait_for_answer`] sends
+    /// to learn that a server is up.
+    pub fn probe(interface: &str) -> Settings {
+        Settings {
+            interface: interface.into(),
+            path: RequestPath::Broadcast,
+            target: Ipv4Addr::BROADCAST,
+            giaddr: None,
+            rate: 0,
+            count: 1,
+            duration: Duration::from_secs(1),
+            clients: 1,
+            arches: vec![7],
+            wait: Duration::from_millis(100),
+            batch: 1,
+            warmup: 0,
+            cpu: None,
+            kernel_timestamps: true,
+        }
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         ensure!(
             (1..=MAX_COUNT).contains(&self.count),
@@ -1086,7 +1107,7 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     let nanos = now_ns();
     // splitmix64 of the clock: enough to keep runs' xids apart.
     let mut z = nanos.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -1176,7 +1197,7 @@ fn set_int(
 
 /// An AF_PACKET socket that sends whole frames on `ifindex`, past the qdisc (the generator
 /// paces itself), and receives nothing (protocol 0).
-fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
+pub(crate) fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments; the result is checked before use.
     let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     check(raw, "opening an AF_PACKET socket (needs root)")?;
@@ -1214,7 +1235,7 @@ fn packet_socket(ifindex: u32) -> anyhow::Result<OwnedFd> {
 
 /// A UDP socket on `addr:port`, tied to `interface`, with a large buffer and kernel receive
 /// timestamps.
-fn udp_socket(interface: &str, addr: Ipv4Addr, port: u16) -> anyhow::Result<OwnedFd> {
+pub(crate) fn udp_socket(interface: &str, addr: Ipv4Addr, port: u16) -> anyhow::Result<OwnedFd> {
     // SAFETY: socket(2) with constant arguments; the result is checked before use.
     let raw = unsafe {
         libc::socket(

@@ -13,6 +13,7 @@ mod bench_xdp;
 mod fuzz;
 mod lab;
 mod loadgen;
+mod loadtest;
 mod package;
 mod setup;
 mod test;
@@ -45,6 +46,12 @@ enum Command {
     /// (broadcast as ROMs send them, or relayed), OFFERs matched by xid; prints offers/s, loss
     /// and p50/p99/max DISCOVER→OFFER latency. Bounded by --count and --duration.
     Loadgen(loadgen::Args),
+    /// Boot storm: N simulated nodes, each with its own MAC, through the whole chain (PXE
+    /// DISCOVER, 4011 REQUEST, TFTP loader, iPXE DHCP, HTTP script, kernel, shared initrd,
+    /// overlay) against xdpboot in network namespaces; per stage completions, failures,
+    /// rate and latency, the server's CPU and peak RSS. --against dnsmasq+nginx runs the same
+    /// storm against dnsmasq (proxy DHCP, TFTP) and nginx in the same run. Needs root.
+    Loadtest(loadtest::Args),
     /// Benchmark: ns per packet of the XDP program's decision for boot and non-boot frames
     /// (BPF_PROG_TEST_RUN with a repeat count). Needs root and the eBPF toolchain.
     BenchXdp(bench_xdp::Args),
@@ -79,6 +86,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Run(args) => lab::run(&args),
         Command::Loadgen(args) => loadgen::run_cli(&args),
+        Command::Loadtest(args) => loadtest::run(&args),
         Command::BenchXdp(args) => bench_xdp::run(&args),
         Command::BenchDhcp(args) => bench_dhcp::run(&args),
         Command::BenchTftp(args) => bench_tftp::run(&args),
@@ -95,4 +103,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo build --release -p boot-user --bin xdpboot` (what the benchmarks measure); the
+/// binary's path. `tag` names the command in the progress line.
+fn build_xdpboot_release(tag: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    println!("[{tag}] building xdpboot (cargo build --release -p boot-user --bin xdpboot)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "boot-user", "--bin", "xdpboot"])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "building xdpboot failed ({status})");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target.join("release").join("xdpboot"))
 }

@@ -22,8 +22,13 @@ use crate::net::frame::{self, ReplyHeaders};
 use crate::net::iface::Interfaces;
 use crate::service::{Answer, Service};
 
-/// Replies a tee reader may queue for one AF_XDP queue before it drops (and counts) more.
-const TEE_REPLY_QUEUE: usize = 1024;
+/// Replies to shared-ring frames the tee reader may queue for one AF_XDP queue before it
+/// drops (and counts) more. Small on purpose: the BPF ring in front already absorbs bursts, and
+/// every reply queued here is one more send a later request waits for.
+const TEE_REPLY_QUEUE: usize = 256;
+/// Replies to inventory machines (the priority ring), queued apart so that they never wait
+/// behind a flood's replies.
+const PRIORITY_REPLY_QUEUE: usize = 64;
 
 /// How the backend is set up on each interface.
 #[derive(Debug, Clone)]
@@ -161,9 +166,14 @@ impl XdpInterface {
         let mut tasks = JoinSet::new();
         let mut tee_senders = HashMap::new();
         for queue in queues {
-            let (tx, rx) = mpsc::channel(TEE_REPLY_QUEUE);
-            tee_senders.insert(queue.queue_id(), tx);
-            tasks.spawn(serve_queue(queue, rx, context.clone()));
+            let (shared, shared_rx) = mpsc::channel(TEE_REPLY_QUEUE);
+            let (priority, priority_rx) = mpsc::channel(PRIORITY_REPLY_QUEUE);
+            tee_senders.insert(queue.queue_id(), ReplySenders { shared, priority });
+            let replies = TeeReplies {
+                shared: shared_rx,
+                priority: priority_rx,
+            };
+            tasks.spawn(serve_queue(queue, replies, context.clone()));
         }
         tasks.spawn(read_tee(tee, priority, tee_senders, context.clone()));
         tracing::debug!(iface = %name, "XDP backend serving");
@@ -259,29 +269,44 @@ fn reply_frame(
     Some(out)
 }
 
+/// The tee reader's two reply queues into one AF_XDP queue.
+struct ReplySenders {
+    shared: mpsc::Sender<Vec<u8>>,
+    priority: mpsc::Sender<Vec<u8>>,
+}
+
+/// The receiving ends of [`ReplySenders`].
+struct TeeReplies {
+    shared: mpsc::Receiver<Vec<u8>>,
+    priority: mpsc::Receiver<Vec<u8>>,
+}
+
 /// One AF_XDP queue: answers the frames the program took, and sends the replies to teed
-/// frames that arrived on this queue.
+/// frames that arrived on this queue, inventory machines' first.
 async fn serve_queue(
     mut queue: XskQueue,
-    mut tee_replies: mpsc::Receiver<Vec<u8>>,
+    mut tee: TeeReplies,
     context: Arc<Context>,
 ) -> Result<(), BackendError> {
     let mut replies: Vec<Vec<u8>> = Vec::with_capacity(xsk::RX_BATCH as usize);
     loop {
+        // `biased`: under a flood every branch is ready at every turn; the priority replies
+        // must win each time, not one turn in three.
         tokio::select! {
+            biased;
+            Some(reply) = tee.priority.recv() => {
+                replies.push(reply);
+                drain(&mut tee.priority, &mut replies);
+            }
             batch = queue.recv() => {
                 let batch = batch?;
                 replies.extend(batch.frames().filter_map(|f| context.handle(f)));
             }
-            Some(reply) = tee_replies.recv() => {
+            Some(reply) = tee.shared.recv() => {
+                // A priority reply that came meanwhile goes in front of this batch.
+                drain(&mut tee.priority, &mut replies);
                 replies.push(reply);
-                // Drain what else is queued, bounded by one batch.
-                while replies.len() < xsk::TX_BATCH {
-                    match tee_replies.try_recv() {
-                        Ok(reply) => replies.push(reply),
-                        Err(_) => break,
-                    }
-                }
+                drain(&mut tee.shared, &mut replies);
             }
         }
         if !replies.is_empty() {
@@ -294,22 +319,33 @@ async fn serve_queue(
     }
 }
 
-/// Teed frames of the shared ring handled before the priority ring is looked at again: a
-/// flood in the shared ring delays an inventory machine's request by one such batch at most.
+/// Moves queued replies into `replies` until it holds one TX batch.
+fn drain(queue: &mut mpsc::Receiver<Vec<u8>>, replies: &mut Vec<Vec<u8>>) {
+    while replies.len() < xsk::TX_BATCH {
+        match queue.try_recv() {
+            Ok(reply) => replies.push(reply),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Teed frames of the shared ring handled before the reader yields, so that the queue tasks
+/// send what it handed them (the priority ring is looked at before every frame).
 const TEE_BATCH: usize = 64;
 
 /// Reads teed frames and hands their replies to the queue they came in on. Inventory MACs'
-/// frames (the priority ring) go first, and again between every batch of the shared ring.
+/// frames (the priority ring) go first, before every frame of the shared ring, and their
+/// replies go to the queue's priority channel.
 async fn read_tee(
     ring: TeeRing,
     priority: TeeRing,
-    queues: HashMap<u32, mpsc::Sender<Vec<u8>>>,
+    queues: HashMap<u32, ReplySenders>,
     context: Arc<Context>,
 ) -> Result<(), BackendError> {
     let readiness = |source| XskError::Readiness { queue: 0, source };
     let mut ring = crate::net::register(ring).map_err(readiness)?;
     let mut priority = crate::net::register(priority).map_err(readiness)?;
-    let handle = |record: &[u8]| {
+    let handle = |record: &[u8], urgent: bool| {
         let Ok(teed) = parse_tee_record(record) else {
             return;
         };
@@ -321,6 +357,7 @@ async fn read_tee(
         let sender = queues
             .get(&teed.header.rx_queue)
             .or_else(|| queues.values().next());
+        let sender = sender.map(|s| if urgent { &s.priority } else { &s.shared });
         if let Some(sender) = sender
             && sender.try_send(reply).is_err()
         {
@@ -335,15 +372,18 @@ async fn read_tee(
             guard = ring.readable_mut() => guard.map_err(readiness)?.clear_ready(),
         }
         loop {
-            while let Some(record) = priority.get_mut().next() {
-                handle(&record);
-            }
             let mut handled = 0;
             while handled < TEE_BATCH {
+                // The priority ring is looked at before every shared frame: a check of the
+                // ring's producer position, so an inventory machine's request waits for one
+                // flood frame's handling at most.
+                while let Some(record) = priority.get_mut().next() {
+                    handle(&record, true);
+                }
                 let Some(record) = ring.get_mut().next() else {
                     break;
                 };
-                handle(&record);
+                handle(&record, false);
                 handled += 1;
             }
             if handled < TEE_BATCH {

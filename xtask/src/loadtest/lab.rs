@@ -1,0 +1,461 @@
+//! The storm's lab: four private namespaces, the boot files, and the servers under test.
+//!
+//! ```text
+//!   cli  eth0 198.18.100.2 ── eth0 198.18.100.1  srv  eth1 198.18.101.1 ── eth0 198.18.101.2  rtr
+//!   (DHCP and TFTP from the         (xdpboot, or dnsmasq + nginx)             eth1 198.18.102.1
+//!    server's link, as ROMs)                                                         │
+//!                                                           far  eth0 198.18.102.2 ──┘
+//!                                                           (HTTP, behind a router)
+//! ```
+//! Every URL the servers hand out names 198.18.100.1, which `far` reaches through `rtr`: the
+//! server sees HTTP clients from an address off its links, as it would see nodes behind a
+//! router, so xdpboot's neighbour check (a script or overlay only to the on-link host whose
+//! MAC asked for it) does not apply to the simulated nodes that share one address.
+//!
+//! Both servers run in `srv` one after the other, on the same files. Fields drop in order:
+//! processes first ([`Running`] is dropped before the [`Lab`]), then the namespaces (and
+//! every link in them), then the files.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use boot_tests::{ChildGuard, NetNs, TempDir, run_command, unique_ifindex, veth, veth_with_index};
+
+use super::{ARCHES, Args, Backend};
+use crate::bench_http;
+use crate::loadgen::{self, Settings};
+
+/// The client side of the server's link (the nodes' DHCP and TFTP).
+pub(super) const CLIENT_IF: &str = "eth0";
+pub(super) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
+/// The server's address on the nodes' link: what every URL names.
+pub(super) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+const SERVER_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 101, 1);
+const ROUTER_DOWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 101, 2);
+const ROUTER_UP_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 1);
+const FAR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 2);
+const HTTP_PORT: u16 = 80;
+/// How long a server may take to answer its first DISCOVER and accept its first connection.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The overlay file xdpboot generates per node, and the static one nginx serves.
+const OVERLAY_FILE: &str = "etc/xdpboot-node";
+/// What the nodes boot (nothing reads it: the storm stops at the downloads).
+const CMDLINE: &str = "console=ttyS0 quiet";
+/// Lines of a server's log shown when it failed.
+const LOG_TAIL: usize = 15;
+
+/// A server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ServerKind {
+    /// xdpboot alone: proxy DHCP, TFTP and HTTP.
+    Xdpboot(Backend),
+    /// dnsmasq (proxy DHCP and TFTP) and nginx (HTTP).
+    DnsmasqNginx,
+}
+
+impl ServerKind {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            ServerKind::Xdpboot(Backend::Xdp) => "xdpboot (xdp backend)",
+            ServerKind::Xdpboot(Backend::Udp) => "xdpboot (udp backend)",
+            ServerKind::DnsmasqNginx => "dnsmasq + nginx",
+        }
+    }
+}
+
+pub(super) struct Lab {
+    pub cli: NetNs,
+    pub srv: NetNs,
+    /// Never used after the build: held so the router lives (and is removed) with the lab.
+    #[allow(dead_code)]
+    pub rtr: NetNs,
+    pub far: NetNs,
+    pub dir: TempDir,
+}
+
+impl Lab {
+    /// Writes the boot files and builds the namespaces.
+    pub(super) fn build(args: &Args) -> anyhow::Result<Lab> {
+        let dir = TempDir::new("loadtest").context("creating the lab directory")?;
+        write_files(&dir, args)?;
+        let cli = NetNs::new("cli")?;
+        let srv = NetNs::new("srv")?;
+        let rtr = NetNs::new("rtr")?;
+        let far = NetNs::new("far")?;
+        // The served device gets an interface index of its own: BPF links are system-wide.
+        veth_with_index(&srv, "eth0", Some(unique_ifindex()), &cli, CLIENT_IF)?;
+        veth(&srv, "eth1", &rtr, "eth0")?;
+        veth(&rtr, "eth1", &far, "eth0")?;
+        srv.add_address("eth0", &format!("{SERVER_IP}/24"))?;
+        cli.add_address(CLIENT_IF, &format!("{CLIENT_IP}/24"))?;
+        srv.add_address("eth1", &format!("{SERVER_UPLINK_IP}/24"))?;
+        rtr.add_address("eth0", &format!("{ROUTER_DOWN_IP}/24"))?;
+        rtr.add_address("eth1", &format!("{ROUTER_UP_IP}/24"))?;
+        far.add_address("eth0", &format!("{FAR_IP}/24"))?;
+        srv.ip(&format!(
+            "route add {}/24 via {ROUTER_DOWN_IP}",
+            Ipv4Addr::from(u32::from(FAR_IP) & !0xff)
+        ))?;
+        far.ip(&format!("route add default via {ROUTER_UP_IP}"))?;
+        // The router knows its own two links only; the nodes' link is behind `srv`.
+        rtr.ip(&format!(
+            "route add {}/24 via {SERVER_UPLINK_IP}",
+            Ipv4Addr::from(u32::from(SERVER_IP) & !0xff)
+        ))?;
+        sysctl(&rtr, "net.ipv4.ip_forward=1")?;
+        // Every node opens a TCP connection (far) and a TFTP socket (cli): room for more than
+        // the default 28,000 ephemeral ports.
+        for ns in [&far, &cli] {
+            sysctl(ns, "net.ipv4.ip_local_port_range=1024 65535")?;
+        }
+        Ok(Lab {
+            cli,
+            srv,
+            rtr,
+            far,
+            dir,
+        })
+    }
+
+    fn tftp_root(&self) -> PathBuf {
+        self.dir.join("tftp")
+    }
+
+    fn http_root(&self) -> PathBuf {
+        self.dir.join("http")
+    }
+
+    /// Starts `kind` in `srv` and waits until it answers a PXE DISCOVER from `cli` and accepts
+    /// a connection from `far`.
+    pub(super) fn start(
+        &self,
+        kind: ServerKind,
+        args: &Args,
+        xdpboot: &Path,
+    ) -> anyhow::Result<Running> {
+        let mut children = Vec::new();
+        match kind {
+            ServerKind::Xdpboot(backend) => {
+                let config = self.dir.join("xdpboot.toml");
+                std::fs::write(&config, self.xdpboot_config())?;
+                let backend = match backend {
+                    Backend::Xdp => "xdp",
+                    Backend::Udp => "udp",
+                };
+                let words = [
+                    "run",
+                    "--interface",
+                    "eth0",
+                    "--backend",
+                    backend,
+                    "--config",
+                ];
+                let argv: Vec<&OsStr> = words
+                    .iter()
+                    .map(OsStr::new)
+                    .chain([config.as_os_str()])
+                    .collect();
+                children.push(self.srv.spawn(
+                    "xdpboot",
+                    xdpboot,
+                    &argv,
+                    // Warnings, and the start and stop lines; not a line per DHCP answer, TFTP
+                    // transfer or HTTP request (nginx and dnsmasq log none either).
+                    &[
+                        (
+                            "RUST_LOG",
+                            "warn,xdpboot=info,xdpboot::service=warn,xdpboot::http=warn,\
+                             xdpboot::tftp=warn",
+                        ),
+                        ("NO_COLOR", "1"),
+                    ],
+                    self.dir.join("xdpboot.log"),
+                )?);
+            }
+            ServerKind::DnsmasqNginx => {
+                let argv = self.dnsmasq_args(args);
+                let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+                children.push(self.srv.spawn(
+                    "dnsmasq",
+                    &args.dnsmasq,
+                    &argv,
+                    &[],
+                    self.dir.join("dnsmasq.log"),
+                )?);
+                let prefix = self.dir.join("nginx");
+                std::fs::create_dir_all(prefix.join("logs"))?;
+                let conf = prefix.join("nginx.conf");
+                std::fs::write(
+                    &conf,
+                    bench_http::nginx_config_on(
+                        &prefix,
+                        &self.http_root(),
+                        Ipv4Addr::UNSPECIFIED,
+                        HTTP_PORT,
+                        None,
+                    ),
+                )?;
+                let argv: Vec<&OsStr> = vec![
+                    "-p".as_ref(),
+                    prefix.as_os_str(),
+                    "-c".as_ref(),
+                    conf.as_os_str(),
+                    "-e".as_ref(),
+                    "stderr".as_ref(),
+                ];
+                children.push(self.srv.spawn(
+                    "nginx",
+                    &args.nginx,
+                    &argv,
+                    &[],
+                    self.dir.join("nginx.log"),
+                )?);
+            }
+        }
+        let mut running = Running { kind, children };
+        self.wait_ready(&mut running)?;
+        Ok(running)
+    }
+
+    fn wait_ready(&self, running: &mut Running) -> anyhow::Result<()> {
+        let probe = Settings::probe(CLIENT_IF);
+        let answered = self
+            .cli
+            .run(|| loadgen::wait_for_answer(&probe, READY_TIMEOUT))?;
+        running.check()?;
+        if !answered {
+            bail!(
+                "{} did not answer a PXE DISCOVER within {READY_TIMEOUT:?}:\n{}",
+                running.kind.name(),
+                running.log_tail()
+            );
+        }
+        let http = SocketAddrV4::new(SERVER_IP, HTTP_PORT);
+        let connected = self.far.run(|| {
+            let deadline = Instant::now() + READY_TIMEOUT;
+            while Instant::now() < deadline {
+                if TcpStream::connect_timeout(&http.into(), Duration::from_secs(1)).is_ok() {
+                    return Ok(true);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(false)
+        })?;
+        running.check()?;
+        if !connected {
+            bail!(
+                "{} accepted no connection on {http} within {READY_TIMEOUT:?}:\n{}",
+                running.kind.name(),
+                running.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// xdpboot's embedded default with the lab's roots and what the nodes boot: the kernel,
+    /// the shared initrd, and a generated overlay per node.
+    fn xdpboot_config(&self) -> String {
+        let http = self.http_root();
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "# cargo xtask loadtest: xdpboot's embedded default (flood shedding included), \
+             with the lab's roots and boot files; HTTPS off.\n"
+        );
+        let _ = writeln!(
+            text,
+            "[tftp]\nroot = \"{}\"\n\n[http]\nroot = \"{}\"\nport = {HTTP_PORT}\nhttps_port = 0\n",
+            self.tftp_root().display(),
+            http.display()
+        );
+        let _ = writeln!(
+            text,
+            "[boot]\nkernel = \"{}\"\ninitrds = [\"{}\"]\ncmdline = \"{CMDLINE}\"\nsecret_file = \"{}\"\n",
+            http.join("kernel").display(),
+            http.join("initrd.img").display(),
+            self.dir.join("url-secret").display()
+        );
+        let _ = writeln!(
+            text,
+            "[[overlay]]\npath = \"{OVERLAY_FILE}\"\nmode = \"0644\"\n\
+             content = \"hostname={{{{hostname}}}}\\nmac={{{{mac}}}}\\nuuid={{{{uuid}}}}\\n\
+             token={{{{token}}}}\\n\""
+        );
+        text
+    }
+
+    /// dnsmasq as the usual proxy-DHCP setup for chainloading iPXE (as `bench-dhcp` runs it,
+    /// plus TFTP): PXE ROMs get the loaders through `pxe-service` lines, iPXE (option 175)
+    /// gets the script URL through `dhcp-boot`, which dnsmasq honours in proxy mode. No log
+    /// line per answer or transfer; TFTP transfers capped as high as xdpboot's default.
+    fn dnsmasq_args(&self, args: &Args) -> Vec<String> {
+        let subnet = Ipv4Addr::from(u32::from(SERVER_IP) & !0xff);
+        let mut argv: Vec<String> = vec![
+            "--keep-in-foreground".into(),
+            "--conf-file=/dev/null".into(),
+            "--port=0".into(),
+            "--interface=eth0".into(),
+            "--bind-interfaces".into(),
+            format!("--dhcp-range={subnet},proxy"),
+            "--dhcp-match=set:ipxe,175".into(),
+        ];
+        for (csa, loader) in [
+            ("x86PC", "undionly.kpxe"),
+            ("x86-64_EFI", "ipxe-amd64.efi"),
+            ("ARM64_EFI", "ipxe-arm64.efi"),
+        ] {
+            argv.push(format!("--pxe-service=tag:!ipxe,{csa},iPXE,{loader}"));
+        }
+        argv.extend([
+            format!("--dhcp-boot=tag:ipxe,http://{SERVER_IP}:{HTTP_PORT}/boot.ipxe"),
+            "--enable-tftp".into(),
+            format!("--tftp-root={}", self.tftp_root().display()),
+            format!("--tftp-max={}", args.concurrency.max(4096)),
+            "--quiet-dhcp".into(),
+            "--quiet-tftp".into(),
+            format!(
+                "--dhcp-leasefile={}",
+                self.dir.join("dnsmasq.leases").display()
+            ),
+            format!("--pid-file={}", self.dir.join("dnsmasq.pid").display()),
+            "--log-facility=-".into(),
+        ]);
+        argv
+    }
+}
+
+/// The servers of one storm; stopped on drop.
+pub(super) struct Running {
+    pub kind: ServerKind,
+    children: Vec<ChildGuard>,
+}
+
+impl Running {
+    /// Every process of the servers (nginx's workers included).
+    pub(super) fn pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .flat_map(|c| bench_http::process_and_children(c.pid()))
+            .collect()
+    }
+
+    fn check(&mut self) -> anyhow::Result<()> {
+        for child in &mut self.children {
+            child.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// The last lines of every server's log.
+    pub(super) fn log_tail(&self) -> String {
+        let mut out = String::new();
+        for child in &self.children {
+            let log = child.log();
+            let lines: Vec<&str> = log.lines().collect();
+            for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        out
+    }
+}
+
+fn sysctl(ns: &NetNs, setting: &str) -> anyhow::Result<()> {
+    run_command(
+        Command::new("ip").args(["netns", "exec", ns.name(), "sysctl", "-qw", setting]),
+        Duration::from_secs(10),
+    )
+    .with_context(|| format!("sysctl {setting} in {}", ns.name()))?;
+    Ok(())
+}
+
+/// The loaders (one per architecture, all the same size), the kernel, the shared initrd, and
+/// for nginx a static script and a static overlay of the size xdpboot generates.
+fn write_files(dir: &TempDir, args: &Args) -> anyhow::Result<()> {
+    let tftp = dir.join("tftp");
+    let http = dir.join("http");
+    std::fs::create_dir(&tftp)?;
+    std::fs::create_dir(&http)?;
+    for (_, _, loader) in ARCHES {
+        bench_http::write_image(&tftp.join(loader), args.loader_bytes())
+            .with_context(|| format!("writing {loader}"))?;
+    }
+    bench_http::write_image(&http.join("kernel"), args.kernel_mib << 20)
+        .context("writing the kernel")?;
+    bench_http::write_image(&http.join("initrd.img"), args.initrd_mib << 20)
+        .context("writing the initrd")?;
+    let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
+    std::fs::write(
+        http.join("boot.ipxe"),
+        format!(
+            "#!ipxe\n\
+             echo the same static script for every node: nginx renders nothing per node\n\
+             kernel --name kernel {base}/kernel initrd=0.img initrd=overlay.cpio {CMDLINE} || goto failed\n\
+             initrd --name 0.img {base}/initrd.img || goto failed\n\
+             initrd --name overlay.cpio {base}/overlay.cpio || goto failed\n\
+             boot || goto failed\n\
+             :failed\n\
+             exit 1\n"
+        ),
+    )?;
+    let node = b"hostname=node-025b00000001\nmac=02:5b:00:00:00:01\n\
+                 uuid=00000000-0000-0000-0000-000000000001\ntoken=0123456789abcdef0123456789abcdef\n";
+    std::fs::write(
+        http.join("overlay.cpio"),
+        newc_cpio(&[(OVERLAY_FILE, node.as_slice())]),
+    )?;
+    Ok(())
+}
+
+/// A newc cpio archive of `files` (mode 0644), ended by its trailer.
+fn newc_cpio(files: &[(&str, &[u8])]) -> Vec<u8> {
+    fn entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+        let header = format!(
+            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
+        );
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    let mut out = Vec::new();
+    for (i, (name, data)) in files.iter().enumerate() {
+        entry(&mut out, i as u32 + 1, name, 0o100_644, data);
+    }
+    entry(&mut out, 0, "TRAILER!!!", 0, &[]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_static_overlay_is_a_newc_archive() {
+        let archive = newc_cpio(&[("etc/x", b"abc")]);
+        assert!(archive.starts_with(b"070701"));
+        assert_eq!(archive.len() % 4, 0);
+        // 110-byte header + "etc/x\0" padded to 116, data padded to 4; then the trailer.
+        assert_eq!(&archive[110..115], b"etc/x");
+        assert_eq!(&archive[116..119], b"abc");
+        assert!(archive.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}

@@ -1,0 +1,666 @@
+//! `cargo xtask loadtest`: a boot storm. N simulated machines, each with its own MAC, go through
+//! the whole network-boot chain against xdpboot, and (with `--against dnsmasq+nginx`) the same
+//! storm runs against dnsmasq (proxy DHCP and its TFTP) with nginx serving the same files, in
+//! the same run, with the ratio printed.
+//!
+//! Each simulated node, as a PXE ROM and then the iPXE it loads would:
+//! 1. broadcasts a PXE DISCOVER from port 68 and waits for a proxy OFFER;
+//! 2. sends a REQUEST to the proxy's port 4011 and waits for the ACK naming its loader (BIOS
+//!    nodes send a boot-server request for the first menu item when the OFFER carried a PXE
+//!    menu, as dnsmasq's do);
+//! 3. fetches the loader over TFTP (RFC 1350 with a blksize option, lockstep);
+//! 4. as iPXE, broadcasts a DISCOVER with user class "iPXE" and takes the script URL from the
+//!    OFFER (or from a 4011 ACK when the OFFER has none, as iPXE does);
+//! 5. fetches the script over HTTP and the kernel, the shared initrd and its own overlay that
+//!    the script names, on one kept-alive connection.
+//!
+//! The DHCP and TFTP side runs where ROMs are, on the server's link (the `cli` namespace):
+//! DISCOVERs leave as whole frames from the node's own MAC (`loadgen`'s AF_PACKET socket), and
+//! all replies come back to one UDP socket on port 68, matched by xid and chaddr. The HTTP side
+//! runs from a namespace behind a router (`far`): xdpboot refuses a script or overlay to an
+//! on-link host whose neighbour entry names another MAC than the one asked for, and thousands
+//! of simulated nodes share one client address. Behind a router the server has no neighbour
+//! entry for the client, so the check does not apply; the overlay's signature still does.
+//!
+//! Every run is bounded: `--nodes`, `--concurrency`, per-stage timeouts and retries, and
+//! `--time-limit` (no node starts after it; nodes still running get `STOP_GRACE` more, then
+//! count as failed at the stage they were in).
+
+mod dhcp;
+mod http;
+mod lab;
+mod report;
+mod tftp;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use boot_tests::{BootRequest, PXE_SERVER_PORT};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::loadgen;
+use dhcp::{DhcpClient, Exchange, Sent};
+use lab::{Lab, ServerKind};
+use report::{NodeOutcome, Outcome, RunReport, Stage, Tally};
+
+/// Most simulated nodes: three bytes of the MAC number them.
+const MAX_NODES: u32 = 1_000_000;
+/// Longest `--time-limit`.
+const MAX_TIME_LIMIT: Duration = Duration::from_secs(3600);
+/// How long nodes still running at `--time-limit` may take to finish.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Most nodes in flight (each may hold a TCP connection and a TFTP socket).
+const MAX_CONCURRENCY: usize = 4096;
+/// Largest file sizes (MiB): the files are written to the lab's directory.
+const MAX_FILE_MIB: u64 = 4096;
+
+/// Who serves the storm besides xdpboot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// dnsmasq in proxy-DHCP mode with its TFTP server, and nginx for HTTP.
+    #[value(name = "dnsmasq+nginx")]
+    DnsmasqNginx,
+}
+
+/// xdpboot's backend in the storm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The XDP program (`--backend xdp`, steering `auto`: nothing else listens on 67).
+    Xdp,
+    /// UDP sockets on 67 and 4011 (`--backend udp`).
+    Udp,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Simulated nodes (distinct MACs), each booting once (at most 1,000,000).
+    #[arg(short, long, default_value_t = 10_000)]
+    nodes: u32,
+    /// Architectures, in shares: `bios,uefi-x64` (alike) or `bios:1,uefi-x64:3`. PXE
+    /// architectures only: bios, uefi-x64, uefi-arm64.
+    #[arg(long, value_delimiter = ',', default_value = "bios,uefi-x64")]
+    arch: Vec<String>,
+    /// Nodes in flight at once.
+    #[arg(short, long, default_value_t = 256)]
+    concurrency: usize,
+    /// Nodes started per second; 0 starts them as fast as --concurrency lets.
+    #[arg(long, default_value_t = 0.0)]
+    ramp: f64,
+    /// How many of the nodes (spread evenly over the storm) fetch the kernel and the shared
+    /// initrd; the others fetch their script and overlay only. 0: none, and at most --nodes.
+    #[arg(long, default_value_t = 100)]
+    http_nodes: u32,
+    /// Size of each first-stage loader served over TFTP (undionly.kpxe, ipxe-amd64.efi, …).
+    #[arg(long, default_value_t = 256)]
+    loader_kib: u64,
+    /// Size of the kernel.
+    #[arg(long, default_value_t = 16)]
+    kernel_mib: u64,
+    /// Size of the shared initrd.
+    #[arg(long, default_value_t = 128)]
+    initrd_mib: u64,
+    /// TFTP block size the nodes ask for (RFC 2348): 1468 fills a 1500-byte MTU.
+    #[arg(long, default_value_t = 1468)]
+    tftp_blksize: u16,
+    /// Seconds a DHCP exchange waits for its answer before sending again.
+    #[arg(long, default_value_t = 2.0)]
+    dhcp_timeout: f64,
+    /// Times a DHCP request is sent again when unanswered.
+    #[arg(long, default_value_t = 3)]
+    dhcp_retries: u32,
+    /// No node starts after this many seconds; nodes still running then get 30 s more.
+    #[arg(long, default_value_t = 600)]
+    time_limit: u64,
+    /// Also run the same storm against this peer, in the same run, and print the ratios.
+    #[arg(long, value_enum)]
+    against: Option<Peer>,
+    /// xdpboot's DHCP backend.
+    #[arg(long, value_enum, default_value_t = Backend::Xdp)]
+    backend: Backend,
+    /// The xdpboot binary. Default: build it (`cargo build --release -p boot-user`).
+    #[arg(long, value_name = "PATH")]
+    xdpboot: Option<PathBuf>,
+    /// The dnsmasq binary.
+    #[arg(long, value_name = "PATH", default_value = "dnsmasq")]
+    dnsmasq: PathBuf,
+    /// The nginx binary.
+    #[arg(long, value_name = "PATH", default_value = "nginx")]
+    nginx: PathBuf,
+}
+
+impl Args {
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            (1..=MAX_NODES).contains(&self.nodes),
+            "--nodes must be 1..={MAX_NODES}"
+        );
+        ensure!(
+            (1..=MAX_CONCURRENCY).contains(&self.concurrency),
+            "--concurrency must be 1..={MAX_CONCURRENCY}"
+        );
+        ensure!(
+            self.ramp.is_finite() && self.ramp >= 0.0,
+            "--ramp must be 0 or a positive rate"
+        );
+        ensure!(
+            self.http_nodes <= self.nodes,
+            "--http-nodes must be at most --nodes"
+        );
+        ensure!(
+            self.loader_kib > 0 && self.loader_kib <= MAX_FILE_MIB * 1024,
+            "--loader-kib must be 1..={}",
+            MAX_FILE_MIB * 1024
+        );
+        ensure!(
+            (1..=MAX_FILE_MIB).contains(&self.kernel_mib)
+                && (1..=MAX_FILE_MIB).contains(&self.initrd_mib),
+            "--kernel-mib and --initrd-mib must be 1..={MAX_FILE_MIB}"
+        );
+        ensure!(
+            (512..=65464).contains(&self.tftp_blksize),
+            "--tftp-blksize must be 512..=65464 (RFC 2348)"
+        );
+        ensure!(
+            self.dhcp_timeout.is_finite() && self.dhcp_timeout > 0.0 && self.dhcp_timeout <= 60.0,
+            "--dhcp-timeout must be in (0, 60] seconds"
+        );
+        ensure!(self.dhcp_retries <= 10, "--dhcp-retries must be at most 10");
+        ensure!(
+            self.time_limit > 0 && Duration::from_secs(self.time_limit) <= MAX_TIME_LIMIT,
+            "--time-limit must be 1..={} seconds",
+            MAX_TIME_LIMIT.as_secs()
+        );
+        Ok(())
+    }
+
+    fn loader_bytes(&self) -> u64 {
+        self.loader_kib * 1024
+    }
+
+    /// The command that reproduces this run (for the report).
+    fn command(&self) -> String {
+        let mut command = format!(
+            "cargo xtask loadtest --nodes {} --arch {} --concurrency {} --ramp {} --http-nodes {} \
+             --loader-kib {} --kernel-mib {} --initrd-mib {}",
+            self.nodes,
+            self.arch.join(","),
+            self.concurrency,
+            self.ramp,
+            self.http_nodes,
+            self.loader_kib,
+            self.kernel_mib,
+            self.initrd_mib
+        );
+        if self.backend != Backend::Xdp {
+            command.push_str(" --backend udp");
+        }
+        if self.against.is_some() {
+            command.push_str(" --against dnsmasq+nginx");
+        }
+        command
+    }
+}
+
+/// The PXE architectures the storm simulates: name, option 93, and the loader xdpboot's
+/// default policy (and the dnsmasq configuration) hands out for it.
+const ARCHES: &[(&str, u16, &str)] = &[
+    ("bios", 0, "undionly.kpxe"),
+    ("uefi-x64", 7, "ipxe-amd64.efi"),
+    ("uefi-arm64", 11, "ipxe-arm64.efi"),
+];
+
+/// `--arch`: each architecture repeated by its share, so node `i` is `mix[i % mix.len()]`.
+fn arch_mix(specs: &[String]) -> anyhow::Result<Vec<u16>> {
+    let mut mix = Vec::new();
+    for spec in specs {
+        let (name, share) = match spec.split_once(':') {
+            Some((name, share)) => (
+                name,
+                share
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|s| (1..=100).contains(s))
+                    .with_context(|| format!("--arch {spec}: the share must be 1..=100"))?,
+            ),
+            None => (spec.as_str(), 1),
+        };
+        let number = loadgen::parse_arch(name)?;
+        ensure!(
+            ARCHES.iter().any(|(_, n, _)| *n == number),
+            "--arch {name}: the storm simulates PXE clients of {}",
+            ARCHES
+                .iter()
+                .map(|(n, _, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        mix.extend(std::iter::repeat_n(number, share as usize));
+    }
+    ensure!(!mix.is_empty(), "--arch names no architecture");
+    Ok(mix)
+}
+
+/// Whether node `i` of `nodes` fetches the kernel and initrd: `http_nodes` of them, spread
+/// evenly over the storm.
+fn fetches_images(i: u32, nodes: u32, http_nodes: u32) -> bool {
+    let (i, n, k) = (u64::from(i), u64::from(nodes), u64::from(http_nodes));
+    (i + 1) * k / n > i * k / n
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    args.validate()?;
+    let mix = arch_mix(&args.arch)?;
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the load test creates network namespaces: run it as root");
+    }
+    if args.against.is_some() {
+        for tool in [&args.dnsmasq, &args.nginx] {
+            ensure!(
+                which(tool),
+                "`{}` is not installed (cargo xtask setup installs it)",
+                tool.display()
+            );
+        }
+    }
+    let xdpboot = match &args.xdpboot {
+        Some(path) => path.clone(),
+        None => crate::build_xdpboot_release("loadtest")?,
+    };
+    let lab = Lab::build(args)?;
+    say(&format!(
+        "{}; lab in {} (files: loaders {} KiB, kernel {} MiB, initrd {} MiB)",
+        crate::bench_dhcp::machine(),
+        lab.dir.path().display(),
+        args.loader_kib,
+        args.kernel_mib,
+        args.initrd_mib
+    ));
+    let mut servers = vec![ServerKind::Xdpboot(args.backend)];
+    if args.against == Some(Peer::DnsmasqNginx) {
+        servers.push(ServerKind::DnsmasqNginx);
+    }
+    let mut reports = Vec::new();
+    for kind in servers {
+        let running = lab.start(kind, args, &xdpboot)?;
+        say(&format!(
+            "{} ready; storm of {} nodes",
+            kind.name(),
+            args.nodes
+        ));
+        let report = storm(&lab, &running, args, &mix)?;
+        reports.push(report);
+        drop(running);
+    }
+    println!();
+    print!("{}", report::summary(args, &reports));
+    Ok(())
+}
+
+/// Everything a simulated node needs, shared by all of them.
+struct Storm {
+    dhcp: DhcpClient,
+    tftp: tftp::SocketFactory,
+    /// Where the HTTP stage connects from: the `far` namespace's threads run the nodes.
+    tally: Mutex<Tally>,
+    progress: indicatif::ProgressBar,
+    /// Nodes stop every stage at this instant.
+    deadline: Instant,
+    /// The lab's client address on the server's link (ciaddr of 4011 requests).
+    client_ip: Ipv4Addr,
+    loader_bytes: u64,
+    kernel_bytes: u64,
+    initrd_bytes: u64,
+    blksize: u16,
+    dhcp_timeout: Duration,
+    dhcp_retries: u32,
+    /// Makes this storm's MACs and xids its own.
+    salt: u32,
+}
+
+/// Runs one storm against the servers of `running` and measures it.
+fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow::Result<RunReport> {
+    let dhcp_sockets = lab.cli.run(|| dhcp::Sockets::open(lab::CLIENT_IF))?;
+    let tftp = tftp::SocketFactory::start(&lab.cli)?;
+    let nodes = args.nodes;
+    let progress = report::progress_bar(u64::from(nodes));
+    let before = report::Usage::take(running);
+    // The nodes run on threads in `far` (where their TCP connections must start); their DHCP
+    // and TFTP sockets were made in `cli` and stay there.
+    let storm_result = lab.far.run(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the load generator's runtime")?;
+        runtime.block_on(async {
+            let start = Instant::now();
+            let time_limit = Duration::from_secs(args.time_limit);
+            let storm = Arc::new(Storm {
+                dhcp: DhcpClient::new(dhcp_sockets)?,
+                tftp,
+                tally: Mutex::new(Tally::default()),
+                progress: progress.clone(),
+                deadline: start + time_limit + STOP_GRACE,
+                client_ip: lab::CLIENT_IP,
+                loader_bytes: args.loader_bytes(),
+                kernel_bytes: args.kernel_mib << 20,
+                initrd_bytes: args.initrd_mib << 20,
+                blksize: args.tftp_blksize,
+                dhcp_timeout: Duration::from_secs_f64(args.dhcp_timeout),
+                dhcp_retries: args.dhcp_retries,
+                salt: dhcp::random_u32(),
+            });
+            let receiver = tokio::spawn(storm.dhcp.clone().receive());
+            let in_flight = Arc::new(Semaphore::new(args.concurrency));
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut started = 0u32;
+            for i in 0..nodes {
+                if start.elapsed() >= time_limit {
+                    break;
+                }
+                if args.ramp > 0.0 {
+                    let at = start + Duration::from_secs_f64(f64::from(i) / args.ramp);
+                    if at >= start + time_limit {
+                        break;
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
+                let Ok(Ok(permit)) =
+                    tokio::time::timeout_at(start + time_limit, in_flight.clone().acquire_owned())
+                        .await
+                else {
+                    break;
+                };
+                let node = Node {
+                    index: i,
+                    arch: mix[i as usize % mix.len()],
+                    fetch_images: fetches_images(i, nodes, args.http_nodes),
+                };
+                let storm = storm.clone();
+                tasks.spawn(async move {
+                    let outcome = node.boot(&storm).await;
+                    drop(permit);
+                    storm.finish(outcome);
+                });
+                started += 1;
+                // Reap finished tasks as we go, so the set stays as small as the concurrency.
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.join_next().await.is_some() {}
+            let wall = start.elapsed();
+            receiver.abort();
+            let strays = storm.dhcp.strays();
+            let tally = std::mem::take(&mut *storm.tally.lock().expect("no node panics"));
+            anyhow::Ok((started, wall, tally, strays))
+        })
+    });
+    progress.finish_and_clear();
+    let (started, wall, tally, strays) = storm_result?;
+    let after = report::Usage::take(running);
+    Ok(RunReport {
+        server: running.kind,
+        nodes: args.nodes,
+        started,
+        wall,
+        tally,
+        usage: after.since(&before),
+        dhcp_strays: strays,
+        server_log_tail: running.log_tail(),
+    })
+}
+
+impl Storm {
+    fn finish(&self, outcome: NodeOutcome) {
+        let ok = outcome.booted();
+        self.tally
+            .lock()
+            .expect("the tally is only added to")
+            .add(&outcome);
+        self.progress.inc(1);
+        if !ok {
+            self.progress.set_message(format!(
+                "failed: {}",
+                self.tally
+                    .lock()
+                    .expect("the tally is only added to")
+                    .failed
+            ));
+        }
+    }
+
+    /// Node `i`'s MAC: locally administered, the storm's salt, then `i`.
+    fn mac(&self, i: u32) -> [u8; 6] {
+        let n = i.to_be_bytes();
+        [0x02, 0x5b, self.salt as u8, n[1], n[2], n[3]]
+    }
+
+    /// A transaction id for node `i`'s `k`-th exchange, unique in the storm.
+    fn xid(&self, i: u32, k: u32) -> u32 {
+        self.salt.wrapping_add(i.wrapping_mul(8)).wrapping_add(k)
+    }
+}
+
+/// One simulated machine.
+struct Node {
+    index: u32,
+    arch: u16,
+    fetch_images: bool,
+}
+
+impl Node {
+    async fn boot(&self, storm: &Storm) -> NodeOutcome {
+        let mut outcome = NodeOutcome::new(Instant::now());
+        // Each stage is bounded by its own timeouts and by the storm's deadline.
+        macro_rules! stage {
+            ($stage:expr, $future:expr) => {{
+                let began = Instant::now();
+                match tokio::time::timeout_at(storm.deadline, $future).await {
+                    Ok(Ok((value, bytes))) => {
+                        outcome.record($stage, began, Outcome::Done { bytes });
+                        value
+                    }
+                    Ok(Err(reason)) => {
+                        outcome.record($stage, began, Outcome::Failed(reason));
+                        return outcome;
+                    }
+                    Err(_) => {
+                        outcome.record($stage, began, Outcome::Failed("time limit".into()));
+                        return outcome;
+                    }
+                }
+            }};
+        }
+        let mac = storm.mac(self.index);
+        let rom = BootRequest {
+            mac,
+            ..BootRequest::pxe(self.arch)
+        };
+        // 1. The ROM's DISCOVER, broadcast from 0.0.0.0:68.
+        let offer = stage!(
+            Stage::Discover,
+            self.exchange(storm, &rom, 0, None, Sent::Broadcast)
+        );
+        let Some(server) = offer.server_id().or_else(|| {
+            let siaddr = offer.message.siaddr();
+            (!siaddr.is_unspecified()).then_some(siaddr)
+        }) else {
+            outcome.record(
+                Stage::ProxyRequest,
+                Instant::now(),
+                Outcome::Failed("the proxy OFFER names no server".into()),
+            );
+            return outcome;
+        };
+        // 2. The REQUEST to the proxy's port 4011 (a boot-server request for the menu's
+        // first item where the OFFER carried a PXE menu, as iPXE's ROM sends to dnsmasq).
+        let request = rom.clone().request_to(server, storm.client_ip);
+        let ack = stage!(
+            Stage::ProxyRequest,
+            self.exchange(
+                storm,
+                &request,
+                1,
+                dhcp::boot_item(&offer),
+                Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT))
+            )
+        );
+        let loader = ack.file();
+        let tftp_server = match ack.message.siaddr() {
+            ip if ip.is_unspecified() => server,
+            ip => ip,
+        };
+        // 3. The loader over TFTP.
+        stage!(Stage::Tftp, async {
+            if loader.is_empty() {
+                return Err("the 4011 ACK names no boot file".to_owned());
+            }
+            let bytes = storm
+                .tftp
+                .fetch(tftp_server, &loader, storm.blksize)
+                .await?;
+            if bytes != storm.loader_bytes {
+                return Err(format!(
+                    "{loader}: {bytes} bytes, expected {}",
+                    storm.loader_bytes
+                ));
+            }
+            Ok(((), bytes))
+        });
+        // 4. iPXE's own DHCP: the script URL from the OFFER, or from a 4011 ACK when the
+        // OFFER has no boot file (iPXE `dhcp.c`: it asks 4011 only then).
+        let ipxe = BootRequest {
+            mac,
+            ..BootRequest::pxe(self.arch).ipxe()
+        };
+        let script_url = stage!(Stage::IpxeDhcp, async {
+            let (offer, _) = self
+                .exchange(storm, &ipxe, 2, None, Sent::Broadcast)
+                .await?;
+            let mut url = offer.file();
+            if url.is_empty() {
+                let server = offer.server_id().unwrap_or(server);
+                let request = ipxe.clone().request_to(server, storm.client_ip);
+                let (ack, _) = self
+                    .exchange(
+                        storm,
+                        &request,
+                        3,
+                        None,
+                        Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT)),
+                    )
+                    .await?;
+                url = ack.file();
+            }
+            if !url.starts_with("http://") {
+                return Err(format!("iPXE was offered {url:?}, not an http:// URL"));
+            }
+            Ok((url, 0))
+        });
+        // 5. HTTP: the script, then what it names, on one kept-alive connection.
+        let mut session = http::Session::default();
+        let script = stage!(Stage::Script, async {
+            let (status, body, bytes) = session.get(&script_url, http::Keep::Text).await?;
+            http::expect_ok(status, &script_url)?;
+            Ok((body, bytes))
+        });
+        let files = match http::ScriptFiles::parse(&script) {
+            Ok(files) => files,
+            Err(reason) => {
+                outcome.record(Stage::Kernel, Instant::now(), Outcome::Failed(reason));
+                return outcome;
+            }
+        };
+        if self.fetch_images {
+            stage!(
+                Stage::Kernel,
+                session.fetch_exact(&files.kernel, storm.kernel_bytes)
+            );
+            stage!(
+                Stage::Initrd,
+                session.fetch_exact(&files.initrd, storm.initrd_bytes)
+            );
+        } else {
+            outcome.skip(Stage::Kernel);
+            outcome.skip(Stage::Initrd);
+        }
+        stage!(Stage::Overlay, async {
+            let (status, _, bytes) = session.get(&files.overlay, http::Keep::Nothing).await?;
+            http::expect_ok(status, &files.overlay)?;
+            if bytes == 0 {
+                return Err("the overlay is empty".to_owned());
+            }
+            Ok(((), bytes))
+        });
+        outcome
+    }
+
+    /// One DHCP exchange (`k` numbers it within the node, for its xid), with `vendor_options`
+    /// as option 43 if given.
+    async fn exchange(
+        &self,
+        storm: &Storm,
+        request: &BootRequest,
+        k: u32,
+        vendor_options: Option<Vec<u8>>,
+        sent: Sent,
+    ) -> Result<(boot_tests::Received, u64), String> {
+        let request = BootRequest {
+            xid: storm.xid(self.index, k),
+            ..request.clone()
+        };
+        let reply = storm
+            .dhcp
+            .exchange(Exchange {
+                request: &request,
+                vendor_options,
+                sent,
+                timeout: storm.dhcp_timeout,
+                retries: storm.dhcp_retries,
+            })
+            .await?;
+        Ok((reply, 0))
+    }
+}
+
+fn say(text: &str) {
+    println!("[loadtest] {text}");
+}
+
+fn which(tool: &std::path::Path) -> bool {
+    if tool.components().count() > 1 {
+        return tool.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_fetchers_are_spread_evenly_and_counted_exactly() {
+        for (nodes, k) in [(10_000, 100), (7, 3), (5, 5), (5, 0), (1, 1)] {
+            let chosen: Vec<u32> = (0..nodes)
+                .filter(|&i| fetches_images(i, nodes, k))
+                .collect();
+            assert_eq!(chosen.len() as u32, k, "{nodes} nodes, {k} fetchers");
+        }
+        let chosen: Vec<u32> = (0..10_000)
+            .filter(|&i| fetches_images(i, 10_000, 100))
+            .collect();
+        assert!(chosen.windows(2).all(|w| w[1] - w[0] == 100));
+    }
+
+    #[test]
+    fn arch_shares_repeat_each_architecture() {
+        let mix = arch_mix(&["bios:1".into(), "uefi-x64:3".into()]).unwrap();
+        assert_eq!(mix, vec![0, 7, 7, 7]);
+        assert!(arch_mix(&["http-x64".into()]).is_err());
+        assert!(arch_mix(&["bios:0".into()]).is_err());
+    }
+}

@@ -1,0 +1,513 @@
+//! What a storm measured: per stage, completions, failures (with their reasons), rate and
+//! latency; the servers' CPU time and peak RSS; and the tables that compare two servers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Args;
+use super::lab::{Running, ServerKind};
+use crate::bench_dhcp::{self, CoreTicks};
+use crate::bench_http;
+use crate::loadgen::micros;
+
+/// The steps of a network boot, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    Discover,
+    ProxyRequest,
+    Tftp,
+    IpxeDhcp,
+    Script,
+    Kernel,
+    Initrd,
+    Overlay,
+}
+
+impl Stage {
+    pub(super) const ALL: [Stage; 8] = [
+        Stage::Discover,
+        Stage::ProxyRequest,
+        Stage::Tftp,
+        Stage::IpxeDhcp,
+        Stage::Script,
+        Stage::Kernel,
+        Stage::Initrd,
+        Stage::Overlay,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Discover => "PXE DISCOVER → proxy OFFER",
+            Stage::ProxyRequest => "REQUEST :4011 → ACK",
+            Stage::Tftp => "TFTP loader",
+            Stage::IpxeDhcp => "iPXE DHCP → script URL",
+            Stage::Script => "HTTP script",
+            Stage::Kernel => "HTTP kernel",
+            Stage::Initrd => "HTTP shared initrd",
+            Stage::Overlay => "HTTP overlay",
+        }
+    }
+
+    /// Whether the stage moves a file worth a throughput column.
+    fn is_transfer(self) -> bool {
+        matches!(self, Stage::Tftp | Stage::Kernel | Stage::Initrd)
+    }
+}
+
+/// How one stage of one node ended.
+pub(super) enum Outcome {
+    Done {
+        bytes: u64,
+    },
+    Failed(String),
+    /// Not asked of this node (`--http-nodes`).
+    Skipped,
+}
+
+/// One node's boot: its stages as far as it got.
+pub(super) struct NodeOutcome {
+    started: Instant,
+    stages: Vec<(Stage, Instant, Duration, Outcome)>,
+}
+
+impl NodeOutcome {
+    pub(super) fn new(started: Instant) -> NodeOutcome {
+        NodeOutcome {
+            started,
+            stages: Vec::with_capacity(Stage::ALL.len()),
+        }
+    }
+
+    pub(super) fn record(&mut self, stage: Stage, began: Instant, outcome: Outcome) {
+        self.stages.push((stage, began, began.elapsed(), outcome));
+    }
+
+    pub(super) fn skip(&mut self, stage: Stage) {
+        let now = Instant::now();
+        self.stages
+            .push((stage, now, Duration::ZERO, Outcome::Skipped));
+    }
+
+    /// Every stage done (or skipped), to the last.
+    pub(super) fn booted(&self) -> bool {
+        self.stages.len() == Stage::ALL.len()
+            && self
+                .stages
+                .iter()
+                .all(|(_, _, _, o)| !matches!(o, Outcome::Failed(_)))
+    }
+}
+
+/// One stage's (or the whole boot's) numbers over a storm.
+#[derive(Default)]
+pub(super) struct StageTally {
+    done: u64,
+    skipped: u64,
+    failures: BTreeMap<String, u64>,
+    latencies: Vec<Duration>,
+    bytes: u64,
+    first_start: Option<Instant>,
+    last_end: Option<Instant>,
+}
+
+impl StageTally {
+    fn add(&mut self, began: Instant, took: Duration, outcome: &Outcome) {
+        match outcome {
+            Outcome::Skipped => {
+                self.skipped += 1;
+                return;
+            }
+            Outcome::Done { bytes } => {
+                self.done += 1;
+                self.bytes += bytes;
+                self.latencies.push(took);
+            }
+            Outcome::Failed(reason) => *self.failures.entry(reason.clone()).or_default() += 1,
+        }
+        self.first_start = Some(self.first_start.map_or(began, |t| t.min(began)));
+        let end = began + took;
+        self.last_end = Some(self.last_end.map_or(end, |t| t.max(end)));
+    }
+
+    fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
+    /// From the stage's first start to its last end.
+    fn window(&self) -> Duration {
+        match (self.first_start, self.last_end) {
+            (Some(a), Some(b)) => b.saturating_duration_since(a),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Completions per second over the stage's window.
+    fn rate(&self) -> f64 {
+        per_second(self.done as f64, self.window())
+    }
+
+    fn mib_per_s(&self) -> f64 {
+        per_second(self.bytes as f64 / f64::from(1 << 20), self.window())
+    }
+
+    fn percentile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[index]
+    }
+}
+
+fn per_second(n: f64, over: Duration) -> f64 {
+    if over.is_zero() {
+        0.0
+    } else {
+        n / over.as_secs_f64()
+    }
+}
+
+/// Everything the nodes of one storm did.
+#[derive(Default)]
+pub(super) struct Tally {
+    stages: Vec<StageTally>,
+    /// The whole chain: done when every stage of the node was.
+    boot: StageTally,
+    pub failed: u64,
+}
+
+impl Tally {
+    pub(super) fn add(&mut self, node: &NodeOutcome) {
+        if self.stages.is_empty() {
+            self.stages = Stage::ALL.iter().map(|_| StageTally::default()).collect();
+        }
+        for (stage, began, took, outcome) in &node.stages {
+            self.stages[*stage as usize].add(*began, *took, outcome);
+        }
+        let took = node.started.elapsed();
+        if node.booted() {
+            self.boot
+                .add(node.started, took, &Outcome::Done { bytes: 0 });
+        } else {
+            self.failed += 1;
+            let at = node
+                .stages
+                .last()
+                .map_or("no stage", |(stage, _, _, _)| stage.label());
+            self.boot.add(
+                node.started,
+                took,
+                &Outcome::Failed(format!("failed at {at}")),
+            );
+        }
+    }
+
+    fn stage(&self, stage: Stage) -> Option<&StageTally> {
+        self.stages.get(stage as usize)
+    }
+}
+
+/// CPU and memory at one moment.
+pub(super) struct Usage {
+    at: std::time::Instant,
+    /// The servers' processes' utime + stime, in clock ticks.
+    server_ticks: u64,
+    server_pids: Vec<u32>,
+    /// Their VmHWM, summed (KiB).
+    server_peak_rss_kib: u64,
+    /// This process (the load generator).
+    client_cpu: Duration,
+    cores: Vec<CoreTicks>,
+    others: HashMap<u32, u64>,
+}
+
+/// CPU and memory over a storm.
+pub(super) struct UsageDelta {
+    pub server_cpu: Duration,
+    pub server_peak_rss_kib: u64,
+    pub client_cpu: Duration,
+    /// Busy time of all cores (everything: processes, the kernel's network work, others).
+    pub machine_busy: Duration,
+    /// CPU time of other processes on the machine meanwhile.
+    pub others_cpu: Duration,
+    pub elapsed: Duration,
+}
+
+impl Usage {
+    pub(super) fn take(running: &Running) -> Usage {
+        let server_pids = running.pids();
+        let mut exclude = server_pids.clone();
+        exclude.push(std::process::id());
+        Usage {
+            at: std::time::Instant::now(),
+            server_ticks: bench_http::cpu_ticks(&server_pids),
+            server_peak_rss_kib: server_pids
+                .iter()
+                .filter_map(|&pid| bench_http::proc_status_field(pid, "VmHWM:"))
+                .sum(),
+            client_cpu: own_cpu(),
+            cores: bench_dhcp::core_times().unwrap_or_default(),
+            others: bench_dhcp::other_processes(&exclude),
+            server_pids,
+        }
+    }
+
+    pub(super) fn since(&self, before: &Usage) -> UsageDelta {
+        let ticks = |t: u64| Duration::from_secs_f64(t as f64 / bench_dhcp::ticks_per_second());
+        let busy = |cores: &[CoreTicks]| cores.iter().map(|c| c.busy).sum::<u64>();
+        let others: u64 = self
+            .others
+            .iter()
+            .filter(|(pid, _)| !before.server_pids.contains(pid))
+            .map(|(pid, t)| t.saturating_sub(before.others.get(pid).copied().unwrap_or(0)))
+            .sum();
+        UsageDelta {
+            server_cpu: Duration::from_secs_f64(
+                self.server_ticks.saturating_sub(before.server_ticks) as f64
+                    / bench_http::clock_ticks_per_second(),
+            ),
+            server_peak_rss_kib: self.server_peak_rss_kib,
+            client_cpu: self.client_cpu.saturating_sub(before.client_cpu),
+            machine_busy: ticks(busy(&self.cores).saturating_sub(busy(&before.cores))),
+            others_cpu: ticks(others),
+            elapsed: self.at.duration_since(before.at),
+        }
+    }
+}
+
+/// CPU time of this process, all threads.
+fn own_cpu() -> Duration {
+    // SAFETY: rusage is plain old data; getrusage only writes it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and a pointer to a live rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+/// One storm against one server.
+pub(super) struct RunReport {
+    pub server: ServerKind,
+    pub nodes: u32,
+    pub started: u32,
+    pub wall: Duration,
+    pub tally: Tally,
+    pub usage: UsageDelta,
+    pub dhcp_strays: u64,
+    pub server_log_tail: String,
+}
+
+pub(super) fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "[loadtest] {elapsed_precise} [{bar:40}] {pos}/{len} nodes booted or failed, \
+             {per_sec} {msg}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The report: a table per server, then the ratios when two ran.
+pub(super) fn summary(args: &Args, reports: &[RunReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Boot storm: {} nodes ({}), {} in flight, ramp {}\n",
+        args.nodes,
+        args.arch.join(","),
+        args.concurrency,
+        if args.ramp > 0.0 {
+            format!("{}/s", args.ramp)
+        } else {
+            "none (as fast as the concurrency lets)".to_owned()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{}. Every node: PXE DISCOVER → proxy OFFER, REQUEST to 4011 → ACK, its loader over \
+         TFTP ({} KiB, blksize {}, lockstep), iPXE DISCOVER → script URL, then over HTTP (one \
+         kept-alive connection) its script and its overlay; {} of the nodes, spread over the \
+         storm, also fetch the kernel ({} MiB) and the shared initrd ({} MiB). Scaled to keep \
+         a run on 2 shared cores within minutes. DHCP and TFTP from the server's link, HTTP \
+         from behind a router. Rate: completions over the stage's first start to last end; \
+         latency per node and stage, DHCP retries included.\n",
+        bench_dhcp::machine(),
+        args.loader_kib,
+        args.tftp_blksize,
+        args.http_nodes,
+        args.kernel_mib,
+        args.initrd_mib
+    );
+    for report in reports {
+        server_table(&mut out, report);
+    }
+    if let [ours, theirs] = reports {
+        ratio_table(&mut out, ours, theirs);
+    }
+    let _ = writeln!(out, "Command: `{}`", args.command());
+    out
+}
+
+fn server_table(out: &mut String, r: &RunReport) {
+    let u = &r.usage;
+    let _ = writeln!(
+        out,
+        "### {}\n\n{} of {} nodes started, {} booted, {} failed; wall time {:.1} s.\n",
+        r.server.name(),
+        r.started,
+        r.nodes,
+        r.tally.boot.done,
+        r.tally.failed,
+        r.wall.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "| stage | done | failed | rate/s | p50 | p99 | max | MiB/s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for stage in Stage::ALL {
+        let Some(t) = r.tally.stage(stage) else {
+            continue;
+        };
+        row(out, stage.label(), t, stage.is_transfer());
+    }
+    row(out, "**whole boot**", &r.tally.boot, false);
+    let _ = writeln!(
+        out,
+        "\nServer: CPU {:.1} s ({:.2} cores over the wall time), peak RSS {:.1} MiB (VmHWM, \
+         summed over its processes). Load generator: CPU {:.1} s. Both cores: {:.0}% busy \
+         (servers, generator, the kernel's network work between them{}).{}\n",
+        u.server_cpu.as_secs_f64(),
+        per_second(u.server_cpu.as_secs_f64(), u.elapsed),
+        mib(u.server_peak_rss_kib),
+        u.client_cpu.as_secs_f64(),
+        100.0 * per_second(u.machine_busy.as_secs_f64(), u.elapsed)
+            / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        if u.others_cpu.as_secs_f64() > 0.5 {
+            format!(
+                "; other processes on the machine took {:.1} CPU s meanwhile",
+                u.others_cpu.as_secs_f64()
+            )
+        } else {
+            String::new()
+        },
+        if r.dhcp_strays > 0 {
+            format!(
+                " DHCP replies that matched no waiting node (late answers to retransmissions): {}.",
+                r.dhcp_strays
+            )
+        } else {
+            String::new()
+        }
+    );
+    let mut failures: Vec<(String, u64)> = Vec::new();
+    for stage in Stage::ALL {
+        if let Some(t) = r.tally.stage(stage) {
+            for (reason, n) in &t.failures {
+                failures.push((format!("{}: {reason}", stage.label()), *n));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort_by_key(|f| std::cmp::Reverse(f.1));
+        let _ = writeln!(out, "Failures:\n");
+        for (reason, n) in failures.iter().take(10) {
+            let _ = writeln!(out, "- {n} × {reason}");
+        }
+        let _ = writeln!(out, "\nServer log (last lines):\n\n{}", r.server_log_tail);
+    }
+}
+
+fn row(out: &mut String, label: &str, t: &StageTally, transfer: bool) {
+    let failed = match t.failed() {
+        0 if t.skipped > 0 => format!("0 ({} skipped)", t.skipped),
+        0 => "0".to_owned(),
+        n => n.to_string(),
+    };
+    let throughput = if transfer && t.done > 0 {
+        format!("{:.0}", t.mib_per_s())
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "| {label} | {} | {failed} | {:.0} | {} | {} | {} | {throughput} |",
+        t.done,
+        t.rate(),
+        micros(t.percentile(0.50)),
+        micros(t.percentile(0.99)),
+        micros(t.percentile(1.0)),
+    );
+}
+
+fn ratio_table(out: &mut String, ours: &RunReport, theirs: &RunReport) {
+    let _ = writeln!(
+        out,
+        "### {} ÷ {}\n\nRate: {a} ÷ {b} (above 1: {a} completes more per second). p50 and \
+         p99: {b} ÷ {a} (above 1: {a} answers sooner). The two ran one after the other in the \
+         same lab on the same files. nginx serves one static script and one static overlay to \
+         every node: it renders nothing per node and checks no signature, where xdpboot \
+         renders each script, signs each overlay URL and builds each overlay.\n",
+        ours.server.name(),
+        theirs.server.name(),
+        a = ours.server.name(),
+        b = theirs.server.name(),
+    );
+    let _ = writeln!(out, "| stage | rate | p50 | p99 |\n|---|---:|---:|---:|");
+    let ratio = |a: f64, b: f64| {
+        if a > 0.0 && b > 0.0 {
+            format!("{:.2}×", a / b)
+        } else {
+            "–".to_owned()
+        }
+    };
+    let mut line = |label: &str, a: &StageTally, b: &StageTally| {
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} |",
+            ratio(a.rate(), b.rate()),
+            ratio(
+                b.percentile(0.5).as_secs_f64(),
+                a.percentile(0.5).as_secs_f64()
+            ),
+            ratio(
+                b.percentile(0.99).as_secs_f64(),
+                a.percentile(0.99).as_secs_f64()
+            ),
+        );
+    };
+    for stage in Stage::ALL {
+        if let (Some(a), Some(b)) = (ours.tally.stage(stage), theirs.tally.stage(stage)) {
+            line(stage.label(), a, b);
+        }
+    }
+    line("**whole boot**", &ours.tally.boot, &theirs.tally.boot);
+    let (a, b) = (&ours.usage, &theirs.usage);
+    let _ = writeln!(
+        out,
+        "\nWall time: {:.1} s vs {:.1} s ({}). Server CPU: {:.1} s vs {:.1} s ({} of the \
+         peer's CPU per storm). Peak RSS: {:.1} MiB vs {:.1} MiB.\n",
+        ours.wall.as_secs_f64(),
+        theirs.wall.as_secs_f64(),
+        ratio(theirs.wall.as_secs_f64(), ours.wall.as_secs_f64()),
+        a.server_cpu.as_secs_f64(),
+        b.server_cpu.as_secs_f64(),
+        ratio(a.server_cpu.as_secs_f64(), b.server_cpu.as_secs_f64()),
+        mib(a.server_peak_rss_kib),
+        mib(b.server_peak_rss_kib),
+    );
+}

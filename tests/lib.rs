@@ -522,6 +522,31 @@ pub fn xdpboot_binary() -> PathBuf {
     binary
 }
 
+/// The release build of `xdpboot` (`target/release/xdpboot`, as `cargo xtask test` builds it
+/// before the tests), or `$XDPBOOT_RELEASE_BIN`: for tests that judge the daemon's speed as it
+/// ships, not a debug build's.
+pub fn xdpboot_release_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("XDPBOOT_RELEASE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/<test>-<hash> → target/release/xdpboot
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let binary = target.join("release").join("xdpboot");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `cargo build --release -p boot-user --bin xdpboot` first (cargo \
+         xtask test does), or point XDPBOOT_RELEASE_BIN at the binary",
+        binary.display()
+    );
+    warn_if_stale(&binary);
+    binary
+}
+
 /// Says so (shown with a failing test's output) when the daemon's sources are newer than the
 /// binary under test: the tests would be judging old code.
 fn warn_if_stale(binary: &Path) {

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use boot_tests::{ChildGuard, NetNs, STARTUP_TIMEOUT, TempDir};
 
-
 /// dnsmasq serves TFTP on the standard port; xdpboot on another one in the same namespace.
 const DNSMASQ_PORT: u16 = 69;
 const XDPBOOT_PORT: u16 = 6969;

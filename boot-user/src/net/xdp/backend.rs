@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use boot_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_SERVER_PORT, SteerMode};
 use tokio::sync::mpsc;
@@ -289,6 +290,7 @@ async fn serve_queue(
     context: Arc<Context>,
 ) -> Result<(), BackendError> {
     let mut replies: Vec<Vec<u8>> = Vec::with_capacity(xsk::RX_BATCH as usize);
+    let mut shared = false;
     loop {
         // `biased`: under a flood every branch is ready at every turn; the priority replies
         // must win each time, not one turn in three.
@@ -307,7 +309,17 @@ async fn serve_queue(
                 drain(&mut tee.priority, &mut replies);
                 replies.push(reply);
                 drain(&mut tee.shared, &mut replies);
+                shared = true;
             }
+        }
+        if std::mem::take(&mut shared)
+            && let Some(batch) = queue.try_recv()
+        {
+            // The requests the program took meanwhile go in front of the flood's replies. Their
+            // RX ring is looked at directly: its readiness may wait for the runtime's next I/O
+            // poll while a flood keeps every worker busy.
+            let taken: Vec<Vec<u8>> = batch.frames().filter_map(|f| context.handle(f)).collect();
+            replies.splice(0..0, taken);
         }
         if !replies.is_empty() {
             let queued = queue.send_batch(replies.iter().map(Vec::as_slice))?;
@@ -332,6 +344,10 @@ fn drain(queue: &mut mpsc::Receiver<Vec<u8>>, replies: &mut Vec<Vec<u8>>) {
 /// Teed frames of the shared ring handled before the reader yields, so that the queue tasks
 /// send what it handed them (the priority ring is looked at before every frame).
 const TEE_BATCH: usize = 64;
+/// Longest the reader works through the shared ring before it yields, whatever a frame costs.
+/// A queue task woken by the reader waits in the reader's worker (tokio's LIFO slot cannot be
+/// stolen), so this bounds how long a taken request (4011) or a reply waits behind a flood.
+const TEE_SLICE: Duration = Duration::from_micros(100);
 
 /// Reads teed frames and hands their replies to the queue they came in on. Inventory MACs'
 /// frames (the priority ring) go first, before every frame of the shared ring, and their
@@ -373,23 +389,34 @@ async fn read_tee(
         }
         loop {
             let mut handled = 0;
-            while handled < TEE_BATCH {
+            let mut empty = false;
+            let slice = Instant::now();
+            while handled < TEE_BATCH && slice.elapsed() < TEE_SLICE {
                 // The priority ring is looked at before every shared frame: a check of the
                 // ring's producer position, so an inventory machine's request waits for one
                 // flood frame's handling at most.
+                let mut urgent = 0;
                 while let Some(record) = priority.get_mut().next() {
                     handle(&record, true);
+                    urgent += 1;
+                }
+                if urgent > 0 {
+                    // Let the queue task send the reply now. Woken from here, it sits in this
+                    // worker's LIFO slot, which no other worker may steal: without the yield it
+                    // would wait for the rest of the batch (measured: 3 ms under a flood).
+                    tokio::task::yield_now().await;
                 }
                 let Some(record) = ring.get_mut().next() else {
+                    empty = true;
                     break;
                 };
                 handle(&record, false);
                 handled += 1;
             }
-            if handled < TEE_BATCH {
+            if empty {
                 break;
             }
-            // A full batch: let the queue tasks send, then look at the priority ring again.
+            // A full batch or slice: let the queue tasks send, then look at the rings again.
             tokio::task::yield_now().await;
         }
     }

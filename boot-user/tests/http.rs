@@ -477,6 +477,70 @@ fn a_client_sending_its_headers_slowly_is_cut_off() {
 }
 
 #[test]
+fn oversized_heads_get_431_and_slow_or_oversized_clients_do_not_hold_up_others() {
+    let lab = Lab::start(|http| http.header_timeout = Duration::from_secs(2));
+    // A head past the limit: one header line of 64 KiB, and 200 small ones.
+    let long = format!(
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let many = format!(
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect::<String>()
+    );
+    for request in [long, many] {
+        let reply = raw_exchange(lab.http, request.as_bytes());
+        assert!(
+            reply.starts_with(b"HTTP/1.1 431"),
+            "{}",
+            String::from_utf8_lossy(&reply[..reply.len().min(200)])
+        );
+    }
+    // Thirty slowloris connections dribbling a head that never ends, and ten sending
+    // oversized heads over and over: a well-behaved client is served at once all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for i in 0..40 {
+        let stop = stop.clone();
+        let addr = lab.http;
+        attackers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut tcp) = TcpStream::connect(addr) else {
+                    continue;
+                };
+                if i < 30 {
+                    let _ = tcp.write_all(b"GET /hello.txt HTTP/1.1\r\n");
+                    while !stop.load(Ordering::Relaxed) && tcp.write_all(b"X").is_ok() {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                } else {
+                    let _ = tcp.write_all(&[b'a'; 32 * 1024]);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        let started = Instant::now();
+        let reply = lab.curl(&[&lab.url("/hello.txt")]);
+        assert_eq!(reply.status, 200, "{}", reply.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a well-behaved client waited {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.join().unwrap();
+    }
+}
+
+#[test]
 fn a_client_that_stops_reading_is_cut_off_by_the_send_timeout() {
     let lab = Lab::start(|http| http.send_timeout = Duration::from_secs(1));
     let mut tcp = TcpStream::connect(lab.http).unwrap();

@@ -305,8 +305,17 @@ fn steer(ctx: &XdpContext) -> (Counter, u32) {
         return malformed(request.port);
     }
     let config = CONFIG.get(0).copied().unwrap_or_default();
+    let wakeup = config.flags & CONFIG_FLAG_WAKEUP != 0;
+    // SAFETY: a lookup whose value is not read.
+    let inventory = unsafe { INVENTORY.get(limiter_key(&request)) }.is_some();
 
     if request.port == PXE_SERVER_PORT {
+        // An inventory machine's request goes through its own ring, in every steering mode: a
+        // flood on the shared AF_XDP queue cannot crowd it out. Nothing else listens on 4011,
+        // so the frame itself is dropped once copied.
+        if inventory && copy_to(&PRIORITY_FRAMES, ctx, &request, wakeup).is_ok() {
+            return (Counter::Taken, xdp_action::XDP_DROP);
+        }
         // Any BOOTREQUEST: only xdpboot answers 4011, and userspace decides what to answer.
         if over_limit(&limiter_key(&request), &config) {
             return (Counter::Shed, xdp_action::XDP_DROP);
@@ -325,24 +334,16 @@ fn steer(ctx: &XdpContext) -> (Counter, u32) {
     if over_limit(&limiter_key(&request), &config) {
         return (Counter::Shed, xdp_action::XDP_PASS);
     }
-    if config.steer == SteerMode::Redirect as u32 {
+    // Inventory machines are teed into their own ring even where the others are redirected
+    // (the kernel, with nobody on 67 in that mode, drops the passed frame).
+    if config.steer == SteerMode::Redirect as u32 && !inventory {
         match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
             Ok(action) => return (Counter::Redirected, action),
             // No socket on this queue: a tee still gets the request to userspace.
             Err(_) => count(Counter::NoSocket),
         }
     }
-    // SAFETY: a lookup whose value is not read.
-    let inventory = unsafe { INVENTORY.get(limiter_key(&request)) }.is_some();
-    (
-        tee(
-            ctx,
-            &request,
-            config.flags & CONFIG_FLAG_WAKEUP != 0,
-            inventory,
-        ),
-        xdp_action::XDP_PASS,
-    )
+    (tee(ctx, &request, wakeup, inventory), xdp_action::XDP_PASS)
 }
 
 /// Frames to 67 go on to the kernel whatever they hold (the site server judges them); nothing
@@ -663,6 +664,24 @@ fn over_limit(key: &MacKey, config: &Config) -> bool {
 /// [`PRIORITY_FRAMES`], or the shared ring when that is full). The caller passes the frame.
 #[inline(always)]
 fn tee(ctx: &XdpContext, request: &Request, wakeup: bool, inventory: bool) -> Counter {
+    if inventory && copy_to(&PRIORITY_FRAMES, ctx, request, wakeup).is_ok() {
+        return Counter::Teed;
+    }
+    match copy_to(&TEED_FRAMES, ctx, request, wakeup) {
+        Ok(()) => Counter::Teed,
+        Err(counter) => counter,
+    }
+}
+
+/// Copies the frame, with its ingress ifindex, queue and VLAN tags, into a record of `ring`.
+/// The error is the counter for a frame userspace will not see.
+#[inline(always)]
+fn copy_to(
+    ring: &RingBuf,
+    ctx: &XdpContext,
+    request: &Request,
+    wakeup: bool,
+) -> Result<(), Counter> {
     // SAFETY: the helper reads the program's own context.
     let packet_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
     // Clamped as u64 and cast only at the call: clamped as u32, the verifier sees the
@@ -671,16 +690,11 @@ fn tee(ctx: &XdpContext, request: &Request, wakeup: bool, inventory: bool) -> Co
     if captured == 0 {
         // Cannot happen to a frame that parsed as BOOTP; the verifier needs the check
         // ("invalid zero-sized read").
-        return Counter::Malformed;
+        return Err(Counter::Malformed);
     }
     // A fixed-size record: the verifier rejects a reservation of variable size.
-    let reserved = if inventory {
-        PRIORITY_FRAMES.reserve::<TeeRecord>(0)
-    } else {
-        None
-    };
-    let Some(mut entry) = reserved.or_else(|| TEED_FRAMES.reserve::<TeeRecord>(0)) else {
-        return Counter::RingFull;
+    let Some(mut entry) = ring.reserve::<TeeRecord>(0) else {
+        return Err(Counter::RingFull);
     };
     let record = entry.as_mut_ptr();
     let header = TeeHeader {
@@ -707,7 +721,7 @@ fn tee(ctx: &XdpContext, request: &Request, wakeup: bool, inventory: bool) -> Co
         // Not seen: the length was clamped to the frame's. Counted as a tee that did not
         // happen, which is what userspace experiences.
         entry.discard(0);
-        return Counter::RingFull;
+        return Err(Counter::RingFull);
     }
     // Without a wakeup, userspace polls the ring on a timer: a wakeup per record costs more
     // than the tee itself (DESIGN.md).
@@ -717,7 +731,7 @@ fn tee(ctx: &XdpContext, request: &Request, wakeup: bool, inventory: bool) -> Co
         u64::from(BPF_RB_NO_WAKEUP)
     };
     entry.submit(flags);
-    Counter::Teed
+    Ok(())
 }
 
 #[inline(always)]

@@ -646,6 +646,54 @@ fn inventory_machines_are_teed_into_their_own_ring_even_when_a_flood_fills_the_s
 }
 
 #[test]
+fn inventory_machines_use_their_own_ring_on_4011_and_in_redirect_mode() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    let mut ring = take_ring(&mut program);
+    let mut priority = program
+        .take_priority_ring()
+        .unwrap_or_else(|err| panic!("{}", error_chain(&err)));
+    set_config(
+        &mut program,
+        ProgramConfig {
+            steer: SteerMode::Redirect,
+            ..ProgramConfig::default()
+        },
+    );
+    let socket = af_xdp_socket();
+    program
+        .register_socket(0, socket.as_fd())
+        .expect("register");
+    // Others' requests are redirected into the queue's socket, where a flood would crowd them.
+    assert_outcome(
+        &program,
+        &pxe_discover(),
+        XdpAction::Redirect,
+        &[Counter::Redirected],
+    );
+    assert_outcome(
+        &program,
+        &pxe_request_4011(),
+        XdpAction::Redirect,
+        &[Counter::Taken],
+    );
+    assert!(drain(&mut priority).is_empty());
+
+    program.set_inventory(&[CLIENT_MAC]).expect("inventory");
+    // Listed, the same machine's DISCOVER is teed into the priority ring (and passed), and
+    // its 4011 REQUEST copied there and dropped: nothing else listens on 4011.
+    let discover = pxe_discover();
+    let request = pxe_request_4011();
+    assert_passed(&program, &discover, Counter::Teed);
+    assert_outcome(&program, &request, XdpAction::Drop, &[Counter::Taken]);
+    let records = drain(&mut priority);
+    assert_eq!(records.len(), 2);
+    assert!(records[0].1 == discover && records[1].1 == request);
+    assert!(drain(&mut ring).is_empty());
+}
+
+#[test]
 fn clients_behind_a_relay_agent_or_a_router_are_limited_one_by_one() {
     let Some(mut program) = load_or_skip() else {
         return;

@@ -502,45 +502,42 @@ impl Drop for ChildGuard {
 /// The `xdpboot` binary of the same build profile as this test executable
 /// (`target/<profile>/xdpboot` next to `target/<profile>/deps/`), or `$XDPBOOT_BIN`.
 pub fn xdpboot_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("XDPBOOT_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/xdpboot
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executables live in target/<profile>/deps");
-    let binary = profile_dir.join("xdpboot");
-    assert!(
-        binary.is_file(),
-        "{} is missing: run `cargo build -p boot-user` first (with the same profile as the \
-         tests), or point XDPBOOT_BIN at the binary",
-        binary.display()
-    );
-    warn_if_stale(&binary);
-    binary
+    daemon_binary(
+        "XDPBOOT_BIN",
+        None,
+        "run `cargo build -p boot-user` first (with the same profile as the tests)",
+    )
 }
 
 /// The release build of `xdpboot` (`target/release/xdpboot`, as `cargo xtask test` builds it
 /// before the tests), or `$XDPBOOT_RELEASE_BIN`: for tests that judge the daemon's speed as it
 /// ships, not a debug build's.
 pub fn xdpboot_release_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("XDPBOOT_RELEASE_BIN") {
+    daemon_binary(
+        "XDPBOOT_RELEASE_BIN",
+        Some("release"),
+        "run `cargo build --release -p boot-user --bin xdpboot` first (cargo xtask test does)",
+    )
+}
+
+/// `$env`, or `target/<profile>/xdpboot`: the test executable's own profile, or `profile`.
+fn daemon_binary(env: &str, profile: Option<&str>, hint: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the test executable has a path");
-    // target/<profile>/deps/<test>-<hash> → target/release/xdpboot
-    let target = exe
+    // target/<profile>/deps/<test>-<hash> → target/<profile>
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .and_then(Path::parent)
         .expect("test executables live in target/<profile>/deps");
-    let binary = target.join("release").join("xdpboot");
+    let binary = match (profile, profile_dir.parent()) {
+        (Some(profile), Some(target)) => target.join(profile).join("xdpboot"),
+        _ => profile_dir.join("xdpboot"),
+    };
     assert!(
         binary.is_file(),
-        "{} is missing: run `cargo build --release -p boot-user --bin xdpboot` first (cargo \
-         xtask test does), or point XDPBOOT_RELEASE_BIN at the binary",
+        "{} is missing: {hint}, or point {env} at the binary",
         binary.display()
     );
     warn_if_stale(&binary);

@@ -222,6 +222,12 @@ fn take_ring(program: &mut XdpProgram) -> TeeRing {
         .unwrap_or_else(|err| panic!("{}", error_chain(&err)))
 }
 
+fn take_priority_ring(program: &mut XdpProgram) -> TeeRing {
+    program
+        .take_priority_ring()
+        .unwrap_or_else(|err| panic!("{}", error_chain(&err)))
+}
+
 /// Every record waiting in the ring, parsed.
 fn drain(ring: &mut TeeRing) -> Vec<(TeeHeader, Vec<u8>)> {
     let mut records = Vec::new();
@@ -619,9 +625,7 @@ fn inventory_machines_are_teed_into_their_own_ring_even_when_a_flood_fills_the_s
         return;
     };
     let mut ring = take_ring(&mut program);
-    let mut priority = program
-        .take_priority_ring()
-        .unwrap_or_else(|err| panic!("{}", error_chain(&err)));
+    let mut priority = take_priority_ring(&mut program);
     program.set_inventory(&[OTHER_MAC]).expect("inventory");
     // The flood: one MAC's DISCOVERs (shedding is off by default) until the shared ring is full.
     let flood = pxe_discover();
@@ -651,9 +655,7 @@ fn inventory_machines_use_their_own_ring_on_4011_and_in_redirect_mode() {
         return;
     };
     let mut ring = take_ring(&mut program);
-    let mut priority = program
-        .take_priority_ring()
-        .unwrap_or_else(|err| panic!("{}", error_chain(&err)));
+    let mut priority = take_priority_ring(&mut program);
     set_config(
         &mut program,
         ProgramConfig {

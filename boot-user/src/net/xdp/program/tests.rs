@@ -238,6 +238,14 @@ fn drain(ring: &mut TeeRing) -> Vec<(TeeHeader, Vec<u8>)> {
     records
 }
 
+/// The default configuration with redirect steering.
+fn redirect_mode() -> ProgramConfig {
+    ProgramConfig {
+        steer: SteerMode::Redirect,
+        ..ProgramConfig::default()
+    }
+}
+
 fn set_config(program: &mut XdpProgram, config: ProgramConfig) {
     program
         .set_config(&config)
@@ -518,13 +526,7 @@ fn redirect_mode_takes_boot_discovers_on_67_and_tees_them_without_a_socket() {
         return;
     };
     let mut ring = take_ring(&mut program);
-    set_config(
-        &mut program,
-        ProgramConfig {
-            steer: SteerMode::Redirect,
-            ..ProgramConfig::default()
-        },
-    );
+    set_config(&mut program, redirect_mode());
     let discover = pxe_discover();
     // No socket on the queue: the tee still gets it to userspace.
     assert_outcome(
@@ -656,13 +658,7 @@ fn inventory_machines_use_their_own_ring_on_4011_and_in_redirect_mode() {
     };
     let mut ring = take_ring(&mut program);
     let mut priority = take_priority_ring(&mut program);
-    set_config(
-        &mut program,
-        ProgramConfig {
-            steer: SteerMode::Redirect,
-            ..ProgramConfig::default()
-        },
-    );
+    set_config(&mut program, redirect_mode());
     let socket = af_xdp_socket();
     program
         .register_socket(0, socket.as_fd())
@@ -1108,13 +1104,7 @@ fn test_run_repeat_reports_a_time_per_run_for_each_path() {
         RUNS,
         Counter::Taken,
     );
-    set_config(
-        &mut program,
-        ProgramConfig {
-            steer: SteerMode::Redirect,
-            ..ProgramConfig::default()
-        },
-    );
+    set_config(&mut program, redirect_mode());
     time(
         (&program, &mut ring),
         "redirected DISCOVER",

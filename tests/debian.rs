@@ -6,12 +6,12 @@
 //! `systemd-analyze` reads the unit from a copy (it works offline, without systemd running).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{COMMAND_TIMEOUT, TempDir, run_command};
+use crate::{COMMAND_TIMEOUT, TempDir, command_output, run_command};
 
 /// The Debian package's name (`[package.metadata.deb] name` in boot-user/Cargo.toml).
 pub const PACKAGE: &str = "xdpboot";
@@ -291,23 +291,7 @@ pub fn analyze(unpacked: &Unpacked) -> Result<Analysis> {
 /// Runs `command` to completion within [`COMMAND_TIMEOUT`]; returns its status and its stdout
 /// followed by its stderr.
 fn output_of(command: &mut Command) -> Result<(ExitStatus, String)> {
-    let shown = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {shown}"))?;
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    while child.try_wait()?.is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{shown} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let output = child.wait_with_output()?;
+    let output = command_output(command, COMMAND_TIMEOUT)?;
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     Ok((output.status, text))

@@ -25,7 +25,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -90,6 +90,20 @@ pub fn next_id() -> u32 {
 /// Runs a command to completion within `timeout`; fails with its stderr if it fails.
 pub fn run_command(command: &mut Command, timeout: Duration) -> Result<String> {
     let shown = format!("{command:?}");
+    let output = command_output(command, timeout)?;
+    ensure!(
+        output.status.success(),
+        "{shown} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs a command to completion within `timeout` (killed past it) and returns its status and
+/// output, whether it succeeded or not.
+pub fn command_output(command: &mut Command, timeout: Duration) -> Result<Output> {
+    let shown = format!("{command:?}");
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -97,26 +111,16 @@ pub fn run_command(command: &mut Command, timeout: Duration) -> Result<String> {
         .spawn()
         .with_context(|| format!("starting {shown}"))?;
     let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
+    while child.try_wait()?.is_none() {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
             bail!("{shown} did not finish within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(2));
-    };
+    }
     // The pipes are small and the process is gone: reading cannot block for long.
-    let output = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    ensure!(
-        status.success(),
-        "{shown} failed ({status}): {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(stdout)
+    Ok(child.wait_with_output()?)
 }
 
 /// Fails clearly when the tests cannot work here at all: not root, or a tool is missing.

@@ -154,6 +154,12 @@ pub enum SteerMode {
     /// Take the frame with the rx queue's AF_XDP socket, for hosts where nothing else listens
     /// on port 67. Without a socket on the queue the frame is teed instead.
     Redirect = 1,
+    /// Take the frame as [`SteerMode::Redirect`] does only when no socket of the host would
+    /// receive it: the program asks the kernel's own UDP lookup (`bpf_sk_lookup_udp`, the
+    /// frame's addresses and ports, the interface's namespace and device) and tees when a DHCP
+    /// server is bound there, from the first frame after it binds. Tagged frames are always
+    /// teed: a socket bound to the VLAN device cannot be looked up from its parent.
+    Auto = 2,
 }
 
 /// [`Config::flags`] bit: submit ring-buffer records with the kernel's default notification

@@ -6,7 +6,8 @@
 //! - a boot DISCOVER to port 67 is **teed**: copied into the [`TEED_FRAMES`] ring buffer with
 //!   its ifindex, rx queue and VLAN ids, and passed on, so the kernel and the site's DHCP server
 //!   see exactly what they would without us. In redirect mode ([`Config::steer`]) the rx
-//!   queue's AF_XDP socket takes it instead.
+//!   queue's AF_XDP socket takes it instead; in auto mode it does so only when the kernel's
+//!   UDP lookup finds no socket that would receive the frame.
 //! - a BOOTREQUEST to port 4011 is **taken**: redirected into the AF_XDP socket of its rx queue
 //!   (passed when no socket is bound there).
 //! - everything else is passed unchanged.
@@ -26,8 +27,14 @@
 use core::{marker::PhantomData, mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_NO_WAKEUP, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    bindings::{
+        BPF_F_CURRENT_NETNS, BPF_RB_NO_WAKEUP, bpf_sock_tuple,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as bpf_sock_tuple_ipv4, xdp_action,
+    },
+    helpers::{
+        bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_xdp_get_buff_len,
+        bpf_xdp_load_bytes,
+    },
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, XskMap},
     programs::XdpContext,
@@ -209,6 +216,11 @@ struct Request {
     /// The frame's source MAC and the client's (BOOTP `chaddr`), for [`limiter_key`].
     source_mac: [u8; 6],
     chaddr: [u8; 6],
+    /// IPv4 source and destination and the UDP source port, as on the wire, for
+    /// [`host_socket_receives`].
+    src_addr: [u8; 4],
+    dst_addr: [u8; 4],
+    src_port: [u8; 2],
 }
 
 /// A read position in the frame that moves forward only after a check against `data_end`
@@ -336,7 +348,7 @@ fn steer(ctx: &XdpContext) -> (Counter, u32) {
     }
     // Inventory machines are teed into their own ring even where the others are redirected
     // (the kernel, with nobody on 67 in that mode, drops the passed frame).
-    if config.steer == SteerMode::Redirect as u32 && !inventory {
+    if !inventory && takes_port_67(ctx, &config, &request) {
         match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
             Ok(action) => return (Counter::Redirected, action),
             // No socket on this queue: a tee still gets the request to userspace.
@@ -466,10 +478,67 @@ fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
         _pad: 0,
         source_mac: eth.src,
         chaddr: [c[0], c[1], c[2], c[3], c[4], c[5]],
+        src_addr: ip.src,
+        dst_addr: ip.dst,
+        src_port: udp.src_port,
     };
     // SAFETY: this CPU's slot of a per-CPU array, used only during this run (see `count`).
     unsafe { scratch.write_volatile(request) };
     Parsed::Request
+}
+
+/// Whether the steering mode takes this port-67 boot DISCOVER (rather than tee it).
+#[inline(always)]
+fn takes_port_67(ctx: &XdpContext, config: &Config, request: &Request) -> bool {
+    if config.steer == SteerMode::Redirect as u32 {
+        return true;
+    }
+    // Auto: never take what a DHCP server on this host would have seen, whenever it started;
+    // the kernel's own lookup answers for this very frame. A tagged frame is teed, since a
+    // server bound to the VLAN device is not found through the parent device.
+    config.steer == SteerMode::Auto as u32
+        && request.vlan_tags == 0
+        && !host_socket_receives(ctx, request)
+}
+
+/// Whether a UDP socket of this host would receive the port-67 frame `request` describes, as
+/// the kernel's UDP input would look it up (`__udp4_lib_lookup`: the exact address first, then
+/// sockets bound to 0.0.0.0; a socket bound to another device does not match). DHCP servers
+/// bind 0.0.0.0:67 (dnsmasq, ISC dhcpd's fallback socket, systemd-networkd, udhcpd), so a
+/// broadcast DISCOVER finds them. Userspace also watches the host's port-67 sockets and
+/// switches the interface to tee (for servers this lookup cannot see, such as one bound to a
+/// unicast address that reads frames through a packet socket); this check closes the gap
+/// until it does.
+#[inline(always)]
+fn host_socket_receives(ctx: &XdpContext, request: &Request) -> bool {
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: aya_ebpf::bindings::bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple_ipv4 {
+                // All in network byte order, as the helper expects (`__be32`, `__be16`).
+                saddr: u32::from_ne_bytes(request.src_addr),
+                daddr: u32::from_ne_bytes(request.dst_addr),
+                sport: u16::from_ne_bytes(request.src_port),
+                dport: DHCP_SERVER_PORT.to_be(),
+            },
+        },
+    };
+    // SAFETY: the helper reads `size_of::<bpf_sock_tuple_ipv4>()` initialised bytes of the
+    // tuple on our stack; BPF_F_CURRENT_NETNS looks in the interface's own namespace.
+    let socket = unsafe {
+        bpf_sk_lookup_udp(
+            ctx.ctx.cast(),
+            &mut tuple,
+            size_of::<bpf_sock_tuple_ipv4>() as u32,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if socket.is_null() {
+        return false;
+    }
+    // SAFETY: a socket the lookup returned, released once, as the verifier requires.
+    unsafe { bpf_sk_release(socket.cast()) };
+    true
 }
 
 /// Whose bucket a request spends: the client's MAC from chaddr (RFC 2131 §2), which is the

@@ -135,7 +135,8 @@ pub enum Steer {
     Tee,
     /// Take them (AF_XDP): only for hosts where nothing else listens on UDP 67.
     Redirect,
-    /// Redirect when no other socket is bound to UDP 67, tee otherwise.
+    /// Take them only when no socket on this host would receive them (the XDP program asks
+    /// the kernel per frame), and tee everything while another program holds UDP 67.
     Auto,
 }
 

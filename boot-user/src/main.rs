@@ -19,6 +19,7 @@ use xdpboot::net::udp::UdpSocket;
 use xdpboot::net::xdp::AttachMode;
 use xdpboot::net::xdp::backend::{XdpInterface, XdpSettings};
 use xdpboot::net::xdp::program::{ExistingProgram, attached_counters, attached_xdp_on};
+use xdpboot::net::xdp::steering::PortWatcher;
 use xdpboot::observe::Observer;
 use xdpboot::reload::{Decisions, RELOAD_DEBOUNCE, Swap, needs_restart};
 use xdpboot::service::{FsLoaders, Service};
@@ -394,6 +395,25 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         .filter(|n| !udp_names.contains(n))
         .cloned()
         .collect();
+    if !xdp.is_empty() && config.xdp.steer == Steer::Auto {
+        let steered = xdp
+            .iter()
+            .map(XdpInterface::steered)
+            .collect::<Result<Vec<_>, _>>()
+            .context("the port-67 watcher")?;
+        let mut watcher = PortWatcher::new(steered);
+        // The first look before any client is served, so the start-up log says how it is.
+        let watcher = tokio::task::spawn_blocking(move || {
+            watcher.poll();
+            watcher
+        })
+        .await
+        .context("the port-67 watcher")?;
+        tasks.spawn(async move {
+            watcher.run().await;
+            Ok(())
+        });
+    }
     if !xdp.is_empty() {
         let service = Arc::new(
             Service::new(
@@ -571,9 +591,9 @@ fn open_backends(
     let steer = match config.xdp.steer {
         Steer::Tee => SteerMode::Tee,
         Steer::Redirect => SteerMode::Redirect,
-        // Taking port-67 frames is only safe when nobody else on this host wants them.
-        Steer::Auto if other_socket_on_port_67() => SteerMode::Tee,
-        Steer::Auto => SteerMode::Redirect,
+        // Taking port-67 frames is only safe when nobody else on this host wants them: the
+        // program asks the kernel per frame, and `watch_port_67` tees while anyone holds 67.
+        Steer::Auto => SteerMode::Auto,
     };
     let settings = XdpSettings {
         steer,
@@ -612,7 +632,7 @@ fn open_backends(
                         device = %device,
                         backend = "xdp",
                         mode = %iface.mode(),
-                        steer = ?steer,
+                        steer = ?config.xdp.steer,
                         queues = iface.queue_count(),
                         "serving"
                     );
@@ -629,16 +649,4 @@ fn open_backends(
         }
     }
     Ok((xdp, udp))
-}
-
-/// Whether another socket in this network namespace is bound to UDP port 67 (a DHCP server):
-/// `/proc/net/udp` lists local addresses as `HEXADDR:HEXPORT`.
-fn other_socket_on_port_67() -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/net/udp") else {
-        return true; // cannot tell: the safe choice is to tee
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().nth(1))
-        .any(|local| local.ends_with(":0043"))
 }

@@ -2,6 +2,7 @@
 
 pub mod frame;
 pub mod iface;
+pub mod sockdiag;
 pub mod udp;
 pub mod xdp;
 

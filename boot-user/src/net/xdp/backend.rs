@@ -17,6 +17,7 @@ use super::program::{
     AttachMode, CounterReader, ExistingProgram, ProgramConfig, TeeRing, XdpAttachment, XdpError,
     XdpProgram, parse_tee_record,
 };
+use super::steering::Steered;
 use super::xsk::{self, XskError, XskInterface, XskOptions, XskQueue};
 use crate::dhcp::{Destination, ServerPort};
 use crate::net::frame::{self, ReplyHeaders};
@@ -68,6 +69,7 @@ pub struct XdpInterface {
     queues: Vec<XskQueue>,
     tee: TeeRing,
     priority: TeeRing,
+    config: ProgramConfig,
 }
 
 impl std::fmt::Debug for XdpInterface {
@@ -88,14 +90,15 @@ impl XdpInterface {
         let ifindex = nix::net::if_::if_nametoindex(name)
             .map_err(|_| BackendError::UnknownInterface(name.to_owned()))?;
         let mut program = XdpProgram::load()?;
-        program.set_config(&ProgramConfig {
+        let config = ProgramConfig {
             steer: settings.steer,
             shed_rate: settings.shed_rate,
             shed_burst: settings.shed_burst,
             // Wakeups only when the reader has caught up (the kernel's default notification):
             // an idle server answers at once, a busy one polls the ring without them.
             ring_wakeup: true,
-        })?;
+        };
+        program.set_config(&config)?;
         program.set_inventory(&settings.never_shed)?;
         // Attach first: the occupancy check (another xdpboot, a foreign program, --force)
         // must come before binding the queues, which another xdpboot's sockets would hold.
@@ -122,6 +125,7 @@ impl XdpInterface {
             queues: sockets.into_queues(),
             tee,
             priority,
+            config,
         })
     }
 
@@ -135,6 +139,15 @@ impl XdpInterface {
 
     pub fn queue_count(&self) -> usize {
         self.queues.len()
+    }
+
+    /// The handle the port-67 watcher steers this interface's program through.
+    pub fn steered(&self) -> Result<Steered, XdpError> {
+        Ok(Steered {
+            interface: self.name.clone(),
+            writer: self.program.config_writer()?,
+            config: self.config,
+        })
     }
 
     /// A reader of the program's verdict counters that outlives [`XdpInterface::serve`]'s
@@ -158,6 +171,7 @@ impl XdpInterface {
             queues,
             tee,
             priority,
+            config: _,
         } = self;
         let context = Arc::new(Context {
             service,

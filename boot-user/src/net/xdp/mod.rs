@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod program;
+pub mod steering;
 pub mod xsk;
 
 pub use program::{AttachMode, XdpAttachment, XdpError, XdpProgram};

@@ -617,16 +617,37 @@ impl XdpProgram {
     /// A second handle on this program's counters, for a reader elsewhere (the metrics
     /// collector) while the backend owns the program.
     pub fn counter_reader(&self) -> Result<CounterReader, XdpError> {
-        let map = self.map(COUNTERS_MAP)?;
+        let map = PerCpuArray::try_from(Map::PerCpuArray(self.dup_map(COUNTERS_MAP)?)).map_err(
+            |source| XdpError::MissingMap {
+                name: COUNTERS_MAP,
+                source: Some(source),
+            },
+        )?;
+        Ok(CounterReader { map })
+    }
+
+    /// A second handle on this program's settings, for the steering watcher while the backend
+    /// owns the program.
+    pub fn config_writer(&self) -> Result<ConfigWriter, XdpError> {
+        let map = Array::try_from(Map::Array(self.dup_map(CONFIG_MAP)?)).map_err(|source| {
+            XdpError::MissingMap {
+                name: CONFIG_MAP,
+                source: Some(source),
+            }
+        })?;
+        Ok(ConfigWriter { map })
+    }
+
+    /// The map `name` opened again through a duplicate of its descriptor: the map lives as
+    /// long as either handle does.
+    fn dup_map(&self, name: &'static str) -> Result<MapData, XdpError> {
         let missing = |source| XdpError::MissingMap {
-            name: COUNTERS_MAP,
+            name,
             source: Some(source),
         };
-        let Map::PerCpuArray(data) = map else {
-            return Err(XdpError::MissingMap {
-                name: COUNTERS_MAP,
-                source: None,
-            });
+        let data = match self.map(name)? {
+            Map::PerCpuArray(data) | Map::Array(data) => data,
+            _ => return Err(XdpError::MissingMap { name, source: None }),
         };
         let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
             missing(MapError::SyscallError(aya::sys::SyscallError {
@@ -634,11 +655,7 @@ impl XdpProgram {
                 io_error,
             }))
         })?;
-        let map = MapData::from_fd(fd)
-            .and_then(Map::from_map_data)
-            .and_then(PerCpuArray::try_from)
-            .map_err(missing)?;
-        Ok(CounterReader { map })
+        MapData::from_fd(fd).map_err(missing)
     }
 
     /// Attaches the program to `interface` through a BPF link, so it goes away with this
@@ -1002,6 +1019,29 @@ impl CounterReader {
     /// The verdict counters summed over all CPUs.
     pub fn read(&self) -> Result<CounterValues, XdpError> {
         sum_counters(&self.map)
+    }
+}
+
+/// The settings of one program, writable apart from it (its own descriptor of the config map).
+pub struct ConfigWriter {
+    map: Array<MapData, Config>,
+}
+
+impl fmt::Debug for ConfigWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigWriter").finish_non_exhaustive()
+    }
+}
+
+impl ConfigWriter {
+    /// Writes the program's settings; they apply to the next frame.
+    pub fn set(&mut self, config: &ProgramConfig) -> Result<(), XdpError> {
+        self.map
+            .set(0, Config::from(config), 0)
+            .map_err(|source| XdpError::Map {
+                action: "writing the XDP program's config",
+                source,
+            })
     }
 }
 

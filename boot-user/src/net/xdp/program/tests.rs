@@ -1421,3 +1421,61 @@ fn another_xdpboots_link_is_kept_even_when_forced_and_a_stale_one_is_replaced() 
         assert_lo_cleared();
     });
 }
+
+#[test]
+fn auto_steering_takes_a_boot_discover_only_while_no_socket_of_the_host_would_receive_it() {
+    in_fresh_netns(|| {
+        let Some(mut program) = load_or_skip() else {
+            return;
+        };
+        let mut ring = take_ring(&mut program);
+        set_config(
+            &mut program,
+            ProgramConfig {
+                steer: SteerMode::Auto,
+                ..ProgramConfig::default()
+            },
+        );
+        let socket = af_xdp_socket();
+        program
+            .register_socket(0, socket.as_fd())
+            .expect("register");
+        let discover = pxe_discover();
+        // Nothing in this namespace listens on 67: taken.
+        assert_outcome(
+            &program,
+            &discover,
+            XdpAction::Redirect,
+            &[Counter::Redirected],
+        );
+
+        // A DHCP server binds 0.0.0.0:67, as dnsmasq does: its very next frame is teed, with
+        // no watcher in between.
+        let server = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, DHCP_SERVER_PORT)).expect("bind 67");
+        assert_passed(&program, &discover, Counter::Teed);
+        assert_eq!(drain(&mut ring).len(), 1);
+        // A tagged frame is teed whoever listens: a server on the VLAN device is not found.
+        drop(server);
+        let tagged = frame(
+            &[(ETH_P_8021Q, 100)],
+            &[],
+            DHCP_SERVER_PORT,
+            &bootp(BOOTREQUEST, &pxe_discover_options()),
+        );
+        assert_passed(&program, &tagged, Counter::Teed);
+        assert_eq!(drain(&mut ring).len(), 1);
+
+        // The server stopped: taken again. A socket the kernel would not hand a broadcast to
+        // (bound to a unicast address) does not count.
+        let unicast =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, DHCP_SERVER_PORT)).expect("bind 127.0.0.1:67");
+        assert_outcome(
+            &program,
+            &discover,
+            XdpAction::Redirect,
+            &[Counter::Redirected],
+        );
+        drop(unicast);
+        assert!(drain(&mut ring).is_empty());
+    });
+}

@@ -1743,3 +1743,50 @@ impl BootHost {
         xdp::Counters::read(&self.host, self.device)
     }
 }
+
+/// The site's DHCP server, started, stopped and restarted under a running xdpboot.
+impl BootHost {
+    /// Starts dnsmasq on the served interface, bound as `binding`, and waits until it listens
+    /// on 67. A server already running is stopped first (a restart).
+    pub fn start_site_server(&mut self, binding: Binding) -> Result<()> {
+        self.dnsmasq = None;
+        let (low, high) = BootHost::RANGE_HOSTS;
+        self.dnsmasq = Some(Dnsmasq::start_with(
+            &self.host,
+            &self.iface,
+            (self.address(low), self.address(high)),
+            self.files.dir.path(),
+            binding,
+        )?);
+        Ok(())
+    }
+
+    /// Broadcasts `request` from the client and returns the site server's address offer and
+    /// xdpboot's proxy offer; fails unless exactly one of each came within [`REPLY_TIMEOUT`].
+    pub fn site_and_proxy_offers(&self, request: &BootRequest) -> Result<(Received, Received)> {
+        let is_address_offer = |reply: &Received| !reply.message.yiaddr().is_unspecified();
+        let replies = self
+            .probe
+            .exchange(request, broadcast_to_servers(), REPLY_TIMEOUT, |r| {
+                r.iter().any(is_address_offer) && r.iter().any(|r| !is_address_offer(r))
+            })?;
+        let (site, ours): (Vec<&Received>, Vec<&Received>) =
+            replies.iter().partition(|r| is_address_offer(r));
+        ensure!(
+            (site.len(), ours.len()) == (1, 1),
+            "expected the site server's address offer and xdpboot's proxy offer within \
+             {REPLY_TIMEOUT:?}, got {replies:#?}"
+        );
+        let site = site[0];
+        ensure!(
+            site.message_type() == Some(v4::MessageType::Offer),
+            "{site:#?}"
+        );
+        ensure!(*site.from.ip() == self.server, "the site server answers from the host");
+        ensure!(
+            self.in_range(site.message.yiaddr()),
+            "the site server's offer is outside its range: {site:#?}"
+        );
+        Ok((site.clone(), ours[0].clone()))
+    }
+}

@@ -378,7 +378,11 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     }
     report_missing_loaders(&config);
 
-    let (xdp, udp_names) = open_backends(&config, &table, existing)?;
+    let XdpBackends {
+        xdp,
+        udp: udp_names,
+        watcher: port_watcher,
+    } = open_backends(&config, &table, existing)?;
     let stats = Arc::new(Stats::default());
     // Metrics and the node table, fed by every server below, shown on the admin listener.
     let observer = Observer::from_config(&config.admin);
@@ -395,22 +399,9 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         .filter(|n| !udp_names.contains(n))
         .cloned()
         .collect();
-    if !xdp.is_empty() && config.xdp.steer == Steer::Auto {
-        let steered = xdp
-            .iter()
-            .map(XdpInterface::steered)
-            .collect::<Result<Vec<_>, _>>()
-            .context("the port-67 watcher")?;
-        let mut watcher = PortWatcher::new(steered);
-        // The first look before any client is served, so the start-up log says how it is.
-        let watcher = tokio::task::spawn_blocking(move || {
-            watcher.poll();
-            watcher
-        })
-        .await
-        .context("the port-67 watcher")?;
+    if let Some(port_watcher) = port_watcher {
         tasks.spawn(async move {
-            watcher.run().await;
+            port_watcher.run().await;
             Ok(())
         });
     }
@@ -579,14 +570,18 @@ fn reload(
 }
 
 /// Sets up the XDP backend where the config asks for it (and, with `auto`, where it can
-/// attach). Returns the XDP interfaces ready to serve and the names left to the UDP backend.
+/// attach).
 fn open_backends(
     config: &Config,
     table: &InterfaceTable,
     existing: ExistingProgram,
-) -> anyhow::Result<(Vec<XdpInterface>, Vec<String>)> {
+) -> anyhow::Result<XdpBackends> {
     if config.backend == Backend::Udp {
-        return Ok((Vec::new(), config.interfaces.clone()));
+        return Ok(XdpBackends {
+            xdp: Vec::new(),
+            udp: config.interfaces.clone(),
+            watcher: None,
+        });
     }
     let steer = match config.xdp.steer {
         Steer::Tee => SteerMode::Tee,
@@ -625,20 +620,7 @@ fn open_backends(
     let mut udp = Vec::new();
     for (device, names) in devices {
         match XdpInterface::open(&device, &settings) {
-            Ok(iface) => {
-                for name in &names {
-                    tracing::info!(
-                        iface = %name,
-                        device = %device,
-                        backend = "xdp",
-                        mode = %iface.mode(),
-                        steer = ?config.xdp.steer,
-                        queues = iface.queue_count(),
-                        "serving"
-                    );
-                }
-                xdp.push(iface);
-            }
+            Ok(iface) => xdp.push((iface, device, names)),
             Err(e) if config.backend == Backend::Auto => {
                 tracing::warn!(iface = %device, error = %e, "XDP unavailable here: using the UDP backend");
                 udp.extend(names);
@@ -648,5 +630,43 @@ fn open_backends(
             }
         }
     }
-    Ok((xdp, udp))
+    // With `auto`, the first look at the host's port-67 sockets comes before any client is
+    // served, so the start-up log says how each interface steers.
+    let watcher = if config.xdp.steer == Steer::Auto && !xdp.is_empty() {
+        let steered = xdp
+            .iter()
+            .map(|(iface, _, _)| iface.steered())
+            .collect::<Result<Vec<_>, _>>()
+            .context("the port-67 watcher")?;
+        let mut watcher = PortWatcher::new(steered);
+        watcher.poll();
+        Some(watcher)
+    } else {
+        None
+    };
+    for (iface, device, names) in &xdp {
+        for name in names {
+            tracing::info!(
+                iface = %name,
+                device = %device,
+                backend = "xdp",
+                mode = %iface.mode(),
+                steer = ?config.xdp.steer,
+                queues = iface.queue_count(),
+                "serving"
+            );
+        }
+    }
+    let xdp = xdp.into_iter().map(|(iface, _, _)| iface).collect();
+    Ok(XdpBackends { xdp, udp, watcher })
+}
+
+/// What [`open_backends`] set up.
+struct XdpBackends {
+    /// The interfaces the XDP backend serves, ready to serve.
+    xdp: Vec<XdpInterface>,
+    /// Interfaces left to the UDP backend.
+    udp: Vec<String>,
+    /// The port-67 watcher, with `--steer auto`.
+    watcher: Option<PortWatcher>,
 }

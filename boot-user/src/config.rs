@@ -17,6 +17,7 @@ use crate::dhcp::UrlPorts;
 use crate::dhcp::classify::{BootProtocol, ClientArch};
 use crate::dhcp::policy::{self, Action, Match, Policy, Rule, UrlTemplate};
 use crate::http::overlay::OverlayFile;
+use crate::loaders::LoaderSearch;
 use crate::template::Template;
 
 /// The embedded default configuration.
@@ -40,6 +41,8 @@ pub struct Config {
     pub policy: Policy,
     pub admin: Admin,
     pub api: Api,
+    /// Where loaders missing from the roots are looked for (`[loaders] search`).
+    pub loaders: LoaderSearch,
 }
 
 /// The `[admin]` section: the listener for `/metrics` and the status page, and the bounds of
@@ -325,6 +328,13 @@ struct FileConfig {
     policy: Option<Vec<Spanned<FileRule>>>,
     admin: Option<FileAdmin>,
     api: Option<FileApi>,
+    loaders: Option<FileLoaders>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLoaders {
+    search: Option<Vec<Spanned<PathBuf>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -597,6 +607,18 @@ impl Resolver<'_> {
             ));
         }
         let http = self.resolve_http(uh, dh)?;
+        let (src, search) = self
+            .pick(
+                user.loaders.and_then(|l| l.search),
+                default.loaders.and_then(|l| l.search),
+            )
+            .ok_or_else(|| incomplete("loaders.search"))?;
+        let loaders = LoaderSearch::new(
+            search
+                .into_iter()
+                .map(|dir| validate_root(src, "loaders.search", dir))
+                .collect::<Result<_, _>>()?,
+        );
         let api = self.resolve_api(
             user.api.unwrap_or_default(),
             default.api.unwrap_or_default(),
@@ -662,6 +684,7 @@ impl Resolver<'_> {
             policy,
             admin,
             api,
+            loaders,
         })
     }
 

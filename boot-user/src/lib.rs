@@ -3,8 +3,9 @@
 //! The library holds everything the `xdpboot` binary runs, so integration tests, fuzz targets and
 //! benchmarks can drive the same code: the sans-IO DHCP core in [`dhcp`], the configuration in
 //! [`config`], the backends and the interface table in [`net`], the glue in [`service`], the
-//! read-only TFTP server for first-stage loaders in [`tftp`], and the HTTP(S) server for
-//! scripts, kernels and images in [`http`]. What they do is observed in [`observe`] (metrics in
+//! read-only TFTP server for first-stage loaders in [`tftp`] (found in its root or, by
+//! [`loaders`], in the `ipxe` package), and the HTTP(S) server for scripts, kernels and images
+//! in [`http`]. What they do is observed in [`observe`] (metrics in
 //! [`metrics`], the node table in [`nodes`]) and shown on the admin listener in [`admin`].
 
 pub mod admin;
@@ -12,6 +13,7 @@ pub mod bootapi;
 pub mod config;
 pub mod dhcp;
 pub mod http;
+pub mod loaders;
 pub mod log_budget;
 pub mod metrics;
 pub mod net;

@@ -325,31 +325,60 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         let _ = writeln!(out, "admin: off");
     }
     let _ = writeln!(out, "policy (first match wins):");
-    for rule in &config.policy.rules {
-        let _ = writeln!(
-            out,
-            "  {:<20} {:?} -> {:?}",
-            rule.name, rule.matches, rule.action
-        );
-    }
+    out.push_str(&policy_table(&config));
     report_missing_loaders(&config);
     emit(&out);
     Ok(())
 }
 
+/// The policy as a table an operator reads: rule, conditions, action, and for TFTP loaders
+/// where the file is served from (or that it is missing).
+fn policy_table(config: &Config) -> String {
+    use xdpboot::dhcp::policy::Action;
+    let loaders = FsLoaders::new(&config.tftp.root, config.loaders.clone());
+    let mut rows = vec![["RULE".to_owned(), "WHEN".to_owned(), "ACTION".to_owned()]];
+    for rule in &config.policy.rules {
+        let mut action = rule.action.to_string();
+        if let Action::Tftp(file) = &rule.action {
+            match loaders.locate(file) {
+                Some(path) => {
+                    let _ = write!(action, "  ({})", path.display());
+                }
+                None => action.push_str("  (MISSING: clients matching this rule are not answered)"),
+            }
+        }
+        rows.push([rule.name.clone(), rule.matches.to_string(), action]);
+    }
+    let width = |column: usize| rows.iter().map(|r| r[column].len()).max().unwrap_or(0);
+    let (rule_width, when_width) = (width(0), width(1));
+    let mut table = String::new();
+    for [rule, when, action] in &rows {
+        let _ = writeln!(table, "  {rule:<rule_width$}  {when:<when_width$}  {action}");
+    }
+    table
+}
+
 /// A loader named by the policy but missing from the TFTP root is reported at start (and
 /// again per request, by the core): its clients will not be answered until it appears.
 fn report_missing_loaders(config: &Config) {
-    use xdpboot::dhcp::LoaderIndex;
-    let loaders = FsLoaders::new(&config.tftp.root);
+    let loaders = FsLoaders::new(&config.tftp.root, config.loaders.clone());
+    let root = config.tftp.root.canonicalize().ok();
     for (rule, file) in config.tftp_loaders() {
-        if !loaders.has_loader(file) {
-            tracing::warn!(
+        match loaders.locate(file) {
+            Some(path) if !root.as_ref().is_some_and(|root| path.starts_with(root)) => tracing::info!(
+                rule,
+                file,
+                from = %path.display(),
+                "loader not in the TFTP root: serving the ipxe package's"
+            ),
+            Some(_) => {}
+            None => tracing::warn!(
                 rule,
                 file,
                 root = %config.tftp.root.display(),
-                "loader missing from the TFTP root: clients matching this rule will not be answered"
-            );
+                "loader missing from the TFTP root and the ipxe package: clients matching this \
+                 rule will not be answered (apt-get install ipxe, or put it in the root)"
+            ),
         }
     }
 }
@@ -411,7 +440,7 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
                 decisions.clone(),
                 interfaces.clone(),
                 xdp_names,
-                &config.tftp.root,
+                FsLoaders::new(&config.tftp.root, config.loaders.clone()),
                 stats.clone(),
             )
             .with_observer(observer.clone()),
@@ -436,7 +465,7 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
                 decisions.clone(),
                 interfaces.clone(),
                 udp_names.clone(),
-                &config.tftp.root,
+                FsLoaders::new(&config.tftp.root, config.loaders.clone()),
                 stats.clone(),
             )
             .with_observer(observer.clone()),
@@ -452,7 +481,10 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     }
     // TFTP serves the first stage (loaders) on every served interface, whatever the backend.
     let tftp = TftpServer::bind(
-        TftpConfig::from(&config.tftp),
+        TftpConfig {
+            loaders: config.loaders.clone(),
+            ..TftpConfig::from(&config.tftp)
+        },
         interfaces.clone(),
         config.interfaces.clone(),
     )?

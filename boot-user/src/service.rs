@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::stats::{Stats, malformed_name};
 use crate::dhcp::{AdmitAll, Ignored, Ingress, LoaderIndex, Outcome, Reply, ServerPort};
+use crate::loaders::LoaderSearch;
 use crate::log_budget::LogBudget;
 use crate::net::iface::Interfaces;
 use crate::observe::Observer;
@@ -51,14 +52,14 @@ impl Service {
         decisions: Arc<Swap<Decisions>>,
         interfaces: Arc<Interfaces>,
         served: Vec<String>,
-        tftp_root: &Path,
+        loaders: FsLoaders,
         stats: Arc<Stats>,
     ) -> Service {
         Service {
             decisions,
             interfaces,
             served,
-            loaders: FsLoaders::new(tftp_root),
+            loaders,
             stats,
             not_served: AtomicU64::new(0),
             no_address: AtomicU64::new(0),
@@ -289,6 +290,7 @@ fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
 #[derive(Debug)]
 pub struct FsLoaders {
     root: PathBuf,
+    search: LoaderSearch,
     cache: RwLock<HashMap<String, (bool, Instant)>>,
 }
 
@@ -298,21 +300,29 @@ impl FsLoaders {
     /// practice, and when it is the cache simply starts over.
     const MAX_ENTRIES: usize = 1024;
 
-    pub fn new(root: &Path) -> FsLoaders {
+    /// Loaders in `root`, or known loaders `search` finds (the `ipxe` package).
+    pub fn new(root: &Path, search: LoaderSearch) -> FsLoaders {
         FsLoaders {
             root: root.to_path_buf(),
+            search,
             cache: RwLock::new(HashMap::new()),
         }
     }
 
-    fn lookup(&self, file: &str) -> bool {
-        let (Ok(root), Ok(path)) = (
+    /// Where the loader `file` is served from, if anywhere: the TFTP root, else the search.
+    pub fn locate(&self, file: &str) -> Option<PathBuf> {
+        let in_root = match (
             self.root.canonicalize(),
             self.root.join(file).canonicalize(),
-        ) else {
-            return false;
+        ) {
+            (Ok(root), Ok(path)) if path.starts_with(&root) && path.is_file() => Some(path),
+            _ => None,
         };
-        path.starts_with(&root) && path.is_file()
+        in_root.or_else(|| self.search.find_relative(Path::new(file)))
+    }
+
+    fn lookup(&self, file: &str) -> bool {
+        self.locate(file).is_some()
     }
 }
 
@@ -348,7 +358,7 @@ mod tests {
         std::fs::write(root.join("undionly.kpxe"), b"x").unwrap();
         std::fs::write(dir.join("outside"), b"x").unwrap();
         std::os::unix::fs::symlink(dir.join("outside"), root.join("escape")).unwrap();
-        let loaders = FsLoaders::new(&root);
+        let loaders = FsLoaders::new(&root, LoaderSearch::default());
         assert!(loaders.has_loader("undionly.kpxe"));
         assert!(!loaders.has_loader("missing.efi"));
         assert!(!loaders.has_loader("sub"));

@@ -52,6 +52,11 @@ struct Lab {
 
 impl Lab {
     fn start() -> Lab {
+        Lab::with_kernel("vmlinuz")
+    }
+
+    /// The lab with `[boot] kernel` set to `kernel` ("" for none, and then no initrds).
+    fn with_kernel(kernel: &str) -> Lab {
         let dir = TempDir::new();
         let root = dir.0.join("root");
         std::fs::create_dir_all(&root).unwrap();
@@ -64,8 +69,8 @@ root = "{root}"
 https_port = 0
 
 [boot]
-kernel = "vmlinuz"
-initrds = ["{shared}"]
+kernel = "{kernel}"
+initrds = [{initrds}]
 cmdline = "console=ttyS0"
 secret_file = "{secret}"
 
@@ -89,7 +94,11 @@ mac = "{NODE_B}"
 hostname = "rack7-b"
 "#,
             root = root.display(),
-            shared = shared.display(),
+            initrds = if kernel.is_empty() {
+                String::new()
+            } else {
+                format!("{:?}", shared.display().to_string())
+            },
             secret = dir.0.join("url-secret").display(),
         );
         let config = Arc::new(Config::parse(&config_text, "lab.toml").expect("lab config"));
@@ -360,4 +369,19 @@ fn overlays_are_built_once_per_node_and_revalidated_by_etag() {
         .to_owned();
     let (status, body) = lab.get(&path, &["-H", &format!("If-None-Match: {etag}")]);
     assert_eq!((status, body.len()), (304, 0));
+}
+
+#[test]
+fn a_node_with_nothing_to_boot_gets_a_script_that_says_why_and_exits() {
+    let lab = Lab::with_kernel("");
+    let (status, body) = lab.get(&format!("/boot.ipxe?mac={NODE_A}"), &[]);
+    let script = String::from_utf8(body).expect("a text script");
+    assert_eq!(status, 200, "{script}");
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(
+        script.contains(&format!("nothing to boot for {NODE_A}: no kernel is configured")),
+        "{script}"
+    );
+    // `exit` hands control back to the firmware, which tries its next boot device at once.
+    assert_eq!(script.lines().last(), Some("exit"), "{script}");
 }

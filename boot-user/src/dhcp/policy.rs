@@ -264,6 +264,47 @@ impl UrlTemplate {
     }
 }
 
+/// The conditions as the config writes them (`arch=bios,uefi-x64 ipxe=true`), or `any client`.
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+            items.iter().map(show).collect::<Vec<_>>().join(",")
+        }
+        let mut conditions = Vec::new();
+        if let Some(protocol) = self.protocol {
+            conditions.push(format!("firmware={}", protocol.name()));
+        }
+        if let Some(arch) = &self.arch {
+            conditions.push(format!("arch={}", list(arch, ToString::to_string)));
+        }
+        if let Some(ipxe) = self.ipxe {
+            conditions.push(format!("ipxe={ipxe}"));
+        }
+        if let Some(macs) = &self.mac {
+            conditions.push(format!("mac={}", list(macs, |m| MacDisplay(m).to_string())));
+        }
+        if let Some(uuids) = &self.uuid {
+            conditions.push(format!("uuid={}", list(uuids, |u| UuidDisplay(u).to_string())));
+        }
+        if conditions.is_empty() {
+            f.write_str("any client")
+        } else {
+            f.write_str(&conditions.join(" "))
+        }
+    }
+}
+
+/// The action as the config writes it: `tftp FILE`, `http URL` or `silent`.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Tftp(file) => write!(f, "tftp {file}"),
+            Action::Http(url) => write!(f, "http {url}"),
+            Action::Silent => f.write_str("silent"),
+        }
+    }
+}
+
 impl fmt::Display for UrlTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)

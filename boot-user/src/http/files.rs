@@ -29,6 +29,7 @@ use http::{Method, Response, StatusCode};
 use memmap2::Mmap;
 
 use super::Body;
+use crate::loaders::LoaderSearch;
 use super::stream::MapRegistry;
 
 /// Open files kept for reuse. Past this many, unused entries are dropped; if all are in use,
@@ -146,6 +147,8 @@ impl AsRef<[u8]> for MapSlice {
 /// A static root and its cache of open files.
 pub struct StaticRoot {
     root: PathBuf,
+    /// Where known loaders missing from the root are found (the `ipxe` package).
+    loaders: LoaderSearch,
     cache: Mutex<HashMap<PathBuf, Arc<OpenFile>>>,
     registry: Arc<MapRegistry>,
 }
@@ -154,9 +157,16 @@ impl StaticRoot {
     pub fn new(root: &Path, registry: Arc<MapRegistry>) -> StaticRoot {
         StaticRoot {
             root: root.to_path_buf(),
+            loaders: LoaderSearch::default(),
             cache: Mutex::new(HashMap::new()),
             registry,
         }
+    }
+
+    /// Serves known loaders missing from the root from `loaders` (UEFI HTTP boot fetches
+    /// `ipxe-amd64.efi` by URL).
+    pub fn set_loaders(&mut self, loaders: LoaderSearch) {
+        self.loaders = loaders;
     }
 
     pub fn root(&self) -> &Path {
@@ -168,9 +178,19 @@ impl StaticRoot {
         let relative = decode_request_path(request_path)?;
         // The root is canonicalized per request, so a root created or re-pointed (a symlink
         // flipped to a new release) after start is followed.
-        let root = self.root.canonicalize().map_err(|_| Refusal::NotFound)?;
-        let joined = root.join(&relative);
-        let canonical = joined.canonicalize().map_err(|_| Refusal::NotFound)?;
+        let found = self
+            .root
+            .canonicalize()
+            .and_then(|root| Ok((root.join(&relative).canonicalize()?, root)));
+        let (canonical, root) = match found {
+            Ok(found) => found,
+            Err(_) => {
+                return self
+                    .loaders
+                    .find_relative(&relative)
+                    .ok_or(Refusal::NotFound);
+            }
+        };
         if !canonical.starts_with(&root) {
             return Err(Refusal::OutsideRoot);
         }

@@ -228,6 +228,7 @@ pub async fn serve_observed(
     raise_descriptor_limit(u64::from(http.max_connections) + FD_HEADROOM);
     let listeners = Listeners::bind(http)?;
     Server::new(http, tls)
+        .with_loaders(config.loaders.clone())
         .with_boot(boot)
         .with_observer(observer)
         .serve(listeners)
@@ -309,6 +310,14 @@ impl Server {
     pub fn with_boot(mut self, boot: Arc<BootContent>) -> Server {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.boot = Some(boot);
+        }
+        self
+    }
+
+    /// Serves known loaders missing from the root from `loaders`. Call before `serve`.
+    pub fn with_loaders(mut self, loaders: crate::loaders::LoaderSearch) -> Server {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.files.set_loaders(loaders);
         }
         self
     }

@@ -136,18 +136,21 @@ impl BootContent {
             Some(api) => match api.lookup(node.mac).await {
                 Ok(ApiDecision::Boot(spec)) => Some(spec),
                 Ok(ApiDecision::NotOurs) => {
-                    return text(StatusCode::NOT_FOUND, "not a machine of the boot API\n");
+                    return nothing_to_boot(
+                        &node.mac,
+                        "the boot API has nothing for this machine",
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "no boot script: the boot API failed");
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "boot API unavailable\n");
+                    return nothing_to_boot(&node.mac, "the boot API is unavailable");
                 }
             },
             None => None,
         };
         if from_api.is_none() && boot.kernel.is_none() {
-            tracing::warn!("a node asked for its boot script, but [boot] kernel is not set");
-            return text(StatusCode::NOT_FOUND, "no boot kernel configured\n");
+            tracing::warn!(mac = %MacDisplay(&node.mac), "a node asked for its boot script, but [boot] kernel is not set");
+            return nothing_to_boot(&node.mac, "no kernel is configured ([boot] kernel)");
         }
         let entry = find_node(&config, &node);
         let server = local.ip().to_canonical();
@@ -466,6 +469,28 @@ fn decode(text: &str) -> Option<String> {
         .decode_utf8()
         .ok()
         .map(|s| s.into_owned())
+}
+
+/// The script for a node with nothing to boot: it says why on the console and exits, so the
+/// firmware goes on to its next boot device at once. A 404 instead would leave iPXE printing
+/// a bare error and the firmware waiting out its own timeout.
+fn nothing_to_boot(mac: &[u8; 6], why: &str) -> Response<Body> {
+    let script = format!(
+        "#!ipxe\n\
+         echo xdpboot: nothing to boot for {}: {why}\n\
+         echo xdpboot: leaving network boot, the firmware tries its next boot device\n\
+         exit\n",
+        MacDisplay(mac)
+    );
+    let mut response = Response::new(Body::full(script.clone()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(script.len()));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::packet::ErrorCode;
+use crate::loaders::LoaderSearch;
 use super::request::RelativePath;
 
 /// The largest file served: TFTP carries first-stage loaders (about 1 MiB); kernels and images
@@ -132,25 +133,36 @@ struct Cached {
 #[derive(Debug)]
 pub struct FileCache {
     root: PathBuf,
+    loaders: LoaderSearch,
     entries: Mutex<HashMap<PathBuf, Cached>>,
     /// Held while a file is read, so concurrent misses read it once.
     loading: tokio::sync::Mutex<()>,
 }
 
 impl FileCache {
-    pub fn new(root: &Path) -> FileCache {
+    pub fn new(root: &Path, loaders: LoaderSearch) -> FileCache {
         FileCache {
             root: root.to_path_buf(),
+            loaders,
             entries: Mutex::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The bytes of `name` under the root, from the cache when current. File system calls run
-    /// on tokio's blocking pool.
+    /// The bytes of `name` under the root (or, for a known loader missing there, from the
+    /// `ipxe` package: [`LoaderSearch`]), from the cache when current. File system calls run on
+    /// tokio's blocking pool.
     pub async fn open(&self, name: &RelativePath) -> Result<Arc<[u8]>, FileError> {
         let (root, joined) = (self.root.clone(), self.root.join(name.as_str()));
-        let (path, identity) = blocking(move || resolve(&root, &joined)).await?;
+        let (loaders, relative) = (self.loaders.clone(), PathBuf::from(name.as_str()));
+        let (path, identity) = blocking(move || match resolve(&root, &joined) {
+            Err(FileError::NotFound) => match loaders.find_relative(&relative) {
+                Some(found) => resolve_trusted(&found),
+                None => Err(FileError::NotFound),
+            },
+            resolved => resolved,
+        })
+        .await?;
         if let Some(bytes) = self.lookup(&path, identity) {
             return Ok(bytes);
         }
@@ -239,6 +251,16 @@ fn resolve(root: &Path, joined: &Path) -> Result<(PathBuf, Identity), FileError>
     Ok((path, Identity::of(&meta)))
 }
 
+/// A file the loader search found: trusted (the package's own symlinks are followed), still
+/// a regular file only.
+fn resolve_trusted(path: &Path) -> Result<(PathBuf, Identity), FileError> {
+    let meta = path.metadata().map_err(FileError::from_io)?;
+    if !meta.is_file() {
+        return Err(FileError::NotAFile);
+    }
+    Ok((path.to_path_buf(), Identity::of(&meta)))
+}
+
 /// Reads a whole file, bounded by [`MAX_FILE_LEN`], checking it did not change meanwhile.
 fn read(path: &Path) -> Result<(Arc<[u8]>, Identity), FileError> {
     let mut file = std::fs::File::open(path).map_err(FileError::from_io)?;
@@ -298,7 +320,7 @@ mod tests {
         std::os::unix::fs::symlink(d.0.join("secret"), root.join("escape")).unwrap();
         std::os::unix::fs::symlink("sub/inner.efi", root.join("alias.efi")).unwrap();
         std::os::unix::fs::symlink(d.0.join("nowhere"), root.join("dangling")).unwrap();
-        let cache = FileCache::new(&root);
+        let cache = FileCache::new(&root, LoaderSearch::default());
 
         assert_eq!(
             &*block_on(cache.open(&name("undionly.kpxe"))).unwrap(),
@@ -325,7 +347,7 @@ mod tests {
         let d = dir("cache");
         let root = d.0.join("root");
         std::fs::write(root.join("a.efi"), b"version 1").unwrap();
-        let cache = FileCache::new(&root);
+        let cache = FileCache::new(&root, LoaderSearch::default());
         let first = block_on(cache.open(&name("a.efi"))).unwrap();
         let again = block_on(cache.open(&name("/a.efi"))).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "a second copy was read");
@@ -352,7 +374,7 @@ mod tests {
     fn the_tftp_cache_is_bounded_by_evicting_idle_files() {
         let d = dir("bound");
         let root = d.0.join("root");
-        let cache = FileCache::new(&root);
+        let cache = FileCache::new(&root, LoaderSearch::default());
         let held = {
             std::fs::write(root.join("held"), b"x").unwrap();
             block_on(cache.open(&name("held"))).unwrap()
@@ -366,5 +388,35 @@ mod tests {
         // The file a transfer holds was not evicted: it is served without a second read.
         let again = block_on(cache.open(&name("held"))).unwrap();
         assert!(Arc::ptr_eq(&held, &again));
+    }
+
+    #[test]
+    fn known_loaders_missing_from_the_root_come_from_the_ipxe_package_and_nothing_else_does() {
+        let d = dir("search");
+        let root = d.0.join("root");
+        let package = d.0.join("package");
+        std::fs::create_dir_all(&package).unwrap();
+        std::fs::write(package.join("undionly.kpxe"), b"package kpxe").unwrap();
+        std::fs::write(package.join("ipxe.efi"), b"debian 12 efi").unwrap();
+        std::fs::write(package.join("ipxe.lkrn"), b"not served").unwrap();
+        std::fs::write(root.join("undionly.kpxe"), b"operator kpxe").unwrap();
+        let cache = FileCache::new(&root, LoaderSearch::new(vec![package]));
+        // The operator's copy wins; the package fills in what the root lacks, by either name.
+        assert_eq!(
+            &*block_on(cache.open(&name("undionly.kpxe"))).unwrap(),
+            b"operator kpxe"
+        );
+        assert_eq!(
+            &*block_on(cache.open(&name("ipxe-amd64.efi"))).unwrap(),
+            b"debian 12 efi"
+        );
+        assert!(matches!(
+            block_on(cache.open(&name("ipxe.lkrn"))),
+            Err(FileError::NotFound)
+        ));
+        assert!(matches!(
+            block_on(cache.open(&name("ipxe-arm64.efi"))),
+            Err(FileError::NotFound)
+        ));
     }
 }

@@ -28,6 +28,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
 use super::files::FileCache;
+use crate::loaders::LoaderSearch;
 use super::options::{self, Limits, MAX_WINDOWSIZE};
 use super::packet::{self, MAX_REQUEST_LEN};
 use super::request::{self, ReadRequest, Screened};
@@ -63,6 +64,8 @@ pub struct TftpConfig {
     pub max_transfers: usize,
     pub max_retries: u32,
     pub transfer_time_limit: Duration,
+    /// Where known loaders missing from `root` are found (the `ipxe` package).
+    pub loaders: LoaderSearch,
 }
 
 impl TftpConfig {
@@ -74,6 +77,7 @@ impl TftpConfig {
             max_transfers: DEFAULT_MAX_TRANSFERS,
             max_retries: DEFAULT_MAX_RETRIES,
             transfer_time_limit: DEFAULT_TRANSFER_TIME_LIMIT,
+            loaders: LoaderSearch::default(),
         }
     }
 }
@@ -86,6 +90,7 @@ impl From<&crate::config::Tftp> for TftpConfig {
             max_transfers: config.max_transfers,
             max_retries: config.max_retries,
             transfer_time_limit: config.transfer_time_limit,
+            loaders: LoaderSearch::default(),
         }
     }
 }
@@ -157,7 +162,7 @@ impl TftpServer {
             .and_then(|a| a.as_socket())
             .map_or(port, |a| a.port());
         let socket = crate::net::register(socket).map_err(io)?;
-        let files = FileCache::new(&config.root);
+        let files = FileCache::new(&config.root, config.loaders.clone());
         Ok(TftpServer {
             socket,
             port,

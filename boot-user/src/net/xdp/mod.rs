@@ -5,4 +5,7 @@ pub mod backend;
 pub mod program;
 pub mod xsk;
 
+#[cfg(test)]
+mod test_support;
+
 pub use program::{AttachMode, XdpAttachment, XdpError, XdpProgram};

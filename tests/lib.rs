@@ -1608,7 +1608,7 @@ pub struct HostSetup {
     pub site_server: Option<Binding>,
     /// Serve the VLAN sub-interface `eth0.<id>` instead of `eth0`. Its subnet is
     /// `198.18.<id>.0/24`, so the id is at most 255. The kernel must make VLAN devices:
-    /// check [`xdp::vlan_support`] first.
+    /// check [`xdp::vlan_devices`] first.
     pub vlan: Option<u8>,
     /// The client's address on the served subnet, as a host number (`198.18.x.<n>`); `None`:
     /// no address, as firmware before DHCP.

@@ -7,15 +7,16 @@
 //! kill -9 leave behind.
 //!
 //! Needs root, dnsmasq, iproute2 and the daemon built with its eBPF object:
-//! `cargo build -p boot-user` first. The VLAN test skips (and says why) where the kernel makes
-//! no VLAN devices.
+//! `cargo build -p boot-user` first. The VLAN sub-interface test is `#[ignore]`d: the lab's
+//! kernel has no 802.1Q VLAN devices (no 8021q module). Run it with `--ignored` on a kernel
+//! that has them; on one without, it fails saying so.
 
 use std::net::SocketAddrV4;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use anyhow::Result;
-use boot_tests::xdp::{self, ForeignXdp};
+use anyhow::{Result, bail};
+use boot_tests::xdp::{self, ForeignXdp, VlanDevices};
 use boot_tests::{
     Binding, BootHost, BootRequest, DHCP_SERVER_PORT, Daemon, HostSetup, PXE_SERVER_PORT, Probe,
     QUIET, REPLY_TIMEOUT, Received, STARTUP_TIMEOUT, TwoSubnets, assert_proxy_offer,
@@ -219,10 +220,11 @@ fn beside_a_wildcard_bound_dnsmasq_the_udp_backend_refuses_and_the_xdp_backend_s
 }
 
 #[test]
+#[ignore = "needs 802.1Q VLAN devices: the lab's kernel has no 8021q module"]
 fn a_vlan_tagged_client_is_served_by_dnsmasq_and_xdpboot_on_the_vlan_sub_interface() -> Result<()> {
-    if let Err(why) = xdp::vlan_support() {
-        eprintln!("skipped: {why}");
-        return Ok(());
+    // Ignored rather than skipped, so it never counts as passed without running.
+    if let VlanDevices::Missing(why) = xdp::vlan_devices()? {
+        bail!("this test needs 802.1Q VLAN devices, which this kernel does not make: {why}");
     }
     let lab = BootHost::new(HostSetup {
         site_server: Some(Binding::Interfaces),

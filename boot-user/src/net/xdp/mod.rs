@@ -6,4 +6,7 @@ pub mod program;
 pub mod steering;
 pub mod xsk;
 
+#[cfg(test)]
+mod test_support;
+
 pub use program::{AttachMode, XdpAttachment, XdpError, XdpProgram};

@@ -1,8 +1,13 @@
 //! The XDP program run on frames with `BPF_PROG_TEST_RUN`, and attached to loopback inside a
 //! network namespace of the test's own.
 //!
-//! These need root. Where the host cannot run BPF at all they print why and return; any other
-//! failure, a verifier rejection above all, fails the test.
+//! These need root. Where the host cannot run BPF at all, or make a network namespace, an
+//! unprivileged run outside CI prints why and skips; as root or under CI the test fails
+//! ([`skip_or_fail`]). Any other failure, a verifier rejection above all, fails the test.
+//!
+//! What differs between kernels and drivers (the errno of a refused attach, whether loopback
+//! has driver-mode XDP) is found out at run time: the tests assert what xdpboot promises on
+//! either branch, not one kernel build's answer.
 //!
 //! `BPF_PROG_TEST_RUN` returns `XDP_REDIRECT` when the program redirects into an XSKMAP slot
 //! holding a socket, and does not carry the redirect out: a frame actually arriving on an
@@ -23,28 +28,7 @@ use boot_common::{
 };
 
 use super::*;
-
-/// Loads the program, or returns `None` after saying why on stderr when this host cannot run
-/// BPF at all. Any other failure, a verifier rejection above all, fails the test.
-fn load_or_skip() -> Option<XdpProgram> {
-    // The test harness names each test's thread after the test.
-    let test = thread::current().name().unwrap_or("this test").to_owned();
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping {test}: loading BPF programs needs root");
-        return None;
-    }
-    match XdpProgram::load() {
-        Ok(program) => Some(program),
-        Err(err) if err.is_bpf_unavailable() => {
-            eprintln!(
-                "skipping {test}: BPF is unavailable here: {}",
-                error_chain(&err)
-            );
-            None
-        }
-        Err(err) => panic!("{}", error_chain(&err)),
-    }
-}
+use crate::net::xdp::test_support::{current_test, load_or_skip, skip_or_fail};
 
 /// Instructions the verifier may walk through the program: a tenth of its limit.
 const VERIFIER_BUDGET: u32 = 100_000;
@@ -1137,12 +1121,12 @@ fn attach_modes_parse_and_print() {
 /// Runs `f` on a thread of its own in a fresh network namespace with loopback up, so
 /// attaching touches nothing of the host's. The namespace goes when the thread ends.
 fn in_fresh_netns(f: impl FnOnce() + Send + 'static) {
-    let test = thread::current().name().unwrap_or("this test").to_owned();
+    let test = current_test();
     let outcome = thread::Builder::new()
         .name(test.clone())
         .spawn(move || {
             if let Err(err) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-                eprintln!("skipping {test}: cannot create a network namespace: {err}");
+                skip_or_fail(&test, &format!("cannot create a network namespace: {err}"));
                 return;
             }
             // A child process runs in the namespace of the thread that starts it.
@@ -1174,6 +1158,22 @@ fn wait_for(program: &XdpProgram, counter: Counter, at_least: u64) -> u64 {
 
 fn lo_state() -> AttachedXdp {
     attached_xdp_on("lo").expect("XDP state of lo")
+}
+
+/// lo's XDP state with `program_id` alone attached, in the hook of `mode` (an attachment's
+/// mode: driver or skb).
+fn only_on_lo(mode: AttachMode, program_id: u32) -> AttachedXdp {
+    match mode {
+        AttachMode::Driver => AttachedXdp {
+            driver: Some(program_id),
+            ..AttachedXdp::default()
+        },
+        AttachMode::Skb => AttachedXdp {
+            skb: Some(program_id),
+            ..AttachedXdp::default()
+        },
+        AttachMode::Auto => panic!("an attachment is in driver or skb mode, never auto"),
+    }
 }
 
 /// Asserts that lo has no XDP program once a link was dropped. The kernel detaches when the
@@ -1243,34 +1243,45 @@ fn auto_mode_falls_back_to_skb_on_loopback_and_dropping_the_attachment_detaches(
         let Some(mut program) = load_or_skip() else {
             return;
         };
-        // Loopback has no native XDP: driver mode alone fails, auto falls back.
-        let err = program
-            .attach("lo", AttachMode::Driver, ExistingProgram::Refuse)
-            .expect_err("lo has no driver XDP");
-        assert!(
-            matches!(
-                err,
-                XdpError::Attach {
-                    mode: AttachMode::Driver,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let id = program.program_id().expect("id");
         assert!(matches!(
             program.attach("no-such-if0", AttachMode::Auto, ExistingProgram::Refuse),
             Err(XdpError::UnknownInterface { .. })
         ));
+        // Loopback's driver has had no XDP of its own in any kernel so far, but that is the
+        // kernel's to decide. Driver mode alone attaches there or fails saying so; auto mode
+        // then takes driver mode where it attaches and falls back to skb mode where not.
+        let expected = match program.attach("lo", AttachMode::Driver, ExistingProgram::Refuse) {
+            Ok(attachment) => {
+                eprintln!("this kernel has driver-mode XDP on lo");
+                assert_eq!(attachment.mode(), AttachMode::Driver);
+                assert_eq!(lo_state(), only_on_lo(AttachMode::Driver, id));
+                AttachMode::Driver
+            }
+            Err(err) => {
+                assert!(
+                    matches!(
+                        err,
+                        XdpError::Attach {
+                            mode: AttachMode::Driver,
+                            ..
+                        }
+                    ),
+                    "{err:?}"
+                );
+                AttachMode::Skb
+            }
+        };
         assert_lo_cleared();
 
         let attachment = program
             .attach("lo", AttachMode::Auto, ExistingProgram::Refuse)
-            .expect("attach in skb mode");
+            .expect("attach in auto mode");
         assert_eq!(
             (attachment.interface(), attachment.mode()),
-            ("lo", AttachMode::Skb)
+            ("lo", expected)
         );
-        assert_eq!(lo_state().skb, Some(program.program_id().expect("id")));
+        assert_eq!(lo_state(), only_on_lo(expected, id));
 
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
         let discover = bootp(BOOTREQUEST, &pxe_discover_options());
@@ -1332,18 +1343,21 @@ fn someone_elses_program_is_kept_unless_forced_and_a_link_cannot_displace_it() {
             .expect("attach the foreign program through netlink");
         let foreign_id = lo_state().skb.expect("foreign program attached");
 
-        // What the kernel says when a BPF link meets a program attached through netlink
-        // (net/core/dev.c, dev_xdp_attach): EBUSY in the same mode ("Can't replace active
-        // XDP program with BPF link"), EEXIST in the other ("Native and generic XDP can't be
-        // active at the same time").
+        // A BPF link never displaces a program attached through netlink, in its mode or the
+        // other (net/core/dev.c, dev_xdp_attach). The errno differs between kernel builds
+        // (EBUSY in the same mode; EEXIST in the other, or EOPNOTSUPP where the kernel first
+        // finds that lo's driver has no XDP): what holds everywhere is the refusal and the
+        // foreign program left where it was.
+        let before = lo_state();
         let xdp = program.program_mut().expect("program");
-        for (mode, errno) in [(XdpMode::Skb, libc::EBUSY), (XdpMode::Driver, libc::EEXIST)] {
+        for mode in [XdpMode::Skb, XdpMode::Driver] {
             match xdp.attach_to_if_index(lo, mode) {
                 Err(ProgramError::SyscallError(err)) => {
-                    assert_eq!(err.io_error.raw_os_error(), Some(errno), "{mode:?}: {err}");
+                    eprintln!("{mode:?} link refused: {err}: {}", err.io_error);
                 }
-                other => panic!("{mode:?}: {other:?}"),
+                other => panic!("{mode:?}: a BPF link was not refused: {other:?}"),
             }
+            assert_eq!(lo_state(), before, "{mode:?}: the foreign program stays");
         }
 
         let err = program
@@ -1369,7 +1383,10 @@ fn someone_elses_program_is_kept_unless_forced_and_a_link_cannot_displace_it() {
         let attachment = program
             .attach("lo", AttachMode::Auto, ExistingProgram::Replace)
             .expect("replace the foreign program");
-        assert_eq!(lo_state().skb, Some(program.program_id().expect("id")));
+        assert_eq!(
+            lo_state(),
+            only_on_lo(attachment.mode(), program.program_id().expect("id"))
+        );
         drop(attachment);
         assert_lo_cleared();
     });
@@ -1416,7 +1433,10 @@ fn another_xdpboots_link_is_kept_even_when_forced_and_a_stale_one_is_replaced() 
         let attachment = ours
             .attach("lo", AttachMode::Auto, ExistingProgram::Refuse)
             .expect("replace the stale program");
-        assert_eq!(lo_state().skb, Some(ours.program_id().expect("id")));
+        assert_eq!(
+            lo_state(),
+            only_on_lo(attachment.mode(), ours.program_id().expect("id"))
+        );
         drop(attachment);
         assert_lo_cleared();
     });

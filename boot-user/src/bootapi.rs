@@ -8,8 +8,18 @@
 //! DISCOVER (firmware retries every 1–4 s). Answers are cached for a short time, errors for
 //! less; while the API is down its machines are not answered rather than answered wrongly, and
 //! the log says so once per outage.
+//!
+//! A flood of new MACs (a random-MAC attack, or a rack powering on at once) is bounded twice.
+//! At most [`MAX_IN_FLIGHT`] lookups run; a new machine seen while they all do is not queued
+//! (no task is spawned to wait for a slot) but counted in [`BootApi::lookups_deferred`] and
+//! asked about on its next DISCOVER. And the cache holds at most `max_entries` machines: when
+//! full, it sweeps out expired entries (in batches, see `Cache::make_room`) and then evicts the
+//! least recently used answers, so the machines that keep asking keep their answers through
+//! the flood. A lookup in flight is never evicted: its marker is created only with a slot and
+//! removed before the slot is released, so markers never outnumber slots, and when every entry
+//! is one (a cache smaller than [`MAX_IN_FLIGHT`]) a new machine is deferred too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,14 +27,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::dhcp::classify::MacDisplay;
 
 /// Largest API answer read: a boot spec is a few URLs.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Lookups in flight at once; a boot storm of new MACs queues behind these.
-const MAX_IN_FLIGHT: usize = 64;
+/// Lookups in flight at once, DHCP's background ones and the HTTP side's together. Beyond
+/// this, DHCP defers new machines to their next DISCOVER and the HTTP side waits (within the
+/// timeout), so a flood of new MACs costs at most this many tasks and sockets.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// How long a failed lookup is remembered before the next DISCOVER tries again.
 const ERROR_TTL: Duration = Duration::from_secs(2);
 
@@ -77,7 +89,19 @@ pub enum ApiError {
 enum Entry {
     Known(ApiDecision, Instant),
     Failed(ApiError, Instant),
+    /// A lookup is in flight.
     Pending,
+}
+
+impl Entry {
+    /// Whether the entry still stands at `now` (a pending one always does).
+    fn is_fresh(&self, now: Instant, ttl: Duration) -> bool {
+        match self {
+            Entry::Known(_, at) => now.duration_since(*at) < ttl,
+            Entry::Failed(_, at) => now.duration_since(*at) < ERROR_TTL,
+            Entry::Pending => true,
+        }
+    }
 }
 
 /// A lookup as DHCP sees it: no waiting.
@@ -86,6 +110,8 @@ pub enum Lookup {
     Decided(ApiDecision),
     /// Being asked; answer on the next request.
     Pending,
+    /// Not asked: [`MAX_IN_FLIGHT`] lookups are in flight. The next request tries again.
+    Deferred,
     /// The last attempt failed recently.
     Failed(ApiError),
 }
@@ -101,9 +127,157 @@ impl crate::dhcp::Admission for Arc<BootApi> {
         match self.lookup_now(mac) {
             Lookup::Decided(ApiDecision::Boot(_)) => Admit::Yes,
             Lookup::Decided(ApiDecision::NotOurs) => Admit::NotOurs,
-            Lookup::Pending => Admit::Pending,
+            // Either way the firmware's next DISCOVER is the one answered.
+            Lookup::Pending | Lookup::Deferred => Admit::Pending,
             Lookup::Failed(_) => Admit::Unavailable,
         }
+    }
+}
+
+/// `Slot::used` of a pending entry: it has no place in the recency order (it is not evicted).
+const NOT_IN_ORDER: u64 = 0;
+
+/// One cached MAC and when it was last used.
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    /// The stamp of its current place in [`Cache::recency`], or [`NOT_IN_ORDER`].
+    used: u64,
+}
+
+/// The answers, bounded by `max_entries`, evicting expired entries and then the least recently
+/// used; pending entries are never evicted. Sans-IO: the caller passes the time.
+///
+/// The recency order is a log of `(mac, stamp)` pairs, oldest use first; a use appends a pair
+/// and a pair whose stamp is no longer its slot's is stale and skipped (the usual lazy-deletion
+/// LRU). The log is compacted when it holds twice `max_entries` pairs, so it stays bounded and
+/// every operation is amortised O(1).
+#[derive(Debug)]
+struct Cache {
+    entries: HashMap<[u8; 6], Slot>,
+    recency: VecDeque<([u8; 6], u64)>,
+    clock: u64,
+    max_entries: usize,
+    ttl: Duration,
+    /// Entries added since expired ones were last swept out.
+    added_since_sweep: usize,
+}
+
+impl Cache {
+    fn new(max_entries: usize, ttl: Duration) -> Cache {
+        Cache {
+            entries: HashMap::new(),
+            recency: VecDeque::new(),
+            clock: NOT_IN_ORDER,
+            // The config refuses 0; 1 keeps a zero from making every insertion fail.
+            max_entries: max_entries.max(1),
+            ttl,
+            added_since_sweep: 0,
+        }
+    }
+
+    /// What the cache says about `mac` at `now`, marking an answer as used; `None` when
+    /// absent or expired.
+    fn lookup(&mut self, mac: [u8; 6], now: Instant) -> Option<Lookup> {
+        let slot = self.entries.get(&mac)?;
+        if !slot.entry.is_fresh(now, self.ttl) {
+            return None;
+        }
+        let found = match &slot.entry {
+            Entry::Known(decision, _) => Lookup::Decided(decision.clone()),
+            Entry::Failed(e, _) => Lookup::Failed(e.clone()),
+            Entry::Pending => return Some(Lookup::Pending),
+        };
+        self.touch(mac);
+        Some(found)
+    }
+
+    /// Marks a lookup of `mac` as in flight. False when there is no room: every entry is
+    /// itself a lookup in flight.
+    fn start(&mut self, mac: [u8; 6], now: Instant) -> bool {
+        if !self.make_room(mac, now) {
+            return false;
+        }
+        // Replacing an expired answer leaves its recency pair stale.
+        self.entries.insert(
+            mac,
+            Slot {
+                entry: Entry::Pending,
+                used: NOT_IN_ORDER,
+            },
+        );
+        true
+    }
+
+    /// Records an answer (replacing the pending marker of its lookup, if any). Not kept when
+    /// every entry is a lookup in flight: the caller has the answer anyway.
+    fn store(&mut self, mac: [u8; 6], entry: Entry, now: Instant) {
+        if !self.make_room(mac, now) {
+            return;
+        }
+        self.entries.insert(
+            mac,
+            Slot {
+                entry,
+                used: NOT_IN_ORDER,
+            },
+        );
+        self.touch(mac);
+    }
+
+    /// Drops the pending marker of a lookup that ended without storing an answer.
+    fn abandon(&mut self, mac: [u8; 6]) {
+        if let Some(Slot {
+            entry: Entry::Pending,
+            ..
+        }) = self.entries.get(&mac)
+        {
+            self.entries.remove(&mac);
+        }
+    }
+
+    fn touch(&mut self, mac: [u8; 6]) {
+        let Some(slot) = self.entries.get_mut(&mac) else {
+            return;
+        };
+        self.clock += 1;
+        slot.used = self.clock;
+        self.recency.push_back((mac, self.clock));
+        if self.recency.len() > 2 * self.max_entries {
+            // At least `max_entries` uses since the last compaction pay for this one.
+            let entries = &self.entries;
+            self.recency
+                .retain(|(mac, used)| entries.get(mac).is_some_and(|slot| slot.used == *used));
+        }
+    }
+
+    /// Makes room for `mac` if it is not cached yet. Expired entries go first, swept at most
+    /// once per `max_entries / 2` additions (so the sweep costs O(1) amortised: a flood of
+    /// live answers does not rescan the table per MAC); then the least recently used answer.
+    /// False when every entry is a lookup in flight.
+    fn make_room(&mut self, mac: [u8; 6], now: Instant) -> bool {
+        if self.entries.contains_key(&mac) {
+            return true;
+        }
+        self.added_since_sweep += 1;
+        if self.entries.len() < self.max_entries {
+            return true;
+        }
+        if self.added_since_sweep > self.max_entries / 2 {
+            self.added_since_sweep = 0;
+            let ttl = self.ttl;
+            self.entries.retain(|_, slot| slot.entry.is_fresh(now, ttl));
+            if self.entries.len() < self.max_entries {
+                return true;
+            }
+        }
+        while let Some((old, used)) = self.recency.pop_front() {
+            if self.entries.get(&old).is_some_and(|slot| slot.used == used) {
+                self.entries.remove(&old);
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -114,14 +288,19 @@ pub struct BootApi {
     authority: String,
     path_prefix: String,
     timeout: Duration,
-    ttl: Duration,
-    max_entries: usize,
-    cache: Mutex<HashMap<[u8; 6], Entry>>,
+    cache: Mutex<Cache>,
+    /// [`MAX_IN_FLIGHT`] slots; a lookup holds one from before its request to after its answer
+    /// is stored.
     in_flight: Arc<Semaphore>,
     /// Set while lookups fail, so the outage is logged once, and its end too.
     down: AtomicBool,
+    /// Requests sent to the API.
     pub lookups: AtomicU64,
+    /// Lookups that failed (unreachable, timed out, an error status, a bad spec).
     pub failures: AtomicU64,
+    /// Machines not looked up because [`MAX_IN_FLIGHT`] lookups were in flight; each is asked
+    /// about on its next request.
+    pub lookups_deferred: AtomicU64,
 }
 
 impl std::fmt::Debug for BootApi {
@@ -137,6 +316,21 @@ impl std::fmt::Debug for BootApi {
 #[error("{0}")]
 pub struct ApiUrlError(pub String);
 
+/// A background lookup's pending marker and slot. Dropped without an answer stored (its task
+/// cancelled with the runtime), it removes the marker so the next DISCOVER asks again; the
+/// slot is released after that (fields drop after `drop`), so markers never outnumber slots.
+struct BackgroundLookup {
+    api: Arc<BootApi>,
+    mac: [u8; 6],
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for BackgroundLookup {
+    fn drop(&mut self) {
+        self.api.lock_cache().abandon(self.mac);
+    }
+}
+
 impl BootApi {
     /// `url` is the API's base (`http://cmdb.example:8080/pixie`).
     pub fn new(
@@ -151,72 +345,73 @@ impl BootApi {
             authority,
             path_prefix,
             timeout,
-            ttl,
-            max_entries,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::new(max_entries, ttl)),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             down: AtomicBool::new(false),
             lookups: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            lookups_deferred: AtomicU64::new(0),
         })
     }
 
     /// What is known about `mac` now. On a miss (or an expired entry) a background lookup is
-    /// started and `Pending` returned; needs a tokio runtime.
+    /// started and `Pending` returned, or `Deferred` when [`MAX_IN_FLIGHT`] lookups are
+    /// already in flight; needs a tokio runtime.
     pub fn lookup_now(self: &Arc<Self>, mac: [u8; 6]) -> Lookup {
         let now = Instant::now();
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            match cache.get(&mac) {
-                Some(Entry::Known(decision, at)) if now.duration_since(*at) < self.ttl => {
-                    return Lookup::Decided(decision.clone());
-                }
-                Some(Entry::Failed(e, at)) if now.duration_since(*at) < ERROR_TTL => {
-                    return Lookup::Failed(e.clone());
-                }
-                Some(Entry::Pending) => return Lookup::Pending,
-                _ => {}
-            }
-            if cache.len() >= self.max_entries && !cache.contains_key(&mac) {
-                // Bounded: expired entries go first, then everything (a rare, cheap reset).
-                cache.retain(|_, e| match e {
-                    Entry::Known(_, at) => now.duration_since(*at) < self.ttl,
-                    Entry::Failed(_, at) => now.duration_since(*at) < ERROR_TTL,
-                    Entry::Pending => true,
-                });
-                if cache.len() >= self.max_entries {
-                    cache.clear();
-                }
-            }
-            cache.insert(mac, Entry::Pending);
+        let mut cache = self.lock_cache();
+        if let Some(known) = cache.lookup(mac, now) {
+            return known;
         }
-        let api = self.clone();
+        // The slot before the task: a task per MAC waiting for a slot is what a random-MAC
+        // flood would pile up without bound. Firmware asks again within seconds anyway.
+        let deferred = || {
+            self.lookups_deferred.fetch_add(1, Ordering::Relaxed);
+            Lookup::Deferred
+        };
+        let Ok(slot) = self.in_flight.clone().try_acquire_owned() else {
+            return deferred();
+        };
+        if !cache.start(mac, now) {
+            return deferred();
+        }
+        drop(cache);
+        let lookup = BackgroundLookup {
+            api: self.clone(),
+            mac,
+            _slot: slot,
+        };
         tokio::spawn(async move {
-            let result = api.fetch(mac).await;
+            let api = &lookup.api;
+            let result = api.within_timeout(api.fetch(mac)).await;
             api.store(mac, result);
         });
         Lookup::Pending
     }
 
     /// Asks the API about `mac` and waits (for the HTTP side, which can wait); the answer is
-    /// cached like a background lookup's.
+    /// cached like a background lookup's. The timeout covers the wait for a slot as well as the
+    /// exchange: behind a hung API, slots only free up as lookups time out.
     pub async fn lookup(self: &Arc<Self>, mac: [u8; 6]) -> Result<ApiDecision, ApiError> {
-        if let Lookup::Decided(decision) = self.cached(mac) {
+        if let Some(Lookup::Decided(decision)) = self.lock_cache().lookup(mac, Instant::now()) {
             return Ok(decision);
         }
-        let result = self.fetch(mac).await;
+        let result = self
+            .within_timeout(async {
+                let _slot = self
+                    .in_flight
+                    .acquire()
+                    .await
+                    .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+                self.fetch(mac).await
+            })
+            .await;
         self.store(mac, result.clone());
         result
     }
 
-    fn cached(&self, mac: [u8; 6]) -> Lookup {
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        match cache.get(&mac) {
-            Some(Entry::Known(decision, at)) if at.elapsed() < self.ttl => {
-                Lookup::Decided(decision.clone())
-            }
-            _ => Lookup::Pending,
-        }
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn store(&self, mac: [u8; 6], result: Result<ApiDecision, ApiError>) {
@@ -225,10 +420,7 @@ impl BootApi {
             Ok(decision) => Entry::Known(decision.clone(), now),
             Err(e) => Entry::Failed(e.clone(), now),
         };
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(mac, entry);
+        self.lock_cache().store(mac, entry, now);
         match result {
             Ok(_) => {
                 if self.down.swap(false, Ordering::Relaxed) {
@@ -248,19 +440,21 @@ impl BootApi {
         }
     }
 
-    async fn fetch(&self, mac: [u8; 6]) -> Result<ApiDecision, ApiError> {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        let _permit = self
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-        let path = format!("{}/v1/boot/{}", self.path_prefix, MacDisplay(&mac));
-        match tokio::time::timeout(self.timeout, self.get(&path)).await {
+    async fn within_timeout(
+        &self,
+        lookup: impl Future<Output = Result<ApiDecision, ApiError>>,
+    ) -> Result<ApiDecision, ApiError> {
+        match tokio::time::timeout(self.timeout, lookup).await {
             Ok(result) => result,
             Err(_) => Err(ApiError::Timeout(self.timeout)),
         }
+    }
+
+    /// One request; the caller holds a slot and bounds the time.
+    async fn fetch(&self, mac: [u8; 6]) -> Result<ApiDecision, ApiError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let path = format!("{}/v1/boot/{}", self.path_prefix, MacDisplay(&mac));
+        self.get(&path).await
     }
 
     async fn get(&self, path: &str) -> Result<ApiDecision, ApiError> {
@@ -364,6 +558,441 @@ fn parse_base(url: &str) -> Result<(String, String), ApiUrlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn not_ours(now: Instant) -> Entry {
+        Entry::Known(ApiDecision::NotOurs, now)
+    }
+
+    fn boot_spec() -> ApiDecision {
+        ApiDecision::Boot(ApiBoot {
+            kernel: "http://198.18.0.1/vmlinuz".into(),
+            ..ApiBoot::default()
+        })
+    }
+
+    /// Distinct locally administered MACs from a per-run random stream (xorshift; the flood
+    /// needs variety, not quality). Universally administered test MACs never collide with them.
+    struct RandomMacs {
+        state: u64,
+        seen: std::collections::HashSet<[u8; 6]>,
+    }
+
+    impl RandomMacs {
+        fn new() -> RandomMacs {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
+            RandomMacs {
+                state: seed | 1,
+                seen: std::collections::HashSet::new(),
+            }
+        }
+    }
+
+    impl Iterator for RandomMacs {
+        type Item = [u8; 6];
+        fn next(&mut self) -> Option<[u8; 6]> {
+            loop {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                let b = self.state.to_le_bytes();
+                // Locally administered (U/L bit, 0x02, set), unicast (I/G bit, 0x01, clear).
+                let mac = [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]];
+                if self.seen.insert(mac) {
+                    return Some(mac);
+                }
+            }
+        }
+    }
+
+    const INVENTORY: [u8; 6] = [0x00, 0x1b, 0x21, 0x0a, 0x0b, 0x0c];
+
+    #[test]
+    fn recently_used_answers_survive_a_flood_of_new_macs() {
+        let mut cache = Cache::new(8, TTL);
+        let now = Instant::now();
+        cache.store(INVENTORY, Entry::Known(boot_spec(), now), now);
+        for (i, mac) in RandomMacs::new().take(10_000).enumerate() {
+            assert!(cache.start(mac, now));
+            cache.store(mac, not_ours(now), now);
+            assert!(cache.entries.len() <= 8, "the cache grew past its bound");
+            // The machine keeps asking (every few new MACs) and keeps its answer.
+            if i % 5 == 0 {
+                assert_eq!(
+                    cache.lookup(INVENTORY, now),
+                    Some(Lookup::Decided(boot_spec())),
+                    "evicted after {i} new MACs"
+                );
+            }
+        }
+        assert!(
+            cache.recency.len() <= 2 * 8,
+            "the recency log is bounded: {}",
+            cache.recency.len()
+        );
+    }
+
+    #[test]
+    fn the_least_recently_used_answer_is_the_one_evicted() {
+        let mut cache = Cache::new(3, TTL);
+        let now = Instant::now();
+        let [a, b, c, d] = [
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            [2, 0, 0, 0, 0, 3],
+            [2, 0, 0, 0, 0, 4],
+        ];
+        for mac in [a, b, c] {
+            cache.store(mac, not_ours(now), now);
+        }
+        cache.lookup(a, now);
+        cache.store(d, not_ours(now), now);
+        assert!(
+            cache.lookup(b, now).is_none(),
+            "b was the least recently used"
+        );
+        for mac in [a, c, d] {
+            assert!(cache.lookup(mac, now).is_some());
+        }
+    }
+
+    #[test]
+    fn expired_entries_are_evicted_before_live_ones() {
+        let mut cache = Cache::new(4, TTL);
+        let then = Instant::now();
+        let now = then + TTL;
+        let old = [2, 0, 0, 0, 0, 9];
+        cache.store(old, not_ours(then), then);
+        let live: Vec<[u8; 6]> = RandomMacs::new().take(3).collect();
+        for &mac in &live {
+            cache.store(mac, not_ours(now), now);
+        }
+        // Expired, yet the most recently used: the sweep still takes it first.
+        cache.touch(old);
+        cache.store([2, 0, 0, 0, 0, 10], not_ours(now), now);
+        assert!(!cache.entries.contains_key(&old));
+        for mac in live {
+            assert!(
+                cache.lookup(mac, now).is_some(),
+                "a live answer was evicted"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_markers_survive_a_flood_and_a_cache_full_of_them_defers() {
+        let mut cache = Cache::new(8, TTL);
+        let now = Instant::now();
+        let pending: Vec<[u8; 6]> = (1..=3).map(|i| [0, 0x1b, 0x21, 0, 0, i]).collect();
+        for &mac in &pending {
+            assert!(cache.start(mac, now));
+        }
+        for mac in RandomMacs::new().take(1000) {
+            cache.store(mac, not_ours(now), now);
+            assert!(cache.entries.len() <= 8);
+        }
+        // Even once expired: the lookup is in flight and will store its answer.
+        let later = now + 10 * TTL;
+        for mac in RandomMacs::new().take(1000) {
+            cache.store(mac, not_ours(later), later);
+        }
+        for &mac in &pending {
+            assert_eq!(cache.lookup(mac, later), Some(Lookup::Pending));
+        }
+        let mut full = Cache::new(2, TTL);
+        assert!(full.start([2, 0, 0, 0, 0, 1], now));
+        assert!(full.start([2, 0, 0, 0, 0, 2], now));
+        assert!(
+            !full.start([2, 0, 0, 0, 0, 3], now),
+            "no marker was evictable"
+        );
+        full.store([2, 0, 0, 0, 0, 3], not_ours(now), now);
+        assert_eq!(
+            full.entries.len(),
+            2,
+            "an answer does not evict a marker either"
+        );
+        full.abandon([2, 0, 0, 0, 0, 1]);
+        assert!(full.start([2, 0, 0, 0, 0, 3], now));
+    }
+
+    fn api_at(url: &str, timeout: Duration, max_entries: usize) -> Arc<BootApi> {
+        Arc::new(BootApi::new(url, timeout, TTL, max_entries).unwrap())
+    }
+
+    fn alive_tasks() -> usize {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    }
+
+    #[tokio::test]
+    async fn lookups_beyond_the_in_flight_bound_are_deferred_not_queued() {
+        // Port 9 (discard) on loopback: nothing listens, a started lookup fails at once.
+        let timeout = Duration::from_millis(200);
+        let api = api_at("http://127.0.0.1:9", timeout, 1000);
+        let held = api
+            .in_flight
+            .clone()
+            .try_acquire_many_owned(MAX_IN_FLIGHT as u32)
+            .unwrap();
+        let tasks = alive_tasks();
+        for mac in RandomMacs::new().take(1000) {
+            assert_eq!(api.lookup_now(mac), Lookup::Deferred);
+        }
+        assert_eq!(alive_tasks(), tasks, "a deferred lookup spawned a task");
+        assert_eq!(
+            api.lock_cache().entries.len(),
+            0,
+            "a deferred lookup left a marker"
+        );
+        assert_eq!(api.lookups_deferred.load(Ordering::Relaxed), 1000);
+        assert_eq!(api.lookups.load(Ordering::Relaxed), 0);
+
+        // The HTTP side waits for a slot, but no longer than the timeout.
+        let started = Instant::now();
+        assert_eq!(api.lookup(INVENTORY).await, Err(ApiError::Timeout(timeout)));
+        assert!(started.elapsed() < timeout + Duration::from_millis(500));
+        assert_eq!(
+            api.lookups.load(Ordering::Relaxed),
+            0,
+            "no request without a slot"
+        );
+
+        drop(held);
+        let mac = [2, 0, 0, 0, 0, 1];
+        assert_eq!(api.lookup_now(mac), Lookup::Pending);
+        assert_eq!(
+            api.lookup_now(mac),
+            Lookup::Pending,
+            "one lookup per machine"
+        );
+    }
+
+    /// A boot API of the test's own on 127.0.0.1: [`INVENTORY`] is answered at once with a
+    /// boot spec, every other MAC with 404 after `delay`, or never when `delay` is `None` (the
+    /// connection is held until the client gives up). Its tasks end when it is dropped.
+    struct SlowApi {
+        url: String,
+        /// Requests received.
+        seen: Arc<AtomicU64>,
+        /// Requests received and not yet answered or abandoned.
+        open: Arc<AtomicU64>,
+        /// The most `open` ever was.
+        most_open: Arc<AtomicU64>,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for SlowApi {
+        fn drop(&mut self) {
+            // Aborting the accept loop drops its JoinSet, which aborts the handlers.
+            self.server.abort();
+        }
+    }
+
+    impl SlowApi {
+        async fn start(delay: Option<Duration>) -> SlowApi {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let seen = Arc::new(AtomicU64::new(0));
+            let open = Arc::new(AtomicU64::new(0));
+            let most_open = Arc::new(AtomicU64::new(0));
+            let counters = (seen.clone(), open.clone(), most_open.clone());
+            let server = tokio::spawn(async move {
+                let mut handlers = tokio::task::JoinSet::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    while handlers.try_join_next().is_some() {}
+                    handlers.spawn(Self::answer(stream, delay, counters.clone()));
+                }
+            });
+            SlowApi {
+                url,
+                seen,
+                open,
+                most_open,
+                server,
+            }
+        }
+
+        async fn answer(
+            mut stream: tokio::net::TcpStream,
+            delay: Option<Duration>,
+            (seen, open, most_open): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>),
+        ) {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(n) if n > 0 && head.len() < 8192 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+            let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+            most_open.fetch_max(now_open, Ordering::SeqCst);
+            let path = String::from_utf8_lossy(&head).into_owned();
+            let inventory = format!("/v1/boot/{} ", MacDisplay(&INVENTORY));
+            let response = if path.contains(&inventory) {
+                let body = r#"{"kernel": "http://198.18.0.1/vmlinuz"}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                match delay {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    // Until the client closes (read returns 0) or errors.
+                    None => while let Ok(1..) = stream.read(&mut buf).await {},
+                }
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
+            };
+            // Before the answer leaves, so the client cannot start its next lookup first.
+            open.fetch_sub(1, Ordering::SeqCst);
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+
+    /// Waits (bounded) for `done`.
+    async fn eventually(what: &str, limit: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_random_mac_flood_is_bounded_and_known_machines_stay_answered() {
+        const FLOOD: usize = 20_000;
+        const MAX_ENTRIES: usize = 256;
+        let server = SlowApi::start(Some(Duration::from_millis(20))).await;
+        let api = api_at(&server.url, Duration::from_secs(5), MAX_ENTRIES);
+        let baseline_tasks = alive_tasks();
+
+        assert_eq!(api.lookup_now(INVENTORY), Lookup::Pending);
+        eventually(
+            "the inventory machine is answered",
+            Duration::from_secs(5),
+            || api.lookup_now(INVENTORY) == Lookup::Decided(boot_spec()),
+        )
+        .await;
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut started, mut deferred, mut most_tasks) = (0u64, 0u64, 0usize);
+        for (i, mac) in RandomMacs::new().take(FLOOD).enumerate() {
+            match api.lookup_now(mac) {
+                Lookup::Pending => started += 1,
+                Lookup::Deferred => deferred += 1,
+                other => panic!("a new MAC was {other:?}"),
+            }
+            if i % 20 == 0 {
+                assert_eq!(
+                    api.lookup_now(INVENTORY),
+                    Lookup::Decided(boot_spec()),
+                    "the inventory machine lost its answer after {i} MACs"
+                );
+                assert!(api.lock_cache().entries.len() <= MAX_ENTRIES);
+                most_tasks = most_tasks.max(alive_tasks());
+                // Let lookups finish, so the flood meets a cache that is full and churning.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        eventually(
+            "the lookups in flight finish",
+            Duration::from_secs(10),
+            || api.in_flight.available_permits() == MAX_IN_FLIGHT,
+        )
+        .await;
+
+        assert_eq!(api.lookup_now(INVENTORY), Lookup::Decided(boot_spec()));
+        assert!(api.lock_cache().entries.len() <= MAX_ENTRIES);
+        let most_open = server.most_open.load(Ordering::SeqCst);
+        assert!(
+            most_open <= MAX_IN_FLIGHT as u64,
+            "{most_open} requests reached the API at once"
+        );
+        // Every lookup started reached the server, none was left queued, the rest deferred.
+        assert_eq!(server.seen.load(Ordering::SeqCst), started + 1);
+        assert_eq!(api.lookups.load(Ordering::Relaxed), started + 1);
+        assert_eq!(api.lookups_deferred.load(Ordering::Relaxed), deferred);
+        assert!(
+            deferred > 0,
+            "the flood never filled the slots: nothing was tested"
+        );
+        assert!(
+            started > MAX_ENTRIES as u64,
+            "the flood never overflowed the cache: {started} lookups"
+        );
+        // Our lookups and the server's handlers (each of which may briefly outlive its lookup),
+        // plus the accept loop: never a task per MAC.
+        assert!(
+            most_tasks <= baseline_tasks + 3 * MAX_IN_FLIGHT,
+            "{most_tasks} tasks alive during the flood"
+        );
+        let markers = api
+            .lock_cache()
+            .entries
+            .values()
+            .filter(|slot| matches!(slot.entry, Entry::Pending))
+            .count();
+        assert_eq!(markers, 0, "a finished lookup left its marker");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn behind_a_hung_api_lookups_time_out_and_leave_nothing_behind() {
+        let server = SlowApi::start(None).await;
+        let timeout = Duration::from_millis(500);
+        let api = api_at(&server.url, timeout, 1000);
+        let baseline_tasks = alive_tasks();
+
+        let hung: Vec<[u8; 6]> = RandomMacs::new().take(MAX_IN_FLIGHT).collect();
+        for &mac in &hung {
+            assert_eq!(api.lookup_now(mac), Lookup::Pending);
+        }
+        eventually("every slot's request reaches the API", timeout / 2, || {
+            server.open.load(Ordering::SeqCst) == MAX_IN_FLIGHT as u64
+        })
+        .await;
+        assert_eq!(api.lookup_now([2, 0, 0, 0, 0, 1]), Lookup::Deferred);
+
+        // Waits for a slot the hung lookups hold, and gives up in time.
+        let started = Instant::now();
+        let waited = api.lookup([2, 0, 0, 0, 0, 2]).await;
+        assert_eq!(waited, Err(ApiError::Timeout(timeout)));
+        assert!(
+            started.elapsed() < timeout + Duration::from_millis(500),
+            "took {:?}",
+            started.elapsed()
+        );
+
+        eventually("the hung lookups time out", 2 * timeout, || {
+            api.in_flight.available_permits() == MAX_IN_FLIGHT
+        })
+        .await;
+        for &mac in &hung {
+            assert_eq!(
+                api.lookup_now(mac),
+                Lookup::Failed(ApiError::Timeout(timeout))
+            );
+        }
+        // Neither a lookup nor a connection task per hung request outlives its timeout.
+        eventually("the server sees every connection closed", timeout, || {
+            server.open.load(Ordering::SeqCst) == 0
+        })
+        .await;
+        eventually("no task is left behind", timeout, || {
+            alive_tasks() <= baseline_tasks
+        })
+        .await;
+    }
 
     #[test]
     fn base_urls_are_split_and_checked() {

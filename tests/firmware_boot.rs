@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use boot_tests::assets::Assets;
-use boot_tests::rack::{Backend, Node, Rack, RackSetup, SERVER};
+use boot_tests::rack::{Backend, Node, Rack, RackSetup, SERVER, Start};
 use boot_tests::vm::{Firmware, Marker};
 
 /// Longest a boot to the marker may take under TCG, two machines sharing two cores.
@@ -123,6 +123,97 @@ fn ovmf_http_boot_needs_no_tftp_and_boots_its_overlay_over_xdp() {
 #[test]
 fn ovmf_http_boot_needs_no_tftp_and_boots_its_overlay_over_udp() {
     boots_with_its_overlay(Firmware::UefiHttp, Backend::Udp);
+}
+
+/// Issue 11, out of the box: with Debian's `ipxe` package installed and no config at all
+/// (`xdpboot run --interface eth0`, beside a wildcard-bound dnsmasq), the firmware gets iPXE
+/// from the package and iPXE gets a script saying there is nothing to boot yet, which exits
+/// to the next boot device. Returns the rack for more checks.
+fn reaches_ipxe_with_no_config(firmware: Firmware) -> Rack {
+    let node = Node::numbered(1, firmware);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    setup.start = Start::NoConfig;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let line = match rack.vms[0].wait_for_line("nothing-to-boot script", BOOT_TIMEOUT, |l| {
+        l.contains("xdpboot: nothing to boot for")
+    }) {
+        Ok(line) => line,
+        Err(e) => panic!("{e:#}\n----- xdpboot -----\n{}", tail(&rack.daemon_log(), 60)),
+    };
+    assert!(
+        line.contains(&node.mac_text()) && line.contains("no kernel is configured"),
+        "{line}"
+    );
+    rack
+}
+
+/// The loader the daemon said it serves from the package, for `file`.
+fn served_from_the_package(rack: &Rack, file: &str) -> bool {
+    rack.daemon_log().lines().any(|l| {
+        l.contains("serving the ipxe package's")
+            && l.contains(&format!("file=\"{file}\""))
+            && l.contains("from=/")
+    })
+}
+
+#[test]
+fn with_no_config_seabios_with_the_nic_ipxe_rom_is_told_there_is_nothing_to_boot() {
+    reaches_ipxe_with_no_config(Firmware::Bios);
+}
+
+#[test]
+fn with_no_config_ovmf_pxe_gets_ipxe_from_the_debian_package_over_tftp() {
+    let rack = reaches_ipxe_with_no_config(Firmware::UefiPxe);
+    assert!(served_from_the_package(&rack, "ipxe-amd64.efi"));
+    let log = rack.daemon_log();
+    assert!(
+        log.lines().any(|l| l.contains("tftp transfer")
+            && l.contains("ipxe-amd64.efi")
+            && l.contains("outcome=\"complete\"")),
+        "{log}"
+    );
+}
+
+#[test]
+fn with_no_config_ovmf_http_boot_gets_ipxe_from_the_debian_package_over_http() {
+    let rack = reaches_ipxe_with_no_config(Firmware::UefiHttp);
+    assert!(
+        access_log(&rack)
+            .iter()
+            .any(|a| a.path == "/ipxe-amd64.efi" && a.status == 200),
+        "OVMF fetched iPXE over HTTP"
+    );
+}
+
+/// Quick mode with neither `--root` nor a config: `xdpboot boot -i eth0 KERNEL INITRD` boots
+/// the kernel and the initrd (its /init runs; there is no overlay without a config).
+fn quick_mode_boots_without_a_root(firmware: Firmware) {
+    let node = Node::numbered(1, firmware);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node]);
+    setup.start = Start::QuickMode;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    if let Err(e) = rack.vms[0].wait_for_line("the initrd's /init", BOOT_TIMEOUT, |l| {
+        l.contains("xdpboot-initrd: /init running")
+    }) {
+        panic!("{e:#}\n----- xdpboot -----\n{}", tail(&rack.daemon_log(), 60));
+    }
+}
+
+#[test]
+fn quick_mode_without_a_root_boots_seabios_with_the_nic_ipxe_rom() {
+    quick_mode_boots_without_a_root(Firmware::Bios);
+}
+
+#[test]
+fn quick_mode_without_a_root_boots_ovmf_pxe() {
+    quick_mode_boots_without_a_root(Firmware::UefiPxe);
+}
+
+#[test]
+fn quick_mode_without_a_root_boots_ovmf_http_boot() {
+    quick_mode_boots_without_a_root(Firmware::UefiHttp);
 }
 
 /// One line of xdpboot's HTTP access log.

@@ -111,10 +111,28 @@ impl Node {
     }
 }
 
+/// How xdpboot is started in the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// `xdpboot run` with the lab's config ([`lab_config`]).
+    LabConfig,
+    /// `xdpboot run --interface eth0` and nothing else, as a new user runs it after
+    /// `apt-get install ipxe`: the embedded default, loaders from Debian's `ipxe` package, no
+    /// kernel to boot. It writes its URL secret and TLS files where the default says (under
+    /// /var/lib/xdpboot and /etc/xdpboot): those are overlays of the lab's own directory in
+    /// the daemon's mount namespace, so nothing reaches the host's.
+    NoConfig,
+    /// `xdpboot boot --interface eth0 KERNEL INITRD --cmdline …`: quick mode, no `--root`, no
+    /// config; the same overlays.
+    QuickMode,
+}
+
 /// How to build the rack.
 #[derive(Debug, Clone)]
 pub struct RackSetup {
     pub backend: Backend,
+    /// How xdpboot is started.
+    pub start: Start,
     pub nodes: Vec<Node>,
     /// Serve HTTPS (port 443) and hand out https URLs to iPXE's EFI builds (see [`lab_config`]
     /// for who cannot use it). xdpboot's `[boot] https` puts one scheme into every script, so
@@ -143,6 +161,7 @@ impl RackSetup {
     pub fn new(backend: Backend, nodes: Vec<Node>) -> RackSetup {
         RackSetup {
             backend,
+            start: Start::LabConfig,
             nodes,
             https: false,
             tftp_loaders: crate::assets::LOADERS.to_vec(),
@@ -244,7 +263,21 @@ impl Rack {
             Backend::Xdp => &["--backend", "xdp"],
             Backend::Udp => &["--backend", "udp"],
         };
-        let daemon = Daemon::start_serving(&self.server, &[SERVER_IF], &self.config, log, args)?;
+        let daemon = match self.setup.start {
+            Start::LabConfig => {
+                Daemon::start_serving(&self.server, &[SERVER_IF], &self.config, log, args)?
+            }
+            Start::NoConfig => self.start_without_config(&["run", args[0], args[1]], log)?,
+            Start::QuickMode => {
+                let kernel = self.assets.http_root.join(KERNEL);
+                let initrd = self.assets.http_root.join(SHARED_INITRD);
+                let (kernel, initrd) = (kernel.display().to_string(), initrd.display().to_string());
+                self.start_without_config(
+                    &["boot", args[0], args[1], &kernel, &initrd, "--cmdline", CMDLINE],
+                    log,
+                )?
+            }
+        };
         self.daemon = Some(daemon);
         if self.setup.https {
             // The CA is generated at start; OVMF gets it through fw_cfg.
@@ -261,6 +294,49 @@ impl Rack {
             }
         }
         Ok(())
+    }
+
+    /// `xdpboot ARGS --interface eth0` with no config file ([`Start::NoConfig`],
+    /// [`Start::QuickMode`]), its /etc and /var/lib overlaid with directories of the lab's in
+    /// a mount namespace of its own (`ip netns exec` gives each command one, with mounts
+    /// propagating no further), and waits until it serves.
+    fn start_without_config(&self, args: &[&str], log: PathBuf) -> Result<Daemon> {
+        const OVERLAY_ROOTS: &str = r#"set -e
+lab=$1; shift
+for top in etc var/lib; do
+    mkdir -p "$lab/$top/upper" "$lab/$top/work"
+    mount -t overlay overlay -o "lowerdir=/$top,upperdir=$lab/$top/upper,workdir=$lab/$top/work" "/$top"
+done
+exec "$@"
+"#;
+        let overlays = self.dir.join("host-overlay");
+        let binary = crate::xdpboot_binary();
+        let mut argv: Vec<&std::ffi::OsStr> = vec![
+            "-c".as_ref(),
+            OVERLAY_ROOTS.as_ref(),
+            "sh".as_ref(),
+            overlays.as_os_str(),
+            binary.as_os_str(),
+        ];
+        argv.extend(args.iter().map(std::ffi::OsStr::new));
+        argv.push("--interface".as_ref());
+        argv.push(SERVER_IF.as_ref());
+        let mut child = self.server.spawn(
+            "xdpboot",
+            Path::new("sh"),
+            &argv,
+            &[
+                ("RUST_LOG", "info,xdpboot=debug"),
+                ("NO_COLOR", "1"),
+                ("RUST_BACKTRACE", "0"),
+            ],
+            log.clone(),
+        )?;
+        child.wait_until("serving", STARTUP_TIMEOUT, || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Ok(crate::Serving::find(&text, SERVER_IF).is_some())
+        })?;
+        Ok(Daemon { child })
     }
 
     /// Stops xdpboot (SIGTERM, then SIGKILL): DHCP, TFTP and HTTP go away together.

@@ -474,14 +474,20 @@ impl NodeTracker {
         }
     }
 
-    /// A download by `fetch.client`. `neighbour` looks up the kernel's neighbour entry for the
-    /// address; it is called only when the address is not known already.
-    pub fn fetch(
-        &mut self,
-        now: Instant,
-        fetch: &Fetch<'_>,
-        neighbour: impl FnOnce(Ipv4Addr) -> Option<[u8; 6]>,
-    ) -> Update {
+    /// Whether [`NodeTracker::fetch`] would use the kernel's neighbour entry for
+    /// `fetch.client`: only for a download known by its address alone, from an address no
+    /// node is known by, while there are nodes it could name. The caller looks the entry up
+    /// (I/O) only then, and without holding the tracker.
+    pub fn needs_neighbour(&self, fetch: &Fetch<'_>) -> bool {
+        !matches!(fetch.what, Fetched::Script(_) | Fetched::Overlay(_))
+            && !self.nodes.is_empty()
+            && !self.by_address.contains_key(&fetch.client)
+    }
+
+    /// A download by `fetch.client`. `neighbour` is the MAC of the kernel's neighbour entry
+    /// for the address, looked up when [`NodeTracker::needs_neighbour`] said so (`None`
+    /// otherwise); it is used only when the address is not known already.
+    pub fn fetch(&mut self, now: Instant, fetch: &Fetch<'_>, neighbour: Option<[u8; 6]>) -> Update {
         self.expire(now);
         let (mac, attribution) = match fetch.what {
             Fetched::Script(mac) | Fetched::Overlay(mac) => {
@@ -540,12 +546,12 @@ impl NodeTracker {
         &mut self,
         now: Instant,
         fetch: &Fetch<'_>,
-        neighbour: impl FnOnce(Ipv4Addr) -> Option<[u8; 6]>,
+        neighbour: Option<[u8; 6]>,
     ) -> Option<([u8; 6], Attribution)> {
         if let Some(mac) = self.by_address.get(&fetch.client) {
             return Some((*mac, Attribution::Exact));
         }
-        if let Some(mac) = neighbour(fetch.client).filter(|m| self.nodes.contains_key(m)) {
+        if let Some(mac) = neighbour.filter(|m| self.nodes.contains_key(m)) {
             self.learn_address(mac, fetch.client);
             return Some((mac, Attribution::Neighbour));
         }
@@ -842,9 +848,8 @@ mod tests {
         }
     }
 
-    fn no_neighbour(_: Ipv4Addr) -> Option<[u8; 6]> {
-        None
-    }
+    /// No neighbour entry for the client (behind a router, or not looked up).
+    const NO_NEIGHBOUR: Option<[u8; 6]> = None;
 
     fn row(tracker: &NodeTracker, now: Instant, mac: [u8; 6]) -> NodeView {
         let text = MacDisplay(&mac).to_string();
@@ -868,7 +873,8 @@ mod tests {
             protocol: "tftp",
             ..fetched(IP_A, Fetched::Loader("undionly.kpxe"))
         };
-        let update = tracker.fetch(at(100), &tftp, |_| Some(A));
+        assert!(tracker.needs_neighbour(&tftp));
+        let update = tracker.fetch(at(100), &tftp, Some(A));
         assert_eq!(update.attribution, Attribution::Neighbour);
         assert_eq!(
             update.reached,
@@ -882,14 +888,17 @@ mod tests {
             (500, Fetched::Initrd, Stage::Initrd),
             (600, Fetched::Overlay(A), Stage::Overlay),
         ] {
-            let update = tracker.fetch(at(ms), &fetched(IP_A, what), |_| {
-                panic!("the address is known: no neighbour lookup")
-            });
+            let fetch = fetched(IP_A, what);
+            assert!(
+                !tracker.needs_neighbour(&fetch),
+                "the address is known: no neighbour lookup"
+            );
+            let update = tracker.fetch(at(ms), &fetch, NO_NEIGHBOUR);
             assert_eq!(update.attribution, Attribution::Exact);
             assert_eq!(update.reached, Some((stage, Duration::from_millis(ms))));
         }
         // A second initrd adds to the stage, it does not reach it again.
-        let update = tracker.fetch(at(550), &fetched(IP_A, Fetched::Initrd), no_neighbour);
+        let update = tracker.fetch(at(550), &fetched(IP_A, Fetched::Initrd), NO_NEIGHBOUR);
         assert_eq!(update.reached, None);
         let node = row(&tracker, at(700), A);
         assert_eq!(node.stage, Some(Stage::Overlay));
@@ -914,7 +923,7 @@ mod tests {
         let t0 = Instant::now();
         let mut tracker = NodeTracker::new(LIMITS);
         tracker.dhcp(t0, &offer(A, Firmware::Ipxe, "http://x/boot.ipxe"));
-        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), no_neighbour);
+        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), NO_NEIGHBOUR);
         let later = t0 + Duration::from_secs(30);
         tracker.dhcp(later, &offer(A, Firmware::Ipxe, "http://x/boot.ipxe"));
         let node = row(&tracker, later, A);
@@ -930,7 +939,7 @@ mod tests {
         tracker.dhcp(t0, &offer(A, Firmware::BiosPxe, "undionly.kpxe"));
         let tftp = fetched(IP_A, Fetched::Loader("undionly.kpxe"));
         assert_eq!(
-            tracker.fetch(t0, &tftp, no_neighbour).attribution,
+            tracker.fetch(t0, &tftp, NO_NEIGHBOUR).attribution,
             Attribution::Guessed
         );
         // Now two nodes wait for the same loader: B's fetch cannot be told apart.
@@ -939,7 +948,7 @@ mod tests {
         tracker.dhcp(t0, &offer(B, Firmware::BiosPxe, "undionly.kpxe"));
         let tftp = fetched(IP_B, Fetched::Loader("undionly.kpxe"));
         assert_eq!(
-            tracker.fetch(t0, &tftp, no_neighbour).attribution,
+            tracker.fetch(t0, &tftp, NO_NEIGHBOUR).attribution,
             Attribution::Unattributed
         );
         // A UEFI HTTP-boot node is offered a URL and fetches its path.
@@ -950,7 +959,7 @@ mod tests {
         );
         let http = fetched(IP_A, Fetched::Loader("/ipxe-amd64.efi"));
         assert_eq!(
-            tracker.fetch(t0, &http, no_neighbour).attribution,
+            tracker.fetch(t0, &http, NO_NEIGHBOUR).attribution,
             Attribution::Guessed
         );
     }
@@ -962,9 +971,27 @@ mod tests {
         tracker.dhcp(t0, &offer(A, Firmware::BiosPxe, "undionly.kpxe"));
         // Behind a router the neighbour entry is the router's.
         let router = [2, 0, 0, 0, 0, 1];
-        let update = tracker.fetch(t0, &fetched(IP_B, Fetched::Kernel), |_| Some(router));
+        let update = tracker.fetch(t0, &fetched(IP_B, Fetched::Kernel), Some(router));
         assert_eq!(update, Update::NONE);
         assert_eq!(tracker.len(), 1);
+    }
+
+    #[test]
+    fn the_neighbour_table_is_asked_only_when_its_answer_could_name_a_node() {
+        let t0 = Instant::now();
+        let mut tracker = NodeTracker::new(LIMITS);
+        let kernel = fetched(IP_A, Fetched::Kernel);
+        // No node yet: whatever the entry names, it names no tracked node.
+        assert!(!tracker.needs_neighbour(&kernel));
+        tracker.dhcp(t0, &offer(A, Firmware::BiosPxe, "undionly.kpxe"));
+        assert!(tracker.needs_neighbour(&kernel));
+        // The URL names the MAC.
+        assert!(!tracker.needs_neighbour(&fetched(IP_A, Fetched::Script(A))));
+        assert!(!tracker.needs_neighbour(&fetched(IP_A, Fetched::Overlay(A))));
+        // Once the address is learnt, it is known without the kernel.
+        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), NO_NEIGHBOUR);
+        assert!(!tracker.needs_neighbour(&kernel));
+        assert!(tracker.needs_neighbour(&fetched(IP_B, Fetched::Kernel)));
     }
 
     #[test]
@@ -972,13 +999,13 @@ mod tests {
         let t0 = Instant::now();
         let mut tracker = NodeTracker::new(LIMITS);
         tracker.dhcp(t0, &offer(A, Firmware::Ipxe, "http://x/boot.ipxe"));
-        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), no_neighbour);
+        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), NO_NEIGHBOUR);
         let failed = Fetch {
             ok: false,
             error: Some("404 Not Found".into()),
             ..fetched(IP_A, Fetched::Kernel)
         };
-        assert_eq!(tracker.fetch(t0, &failed, no_neighbour).reached, None);
+        assert_eq!(tracker.fetch(t0, &failed, NO_NEIGHBOUR).reached, None);
         let node = row(&tracker, t0, A);
         assert_eq!(node.stage, Some(Stage::Script));
         assert_eq!(
@@ -990,7 +1017,7 @@ mod tests {
             ok: false,
             ..fetched(IP_B, Fetched::Overlay(B))
         };
-        assert_eq!(tracker.fetch(t0, &forged, no_neighbour), Update::NONE);
+        assert_eq!(tracker.fetch(t0, &forged, NO_NEIGHBOUR), Update::NONE);
         assert_eq!(tracker.len(), 1);
         // An unanswered request that needs the operator is an error too.
         let missing = DhcpSeen {
@@ -1048,12 +1075,12 @@ mod tests {
         let mut tracker = NodeTracker::new(LIMITS);
         tracker.dhcp(t0, &offer(A, Firmware::Ipxe, "u"));
         tracker.dhcp(t0, &offer(B, Firmware::Ipxe, "u"));
-        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), no_neighbour);
+        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), NO_NEIGHBOUR);
         // The site server hands A's old address to B.
-        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(B)), no_neighbour);
+        tracker.fetch(t0, &fetched(IP_A, Fetched::Script(B)), NO_NEIGHBOUR);
         assert_eq!(row(&tracker, t0, A).ip, None);
         assert_eq!(row(&tracker, t0, B).ip.as_deref(), Some("198.18.0.10"));
-        let update = tracker.fetch(t0, &fetched(IP_A, Fetched::Kernel), no_neighbour);
+        let update = tracker.fetch(t0, &fetched(IP_A, Fetched::Kernel), NO_NEIGHBOUR);
         assert_eq!(row(&tracker, t0, B).stage, Some(Stage::Kernel));
         assert_eq!(update.attribution, Attribution::Exact);
     }

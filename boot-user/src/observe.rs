@@ -21,6 +21,7 @@ use crate::metrics::{
     AttributionLabels, HttpLabels, Metrics, PortLabels, ReasonLabels, ReplyLabels, RouteLabels,
     StageLabels,
 };
+use crate::net::neighbour::Neighbours;
 use crate::net::xdp::backend::XdpInterface;
 use crate::nodes::{
     DhcpAnswer, DhcpSeen, Fetch, Fetched, Firmware, Limits, NodeTracker, NodesView, Stage, Update,
@@ -61,6 +62,8 @@ pub struct Observer {
     nodes: Arc<Mutex<NodeTracker>>,
     /// The tracker's version, readable without its lock (the event stream polls it).
     version: AtomicU64,
+    /// Client MACs for downloads known by address only, asked outside the tracker's lock.
+    neighbours: Neighbours,
 }
 
 impl Observer {
@@ -70,6 +73,7 @@ impl Observer {
             metrics: Metrics::new(nodes.clone()),
             nodes,
             version: AtomicU64::new(0),
+            neighbours: Neighbours::default(),
         }
     }
 
@@ -137,6 +141,21 @@ impl Observer {
                 })
                 .observe(after.as_secs_f64());
         }
+    }
+
+    /// A download: the neighbour entry is looked up first, without the tracker's lock (a
+    /// netlink round trip on a cache miss), and only when the tracker would use it. Should the
+    /// address become known or unknown in between, the tracker's own check at the update wins.
+    fn fetch(&self, fetch: &Fetch<'_>) {
+        let needed = self.tracker().needs_neighbour(fetch);
+        let neighbour = if needed {
+            self.neighbours.mac(fetch.client)
+        } else {
+            None
+        };
+        self.track(fetch.protocol, |t| {
+            t.fetch(Instant::now(), fetch, neighbour)
+        });
     }
 
     fn track(&self, protocol: &'static str, event: impl FnOnce(&mut NodeTracker) -> Update) {
@@ -261,9 +280,7 @@ impl Observer {
             duration: transfer.duration,
             error: transfer.error.clone(),
         };
-        self.track("tftp", |t| {
-            t.fetch(Instant::now(), &fetch, crate::net::iface::neighbour_mac)
-        });
+        self.fetch(&fetch);
     }
 
     /// One HTTP(S) response.
@@ -317,9 +334,7 @@ impl Observer {
             duration: request.duration,
             error,
         };
-        self.track("http", |t| {
-            t.fetch(Instant::now(), &fetch, crate::net::iface::neighbour_mac)
-        });
+        self.fetch(&fetch);
     }
 }
 

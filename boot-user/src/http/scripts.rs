@@ -404,11 +404,17 @@ impl BootContent {
 /// another: the kernel's neighbour entry for the client's address names the machine that
 /// actually connected. A client behind a router has no such entry (its address is not on our
 /// link) and is not checked; the overlay's signature still binds it to the URL it was given.
+/// The kernel is asked each time, not through the node tracker's cache: the check is about
+/// the host connected now.
 fn requester_is(mac: &[u8; 6], client: SocketAddr) -> Result<(), Box<Response<Body>>> {
     let std::net::IpAddr::V4(ip) = client.ip().to_canonical() else {
         return Ok(());
     };
-    match crate::net::iface::neighbour_mac(ip) {
+    let neighbour = crate::net::neighbour::lookup(ip).unwrap_or_else(|e| {
+        tracing::debug!(client = %ip, error = %e, "neighbour lookup failed");
+        None
+    });
+    match neighbour {
         Some(actual) if actual != *mac => {
             tracing::warn!(
                 claimed = %MacDisplay(mac),

@@ -13,9 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use nix::ifaddrs::getifaddrs;
 use nix::net::if_::{InterfaceFlags, if_nametoindex};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, socket,
-};
+use nix::sys::socket::{MsgFlags, SockFlag, recv};
 
 /// An IPv4 address with its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,35 +263,8 @@ impl Watcher {
 
 /// An rtnetlink socket subscribed to link and IPv4 address events (rtnetlink(7)).
 fn netlink_socket() -> io::Result<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        SockProtocol::NetlinkRoute,
-    )?;
     let groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR) as u32;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
-    Ok(fd)
-}
-
-/// The MAC of the kernel's complete neighbour entry for `ip` (`/proc/net/arp`: address, hw
-/// type, flags, hw address, mask, device; flags 0x0 is an unresolved entry).
-pub fn neighbour_mac(ip: Ipv4Addr) -> Option<[u8; 6]> {
-    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-    parse_arp_table(&table, ip)
-}
-
-fn parse_arp_table(table: &str, ip: Ipv4Addr) -> Option<[u8; 6]> {
-    let wanted = ip.to_string();
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [address, _, flags, mac, ..] if *address == wanted && *flags != "0x0" => {
-                crate::dhcp::policy::parse_mac(mac).filter(|m| *m != [0; 6])
-            }
-            _ => None,
-        }
-    })
+    Ok(super::netlink::socket(SockFlag::SOCK_NONBLOCK, groups)?)
 }
 
 #[cfg(test)]
@@ -364,18 +335,5 @@ mod tests {
             prefix: 0,
         };
         assert!(all.contains(Ipv4Addr::new(8, 8, 8, 8)));
-    }
-
-    #[test]
-    fn the_arp_table_gives_complete_entries_only() {
-        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                     198.18.0.10      0x1         0x2         52:54:00:00:00:0a     *        eth0\n\
-                     198.18.0.11      0x1         0x0         00:00:00:00:00:00     *        eth0\n";
-        assert_eq!(
-            parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 10)),
-            Some([0x52, 0x54, 0, 0, 0, 0xa])
-        );
-        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 11)), None);
-        assert_eq!(parse_arp_table(table, Ipv4Addr::new(198, 18, 0, 12)), None);
     }
 }

@@ -1,7 +1,10 @@
-//! I/O edges: the interface table and the backends that carry requests to the core.
+//! I/O edges: the interface table, the kernel's neighbour table, and the backends that carry
+//! requests to the core.
 
 pub mod frame;
 pub mod iface;
+pub mod neighbour;
+pub mod netlink;
 pub mod sockdiag;
 pub mod udp;
 pub mod xdp;

@@ -139,7 +139,10 @@ fn reaches_ipxe_with_no_config(firmware: Firmware) -> Rack {
         l.contains("xdpboot: nothing to boot for")
     }) {
         Ok(line) => line,
-        Err(e) => panic!("{e:#}\n----- xdpboot -----\n{}", tail(&rack.daemon_log(), 60)),
+        Err(e) => panic!(
+            "{e:#}\n----- xdpboot -----\n{}",
+            tail(&rack.daemon_log(), 60)
+        ),
     };
     assert!(
         line.contains(&node.mac_text()) && line.contains("no kernel is configured"),
@@ -197,7 +200,10 @@ fn quick_mode_boots_without_a_root(firmware: Firmware) {
     if let Err(e) = rack.vms[0].wait_for_line("the initrd's /init", BOOT_TIMEOUT, |l| {
         l.contains("xdpboot-initrd: /init running")
     }) {
-        panic!("{e:#}\n----- xdpboot -----\n{}", tail(&rack.daemon_log(), 60));
+        panic!(
+            "{e:#}\n----- xdpboot -----\n{}",
+            tail(&rack.daemon_log(), 60)
+        );
     }
 }
 

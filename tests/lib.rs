@@ -1782,7 +1782,10 @@ impl BootHost {
             site.message_type() == Some(v4::MessageType::Offer),
             "{site:#?}"
         );
-        ensure!(*site.from.ip() == self.server, "the site server answers from the host");
+        ensure!(
+            *site.from.ip() == self.server,
+            "the site server answers from the host"
+        );
         ensure!(
             self.in_range(site.message.yiaddr()),
             "the site server's offer is outside its range: {site:#?}"

@@ -273,7 +273,15 @@ impl Rack {
                 let initrd = self.assets.http_root.join(SHARED_INITRD);
                 let (kernel, initrd) = (kernel.display().to_string(), initrd.display().to_string());
                 self.start_without_config(
-                    &["boot", args[0], args[1], &kernel, &initrd, "--cmdline", CMDLINE],
+                    &[
+                        "boot",
+                        args[0],
+                        args[1],
+                        &kernel,
+                        &initrd,
+                        "--cmdline",
+                        CMDLINE,
+                    ],
                     log,
                 )?
             }

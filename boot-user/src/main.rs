@@ -353,7 +353,10 @@ fn policy_table(config: &Config) -> String {
     let (rule_width, when_width) = (width(0), width(1));
     let mut table = String::new();
     for [rule, when, action] in &rows {
-        let _ = writeln!(table, "  {rule:<rule_width$}  {when:<when_width$}  {action}");
+        let _ = writeln!(
+            table,
+            "  {rule:<rule_width$}  {when:<when_width$}  {action}"
+        );
     }
     table
 }
@@ -365,12 +368,14 @@ fn report_missing_loaders(config: &Config) {
     let root = config.tftp.root.canonicalize().ok();
     for (rule, file) in config.tftp_loaders() {
         match loaders.locate(file) {
-            Some(path) if !root.as_ref().is_some_and(|root| path.starts_with(root)) => tracing::info!(
-                rule,
-                file,
-                from = %path.display(),
-                "loader not in the TFTP root: serving the ipxe package's"
-            ),
+            Some(path) if !root.as_ref().is_some_and(|root| path.starts_with(root)) => {
+                tracing::info!(
+                    rule,
+                    file,
+                    from = %path.display(),
+                    "loader not in the TFTP root: serving the ipxe package's"
+                )
+            }
             Some(_) => {}
             None => tracing::warn!(
                 rule,

@@ -379,7 +379,9 @@ fn a_node_with_nothing_to_boot_gets_a_script_that_says_why_and_exits() {
     assert_eq!(status, 200, "{script}");
     assert!(script.starts_with("#!ipxe\n"), "{script}");
     assert!(
-        script.contains(&format!("nothing to boot for {NODE_A}: no kernel is configured")),
+        script.contains(&format!(
+            "nothing to boot for {NODE_A}: no kernel is configured"
+        )),
         "{script}"
     );
     // `exit` hands control back to the firmware, which tries its next boot device at once.

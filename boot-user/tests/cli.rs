@@ -54,7 +54,12 @@ fn check_prints_the_policy_as_a_table_with_where_each_loader_comes_from() {
         .lines()
         .skip_while(|line| !line.starts_with("policy"))
         .skip(1)
-        .map(|line| line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
         .collect();
     let canonical = |p: PathBuf| p.canonicalize().unwrap().display().to_string();
     assert_eq!(
@@ -83,5 +88,8 @@ fn check_prints_the_policy_as_a_table_with_where_each_loader_comes_from() {
         ],
         "{stdout}"
     );
-    assert!(!stdout.contains("Match {"), "no Rust Debug output: {stdout}");
+    assert!(
+        !stdout.contains("Match {"),
+        "no Rust Debug output: {stdout}"
+    );
 }

@@ -284,7 +284,10 @@ impl fmt::Display for Match {
             conditions.push(format!("mac={}", list(macs, |m| MacDisplay(m).to_string())));
         }
         if let Some(uuids) = &self.uuid {
-            conditions.push(format!("uuid={}", list(uuids, |u| UuidDisplay(u).to_string())));
+            conditions.push(format!(
+                "uuid={}",
+                list(uuids, |u| UuidDisplay(u).to_string())
+            ));
         }
         if conditions.is_empty() {
             f.write_str("any client")

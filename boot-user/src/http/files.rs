@@ -29,8 +29,8 @@ use http::{Method, Response, StatusCode};
 use memmap2::Mmap;
 
 use super::Body;
-use crate::loaders::LoaderSearch;
 use super::stream::MapRegistry;
+use crate::loaders::LoaderSearch;
 
 /// Open files kept for reuse. Past this many, unused entries are dropped; if all are in use,
 /// new files are served uncached.

@@ -136,10 +136,7 @@ impl BootContent {
             Some(api) => match api.lookup(node.mac).await {
                 Ok(ApiDecision::Boot(spec)) => Some(spec),
                 Ok(ApiDecision::NotOurs) => {
-                    return nothing_to_boot(
-                        &node.mac,
-                        "the boot API has nothing for this machine",
-                    );
+                    return nothing_to_boot(&node.mac, "the boot API has nothing for this machine");
                 }
                 Err(e) => {
                     tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "no boot script: the boot API failed");

@@ -10,10 +10,10 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::netlink::{HEADER_LEN as NLMSG_HDR_LEN, Messages};
+
 /// `SOCK_DIAG_BY_FAMILY` (`include/uapi/linux/sock_diag.h`).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-/// `struct nlmsghdr`.
-const NLMSG_HDR_LEN: usize = 16;
 /// `struct inet_diag_sockid`: sport, dport, src[4], dst[4], if, cookie[2].
 const SOCKID_LEN: usize = 48;
 /// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, id.
@@ -64,15 +64,10 @@ pub fn udp_sockets_on(port: u16) -> Result<Vec<BoundSocket>, SockDiagError> {
         let mut done = false;
         for _ in 0..MAX_READS {
             // SAFETY: `buf` is a writable buffer of its length; the descriptor is ours.
-            let n = unsafe {
-                libc::recv(
-                    socket.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    0,
-                )
-            };
-            let n = usize::try_from(n).map_err(|_| SockDiagError::Io(io::Error::last_os_error()))?;
+            let n =
+                unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                usize::try_from(n).map_err(|_| SockDiagError::Io(io::Error::last_os_error()))?;
             done = parse_dump(&buf[..n], port, &mut found)?;
             if done || found.len() >= MAX_SOCKETS {
                 break;
@@ -126,7 +121,14 @@ fn open() -> Result<OwnedFd, SockDiagError> {
 fn send(socket: &OwnedFd, request: &[u8]) -> Result<(), SockDiagError> {
     // SAFETY: `request` is readable for its length; an unbound netlink socket sends to the
     // kernel (destination pid 0).
-    let n = unsafe { libc::send(socket.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    let n = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+        )
+    };
     if n < 0 {
         return Err(SockDiagError::Io(io::Error::last_os_error()));
     }
@@ -158,27 +160,23 @@ pub fn dump_request(family: u8, port: u16, seq: u32) -> [u8; NLMSG_HDR_LEN + REQ
 /// is complete (`NLMSG_DONE`). Sockets on another port are skipped, in case a kernel ignores
 /// the filter.
 pub fn parse_dump(
-    mut buf: &[u8],
+    buf: &[u8],
     port: u16,
     found: &mut Vec<BoundSocket>,
 ) -> Result<bool, SockDiagError> {
-    while buf.len() >= NLMSG_HDR_LEN {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < NLMSG_HDR_LEN || len > buf.len() {
-            return Err(SockDiagError::Truncated);
-        }
-        let body = &buf[NLMSG_HDR_LEN..len];
-        match kind {
+    for message in Messages::new(buf) {
+        let message = message.map_err(|_| SockDiagError::Truncated)?;
+        match message.kind {
             k if k == libc::NLMSG_DONE as u16 => return Ok(true),
             k if k == libc::NLMSG_ERROR as u16 => {
-                let errno = body
+                let errno = message
+                    .payload
                     .get(..4)
                     .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                 return Err(SockDiagError::Refused(-errno));
             }
             SOCK_DIAG_BY_FAMILY => {
-                if let Some(socket) = parse_message(body)?
+                if let Some(socket) = parse_message(message.payload)?
                     && socket.local.port() == port
                     && found.len() < MAX_SOCKETS
                 {
@@ -187,9 +185,6 @@ pub fn parse_dump(
             }
             _ => {}
         }
-        // Messages are 4-byte aligned (NLMSG_ALIGN).
-        let next = len.next_multiple_of(4).min(buf.len());
-        buf = &buf[next..];
     }
     Ok(false)
 }
@@ -297,7 +292,12 @@ mod tests {
     #[test]
     fn a_dump_reply_names_each_socket_and_ends_at_done() {
         let mut buf = reply(libc::AF_INET as u8, 67, &[0, 0, 0, 0], 0);
-        buf.extend(reply(libc::AF_INET6 as u8, 67, &Ipv6Addr::LOCALHOST.octets(), 3));
+        buf.extend(reply(
+            libc::AF_INET6 as u8,
+            67,
+            &Ipv6Addr::LOCALHOST.octets(),
+            3,
+        ));
         let mut found = Vec::new();
         assert!(!parse_dump(&buf, 67, &mut found).unwrap(), "no DONE yet");
         assert_eq!(

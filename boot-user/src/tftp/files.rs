@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::packet::ErrorCode;
-use crate::loaders::LoaderSearch;
 use super::request::RelativePath;
+use crate::loaders::LoaderSearch;
 
 /// The largest file served: TFTP carries first-stage loaders (about 1 MiB); kernels and images
 /// go over HTTP.

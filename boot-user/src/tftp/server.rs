@@ -28,12 +28,12 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
 use super::files::FileCache;
-use crate::loaders::LoaderSearch;
 use super::options::{self, Limits, MAX_WINDOWSIZE};
 use super::packet::{self, MAX_REQUEST_LEN};
 use super::request::{self, ReadRequest, Screened};
 use super::session::{Session, SessionLimits};
 use super::stats::TftpStats;
+use crate::loaders::LoaderSearch;
 use crate::net::iface::Interfaces;
 use crate::net::udp;
 use crate::observe::{Observer, TftpTransfer};

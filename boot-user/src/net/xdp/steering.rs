@@ -206,7 +206,10 @@ fn own_socket_inodes() -> BTreeSet<u32> {
         .filter_map(|fd| {
             let target = std::fs::read_link(fd.path()).ok()?;
             let text = target.to_str()?;
-            text.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
         })
         .collect()
 }

@@ -490,6 +490,9 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
          # pointing at the lab's cache (.cache/lab), the generated TLS files and URL secret kept\n\
          # in the lab's directory (HTTPS off unless the lab asks for it), and what the nodes boot.\n"
     );
+    // Stopping the lab's xdpboot takes the server away at once, transfers in flight and all
+    // (tests/firmware_boot.rs stops it mid-download), rather than draining them first.
+    let _ = writeln!(text, "[server]\ndrain_secs = 0\n");
     let _ = writeln!(text, "[tftp]\nroot = {}\n", q(tftp_root));
     let _ = writeln!(
         text,

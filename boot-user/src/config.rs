@@ -30,6 +30,9 @@ const DEFAULT_NAME: &str = "<embedded default>";
 pub struct Config {
     pub interfaces: Vec<String>,
     pub backend: Backend,
+    /// `[server] drain_secs`: how long a stop (SIGTERM, SIGINT) lets TFTP transfers and HTTP
+    /// responses in flight finish before it cuts them; zero stops at once.
+    pub drain: Duration,
     pub xdp: Xdp,
     pub tftp: Tftp,
     pub http: Http,
@@ -56,6 +59,10 @@ pub struct Admin {
     /// A node not seen for this long is forgotten.
     pub node_ttl: Duration,
 }
+
+/// Upper bound of `server.drain_secs`: an hour. A service manager's stop timeout must exceed
+/// the bound (systemd's default is 90 s), or it kills the daemon mid-drain.
+pub const MAX_DRAIN_SECS: u64 = 3600;
 
 /// Upper bound of `admin.max_nodes`.
 pub const MAX_ADMIN_NODES: usize = 1_000_000;
@@ -393,6 +400,7 @@ struct FileNode {
 struct FileServer {
     interfaces: Option<Vec<Spanned<String>>>,
     backend: Option<Backend>,
+    drain_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -529,6 +537,16 @@ impl Resolver<'_> {
             .backend
             .or(ds.backend)
             .ok_or_else(|| incomplete("server.backend"))?;
+        let (src, drain) = self
+            .pick(us.drain_secs, ds.drain_secs)
+            .ok_or_else(|| incomplete("server.drain_secs"))?;
+        if *drain.get_ref() > MAX_DRAIN_SECS {
+            return Err(src.error(
+                drain.span(),
+                "server.drain_secs",
+                format!("must be between 0 and {MAX_DRAIN_SECS} seconds"),
+            ));
+        }
 
         let steer = ux
             .steer
@@ -669,6 +687,7 @@ impl Resolver<'_> {
         Ok(Config {
             interfaces,
             backend,
+            drain: Duration::from_secs(drain.into_inner()),
             xdp,
             tftp: Tftp {
                 root: tftp_root,
@@ -1356,6 +1375,19 @@ mod tests {
         assert!(config.interfaces.is_empty());
         assert_eq!(config.policy.rules[0].name, "ipxe");
         assert!(config.tftp_loaders().any(|(_, f)| f == "undionly.kpxe"));
+        assert_eq!(config.drain, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_drain_bound_may_be_zero_but_not_unbounded() {
+        let config = Config::parse("[server]\ndrain_secs = 0\n", "t.toml").unwrap();
+        assert_eq!(config.drain, Duration::ZERO);
+        let e = error("[server]\n\ndrain_secs = 86400\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(3), "server.drain_secs"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,9 +4,13 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 use tracing_subscriber::EnvFilter;
 
 use boot_common::SteerMode;
@@ -23,7 +27,7 @@ use xdpboot::net::xdp::steering::PortWatcher;
 use xdpboot::observe::Observer;
 use xdpboot::reload::{Decisions, RELOAD_DEBOUNCE, Swap, needs_restart};
 use xdpboot::service::{FsLoaders, Service};
-use xdpboot::tftp::{TftpConfig, TftpServer};
+use xdpboot::tftp::{Draining, TftpConfig, TftpServer};
 
 #[derive(Parser)]
 #[command(
@@ -426,6 +430,10 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     ));
     let boot = Arc::new(BootContent::new(config.clone(), decisions.clone())?);
     let mut tasks = tokio::task::JoinSet::new();
+    // The stop signal for the servers whose work in flight is let finish (TFTP and HTTP), in
+    // the manner of mini-redis's shutdown broadcast; each hands that work back through its
+    // `handoff` once it has stopped taking new work.
+    let (stop, stopping) = watch::channel(false);
 
     let xdp_names: Vec<String> = config
         .interfaces
@@ -495,14 +503,23 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     )?
     .with_observer(observer.clone());
     let tftp_stats = tftp.stats();
-    tasks.spawn(async move { tftp.serve().await.context("TFTP") });
+    let (tftp_handoff, tftp_draining) = oneshot::channel();
+    let tftp_stop = stopping.clone();
+    tasks.spawn(async move {
+        let draining = tftp.serve_until(tftp_stop).await.context("TFTP")?;
+        let _ = tftp_handoff.send(draining);
+        Ok(())
+    });
     let http = Arc::new(config.clone());
     let http_observer = observer.clone();
     let http_boot = boot.clone();
+    let (http_handoff, http_draining) = oneshot::channel();
     tasks.spawn(async move {
-        xdpboot::http::serve_observed(http, http_boot, http_observer)
+        let connections = xdpboot::http::serve_observed(http, http_boot, http_observer, stopping)
             .await
-            .context("HTTP server")
+            .context("HTTP server")?;
+        let _ = http_handoff.send(connections);
+        Ok(())
     });
     if let Some(observer) = observer {
         observer.watch_dhcp(stats.clone());
@@ -511,25 +528,55 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     }
     tasks.spawn(async move { watcher.run().await.context("watching interface changes") });
 
+    // The bound in force when the stop comes: a reload may change it.
+    let drain_secs = Arc::new(AtomicU64::new(config.drain.as_secs()));
+    let reloaded_drain = drain_secs.clone();
     tasks.spawn(async move {
         let mut running = config;
         while hangup.recv().await.is_some() {
             // A burst of signals is one reload.
             tokio::time::sleep(RELOAD_DEBOUNCE).await;
             running = reload(&source, running, &decisions, &boot);
+            reloaded_drain.store(running.drain.as_secs(), Ordering::Relaxed);
         }
         Ok(())
     });
-    let result = tokio::select! {
-        _ = sigint.recv() => Ok(()),
-        _ = sigterm.recv() => Ok(()),
-        Some(done) = tasks.join_next() => match done {
+    let stopped_by = tokio::select! {
+        _ = sigint.recv() => Ok("SIGINT"),
+        _ = sigterm.recv() => Ok("SIGTERM"),
+        Some(done) = tasks.join_next() => Err(match done {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
-        },
+        }),
     };
-    // Aborting the tasks drops the XDP attachments: the programs detach here.
+    let result = match stopped_by {
+        Ok(signal) => {
+            // No new work from here: TFTP and HTTP stop taking it and hand back what runs.
+            let _ = stop.send(true);
+            let in_flight = InFlight {
+                // A server that failed before the stop hands back nothing.
+                tftp: tftp_draining.await.ok(),
+                http: http_draining.await.ok(),
+            };
+            // DHCP stops answering at once: aborting the tasks drops the XDP attachments, so
+            // the programs detach now and a restarted xdpboot can attach. The admin listener,
+            // the interface watcher and SIGHUP stop with them.
+            tasks.shutdown().await;
+            let bound = Duration::from_secs(drain_secs.load(Ordering::Relaxed));
+            in_flight
+                .drain(signal, bound, async {
+                    tokio::select! {
+                        _ = sigint.recv() => "SIGINT",
+                        _ = sigterm.recv() => "SIGTERM",
+                    }
+                })
+                .await;
+            Ok(())
+        }
+        Err(ended) => ended,
+    };
+    // After a failure, everything stops at once, as it always did.
     tasks.shutdown().await;
     let counts: Vec<String> = stats
         .snapshot()
@@ -545,6 +592,64 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         .collect();
     tracing::info!(counters = counts.join(" "), "stopped");
     result
+}
+
+/// The TFTP transfers and HTTP connections still running when the stop came.
+struct InFlight {
+    tftp: Option<Draining>,
+    http: Option<JoinSet<()>>,
+}
+
+impl InFlight {
+    /// Lets the work finish for up to `bound` (as nginx's graceful quit does), or until `again`,
+    /// a second stop signal, then cuts what is left. One log line when it starts, one when it
+    /// ends.
+    async fn drain(
+        mut self,
+        signal: &str,
+        bound: Duration,
+        again: impl Future<Output = &'static str>,
+    ) {
+        let tftp_transfers = self.tftp.as_mut().map_or(0, |d| running(&mut d.transfers));
+        let http_connections = self.http.as_mut().map_or(0, running);
+        let in_flight = tftp_transfers + http_connections;
+        tracing::info!(
+            signal,
+            tftp_transfers,
+            http_connections,
+            bound_secs = bound.as_secs(),
+            "stopping: new work refused, draining the transfers in flight"
+        );
+        let all_done = async {
+            for set in self.sets() {
+                while set.join_next().await.is_some() {}
+            }
+        };
+        let outcome = tokio::select! {
+            () = all_done => "all finished",
+            () = tokio::time::sleep(bound) => "bound reached",
+            signal = again => signal,
+        };
+        let cut: usize = self.sets().into_iter().map(running).sum();
+        tracing::info!(
+            finished = in_flight.saturating_sub(cut),
+            cut,
+            outcome,
+            "drained"
+        );
+        // Dropping `self` aborts what is left, and closes the TFTP port.
+    }
+
+    fn sets(&mut self) -> Vec<&mut JoinSet<()>> {
+        let tftp = self.tftp.as_mut().map(|d| &mut d.transfers);
+        tftp.into_iter().chain(self.http.as_mut()).collect()
+    }
+}
+
+/// How many of `set`'s tasks are still running (the ended ones are reaped first).
+fn running(set: &mut JoinSet<()>) -> usize {
+    while set.try_join_next().is_some() {}
+    set.len()
 }
 
 /// Starts the admin listener (`/metrics`, `/status`). Booting clients matters more than

@@ -102,6 +102,8 @@ mod tests {
         let mut new = old.clone();
         new.boot.cmdline = "quiet".into();
         new.policy.rules.pop();
+        // Read when the stop comes, so the reloaded bound is the one a stop uses.
+        new.drain = std::time::Duration::from_secs(30);
         assert!(needs_restart(&old, &new).is_empty());
         new.http.port = 8080;
         new.interfaces = vec!["eth9".into()];

@@ -11,8 +11,14 @@
 //! the time to send a request head (slowloris) or finish a TLS handshake, the time a response
 //! may stall, the number of connections, and an optional per-connection pacing rate.
 //!
-//! The daemon runs [`serve`]; tests and benchmarks bind their own listeners and run
+//! The daemon runs [`serve_observed`]; tests and benchmarks bind their own listeners and run
 //! [`Server::serve`].
+//!
+//! Stopping is nginx's graceful quit: when the shutdown signal comes, the listeners close at
+//! once (a new connection is refused), each connection finishes the response it is sending and
+//! then closes instead of waiting for another request (hyper's `graceful_shutdown`), and
+//! [`Server::serve_until`] hands back the connections still open for the daemon to wait on,
+//! within its bound.
 
 mod body;
 pub mod files;
@@ -36,7 +42,8 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 pub use body::{Body, MAPPED_CHUNK, READ_CHUNK};
@@ -210,15 +217,21 @@ pub async fn serve(config: Arc<config::Config>) -> Result<(), HttpError> {
     let decisions =
         Decisions::from_config(&config).map_err(|e| HttpError::Config(e.to_string()))?;
     let boot = BootContent::new((*config).clone(), Arc::new(Swap::new(decisions)))?;
-    serve_observed(config, Arc::new(boot), None).await
+    // Held for as long as the future lives, so the stop never comes.
+    let (_never, shutdown) = watch::channel(false);
+    serve_observed(config, Arc::new(boot), None, shutdown)
+        .await
+        .map(drop)
 }
 
-/// [`serve`], reporting every request to `observer` too.
+/// [`serve`], reporting every request to `observer` too, until `shutdown` turns true; then
+/// as [`Server::serve_until`].
 pub async fn serve_observed(
     config: Arc<config::Config>,
     boot: Arc<BootContent>,
     observer: Option<Arc<Observer>>,
-) -> Result<(), HttpError> {
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinSet<()>, HttpError> {
     let http = &config.http;
     let tls = if http.https_port == 0 {
         None
@@ -231,7 +244,7 @@ pub async fn serve_observed(
         .with_loaders(config.loaders.clone())
         .with_boot(boot)
         .with_observer(observer)
-        .serve(listeners)
+        .serve_until(listeners, shutdown)
         .await
 }
 
@@ -339,16 +352,28 @@ impl Server {
         self.shared.maps.sendfile_bytes()
     }
 
-    /// Accepts on the listeners until the future is dropped. Connections run as their own
-    /// tasks and end with the runtime.
+    /// Accepts on the listeners until the future is dropped, which ends every connection too.
     pub async fn serve(self, listeners: Listeners) -> Result<(), HttpError> {
+        // Held for as long as the future lives, so the stop never comes.
+        let (_never, shutdown) = watch::channel(false);
+        self.serve_until(listeners, shutdown).await.map(drop)
+    }
+
+    /// Accepts on the listeners until `shutdown` turns true (or its sender is dropped), then
+    /// closes them and returns at once with the connections still open. Each of those finishes
+    /// the response it is sending and closes; dropping the set cuts them. Dropping the future
+    /// ends every connection.
+    pub async fn serve_until(
+        self,
+        listeners: Listeners,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<JoinSet<()>, HttpError> {
         if listeners.https.is_some() && self.shared.tls.is_none() {
             return Err(HttpError::NoTlsConfig);
         }
-        let mut loops = tokio::task::JoinSet::new();
         for (listener, scheme) in [
-            (listeners.http, Scheme::Http),
-            (listeners.https, Scheme::Https),
+            (&listeners.http, Scheme::Http),
+            (&listeners.https, Scheme::Https),
         ] {
             let Some(listener) = listener else { continue };
             tracing::info!(
@@ -357,16 +382,24 @@ impl Server {
                 root = %self.shared.files.root().display(),
                 "serving HTTP"
             );
-            loops.spawn(self.clone().accept(listener, scheme));
         }
-        while loops.join_next().await.is_some() {}
-        // No listener configured: nothing to do, but returning would stop the daemon.
-        std::future::pending().await
-    }
-
-    async fn accept(self, listener: TcpListener, scheme: Scheme) {
+        // At most `max_connections` (the semaphore), each reaped here when it ends.
+        let mut connections = JoinSet::new();
         loop {
-            let (tcp, client) = match listener.accept().await {
+            let (accepted, scheme) = tokio::select! {
+                // A stop is seen before another connection is taken.
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                accepted = accept(listeners.http.as_ref()) => (accepted, Scheme::Http),
+                accepted = accept(listeners.https.as_ref()) => (accepted, Scheme::Https),
+                Some(done) = connections.join_next() => {
+                    if let Err(e) = done && e.is_panic() {
+                        tracing::error!(error = %e, "an HTTP connection task panicked");
+                    }
+                    continue;
+                }
+            };
+            let (tcp, client) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(scheme = scheme.as_str(), error = %e, "accept failed");
@@ -387,8 +420,18 @@ impl Server {
                 continue;
             };
             stats.connections.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(self.clone().connection(tcp, client, scheme, permit));
+            connections.spawn(self.clone().connection(
+                tcp,
+                client,
+                scheme,
+                permit,
+                shutdown.clone(),
+            ));
         }
+        // Closed now, not when the connections are done: a new connection is refused at once
+        // (nginx's graceful quit closes its listening sockets first too).
+        drop(listeners);
+        Ok(connections)
     }
 
     async fn connection(
@@ -397,6 +440,7 @@ impl Server {
         client: SocketAddr,
         scheme: Scheme,
         _permit: OwnedSemaphorePermit,
+        mut shutdown: watch::Receiver<bool>,
     ) {
         let shared = &self.shared;
         // The address the client reached: scripts point it back there.
@@ -435,11 +479,19 @@ impl Server {
             let server = server.clone();
             async move { Ok::<_, Infallible>(server.respond(request, client, local, scheme).await) }
         });
-        if let Err(e) = shared
-            .http1
-            .serve_connection(TokioIo::new(stream), service)
-            .await
-        {
+        let connection = shared.http1.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            // (The value seen is dropped in here: a lock guard must not live across an await.)
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                // The response in progress (or, on a connection that has not sent one yet, the
+                // first request) is still served; keep-alive ends after it.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(%client, error = %e, "connection ended with an error");
         }
     }
@@ -535,6 +587,14 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// The next connection on `listener`; never, when there is none.
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

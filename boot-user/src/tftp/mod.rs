@@ -19,4 +19,4 @@ pub mod server;
 pub mod session;
 pub mod stats;
 
-pub use server::{TftpConfig, TftpError, TftpServer};
+pub use server::{Draining, TftpConfig, TftpError, TftpServer};

@@ -10,6 +10,10 @@
 //!   so packets from another port reach the session and are answered with ERROR 5.
 //! - Each transfer is one tokio task, so thousands run on a few threads and one client's loss
 //!   or silence only ever waits on its own timer. Aborting [`TftpServer::serve`] aborts them.
+//! - [`TftpServer::serve_until`] stops taking requests when told to and hands back the
+//!   transfers still running ([`Draining`]), for the daemon to let finish within its bound.
+//!   New requests are then dropped, not refused, for the reason below: a stop is most often
+//!   a restart, and the firmware's retransmitted request reaches the new process.
 //! - At most `max_transfers` run at once. Requests beyond that are dropped without an answer:
 //!   PXE firmware retransmits its RRQ (with back-off) and is served when a slot frees, whereas
 //!   an ERROR would abort its boot. A retransmitted RRQ from a client whose transfer is already
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::files::FileCache;
@@ -199,11 +204,26 @@ impl TftpServer {
 
     /// Serves until the server socket fails. Dropping the future ends every transfer.
     pub async fn serve(self) -> Result<(), TftpError> {
+        // Held for as long as the future lives, so the stop never comes.
+        let (_never, shutdown) = watch::channel(false);
+        self.serve_until(shutdown).await.map(drop)
+    }
+
+    /// Serves until `shutdown` turns true (or its sender is dropped), then returns at once with
+    /// the transfers still running. Fails if the server socket fails; dropping the future ends
+    /// every transfer.
+    pub async fn serve_until(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Draining, TftpError> {
         let port = self.port;
         let mut transfers = JoinSet::new();
         let mut buf = vec![0u8; MAX_REQUEST_LEN + 1];
         loop {
             tokio::select! {
+                // A stop is seen before another batch of requests is taken.
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
                 ready = self.socket.readable() => {
                     let mut guard = ready.map_err(|source| TftpError::Io { port, source })?;
                     // A bounded batch per wakeup, so a flood of requests cannot keep this task
@@ -232,6 +252,10 @@ impl TftpServer {
                 }
             }
         }
+        Ok(Draining {
+            transfers,
+            _port: self.socket,
+        })
     }
 
     fn on_request(&self, datagram: &udp::Datagram, bytes: &[u8], transfers: &mut JoinSet<()>) {
@@ -303,6 +327,23 @@ impl TftpServer {
             }
         }
     }
+}
+
+/// What [`TftpServer::serve_until`] hands back when told to stop: the transfers still running.
+/// Dropping it ends them.
+///
+/// It also holds the server port, unread, until then, so a new read request meets silence (as
+/// one beyond `max_transfers` does) rather than an ERROR "shutting down" or the ICMP port
+/// unreachable of a closed port. Firmware takes either of those as the end of this boot attempt
+/// (EDK2's `Mtftp4RrqInput` ends the session on an ERROR packet and on a receive error alike)
+/// and moves on to its next boot device, not to another TFTP server: the offer named only us.
+/// Silence has it retransmit the request with back-off, which the restarted xdpboot that a
+/// stop most often precedes (`systemctl restart`, an upgrade) answers once it has bound the
+/// port. Were none to come back, the client moves on all the same, when its retries run out or
+/// meet the closed port after we exit: an ERROR would only make it give up on a restart too.
+pub struct Draining {
+    pub transfers: JoinSet<()>,
+    _port: AsyncFd<Socket>,
 }
 
 /// A client's place among the running transfers; released on drop.

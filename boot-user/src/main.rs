@@ -42,9 +42,12 @@ use xdpboot::tftp::{Draining, TftpConfig, TftpServer};
         xdpboot check                                 validate and print the embedded default\n  \
         xdpboot stats --interface eth1                the XDP program's verdict counters\n  \
         curl http://127.0.0.1:9180/metrics            metrics; /status is a live page of the nodes booting\n  \
-        xdpboot boot -i eth1 vmlinuz initrd.img --cmdline console=ttyS0 --root /usr/lib/ipxe\n  \
-                                                      quick mode: every client boots this kernel\n\n\
-        Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=xdpboot=debug) for per-packet detail."
+        xdpboot boot -i eth1 vmlinuz initrd.img --cmdline console=ttyS0\n  \
+                                                      quick mode: every client boots this kernel\n  \
+                                                      (loaders from Debian's ipxe package)\n\n\
+        Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=xdpboot=debug) for per-packet detail.\n\
+        SIGTERM or SIGINT stops: new work is refused, and TFTP and HTTP transfers in flight may\n\
+        finish for up to [server] drain_secs (default 10); a second signal stops at once."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -89,7 +92,8 @@ enum Command {
         #[arg(long, default_value = "")]
         cmdline: String,
         /// Directory holding the iPXE loaders (undionly.kpxe, ipxe-amd64.efi, …), served over
-        /// TFTP and HTTP; replaces `[tftp] root` and `[http] root`.
+        /// TFTP and HTTP; replaces `[tftp] root` and `[http] root`. Without it, loaders come
+        /// from the roots of the config or, failing that, Debian's `ipxe` package.
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
         /// Config file for everything else (nodes, overlays, ports), on top of the default.

@@ -1792,4 +1792,18 @@ impl BootHost {
         );
         Ok((site.clone(), ours[0].clone()))
     }
+
+    /// Broadcasts `request` from the client where only xdpboot answers, and returns its offer.
+    pub fn proxy_offer(&self, request: &BootRequest) -> Result<Received> {
+        let replies = self
+            .probe
+            .exchange(request, broadcast_to_servers(), REPLY_TIMEOUT, |r| {
+                !r.is_empty()
+            })?;
+        ensure!(
+            replies.len() == 1,
+            "expected xdpboot's proxy offer within {REPLY_TIMEOUT:?}, got {replies:#?}"
+        );
+        Ok(replies[0].clone())
+    }
 }

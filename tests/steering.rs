@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use boot_tests::{
-    Binding, BootHost, BootRequest, DHCP_SERVER_PORT, Daemon, HostSetup, REPLY_TIMEOUT,
-    assert_proxy_offer, broadcast_to_servers, mac_text,
+    Binding, BootHost, BootRequest, DHCP_SERVER_PORT, Daemon, HostSetup, assert_proxy_offer,
+    mac_text,
 };
 
 /// The XDP backend with the default steering (`auto`).
@@ -49,19 +49,8 @@ fn every_client_gets_both_offers(lab: &BootHost) -> Result<()> {
 /// The one proxy offer of a DISCOVER that only xdpboot hears.
 fn only_xdpboot_answers(lab: &BootHost) -> Result<()> {
     let discover = BootRequest::pxe(7);
-    let replies = lab
-        .probe
-        .exchange(&discover, broadcast_to_servers(), REPLY_TIMEOUT, |r| {
-            !r.is_empty()
-        })?;
-    assert_eq!(replies.len(), 1, "{replies:#?}");
-    assert_proxy_offer(
-        &replies[0],
-        &discover,
-        lab.server,
-        "PXEClient",
-        "ipxe-amd64.efi",
-    );
+    let offer = lab.proxy_offer(&discover)?;
+    assert_proxy_offer(&offer, &discover, lab.server, "PXEClient", "ipxe-amd64.efi");
     Ok(())
 }
 

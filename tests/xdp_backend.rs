@@ -40,47 +40,6 @@ fn is_address_offer(reply: &Received) -> bool {
     !reply.message.yiaddr().is_unspecified()
 }
 
-/// Broadcasts `request` from the client and returns dnsmasq's address offer and xdpboot's
-/// proxy offer.
-fn both_offers(lab: &BootHost, request: &BootRequest) -> Result<(Received, Received)> {
-    let replies = lab
-        .probe
-        .exchange(request, broadcast_to_servers(), REPLY_TIMEOUT, |r| {
-            r.iter().any(is_address_offer) && r.iter().any(|r| !is_address_offer(r))
-        })?;
-    let (site, ours): (Vec<&Received>, Vec<&Received>) =
-        replies.iter().partition(|r| is_address_offer(r));
-    assert_eq!(
-        (site.len(), ours.len()),
-        (1, 1),
-        "expected dnsmasq's address offer and xdpboot's proxy offer within {REPLY_TIMEOUT:?}, \
-         got {replies:#?}"
-    );
-    let site = site[0];
-    assert_eq!(site.message_type(), Some(MessageType::Offer), "{site:#?}");
-    assert_eq!(*site.from.ip(), lab.server, "dnsmasq answers from the host");
-    assert!(
-        lab.in_range(site.message.yiaddr()),
-        "dnsmasq's offer is outside its range: {site:#?}"
-    );
-    Ok((site.clone(), ours[0].clone()))
-}
-
-/// Broadcasts `request` from the client where only xdpboot answers, and returns its offer.
-fn proxy_offer(lab: &BootHost, request: &BootRequest) -> Result<Received> {
-    let replies = lab
-        .probe
-        .exchange(request, broadcast_to_servers(), REPLY_TIMEOUT, |r| {
-            !r.is_empty()
-        })?;
-    assert_eq!(
-        replies.len(),
-        1,
-        "expected xdpboot's proxy offer within {REPLY_TIMEOUT:?}, got {replies:#?}"
-    );
-    Ok(replies[0].clone())
-}
-
 /// Sends the REQUEST that follows `discover`'s proxy offer to the host's port 4011, from the
 /// client's address, and returns the one ACK.
 fn ack_from_4011(lab: &BootHost, discover: &BootRequest) -> Result<(BootRequest, Received)> {
@@ -128,7 +87,7 @@ fn dnsmasq_and_xdpboot_each_answer_their_part(lab: &BootHost, daemon: &Daemon) -
         (ipxe, script),
     ];
     for (discover, file) in &cases {
-        let (_, ours) = both_offers(lab, discover)?;
+        let (_, ours) = lab.site_and_proxy_offers(discover)?;
         assert_proxy_offer(&ours, discover, lab.server, "PXEClient", file);
         // Then, as iPXE always does (and UEFI, and BIOS when told): the REQUEST to 4011.
         let (request, ack) = ack_from_4011(lab, discover)?;
@@ -214,7 +173,7 @@ fn beside_a_wildcard_bound_dnsmasq_the_udp_backend_refuses_and_the_xdp_backend_s
 
     let _daemon = lab.start_daemon(XDP)?;
     let request = BootRequest::pxe(7);
-    let (_, ours) = both_offers(&lab, &request)?;
+    let (_, ours) = lab.site_and_proxy_offers(&request)?;
     assert_proxy_offer(&ours, &request, lab.server, "PXEClient", "ipxe-amd64.efi");
     Ok(())
 }
@@ -253,7 +212,7 @@ fn a_vlan_tagged_client_is_served_by_dnsmasq_and_xdpboot_on_the_vlan_sub_interfa
     // answered the untagged one has been decided.
     let untagged = Probe::client(&lab.client, "eth0")?;
     untagged.broadcast(&BootRequest::pxe(0))?;
-    both_offers(&lab, &BootRequest::pxe(0))?;
+    lab.site_and_proxy_offers(&BootRequest::pxe(0))?;
     let stray = untagged.collect(QUIET, |_| false)?;
     assert!(
         stray.is_empty(),
@@ -272,7 +231,7 @@ fn a_tagged_discover_for_a_vlan_without_a_sub_interface_is_not_answered() -> Res
     xdp::send_frame(&lab.client, "eth0", &frame)?;
     // Sent after it on the same queue, so decided after it.
     let sentinel = BootRequest::pxe(0);
-    proxy_offer(&lab, &sentinel)?;
+    lab.proxy_offer(&sentinel)?;
     std::thread::sleep(QUIET);
     let mac = format!("mac=\"{}\"", mac_text(&tagged.mac));
     let log = daemon.log();
@@ -302,7 +261,7 @@ fn redirect_mode_takes_boot_discovers_from_the_kernel_and_tee_mode_leaves_them_a
         let plain = BootRequest::plain();
         lab.probe.broadcast(&plain)?;
         let boot = BootRequest::pxe(7);
-        let offer = proxy_offer(&lab, &boot)?;
+        let offer = lab.proxy_offer(&boot)?;
         assert_proxy_offer(&offer, &boot, lab.server, "PXEClient", "ipxe-amd64.efi");
 
         let heard_of = |r: &[Received], xid: u32| r.iter().any(|r| r.message.xid() == xid);
@@ -392,7 +351,7 @@ fn xdpboot_stats_counts_teed_discovers_passed_dhcp_and_taken_4011_requests() -> 
     let before = lab.counters()?;
 
     let discover = BootRequest::pxe(7);
-    both_offers(&lab, &discover)?;
+    lab.site_and_proxy_offers(&discover)?;
     ack_from_4011(&lab, &discover)?;
     let plain = BootRequest::plain();
     let replies = lab
@@ -411,7 +370,7 @@ fn xdpboot_stats_counts_teed_discovers_passed_dhcp_and_taken_4011_requests() -> 
     // And again: the counters keep counting.
     let before = lab.counters()?;
     let discover = BootRequest::pxe(0).ipxe();
-    both_offers(&lab, &discover)?;
+    lab.site_and_proxy_offers(&discover)?;
     ack_from_4011(&lab, &discover)?;
     let grown = lab.counters()?.since(&before);
     assert_eq!((grown.get("teed"), grown.get("taken")), (1, 1), "{grown:?}");
@@ -519,7 +478,7 @@ fn force_replaces_a_foreign_xdp_program_and_sigterm_removes_xdpboots() -> Result
         let mut daemon = lab.start_daemon(&["--backend", "xdp", "--force"])?;
         assert_eq!(program_names(&lab)?, ["xdpboot"], "{holder:?}");
         let request = BootRequest::pxe(7);
-        let offer = proxy_offer(&lab, &request)?;
+        let offer = lab.proxy_offer(&request)?;
         assert_proxy_offer(&offer, &request, lab.server, "PXEClient", "ipxe-amd64.efi");
 
         daemon.child.signal(Signal::SIGTERM)?;
@@ -558,7 +517,7 @@ fn force_leaves_the_xdp_programs_of_other_namespaces_alone() -> Result<()> {
              xdpboot said:\n{said}"
         );
         let request = BootRequest::pxe(0);
-        let offer = proxy_offer(&other, &request)?;
+        let offer = other.proxy_offer(&request)?;
         assert_proxy_offer(&offer, &request, other.server, "PXEClient", "undionly.kpxe");
         let _daemon = daemon?;
         assert_eq!(program_names(&lab)?, ["xdpboot"], "{holder:?}");
@@ -591,7 +550,7 @@ fn a_second_xdpboot_on_the_same_interface_refuses_and_the_first_keeps_serving() 
     );
     first.child.check_running()?;
     let request = BootRequest::pxe(0);
-    let offer = proxy_offer(&lab, &request)?;
+    let offer = lab.proxy_offer(&request)?;
     assert_proxy_offer(&offer, &request, lab.server, "PXEClient", "undionly.kpxe");
     Ok(())
 }
@@ -608,7 +567,7 @@ fn no_xdp_program_is_left_on_the_interface_after_sigterm_or_kill_9() -> Result<(
     for signal in [Signal::SIGTERM, Signal::SIGKILL] {
         let mut daemon = lab.start_daemon(XDP)?;
         assert_eq!(program_names(&lab)?, ["xdpboot"]);
-        both_offers(&lab, &BootRequest::pxe(0))?;
+        lab.site_and_proxy_offers(&BootRequest::pxe(0))?;
 
         daemon.child.signal(signal)?;
         let status = daemon.child.wait_exit(EXIT_TIMEOUT)?;
@@ -646,7 +605,7 @@ fn a_new_xdpboot_attaches_cleanly_right_after_the_last_one_was_killed() -> Resul
     for round in 0..3 {
         let mut daemon = lab.start_daemon(XDP)?;
         let request = BootRequest::pxe(7);
-        let offer = proxy_offer(&lab, &request)?;
+        let offer = lab.proxy_offer(&request)?;
         assert_proxy_offer(&offer, &request, lab.server, "PXEClient", "ipxe-amd64.efi");
         daemon.child.signal(Signal::SIGKILL)?;
         let status = daemon.child.wait_exit(EXIT_TIMEOUT)?;

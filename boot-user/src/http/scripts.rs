@@ -217,18 +217,7 @@ impl BootContent {
             vars.insert(name.to_owned(), value);
         }
         match boot.script.render(&vars) {
-            Ok(script) => {
-                let mut response = Response::new(Body::full(script.clone()));
-                let headers = response.headers_mut();
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(script.len()));
-                // Scripts carry fresh signatures: never from a cache.
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                response
-            }
+            Ok(script) => script_response(script),
             Err(e) => {
                 tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "rendering the boot script failed");
                 text(
@@ -485,6 +474,11 @@ fn nothing_to_boot(mac: &[u8; 6], why: &str) -> Response<Body> {
          exit\n",
         MacDisplay(mac)
     );
+    script_response(script)
+}
+
+/// A rendered script as the response. Scripts carry fresh signatures: never from a cache.
+fn script_response(script: String) -> Response<Body> {
     let mut response = Response::new(Body::full(script.clone()));
     let headers = response.headers_mut();
     headers.insert(

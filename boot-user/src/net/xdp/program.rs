@@ -1066,7 +1066,7 @@ impl XdpAttachment {
 }
 
 /// `err` and its sources on one line, for log fields.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

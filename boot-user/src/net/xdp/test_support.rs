@@ -65,17 +65,7 @@ pub(crate) fn current_test() -> String {
     thread::current().name().unwrap_or("this test").to_owned()
 }
 
-/// `err` and its sources on one line.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use super::program::error_chain;
 
 /// Loads the steering program, or returns `None` after [`skip_or_fail`] when this host cannot
 /// load BPF programs (not root, BPF refused) or this build has no eBPF object

@@ -14,6 +14,7 @@ mod fuzz;
 mod lab;
 mod loadgen;
 mod loadtest;
+mod modules;
 mod package;
 mod setup;
 mod test;
@@ -67,6 +68,9 @@ enum Command {
     /// target/debian/, list its files, and check its systemd unit with systemd-analyze
     /// (verify, and the exposure score of `security --offline=true`).
     Package(package::Args),
+    /// Check that the daemon's modules form no import cycle (what `cargo xtask test` runs);
+    /// --graph prints every edge between peer modules.
+    Modules(modules::Args),
     /// Run the cargo-fuzz targets (DHCP, TFTP request, HTTP path, template, overlay, frame)
     /// for a bounded time each; prints executions and crashes.
     Fuzz(fuzz::Args),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::BenchTftp(args) => bench_tftp::run(&args),
         Command::Package(args) => package::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Modules(args) => modules::run(&args),
         Command::BenchHttp(args) => bench_http::run(&args),
     };
     match result {

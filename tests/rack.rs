@@ -494,6 +494,9 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
     // (tests/firmware_boot.rs stops it mid-download), rather than draining them first.
     let _ = writeln!(text, "[server]\ndrain_secs = 0\n");
     let _ = writeln!(text, "[tftp]\nroot = {}\n", q(tftp_root));
+    // The lab serves exactly its own loaders (Debian 13's, in the cache), never the host's
+    // `ipxe` package behind them ([`Start::NoConfig`] shows that path).
+    let _ = writeln!(text, "[loaders]\nsearch = []\n");
     let _ = writeln!(
         text,
         "[http]\nroot = {}\nhttps_port = {}\ntls_cert = {}\ntls_key = {}\ntls_names = [\"{SERVER}\"]\npacing_mbit = {}\n",

@@ -291,6 +291,7 @@ mod tests {
 
     use super::*;
     use crate::dhcp::classify::ServerPort;
+    use crate::events::EventSink;
     use crate::nodes::Limits;
     use crate::observe::HttpRequest;
 

@@ -16,7 +16,6 @@ use toml::Spanned;
 use crate::dhcp::UrlPorts;
 use crate::dhcp::classify::{BootProtocol, ClientArch};
 use crate::dhcp::policy::{self, Action, Match, Policy, Rule, UrlTemplate};
-use crate::http::overlay::OverlayFile;
 use crate::loaders::LoaderSearch;
 use crate::template::Template;
 
@@ -46,6 +45,16 @@ pub struct Config {
     pub api: Api,
     /// Where loaders missing from the roots are looked for (`[loaders] search`).
     pub loaders: LoaderSearch,
+}
+
+/// One file of every node's overlay (`[[overlay]]`): where, with which permissions, from which template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayFile {
+    /// Relative path inside the initramfs, e.g. `etc/hostname`.
+    pub path: String,
+    /// Permission bits (e.g. 0o644); the file type is added here.
+    pub mode: u32,
+    pub content: Template,
 }
 
 /// The `[admin]` section: the listener for `/metrics` and the status page, and the bounds of

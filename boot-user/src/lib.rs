@@ -2,7 +2,7 @@
 //!
 //! The library holds everything the `xdpboot` binary runs, so integration tests, fuzz targets and
 //! benchmarks can drive the same code: the sans-IO DHCP core in [`dhcp`], the configuration in
-//! [`config`], the backends and the interface table in [`net`], the glue in [`service`], the
+//! [`config`], the backends, the interface table and what they share ([`net::service`]) in [`net`], the
 //! read-only TFTP server for first-stage loaders in [`tftp`] (found in its root or, by
 //! [`loaders`], in the `ipxe` package), and the HTTP(S) server for scripts, kernels and images
 //! in [`http`]. What they do is observed in [`observe`] (metrics in
@@ -12,6 +12,7 @@ pub mod admin;
 pub mod bootapi;
 pub mod config;
 pub mod dhcp;
+pub mod events;
 pub mod http;
 pub mod loaders;
 pub mod log_budget;
@@ -20,6 +21,5 @@ pub mod net;
 pub mod nodes;
 pub mod observe;
 pub mod reload;
-pub mod service;
 pub mod template;
 pub mod tftp;

@@ -17,8 +17,10 @@ use boot_common::SteerMode;
 use xdpboot::config::{Backend, Config, Steer, XdpMode};
 use xdpboot::dhcp::ServerPort;
 use xdpboot::dhcp::stats::Stats;
+use xdpboot::events::{EventSink, Sink};
 use xdpboot::http::scripts::BootContent;
 use xdpboot::net::iface::{InterfaceTable, Interfaces};
+use xdpboot::net::service::{FsLoaders, Service};
 use xdpboot::net::udp::UdpSocket;
 use xdpboot::net::xdp::AttachMode;
 use xdpboot::net::xdp::backend::{XdpInterface, XdpSettings};
@@ -26,7 +28,6 @@ use xdpboot::net::xdp::program::{ExistingProgram, attached_counters, attached_xd
 use xdpboot::net::xdp::steering::PortWatcher;
 use xdpboot::observe::Observer;
 use xdpboot::reload::{Decisions, RELOAD_DEBOUNCE, Swap, needs_restart};
-use xdpboot::service::{FsLoaders, Service};
 use xdpboot::tftp::{Draining, TftpConfig, TftpServer};
 
 #[derive(Parser)]
@@ -428,6 +429,8 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     // Metrics and the node table, fed by every server below, shown on the admin listener.
     let observer = Observer::from_config(&config.admin);
+    // What the servers report to: the observer, through the sink trait they know it by.
+    let sink: Sink = observer.clone().map(|o| o as Arc<dyn EventSink>);
     // The policy and the boot API, and the boot content: what SIGHUP replaces.
     let decisions = Arc::new(Swap::new(
         Decisions::from_config(&config).context("the boot API")?,
@@ -460,7 +463,7 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
                 FsLoaders::new(&config.tftp.root, config.loaders.clone()),
                 stats.clone(),
             )
-            .with_observer(observer.clone()),
+            .with_observer(sink.clone()),
         );
         for iface in xdp {
             if let Some(observer) = &observer {
@@ -485,7 +488,7 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
                 FsLoaders::new(&config.tftp.root, config.loaders.clone()),
                 stats.clone(),
             )
-            .with_observer(observer.clone()),
+            .with_observer(sink.clone()),
         );
         let dhcp = UdpSocket::bind(ServerPort::Dhcp)?;
         let pxe = UdpSocket::bind(ServerPort::Pxe)?;
@@ -505,7 +508,7 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         interfaces.clone(),
         config.interfaces.clone(),
     )?
-    .with_observer(observer.clone());
+    .with_observer(sink.clone());
     let tftp_stats = tftp.stats();
     let (tftp_handoff, tftp_draining) = oneshot::channel();
     let tftp_stop = stopping.clone();
@@ -515,7 +518,7 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         Ok(())
     });
     let http = Arc::new(config.clone());
-    let http_observer = observer.clone();
+    let http_observer = sink.clone();
     let http_boot = boot.clone();
     let (http_handoff, http_draining) = oneshot::channel();
     tasks.spawn(async move {

@@ -1,7 +1,8 @@
-//! The one place the servers report to: each DHCP decision, TFTP transfer and HTTP request is
-//! one call on the shared [`Observer`], which moves the metrics ([`crate::metrics`]) and the
-//! node tracker ([`crate::nodes`]). The servers hold an `Option<Arc<Observer>>`: `None` when
-//! `[admin] enabled = false`, and then they do nothing extra at all.
+//! Where the servers' events end up: each DHCP decision, TFTP transfer and HTTP request is one
+//! call on the shared [`Observer`] (through [`EventSink`], which the servers know it by), and
+//! moves the metrics ([`crate::metrics`]) and the node tracker ([`crate::nodes`]). The servers
+//! hold an [`crate::events::Sink`]: `None` when `[admin] enabled = false`, and then they do
+//! nothing extra at all.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use crate::dhcp::classify::{Client, ServerPort};
 use crate::dhcp::policy::parse_mac;
 use crate::dhcp::stats::{Stats as DhcpStats, malformed_name};
 use crate::dhcp::{Ignored, Outcome};
+pub use crate::events::{EventSink, HttpRequest, TftpTransfer};
 use crate::http::Route;
 use crate::metrics::{
     AttributionLabels, HttpLabels, Metrics, PortLabels, ReasonLabels, ReplyLabels, RouteLabels,
@@ -27,33 +29,6 @@ use crate::nodes::{
     DhcpAnswer, DhcpSeen, Fetch, Fetched, Firmware, Limits, NodeTracker, NodesView, Stage, Update,
 };
 use crate::tftp::stats::TftpStats;
-
-/// A TFTP transfer that ended (or could not start).
-#[derive(Debug, Clone)]
-pub struct TftpTransfer<'a> {
-    pub client: SocketAddrV4,
-    pub interface: &'a str,
-    pub file: &'a str,
-    /// Bytes the client acknowledged.
-    pub bytes: u64,
-    pub duration: Duration,
-    /// Why it failed; `None` for a complete transfer.
-    pub error: Option<String>,
-}
-
-/// An HTTP(S) response that was finished or abandoned.
-#[derive(Debug, Clone)]
-pub struct HttpRequest<'a> {
-    pub client: IpAddr,
-    pub method: &'a Method,
-    /// The request target as sent: path and query, percent-encoded.
-    pub target: &'a str,
-    pub status: StatusCode,
-    /// Body bytes handed to the connection, and how many the response promised.
-    pub bytes: u64,
-    pub expected: u64,
-    pub duration: Duration,
-}
 
 /// Metrics and the node tracker, fed by every server.
 #[derive(Debug)]
@@ -165,10 +140,13 @@ impl Observer {
         drop(tracker);
         self.record(protocol, update);
     }
+}
 
+/// The servers report here: metrics first, then the node table.
+impl EventSink for Observer {
     /// One DHCP decision (`Service::handle`): the request from `source` on `iface`, decided in
     /// `elapsed`.
-    pub fn dhcp(
+    fn dhcp(
         &self,
         iface: &str,
         port: ServerPort,
@@ -254,7 +232,7 @@ impl Observer {
 
     /// A DHCP request dropped before the core saw it: on an interface not served, or on one
     /// without an IPv4 address to hand out.
-    pub fn dhcp_unanswered(&self, reason: &'static str, iface: &str) {
+    fn dhcp_unanswered(&self, reason: &'static str, iface: &str) {
         self.metrics
             .dhcp_ignored
             .get_or_create(&ReasonLabels {
@@ -265,7 +243,7 @@ impl Observer {
     }
 
     /// One TFTP transfer, finished or refused.
-    pub fn tftp_transfer(&self, transfer: &TftpTransfer<'_>) {
+    fn tftp_transfer(&self, transfer: &TftpTransfer<'_>) {
         if transfer.error.is_none() {
             self.metrics
                 .tftp_transfer_seconds
@@ -284,7 +262,7 @@ impl Observer {
     }
 
     /// One HTTP(S) response.
-    pub fn http_request(&self, request: &HttpRequest<'_>) {
+    fn http_request(&self, request: &HttpRequest<'_>) {
         let (path, query) = match request.target.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (request.target, None),

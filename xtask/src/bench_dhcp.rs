@@ -666,9 +666,9 @@ impl Lab {
                         xdpboot,
                         argv,
                         // Warnings, and the start and stop lines, but not the one info line
-                        // per answer (target xdpboot::service).
+                        // per answer (target xdpboot::net::service).
                         vec![
-                            ("RUST_LOG", "warn,xdpboot=info,xdpboot::service=warn"),
+                            ("RUST_LOG", "warn,xdpboot=info,xdpboot::net::service=warn"),
                             ("NO_COLOR", "1"),
                         ],
                         "xdpboot",

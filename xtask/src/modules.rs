@@ -101,11 +101,9 @@ impl Graph {
                 .with_context(|| format!("reading {}", file.display()))?;
             sources.push((relative, module, text));
         }
-        Ok(Graph::from_sources(
-            sources
-                .iter()
-                .map(|(path, module, text)| (path.as_path(), module.clone(), text.as_str())),
-        ))
+        Ok(Graph::from_sources(sources.iter().map(
+            |(path, module, text)| (path.as_path(), module.clone(), text.as_str()),
+        )))
     }
 
     /// The graph of `(file, module, text)` sources.
@@ -171,7 +169,9 @@ impl Graph {
                     members: members.iter().map(|m| m.to_string()).collect(),
                     edges: edges
                         .iter()
-                        .filter(|((f, t), _)| members.contains(f.as_str()) && members.contains(t.as_str()))
+                        .filter(|((f, t), _)| {
+                            members.contains(f.as_str()) && members.contains(t.as_str())
+                        })
                         .map(|((f, t), at)| (f.clone(), t.clone(), at.clone()))
                         .collect(),
                 });
@@ -271,7 +271,11 @@ fn expand_use(statement: &str) -> Vec<Vec<String>> {
         if word == "as" {
             // The alias, with whatever punctuation follows it (`y,` or `y}`).
             let alias = words.next().unwrap_or_default();
-            tree.extend(alias.chars().skip_while(|c| c.is_alphanumeric() || *c == '_'));
+            tree.extend(
+                alias
+                    .chars()
+                    .skip_while(|c| c.is_alphanumeric() || *c == '_'),
+            );
         } else {
             tree.push_str(word);
         }
@@ -456,10 +460,19 @@ mod tests {
     fn a_cycle_between_top_level_modules_is_found_with_its_places() {
         let g = graph(&[
             ("lib.rs", "pub mod config;\npub mod http;\npub mod dhcp;\n"),
-            ("config.rs", "use crate::http::overlay::OverlayFile;\nuse crate::dhcp::Policy;\n"),
-            ("http/mod.rs", "pub mod overlay;\nfn f(c: &crate::config::Config) {}\n"),
+            (
+                "config.rs",
+                "use crate::http::overlay::OverlayFile;\nuse crate::dhcp::Policy;\n",
+            ),
+            (
+                "http/mod.rs",
+                "pub mod overlay;\nfn f(c: &crate::config::Config) {}\n",
+            ),
             ("http/overlay.rs", "use super::Body;\n"),
-            ("dhcp/mod.rs", "pub struct Policy;\n#[cfg(test)]\nmod tests { use crate::config::Config; }\n"),
+            (
+                "dhcp/mod.rs",
+                "pub struct Policy;\n#[cfg(test)]\nmod tests { use crate::config::Config; }\n",
+            ),
         ]);
         let cycles = graph_cycles(&g);
         assert_eq!(cycles.len(), 1, "{cycles:?}");
@@ -482,7 +495,10 @@ mod tests {
     fn siblings_inside_a_module_and_grouped_uses_count_and_nesting_does_not() {
         let g = graph(&[
             ("lib.rs", "pub mod http;\n"),
-            ("http/mod.rs", "pub mod files;\npub mod stream;\nuse self::files::X;\n"),
+            (
+                "http/mod.rs",
+                "pub mod files;\npub mod stream;\nuse self::files::X;\n",
+            ),
             (
                 "http/files.rs",
                 "use super::{\n    stream::{MapRegistry, Other},\n    Body,\n};\n",

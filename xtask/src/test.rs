@@ -26,6 +26,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         setup::install()?;
     }
     cargo("fmt", &["fmt", "--all", "--", "--check"])?;
+    println!("[test] module cycles (cargo xtask modules)");
+    crate::modules::check(&crate::modules::Graph::read(
+        &workspace_root().join("boot-user/src"),
+    )?)?;
     cargo(
         "clippy",
         &[

@@ -14,7 +14,7 @@ use http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
 use super::files::{Delivery, OpenFile};
-use crate::observe::{HttpRequest, Observer};
+use crate::events::{HttpRequest, Sink};
 
 /// Largest slice of a mapped file handed to hyper at once. It costs no memory (it references
 /// the map); it bounds how far the access log's byte count can run ahead of the socket.
@@ -218,7 +218,7 @@ pub(crate) struct AccessLog {
     /// Body bytes the response promised.
     pub expected: u64,
     pub failed: bool,
-    observer: Option<Arc<Observer>>,
+    observer: Sink,
 }
 
 impl AccessLog {
@@ -248,7 +248,7 @@ impl AccessLog {
     }
 
     /// Reports the request to `observer` too when it ends.
-    pub fn observed_by(mut self, observer: Option<Arc<Observer>>) -> AccessLog {
+    pub fn observed_by(mut self, observer: Sink) -> AccessLog {
         self.observer = observer;
         self
     }

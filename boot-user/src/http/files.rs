@@ -14,13 +14,14 @@
 //!
 //! Ranges and conditional requests follow RFC 9110 (sections cited where each rule applies).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -29,7 +30,6 @@ use http::{Method, Response, StatusCode};
 use memmap2::Mmap;
 
 use super::Body;
-use super::stream::MapRegistry;
 use crate::loaders::LoaderSearch;
 
 /// Open files kept for reuse. Past this many, unused entries are dropped; if all are in use,
@@ -594,6 +594,54 @@ pub fn parse_range(value: &[u8], len: u64) -> RangeRequest {
                 RangeRequest::Satisfiable(ByteRange { start, end })
             }
         }
+    }
+}
+
+/// The address ranges of the mapped files, so a slice handed to the stream can be traced back
+/// to its file and offset.
+#[derive(Default)]
+pub struct MapRegistry {
+    /// Map start address → the file (weak: the registry never keeps a file open).
+    maps: RwLock<BTreeMap<usize, Weak<OpenFile>>>,
+    /// Bytes sent with `sendfile` so far: how tests and benchmarks see the zero-copy path work.
+    pub(super) sent: AtomicU64,
+}
+
+impl MapRegistry {
+    /// Registers `file`'s map (called once the file is in its `Arc`).
+    pub(crate) fn bind(&self, file: &Arc<OpenFile>) {
+        if let Some(map) = file.mapped() {
+            self.maps
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(map.as_ptr() as usize, Arc::downgrade(file));
+        }
+    }
+
+    pub(crate) fn remove(&self, map: &[u8]) {
+        self.maps
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(map.as_ptr() as usize));
+    }
+
+    /// Bytes sent with `sendfile` since start.
+    pub fn sendfile_bytes(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The file and offset a slice lies in, if it lies wholly inside one registered map.
+    pub(super) fn find(&self, slice: &[u8]) -> Option<(Arc<OpenFile>, u64)> {
+        let start = slice.as_ptr() as usize;
+        // The lock is released before `file` can be dropped: dropping the last reference runs
+        // OpenFile's destructor, which takes the write lock.
+        let (base, file) = {
+            let maps = self.maps.read().unwrap_or_else(PoisonError::into_inner);
+            let (&base, file) = maps.range(..=start).next_back()?;
+            (base, file.upgrade()?)
+        };
+        let len = file.mapped()?.len();
+        (start + slice.len() <= base + len).then_some((file, (start - base) as u64))
     }
 }
 

@@ -48,10 +48,10 @@ use tokio_rustls::TlsAcceptor;
 
 pub use body::{Body, MAPPED_CHUNK, READ_CHUNK};
 pub use files::Delivery;
-pub use stream::MapRegistry;
+pub use files::MapRegistry;
 
 use crate::config;
-use crate::observe::Observer;
+use crate::events::Sink;
 use crate::reload::{Decisions, Swap};
 use body::AccessLog;
 use files::StaticRoot;
@@ -229,7 +229,7 @@ pub async fn serve(config: Arc<config::Config>) -> Result<(), HttpError> {
 pub async fn serve_observed(
     config: Arc<config::Config>,
     boot: Arc<BootContent>,
-    observer: Option<Arc<Observer>>,
+    observer: Sink,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinSet<()>, HttpError> {
     let http = &config.http;
@@ -288,7 +288,7 @@ struct Shared {
     pacing: u64,
     stats: Stats,
     /// Told of every request when its response ends; `None` when the admin side is off.
-    observer: Option<Arc<Observer>>,
+    observer: Sink,
 }
 
 impl Server {
@@ -336,7 +336,7 @@ impl Server {
     }
 
     /// Reports every request to `observer` too. Call before `serve`.
-    pub fn with_observer(mut self, observer: Option<Arc<Observer>>) -> Server {
+    pub fn with_observer(mut self, observer: Sink) -> Server {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.observer = observer;
         }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::digest;
 
-use crate::template::{RenderError, Template, Vars};
+pub use crate::config::OverlayFile;
+use crate::template::{RenderError, Vars};
 
 /// newc's magic (the "new ASCII" format of `cpio -H newc`, what the kernel's initramfs
 /// unpacker reads: Documentation/driver-api/early-userspace/buffer-format.rst).
@@ -25,16 +26,6 @@ const TRAILER: &str = "TRAILER!!!";
 pub const MAX_OVERLAY_LEN: usize = 16 << 20;
 /// Nodes whose overlays are cached; beyond this the cache starts over (a rack is hundreds).
 pub const MAX_CACHED_NODES: usize = 100_000;
-
-/// One file of the overlay as configured: where, with which permissions, from which template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverlayFile {
-    /// Relative path inside the initramfs, e.g. `etc/hostname`.
-    pub path: String,
-    /// Permission bits (e.g. 0o644); the file type is added here.
-    pub mode: u32,
-    pub content: Template,
-}
 
 /// A file or directory of a cpio archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +231,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::Template;
 
     fn file(path: &str, content: &str) -> OverlayFile {
         OverlayFile {

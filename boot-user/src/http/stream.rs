@@ -9,14 +9,13 @@
 //! download. Anything else is written as usual, so a slice that was not recognized is still
 //! sent correctly (copied by `write`).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -26,58 +25,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
-use super::files::OpenFile;
+use super::files::MapRegistry;
 
 /// Bytes per `sendfile` call at most (Linux caps one call a little below 2 GiB anyway).
 const MAX_SENDFILE: usize = 1 << 30;
-
-/// The address ranges of the mapped files, so a slice handed to the stream can be traced back
-/// to its file and offset.
-#[derive(Default)]
-pub struct MapRegistry {
-    /// Map start address → the file (weak: the registry never keeps a file open).
-    maps: RwLock<BTreeMap<usize, Weak<OpenFile>>>,
-    /// Bytes sent with `sendfile` so far: how tests and benchmarks see the zero-copy path work.
-    sent: AtomicU64,
-}
-
-impl MapRegistry {
-    /// Registers `file`'s map (called once the file is in its `Arc`).
-    pub(crate) fn bind(&self, file: &Arc<OpenFile>) {
-        if let Some(map) = file.mapped() {
-            self.maps
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(map.as_ptr() as usize, Arc::downgrade(file));
-        }
-    }
-
-    pub(crate) fn remove(&self, map: &[u8]) {
-        self.maps
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(map.as_ptr() as usize));
-    }
-
-    /// Bytes sent with `sendfile` since start.
-    pub fn sendfile_bytes(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
-    /// The file and offset a slice lies in, if it lies wholly inside one registered map.
-    fn find(&self, slice: &[u8]) -> Option<(Arc<OpenFile>, u64)> {
-        let start = slice.as_ptr() as usize;
-        // The lock is released before `file` can be dropped: dropping the last reference runs
-        // OpenFile's destructor, which takes the write lock.
-        let (base, file) = {
-            let maps = self.maps.read().unwrap_or_else(PoisonError::into_inner);
-            let (&base, file) = maps.range(..=start).next_back()?;
-            (base, file.upgrade()?)
-        };
-        let len = file.mapped()?.len();
-        (start + slice.len() <= base + len).then_some((file, (start - base) as u64))
-    }
-}
 
 enum Transport {
     Plain(TcpStream),

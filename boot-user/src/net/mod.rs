@@ -5,6 +5,7 @@ pub mod frame;
 pub mod iface;
 pub mod neighbour;
 pub mod netlink;
+pub mod service;
 pub mod sockdiag;
 pub mod udp;
 pub mod xdp;

@@ -17,9 +17,9 @@ use nix::sys::socket::{
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
+use super::service::{Answer, Service};
 use crate::dhcp::classify::MAX_REQUEST_LEN;
 use crate::dhcp::{Destination, ServerPort};
-use crate::service::{Answer, Service};
 
 /// Errors setting up or running the UDP backend.
 #[derive(Debug, thiserror::Error)]

@@ -38,10 +38,10 @@ use super::packet::{self, MAX_REQUEST_LEN};
 use super::request::{self, ReadRequest, Screened};
 use super::session::{Session, SessionLimits};
 use super::stats::TftpStats;
+use crate::events::{Sink, TftpTransfer};
 use crate::loaders::LoaderSearch;
 use crate::net::iface::Interfaces;
 use crate::net::udp;
-use crate::observe::{Observer, TftpTransfer};
 
 /// Concurrent transfers allowed by default: far more than a rack boots at once, and at most a
 /// few hundred MB of buffers even at the largest block size.
@@ -132,7 +132,7 @@ struct Shared {
     active: Mutex<HashSet<SocketAddrV4>>,
     last_busy_warning: Mutex<Option<Instant>>,
     /// Told of every transfer's end; `None` when the admin side is off.
-    observer: Option<Arc<Observer>>,
+    observer: Sink,
 }
 
 impl TftpServer {
@@ -185,7 +185,7 @@ impl TftpServer {
     }
 
     /// Reports every transfer to `observer` too. Call before `serve`.
-    pub fn with_observer(mut self, observer: Option<Arc<Observer>>) -> TftpServer {
+    pub fn with_observer(mut self, observer: Sink) -> TftpServer {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.observer = observer;
         }

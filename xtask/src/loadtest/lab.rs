@@ -169,7 +169,7 @@ impl Lab {
                     &[
                         (
                             "RUST_LOG",
-                            "warn,xdpboot=info,xdpboot::service=warn,xdpboot::http=warn,\
+                            "warn,xdpboot=info,xdpboot::net::service=warn,xdpboot::http=warn,\
                              xdpboot::tftp=warn",
                         ),
                         ("NO_COLOR", "1"),

@@ -22,7 +22,7 @@ use super::xsk::{self, XskError, XskInterface, XskOptions, XskQueue};
 use crate::dhcp::{Destination, ServerPort};
 use crate::net::frame::{self, ReplyHeaders};
 use crate::net::iface::Interfaces;
-use crate::service::{Answer, Service};
+use crate::net::service::{Answer, Service};
 
 /// Replies to shared-ring frames the tee reader may queue for one AF_XDP queue before it
 /// drops (and counts) more. Small on purpose: the BPF ring in front already absorbs bursts, and

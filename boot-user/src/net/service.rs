@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use super::iface::Interfaces;
 use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::stats::{Stats, malformed_name};
 use crate::dhcp::{AdmitAll, Ignored, Ingress, LoaderIndex, Outcome, Reply, ServerPort};
+use crate::events::Sink;
 use crate::loaders::LoaderSearch;
 use crate::log_budget::LogBudget;
-use crate::net::iface::Interfaces;
-use crate::observe::Observer;
 use crate::reload::{Decisions, Swap};
 
 /// A reply and how to send it.
@@ -42,7 +42,7 @@ pub struct Service {
     /// Requests on a served interface that has no IPv4 address to hand out.
     pub no_address: AtomicU64,
     /// Metrics and the node table; `None` when the admin side is off.
-    observer: Option<Arc<Observer>>,
+    observer: Sink,
     /// Caps the info and warn lines per request (a flood must not become a flood of lines).
     log_budget: LogBudget,
 }
@@ -69,7 +69,7 @@ impl Service {
     }
 
     /// Reports every decision to `observer` too.
-    pub fn with_observer(mut self, observer: Option<Arc<Observer>>) -> Service {
+    pub fn with_observer(mut self, observer: Sink) -> Service {
         self.observer = observer;
         self
     }

@@ -6,12 +6,12 @@ use core::net::Ipv4Addr;
 
 /// A running one's complement sum over any number of slices of any length. A slice of odd
 /// length leaves its last octet waiting for the first octet of the next one, as if the data
-/// were contiguous (RFC 1071 §2 (B)): the UDP sum runs over a pseudo-header that is not next
-/// to the datagram in memory.
+/// were contiguous: the UDP sum runs over a pseudo-header that is not next to the datagram in
+/// memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checksum {
-    /// Words added without folding the carries: a `u64` cannot overflow on any buffer that
-    /// fits in memory (2^48 words of at most 0xffff).
+    /// Words added with the end-around carries deferred to [`Checksum::sum`] (RFC 1071 §2 (C)):
+    /// a `u64` cannot overflow on any buffer that fits in memory (2^48 words of at most 0xffff).
     sum: u64,
     /// The high octet of a word whose low octet is the next slice's first.
     pending: Option<u8>,
@@ -48,9 +48,10 @@ impl Checksum {
 
     /// The folded sum, not complemented: what the RFC 1071 examples show.
     pub fn sum(self) -> u16 {
-        // An odd total length is padded with a zero octet on the right (RFC 1071 §1).
+        // An odd total length is padded with a zero octet on the right (RFC 768, "Fields";
+        // RFC 1071 §4.1).
         let mut sum = self.sum + self.pending.map_or(0, |high| u64::from(high) << 8);
-        // End-around carry (RFC 1071 §2 (C)).
+        // The deferred end-around carries.
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
@@ -58,7 +59,8 @@ impl Checksum {
     }
 
     /// The checksum to write: the complement of [`Checksum::sum`]. Over data that includes a
-    /// correct checksum field it is 0, which is how a receiver verifies.
+    /// correct checksum field the sum is all ones and this is 0, which is how a receiver
+    /// verifies (RFC 1071 §1 (3)).
     pub fn finish(self) -> u16 {
         !self.sum()
     }

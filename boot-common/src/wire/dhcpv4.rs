@@ -46,8 +46,8 @@ pub mod option {
     pub const PAD: u8 = 0;
     /// The end of the options, no length (§3.2).
     pub const END: u8 = 255;
-    /// Vendor-specific information; for PXE clients the PXE sub-options of
-    /// [`super::super::pxe`] (§8.4; PXE 2.1 §2.4).
+    /// Vendor-specific information (§8.4); for PXE clients the PXE vendor options of
+    /// [`super::super::pxe`].
     pub const VENDOR_SPECIFIC: u8 = 43;
     /// Requested IP address (§9.1).
     pub const REQUESTED_IP: u8 = 50;
@@ -263,7 +263,7 @@ pub fn client_arch(data: &[u8]) -> Option<u16> {
 
 /// The options of a DHCP message, or the sub-options of an encapsulating option (43, 175),
 /// in order: `(code, data)`. PADs are skipped; END or the end of the bytes ends the list
-/// (RFC 2131 §4.1 asks for an END, but a list that simply stops loses nothing). An option
+/// (RFC 2132 §3.2 marks the end with END, but a list that simply stops loses nothing). An option
 /// whose length runs past the end is an [`Error::OptionOverrun`] item, and more than
 /// [`MAX_OPTIONS`] options an [`Error::TooManyOptions`] item; nothing follows an error.
 #[derive(Debug, Clone)]

@@ -138,8 +138,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         ipv4_at(self.bytes(), field::DST)
     }
 
-    /// Whether the header checksum is right: the sum over the header, the checksum field
-    /// included, is zero (RFC 1071 §1 (4)).
+    /// Whether the header checksum is right: the checksum over the header, the checksum field
+    /// included, is zero (RFC 1071 §1 (3)).
     pub fn verify_checksum(&self) -> bool {
         checksum(&self.bytes()[..self.header_len()]) == 0
     }
@@ -158,9 +158,10 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
     }
 }
 
-/// An IPv4 header to write: no options, DSCP 0, identification 0 and no flags (RFC 6864 §4.1
-/// lets an atomic datagram carry any identification; replies are small enough never to be
-/// fragmented, and "don't fragment" clear leaves a router free to).
+/// An IPv4 header to write: no options, DSCP 0, identification 0 and no flags, as the daemon's
+/// replies have always been. The identification serves only reassembly (RFC 791 §3.2), and a
+/// DHCP or TFTP reply is far below any link's MTU; "don't fragment" clear leaves a router free
+/// to deliver it anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
     pub src: Ipv4Addr,

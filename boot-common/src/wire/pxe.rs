@@ -1,5 +1,5 @@
-//! PXE 2.1 options (Preboot Execution Environment Specification 2.1, Intel, 1999, §2.4 and
-//! table 2-1): the vendor sub-options a PXE server puts in option 43, and the client machine
+//! PXE 2.1 options (Preboot Execution Environment Specification 2.1, Intel, 1999, its table of
+//! PXE vendor options): the sub-options a PXE server puts in option 43, and the client machine
 //! identifier of option 97 (RFC 4578 §2.3).
 //!
 //! Option 43 of a PXE message holds sub-options in the format of the options themselves
@@ -8,15 +8,16 @@
 use super::dhcpv4::Options;
 
 /// Option 60 prefixes of boot clients: PXE ROMs and iPXE ("PXEClient:Arch:xxxxx:UNDI:yyyzzz",
-/// PXE 2.1 §2.2.1; iPXE and undionly.kpxe may send the bare word), and UEFI HTTP Boot
-/// ("HTTPClient:Arch:xxxxx…", UEFI 2.x §24.7.2). A proxy reply puts the bare word back.
+/// PXE 2.1; undionly.kpxe may send the bare word, see tests/data/README.md), and UEFI HTTP Boot
+/// ("HTTPClient:Arch:xxxxx…", UEFI specification, HTTP Boot chapter). A proxy reply puts the
+/// bare word back.
 pub const PXE_CLIENT: &[u8; 9] = b"PXEClient";
 pub const HTTP_CLIENT: &[u8; 10] = b"HTTPClient";
 /// Option 77 of iPXE (`DHCP_USER_CLASS_ID` in iPXE's `include/ipxe/dhcp.h`): the bare string,
 /// or as one RFC 3004 length-prefixed user class.
 pub const IPXE_USER_CLASS: &[u8; 4] = b"iPXE";
 
-/// Sub-option codes inside option 43 (PXE 2.1 table 2-1).
+/// Sub-option codes inside option 43 (PXE 2.1, PXE vendor options).
 pub mod sub_option {
     /// One octet of [`super::discovery_control`] bits.
     pub const DISCOVERY_CONTROL: u8 = 6;
@@ -30,7 +31,7 @@ pub mod sub_option {
     pub const BOOT_ITEM: u8 = 71;
 }
 
-/// `PXE_DISCOVERY_CONTROL` bits (PXE 2.1 table 2-1).
+/// `PXE_DISCOVERY_CONTROL` bits (PXE 2.1, PXE vendor options); bits 4–7 must be 0.
 pub mod discovery_control {
     /// Do not discover boot servers by broadcast.
     pub const NO_BROADCAST: u8 = 1 << 0;
@@ -56,8 +57,8 @@ pub const fn discovery_control_option(bits: u8) -> [u8; 4] {
 /// A `PXE_BOOT_ITEM`: which menu item a client boots, and the layer of the file it wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootItem {
-    /// The boot server type from the menu (0 is the PXE bootstrap server, 0x8000 and up are
-    /// vendor types: dnsmasq numbers its `--pxe-service` entries from 0x8000).
+    /// The boot server type from the menu (0 is Microsoft's Windows NT boot server, 0x8000 to
+    /// 0xfffe are for vendor use: dnsmasq numbers its `--pxe-service` entries from 0x8000).
     pub item_type: u16,
     /// Bits 0–14 the layer, bit 15 a request for credentials.
     pub layer: u16,

@@ -61,7 +61,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be16(self.bytes(), field::LENGTH)
     }
 
-    /// Never true of a checked view: the length covers the header. For clippy's symmetry.
+    /// Whether the datagram carries no data.
     pub fn is_empty(&self) -> bool {
         usize::from(self.len()) == HEADER_LEN
     }

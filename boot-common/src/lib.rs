@@ -4,9 +4,14 @@
 //! no pointers. Map and program names are constants so the two sides cannot drift apart
 //! (`#[map(name = ...)]` in `boot-ebpf` takes only a literal, so boot-user's tests look every
 //! map up by these constants).
+//!
+//! [`wire`] holds the packet formats both sides read (and the daemon writes): zero-copy views
+//! and emitters into a caller's buffer, without allocation.
 #![no_std]
 
 use core::mem::size_of;
+
+pub mod wire;
 
 /// UDP port a DHCP server listens on (RFC 2131 §4.1).
 pub const DHCP_SERVER_PORT: u16 = 67;

@@ -43,6 +43,12 @@ use boot_common::{
     CONFIG_FLAG_WAKEUP, Config, Counter, DHCP_SERVER_PORT, INVENTORY_MAX_ENTRIES, MacKey,
     PRIORITY_RING_BYTES, PXE_SERVER_PORT, SHED_BUCKETS_MAX_ENTRIES, SteerMode, TEE_CAPTURE_LEN,
     TEE_RING_BYTES, TeeHeader, TeeRecord, TokenBucket, XSK_MAX_QUEUES,
+    wire::{
+        dhcpv4::{self, BOOTREPLY, BOOTREQUEST, HTYPE_ETHERNET, option},
+        ethernet::{self, ethertype},
+        ipv4,
+        pxe::{HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT},
+    },
 };
 
 // Map names must equal the `*_MAP` constants of boot-common; the attribute takes only a
@@ -82,38 +88,9 @@ static PRIORITY_FRAMES: RingBuf = RingBuf::with_byte_size(PRIORITY_RING_BYTES, 0
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Request> = PerCpuArray::with_max_entries(1, 0);
 
-// EtherTypes (IEEE 802.3 / 802.1Q / 802.1ad).
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-/// Stacked VLAN tags we look through: an 802.1ad S-tag and an 802.1Q C-tag (QinQ).
-const MAX_VLAN_TAGS: usize = 2;
-/// The VLAN identifier in a tag's TCI (IEEE 802.1Q §9.6); the top bits are PCP and DEI.
-const VLAN_VID_MASK: u16 = 0x0fff;
+// Header constants (EtherTypes, IPv4 flags, BOOTP fields, option codes) come from boot-common's
+// wire layer, which the daemon parses with: the two sides cannot disagree about a number.
 
-const IPPROTO_UDP: u8 = 17;
-/// IPv4 "more fragments" flag and fragment offset (RFC 791 §3.1). Only an unfragmented datagram
-/// shows its UDP header and BOOTP body in one frame.
-const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
-const IPV4_FRAGMENT_OFFSET: u16 = 0x1fff;
-
-/// BOOTP `op` of a client message and of a server's (RFC 951).
-const BOOTREQUEST: u8 = 1;
-const BOOTREPLY: u8 = 2;
-/// BOOTP `htype` of Ethernet (RFC 1700, ARP hardware types).
-const HTYPE_ETHERNET: u8 = 1;
-/// First four octets of the options field (RFC 2131 §3, RFC 1497).
-const DHCP_MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-
-// DHCP option codes (RFC 2132 §3.1, §9.6, §9.13; RFC 3004 for 77; RFC 4578 §2.1 for 93).
-const OPTION_PAD: u8 = 0;
-const OPTION_END: u8 = 255;
-const OPTION_MESSAGE_TYPE: u8 = 53;
-const OPTION_VENDOR_CLASS: u8 = 60;
-const OPTION_USER_CLASS: u8 = 77;
-const OPTION_CLIENT_ARCH: u8 = 93;
-/// Option 53 value of a DHCPDISCOVER (RFC 2132 §9.6).
-const DHCPDISCOVER: u8 = 1;
 /// Options scanned before giving up (pads included). PXE ROMs send about 8 options and iPXE
 /// about 15; a request hiding its boot marks further back is counted as plain DHCP.
 const MAX_OPTIONS: usize = 32;
@@ -121,14 +98,6 @@ const MAX_OPTIONS: usize = 32;
 /// XDP program sees without multi-buffer support (a page); it keeps the verifier's range for
 /// the scan position small.
 const MAX_OPTION_OFFSET: usize = 4096;
-
-/// Option 60 prefixes of boot clients: PXE ROMs and iPXE ("PXEClient:Arch:…", PXE 2.1 spec),
-/// UEFI HTTP Boot ("HTTPClient:Arch:…", UEFI spec, HTTP Boot).
-const PXE_CLIENT: &[u8; 9] = b"PXEClient";
-const HTTP_CLIENT: &[u8; 10] = b"HTTPClient";
-/// Option 77 of iPXE (`DHCP_USER_CLASS_ID` in iPXE's `include/ipxe/dhcp.h`): the bare string,
-/// or as one RFC 3004 length-prefixed user class.
-const IPXE_USER_CLASS: &[u8; 4] = b"iPXE";
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -340,7 +309,7 @@ fn steer(ctx: &XdpContext) -> (Counter, u32) {
 
     // Port 67: userspace answers boot DISCOVERs only (with a proxy OFFER); a boot client's
     // REQUEST there is for the site server's address.
-    if request.message_type != DHCPDISCOVER || request.boot_client == 0 {
+    if request.message_type != dhcpv4::message_type::DISCOVER || request.boot_client == 0 {
         return (Counter::DhcpPassed, xdp_action::XDP_PASS);
     }
     if over_limit(&limiter_key(&request), &config) {
@@ -382,9 +351,9 @@ enum Parsed {
     Request,
 }
 
-/// Ethernet, up to [`MAX_VLAN_TAGS`] VLAN tags, IPv4 (options skipped per IHL), UDP to 67 or
-/// 4011 with lengths that fit the frame, BOOTP with the magic cookie. A request is recorded in
-/// `scratch`, with the scan position on its first option.
+/// Ethernet, up to [`ethernet::MAX_TAGS`] VLAN tags, IPv4 (options skipped per IHL, fragments
+/// passed), UDP to 67 or 4011 with lengths that fit the frame, BOOTP with the magic cookie. A
+/// request is recorded in `scratch`, with the scan position on its first option.
 #[inline(always)]
 fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
     let frame = Cursor::new(ctx);
@@ -393,20 +362,20 @@ fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
         return Parsed::NotForUs;
     };
     let mut ether_type = u16::from_be_bytes(eth.ether_type);
-    let mut vlan_ids = [0u16; MAX_VLAN_TAGS];
+    let mut vlan_ids = [0u16; ethernet::MAX_TAGS];
     let mut vlan_tags = 0u8;
     for vlan_id in &mut vlan_ids {
-        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+        if ether_type != ethertype::VLAN_8021Q && ether_type != ethertype::VLAN_8021AD {
             break;
         }
         let Some(tag) = cursor.take::<VlanHdr>() else {
             return Parsed::NotForUs;
         };
-        *vlan_id = u16::from_be_bytes(tag.tci) & VLAN_VID_MASK;
+        *vlan_id = u16::from_be_bytes(tag.tci) & ethernet::VLAN_ID_MASK;
         vlan_tags += 1;
         ether_type = u16::from_be_bytes(tag.ether_type);
     }
-    if ether_type != ETH_P_IPV4 {
+    if ether_type != ethertype::IPV4 {
         return Parsed::NotForUs;
     }
 
@@ -414,11 +383,14 @@ fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
         return Parsed::NotForUs;
     };
     let header_len = usize::from(ip.version_ihl & 0x0f) * 4;
-    if ip.version_ihl >> 4 != 4 || header_len < size_of::<Ipv4Hdr>() || ip.protocol != IPPROTO_UDP {
+    if ip.version_ihl >> 4 != 4
+        || header_len < size_of::<Ipv4Hdr>()
+        || ip.protocol != ipv4::PROTOCOL_UDP
+    {
         return Parsed::NotForUs;
     }
     let fragment = u16::from_be_bytes(ip.flags_fragment_offset);
-    if fragment & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET) != 0 {
+    if fragment & (ipv4::MORE_FRAGMENTS | ipv4::FRAGMENT_OFFSET_MASK) != 0 {
         return Parsed::NotForUs;
     }
     let total_len = usize::from(u16::from_be_bytes(ip.total_len));
@@ -450,7 +422,7 @@ fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
     {
         return Parsed::Malformed { port };
     }
-    if !bytes_eq(&bootp.magic_cookie, &DHCP_MAGIC_COOKIE) {
+    if !bytes_eq(&bootp.magic_cookie, &dhcpv4::MAGIC_COOKIE) {
         return Parsed::Malformed { port };
     }
     match (port, bootp.op) {
@@ -598,8 +570,8 @@ fn scan_options(ctx: &XdpContext, scratch: *mut Request) -> OptionScan {
             return OptionScan::Overrun;
         };
         let consumed = match code {
-            OPTION_PAD => 1,
-            OPTION_END => return OptionScan::Sound,
+            option::PAD => 1,
+            option::END => return OptionScan::Sound,
             _ => {
                 let Some(&len) = cursor.take::<u8>() else {
                     return OptionScan::Overrun;
@@ -608,23 +580,23 @@ fn scan_options(ctx: &XdpContext, scratch: *mut Request) -> OptionScan {
                 // Look before skipping: each peek then keeps its own check against data_end.
                 // After the skip, LLVM would drop that check as implied by `len`, and the
                 // verifier, which does not follow the deduction, would reject the read.
-                if code == OPTION_MESSAGE_TYPE
+                if code == option::MESSAGE_TYPE
                     && len == 1
                     && let Some(&value) = cursor.peek::<u8>()
                 {
                     unsafe { message_type.write_volatile(value) };
                 }
                 let boot_mark = match code {
-                    OPTION_VENDOR_CLASS => {
+                    option::VENDOR_CLASS => {
                         starts_with(&cursor, len, PXE_CLIENT)
                             || starts_with(&cursor, len, HTTP_CLIENT)
                     }
-                    OPTION_USER_CLASS => {
+                    option::USER_CLASS => {
                         starts_with(&cursor, len, IPXE_USER_CLASS)
                             || is_ipxe_user_class_rfc3004(&cursor, len)
                     }
                     // RFC 4578 §2.1: a list of 16-bit architecture types.
-                    OPTION_CLIENT_ARCH => len >= 2,
+                    option::CLIENT_ARCH => len >= 2,
                     _ => false,
                 };
                 if boot_mark {

@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz`: runs the `cargo fuzz` targets of `boot-user/fuzz` (DHCP, TFTP request,
-//! HTTP path, template, overlay, frame) for a bounded time or number of executions each, and
-//! prints executions and crashes per target. `cargo xtask test` runs each briefly so they keep
+//! HTTP path, template, overlay, frame, wire) for a bounded time or number of executions each,
+//! and prints executions and crashes per target. `cargo xtask test` runs each briefly so they keep
 //! building; long runs (results in BENCHMARKS.md) use `--seconds 1800` or `--runs 10000000`.
 //!
 //! The targets build with the nightly toolchain and sanitizers, without the XDP object
@@ -21,6 +21,7 @@ pub const TARGETS: &[&str] = &[
     "template",
     "overlay",
     "frame",
+    "wire",
 ];
 
 #[derive(clap::Args)]

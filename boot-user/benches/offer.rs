@@ -3,7 +3,8 @@
 //! of 1,000) → the service (interface check, the core, stats, the node table and metrics, the
 //! decision's log line at the shipped `info` level) → the reply frame as it goes on the TX ring.
 //!
-//! `cargo bench -p boot-user --bench offer` prints ns per offer. For instruction counts, which
+//! `cargo bench -p boot-user --bench offer` prints ns per offer (`FrameAnswerer::answer`, the
+//! function the XDP backend runs for every frame). For instruction counts, which
 //! are stable on shared machines, run the built bench under callgrind twice with different
 //! counts and divide the difference (BENCHMARKS.md has the command and the results):
 //! `XDPBOOT_OFFERS=N valgrind --tool=callgrind --callgrind-out-file=/dev/null <bench binary>`.
@@ -12,13 +13,16 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
+use boot_common::wire::ethernet::VlanTags;
+use boot_common::wire::frame::{FrameRepr, emit_udp_frame, headers_len};
+use boot_common::wire::mac::MacAddr;
 use xdpboot::config::Config;
-use xdpboot::dhcp::{Destination, ServerPort, stats::Stats};
+use xdpboot::dhcp::stats::Stats;
 use xdpboot::events::{EventSink, Sink};
 use xdpboot::loaders::LoaderSearch;
-use xdpboot::net::frame::{self, ReplyHeaders};
 use xdpboot::net::iface::Interfaces;
 use xdpboot::net::service::{FsLoaders, Service};
+use xdpboot::net::xdp::backend::FrameAnswerer;
 use xdpboot::nodes::Limits;
 use xdpboot::observe::Observer;
 use xdpboot::reload::{Decisions, Swap};
@@ -62,25 +66,28 @@ fn main() {
         Arc::new(Stats::default()),
     )
     .with_observer(sink);
+    let answerer = FrameAnswerer::new(Arc::new(service), interfaces, lo);
 
     let payload = std::fs::read(format!(
         "{}/../tests/data/ovmf-pxe-discover.bin",
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("golden DISCOVER");
-    let client_mac = [0x52, 0x54, 0x00, 0, 0, 0];
-    let request = ReplyHeaders {
-        src_mac: client_mac,
-        dst_mac: [0xff; 6],
-        vlans: &[],
-        source: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-        destination: SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+    let request = FrameRepr {
+        src_mac: MacAddr([0x52, 0x54, 0x00, 0, 0, 0]),
+        dst_mac: MacAddr::BROADCAST,
+        tags: VlanTags::NONE,
+        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        ttl: FrameRepr::DEFAULT_TTL,
     };
-    let mut frame = vec![0u8; frame::frame_len(0, payload.len())];
-    let frame_len = frame::build(&request, &payload, &mut frame).expect("request frame");
+    let mut frame = vec![0u8; headers_len(0) + payload.len()];
+    frame[headers_len(0)..].copy_from_slice(&payload);
+    let frame_len = emit_udp_frame(&mut frame, &request, payload.len()).expect("request frame");
     frame.truncate(frame_len);
-    // chaddr's last three octets, in the frame: Ethernet 14 + IPv4 20 + UDP 8 + BOOTP 28 + 3.
-    let chaddr_tail = 14 + 20 + 8 + 28 + 3;
+    // chaddr's last three octets, in the frame: the headers, then BOOTP's 28 + 3.
+    let chaddr_tail = headers_len(0) + 28 + 3;
+    // The TX frame the reply is written into, as a UMEM frame is.
     let mut reply = vec![0u8; 2048];
 
     let started = Instant::now();
@@ -88,29 +95,7 @@ fn main() {
     for n in 0..offers {
         let id = (n % CLIENTS).to_be_bytes();
         frame[chaddr_tail..chaddr_tail + 3].copy_from_slice(&id[1..]);
-        let parsed = frame::parse(&frame).expect("a request frame");
-        let Some(answer) = service.handle(
-            ServerPort::Dhcp,
-            lo,
-            parsed.source,
-            *parsed.destination.ip(),
-            parsed.payload,
-        ) else {
-            continue;
-        };
-        let destination = match answer.reply.destination {
-            Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
-            Destination::Unicast(to) => to,
-            Destination::Relay(giaddr) => SocketAddrV4::new(giaddr, 67),
-        };
-        let headers = ReplyHeaders {
-            src_mac: [0x02, 0, 0, 0, 0, 1],
-            dst_mac: [0xff; 6],
-            vlans: &parsed.vlans,
-            source: SocketAddrV4::new(answer.server, 67),
-            destination,
-        };
-        if frame::build(&headers, &answer.reply.bytes, &mut reply).is_some() {
+        if answerer.answer(&frame, &mut reply).is_some() {
             answered += 1;
         }
     }

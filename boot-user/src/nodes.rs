@@ -24,12 +24,17 @@
 //! Bounded: at most `max_nodes` rows (the least recently seen goes first), and rows not seen
 //! for `ttl` are dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+/// The tables keyed by client MAC and address: their keys come off the network, so they are
+/// hashed with a keyed hash (foldhash's random seed), but a far cheaper one than SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::dhcp::BootFile;
 use crate::dhcp::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay};
 
 /// How long after its offer a node may still be guessed as the one fetching the offered file.
@@ -151,10 +156,10 @@ pub struct DhcpSeen<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum DhcpAnswer<'a> {
     /// A proxy OFFER or ACK naming `file` (a TFTP loader or a URL).
-    Answered { reply: &'a str, file: &'a str },
+    Answered { reply: &'static str, file: &'a str },
     /// Deliberately not answered (`reason` as counted); `error` when the operator should look
     /// (a missing loader, no rule), not when a rule said to stay silent.
-    NotAnswered { reason: &'a str, error: bool },
+    NotAnswered { reason: &'static str, error: bool },
 }
 
 /// A download that finished (or failed): a TFTP transfer or an HTTP response.
@@ -286,11 +291,40 @@ struct Node {
     boots: u32,
     boot_started: Instant,
     stages: [Option<Mark>; Stage::ALL.len()],
-    /// The boot file of the last DHCP answer, while the node waits for it.
-    offered: Option<(String, Instant)>,
+    /// The boot file of the last DHCP answer (shown with it), and when it was offered while
+    /// the node still waits for it.
+    answered_file: BootFile,
+    offered: Option<Instant>,
     bytes: u64,
-    last_event: String,
-    last_error: Option<(Instant, String)>,
+    last_event: Event,
+    last_error: Option<(Instant, Event)>,
+}
+
+/// What last happened to a node, kept as its parts: a DHCP answer, the event a storm repeats
+/// for every node, costs no formatting until someone looks (`/api/nodes`).
+#[derive(Debug, Clone)]
+enum Event {
+    None,
+    /// A DHCP answer naming the node's `answered_file`.
+    Answered {
+        reply: &'static str,
+    },
+    NotAnswered {
+        reason: &'static str,
+    },
+    Text(String),
+}
+
+impl Event {
+    /// The event as the status page shows it; `file` is the node's last answered boot file.
+    fn describe(&self, file: &BootFile) -> String {
+        match self {
+            Event::None => String::new(),
+            Event::Answered { reply } => clip(format!("{reply}: {file}")),
+            Event::NotAnswered { reason } => format!("not answered: {reason}"),
+            Event::Text(text) => text.clone(),
+        }
+    }
 }
 
 impl Node {
@@ -309,9 +343,10 @@ impl Node {
             boots: 1,
             boot_started: now,
             stages: [None; Stage::ALL.len()],
+            answered_file: BootFile::new(),
             offered: None,
             bytes: 0,
-            last_event: String::new(),
+            last_event: Event::None,
             last_error: None,
         }
     }
@@ -367,7 +402,9 @@ impl Node {
 #[derive(Debug)]
 pub struct NodeTracker {
     limits: Limits,
-    nodes: HashMap<[u8; 6], Node>,
+    /// Boxed: a node is a few hundred bytes, and the table's growth then moves pointers, not
+    /// nodes (a storm of new MACs grows it to its bound).
+    nodes: HashMap<[u8; 6], Box<Node>>,
     /// Nodes by when they were last seen (a sequence number that grows with time): the front is
     /// the first to go.
     order: BTreeMap<u64, [u8; 6]>,
@@ -384,10 +421,10 @@ impl NodeTracker {
                 max_nodes: limits.max_nodes.max(1),
                 ttl: limits.ttl,
             },
-            nodes: HashMap::new(),
+            nodes: HashMap::default(),
             order: BTreeMap::new(),
             next_seq: 0,
-            by_address: HashMap::new(),
+            by_address: HashMap::default(),
             version: 0,
         }
     }
@@ -451,16 +488,17 @@ impl NodeTracker {
         node.ipxe |= seen.firmware == Firmware::Ipxe;
         let reached = match seen.answer {
             DhcpAnswer::Answered { reply, file } => {
-                node.offered = Some((file.to_owned(), now));
-                node.last_event = clip(format!("{reply}: {file}"));
+                node.answered_file = BootFile::from(file);
+                node.offered = Some(now);
+                node.last_event = Event::Answered { reply };
                 node.mark(Stage::Dhcp, now, 0, Duration::ZERO)
             }
             DhcpAnswer::NotAnswered { reason, error } => {
-                let text = format!("not answered: {reason}");
+                let event = Event::NotAnswered { reason };
                 if error {
-                    node.last_error = Some((now, text.clone()));
+                    node.last_error = Some((now, event.clone()));
                 }
-                node.last_event = text;
+                node.last_event = event;
                 None
             }
         };
@@ -511,12 +549,12 @@ impl NodeTracker {
         node.bytes += fetch.bytes;
         let what = fetch.what.describe();
         let reached = if fetch.ok {
-            node.last_event = clip(format!(
+            node.last_event = Event::Text(clip(format!(
                 "{} {what}: {} in {} ms",
                 fetch.protocol,
                 human_bytes(fetch.bytes),
                 fetch.duration.as_millis()
-            ));
+            )));
             if matches!(fetch.what, Fetched::Loader(_)) {
                 node.offered = None;
             }
@@ -530,8 +568,8 @@ impl NodeTracker {
                 fetch.protocol,
                 fetch.error.as_deref().unwrap_or("failed")
             ));
-            node.last_event = text.clone();
-            node.last_error = Some((now, text));
+            node.last_event = Event::Text(text.clone());
+            node.last_error = Some((now, Event::Text(text)));
             None
         };
         self.version += 1;
@@ -561,9 +599,9 @@ impl NodeTracker {
         let mut waiting = self.nodes.values().filter(|node| {
             node.address.is_none()
                 && node.stage() == Some(Stage::Dhcp)
-                && node.offered.as_ref().is_some_and(|(offered, at)| {
-                    now.saturating_duration_since(*at) <= GUESS_WINDOW
-                        && offered_names(offered, file)
+                && node.offered.is_some_and(|at| {
+                    now.saturating_duration_since(at) <= GUESS_WINDOW
+                        && offered_names(node.answered_file.as_str(), file)
                 })
         });
         let first = waiting.next()?;
@@ -609,7 +647,8 @@ impl NodeTracker {
                 };
                 self.remove(oldest);
             }
-            self.nodes.insert(mac, Node::new(mac, interface, now));
+            self.nodes
+                .insert(mac, Box::new(Node::new(mac, interface, now)));
         }
         self.order.insert(seq, mac);
         let node = self
@@ -699,10 +738,10 @@ impl NodeTracker {
                 boot_started_ms: unix_ms(node.boot_started),
                 first_seen_ms: unix_ms(node.first_seen),
                 last_seen_ms: unix_ms(node.last_seen),
-                last_event: node.last_event.clone(),
-                last_error: node.last_error.as_ref().map(|(at, message)| ErrorView {
+                last_event: node.last_event.describe(&node.answered_file),
+                last_error: node.last_error.as_ref().map(|(at, event)| ErrorView {
                     at_ms: unix_ms(*at),
-                    message: message.clone(),
+                    message: event.describe(&node.answered_file),
                 }),
             })
             .collect();

@@ -19,9 +19,12 @@ use crate::dhcp::stats::{Stats as DhcpStats, malformed_name};
 use crate::dhcp::{Ignored, Outcome};
 pub use crate::events::{EventSink, HttpRequest, TftpTransfer};
 use crate::http::Route;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::metrics::{
     AttributionLabels, HttpLabels, Metrics, PortLabels, ReasonLabels, ReplyLabels, RouteLabels,
-    StageLabels,
+    SeriesCache, StageLabels, interface_label,
 };
 use crate::net::neighbour::Neighbours;
 use crate::net::xdp::backend::XdpInterface;
@@ -39,6 +42,11 @@ pub struct Observer {
     version: AtomicU64,
     /// Client MACs for downloads known by address only, asked outside the tracker's lock.
     neighbours: Neighbours,
+    /// The series every DHCP request moves, found cheaply (see [`SeriesCache`]).
+    decisions: SeriesCache<PortLabels, Histogram>,
+    replies: SeriesCache<ReplyLabels, Counter>,
+    ignored: SeriesCache<ReasonLabels, Counter>,
+    node_events: SeriesCache<AttributionLabels, Counter>,
 }
 
 impl Observer {
@@ -49,6 +57,10 @@ impl Observer {
             nodes,
             version: AtomicU64::new(0),
             neighbours: Neighbours::default(),
+            decisions: SeriesCache::default(),
+            replies: SeriesCache::default(),
+            ignored: SeriesCache::default(),
+            node_events: SeriesCache::default(),
         }
     }
 
@@ -99,13 +111,16 @@ impl Observer {
     }
 
     fn record(&self, protocol: &'static str, update: Update) {
-        self.metrics
-            .node_events
-            .get_or_create(&AttributionLabels {
+        self.node_events.with(
+            &self.metrics.node_events,
+            &AttributionLabels {
                 protocol,
                 attribution: update.attribution.name(),
-            })
-            .inc();
+            },
+            |c| {
+                c.inc();
+            },
+        );
         if let Some((stage, after)) = update.reached
             && stage != Stage::Dhcp
         {
@@ -155,12 +170,14 @@ impl EventSink for Observer {
         elapsed: Duration,
     ) {
         let m = &self.metrics;
-        m.dhcp_decision_seconds
-            .get_or_create(&PortLabels {
+        self.decisions.with(
+            &m.dhcp_decision_seconds,
+            &PortLabels {
                 port: port.number(),
-            })
-            .observe(elapsed.as_secs_f64());
-        let interface = iface.to_owned();
+            },
+            |h| h.observe(elapsed.as_secs_f64()),
+        );
+        let interface = interface_label(iface);
         let (client, answer) = match outcome {
             Outcome::Malformed(malformed) => {
                 m.dhcp_malformed
@@ -172,12 +189,16 @@ impl EventSink for Observer {
                 return;
             }
             Outcome::Ignored { client, reason } => {
-                m.dhcp_ignored
-                    .get_or_create(&ReasonLabels {
+                self.ignored.with(
+                    &m.dhcp_ignored,
+                    &ReasonLabels {
                         reason: reason.name(),
                         interface,
-                    })
-                    .inc();
+                    },
+                    |c| {
+                        c.inc();
+                    },
+                );
                 // Plain DHCP and a boot client's REQUEST to the site server are not boot
                 // decisions: no row for them.
                 if matches!(reason, Ignored::NotBootRequest | Ignored::MessageType(_)) {
@@ -198,14 +219,18 @@ impl EventSink for Observer {
                 reply,
                 ..
             } => {
-                m.dhcp_replies
-                    .get_or_create(&ReplyLabels {
+                self.replies.with(
+                    &m.dhcp_replies,
+                    &ReplyLabels {
                         kind: reply.kind.name(),
                         arch: client.arch.map_or("none", |a| a.name()),
                         firmware: Firmware::of(client).name(),
                         interface,
-                    })
-                    .inc();
+                    },
+                    |c| {
+                        c.inc();
+                    },
+                );
                 (
                     client,
                     DhcpAnswer::Answered {
@@ -237,7 +262,7 @@ impl EventSink for Observer {
             .dhcp_ignored
             .get_or_create(&ReasonLabels {
                 reason,
-                interface: iface.to_owned(),
+                interface: interface_label(iface),
             })
             .inc();
     }

@@ -19,9 +19,13 @@ impl LoaderIndex for AllLoaders {
     }
 }
 
-fn responder() -> Responder {
-    let config = Config::embedded().expect("embedded default is valid");
-    Responder::new(config.policy.clone(), config.url_ports())
+/// The embedded default's responder; outcomes borrow rule names from it.
+fn responder() -> &'static Responder {
+    static RESPONDER: std::sync::OnceLock<Responder> = std::sync::OnceLock::new();
+    RESPONDER.get_or_init(|| {
+        let config = Config::embedded().expect("embedded default is valid");
+        Responder::new(config.policy.clone(), config.url_ports())
+    })
 }
 
 fn ingress(port: ServerPort) -> Ingress {
@@ -55,7 +59,7 @@ fn pxe_discover() -> Vec<u8> {
     out
 }
 
-fn handle(bytes: &[u8]) -> Outcome {
+fn handle(bytes: &[u8]) -> Outcome<'static> {
     responder().handle(bytes, &ingress(ServerPort::Dhcp), &AllLoaders, &AdmitAll)
 }
 

@@ -30,13 +30,17 @@ fn golden(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn responder() -> Responder {
-    let config = Config::embedded().expect("embedded default is valid");
-    Responder::new(config.policy.clone(), config.url_ports())
+/// The embedded default's responder; outcomes borrow rule names from it.
+fn responder() -> &'static Responder {
+    static RESPONDER: std::sync::OnceLock<Responder> = std::sync::OnceLock::new();
+    RESPONDER.get_or_init(|| {
+        let config = Config::embedded().expect("embedded default is valid");
+        Responder::new(config.policy.clone(), config.url_ports())
+    })
 }
 
 /// Runs a golden request through the core as if it arrived from `source` on `port`.
-fn handle(name: &str, port: ServerPort, source: SocketAddrV4) -> Outcome {
+fn handle(name: &str, port: ServerPort, source: SocketAddrV4) -> Outcome<'static> {
     let ingress = Ingress {
         port,
         source,
@@ -55,7 +59,7 @@ struct Answered {
     raw_len: usize,
     destination: Destination,
     kind: ReplyKind,
-    action: BootAction,
+    action: BootAction<'static>,
 }
 
 fn answered(name: &str, port: ServerPort, source: SocketAddrV4) -> Answered {
@@ -190,7 +194,8 @@ fn seabios_ipxe_boot_server_request_gets_its_boot_item_echoed() {
 fn undionly_kpxe_with_a_bare_pxeclient_vendor_class_is_classified_by_option_93() {
     // undionly.kpxe copies the server's option 60 ("PXEClient", no ":Arch:"), so the arch
     // must come from option 93.
-    let request = classify::parse(&golden("undionly-kpxe-discover.bin"), ServerPort::Dhcp).unwrap();
+    let bytes = golden("undionly-kpxe-discover.bin");
+    let request = classify::parse(&bytes, ServerPort::Dhcp).unwrap();
     assert_eq!(request.client.arch, Some(ClientArch::Bios));
     assert_eq!(request.client.protocol, Some(BootProtocol::Pxe));
     assert!(request.client.ipxe.is_some());
@@ -220,7 +225,7 @@ fn ovmf_pxe_discover_gets_the_x64_loader_and_no_option_43() {
     assert_eq!(
         a.action,
         BootAction::Tftp {
-            file: "ipxe-amd64.efi".into()
+            file: "ipxe-amd64.efi"
         }
     );
     // No option 43: EDK2 then asks port 4011 for the boot file (pixiecore; dnsmasq ≥ 2.76).
@@ -245,7 +250,8 @@ fn ovmf_pxe_request_from_port_4011_without_option_54_is_acked_back_to_port_4011(
 
 #[test]
 fn ovmf_uuid_is_printed_in_dmidecode_order() {
-    let request = classify::parse(&golden("ovmf-pxe-discover.bin"), ServerPort::Dhcp).unwrap();
+    let bytes = golden("ovmf-pxe-discover.bin");
+    let request = classify::parse(&bytes, ServerPort::Dhcp).unwrap();
     let uuid = request.client.uuid.expect("OVMF sends option 97");
     assert_eq!(
         UuidDisplay(&uuid).to_string(),
@@ -258,7 +264,8 @@ fn ovmf_uuid_is_printed_in_dmidecode_order() {
 
 #[test]
 fn ipxe_efi_discover_gets_the_script_url_with_its_arch() {
-    let request = classify::parse(&golden("ipxe-efi-discover.bin"), ServerPort::Dhcp).unwrap();
+    let bytes = golden("ipxe-efi-discover.bin");
+    let request = classify::parse(&bytes, ServerPort::Dhcp).unwrap();
     let features = request.client.ipxe.expect("user class iPXE");
     assert!(features.efi && features.http && !features.https);
     let a = answered(

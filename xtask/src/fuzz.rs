@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz`: runs the `cargo fuzz` targets of `boot-user/fuzz` (DHCP, TFTP request,
-//! HTTP path, template, overlay, frame, wire) for a bounded time or number of executions each,
+//! HTTP path, template, overlay, wire) for a bounded time or number of executions each,
 //! and prints executions and crashes per target. `cargo xtask test` runs each briefly so they keep
 //! building; long runs (results in BENCHMARKS.md) use `--seconds 1800` or `--runs 10000000`.
 //!
@@ -20,7 +20,6 @@ pub const TARGETS: &[&str] = &[
     "http_path",
     "template",
     "overlay",
-    "frame",
     "wire",
 ];
 

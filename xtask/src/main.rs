@@ -71,7 +71,7 @@ enum Command {
     /// Check that the daemon's modules form no import cycle (what `cargo xtask test` runs);
     /// --graph prints every edge between peer modules.
     Modules(modules::Args),
-    /// Run the cargo-fuzz targets (DHCP, TFTP request, HTTP path, template, overlay, frame)
+    /// Run the cargo-fuzz targets (DHCP, TFTP request, HTTP path, template, overlay, wire)
     /// for a bounded time each; prints executions and crashes.
     Fuzz(fuzz::Args),
 }

@@ -1,14 +1,15 @@
 //! Who is asking: parse a DHCP request and describe the client that sent it.
 //!
-//! The bytes come straight off the wire, so they are checked here before dhcproto sees them:
-//! dhcproto neither checks the magic cookie nor reports a truncated option list (it stops at the
-//! first option it cannot decode), and a reply built from a half-parsed request would be wrong.
+//! One pass over a view of the bytes (the wire layer's [`dhcpv4::Packet`]), no allocation: the
+//! bytes come straight off the wire, so every length is checked before it is used, and a
+//! request that is not whole is refused rather than half read. dhcproto decodes the same
+//! requests independently in the golden-packet tests.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
-use dhcproto::{Decodable, Decoder};
+use boot_common::wire::{dhcpv4, mac::MacAddr, pxe};
+use dhcproto::v4::MessageType;
 
 /// The fixed BOOTP header before the options field (RFC 2131 §2, figure 1).
 pub const BOOTP_HEADER_LEN: usize = 236;
@@ -44,8 +45,6 @@ pub enum Malformed {
     BadOptionLength(u8),
     #[error("no DHCP message type (option 53)")]
     NoMessageType,
-    #[error("dhcproto could not decode the message")]
-    Undecodable,
 }
 
 /// The UDP port a request arrived on. Which one decides which reply is due.
@@ -206,7 +205,7 @@ pub struct IpxeFeatures {
 }
 
 /// A boot request, described in the protocol's own words.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Client {
     pub message_type: MessageType,
     pub port: ServerPort,
@@ -234,33 +233,43 @@ impl Client {
     }
 }
 
-/// A request that passed the wire checks: the decoded message plus what we read from it.
+/// A request that passed the wire checks: a view of its bytes plus what we read from it.
 #[derive(Debug, Clone)]
-pub struct Request {
-    pub message: v4::Message,
+pub struct Request<'a> {
+    pub packet: dhcpv4::Packet<&'a [u8]>,
     pub client: Client,
+    /// Option 97 as sent, echoed byte for byte in the reply (PXE 2.1 §2.2.5).
+    pub machine_id: Option<&'a [u8]>,
+    /// Option 43 as sent: a 4011 REQUEST names its boot item there (PXE 2.1 §2.2.5).
+    pub vendor_options: Option<&'a [u8]>,
 }
 
-/// Checks the raw bytes, decodes them with dhcproto and classifies the client.
-pub fn parse(bytes: &[u8], port: ServerPort) -> Result<Request, Malformed> {
-    check_wire(bytes)?;
-    let message =
-        v4::Message::decode(&mut Decoder::new(bytes)).map_err(|_| Malformed::Undecodable)?;
-    let client = classify(&message, port)?;
-    Ok(Request { message, client })
+/// What the walk over the options keeps: the data of the options the core reads (the first
+/// instance of each; boot clients do not split options, RFC 3396).
+#[derive(Default)]
+struct Seen<'a> {
+    message_type: Option<u8>,
+    vendor_class: Option<&'a [u8]>,
+    arch: Option<&'a [u8]>,
+    ndi: Option<&'a [u8]>,
+    machine_id: Option<&'a [u8]>,
+    user_class: Option<&'a [u8]>,
+    ipxe: Option<&'a [u8]>,
+    vendor_options: Option<&'a [u8]>,
 }
 
-/// The checks dhcproto leaves out: size, op, hlen, magic cookie, and an option walk that
-/// proves every option lies inside the packet and the list ends with END (RFC 2131 §4.1,
-/// RFC 2132 §2: options are TLV; PAD and END are single octets).
-fn check_wire(bytes: &[u8]) -> Result<(), Malformed> {
+/// Checks the raw bytes and classifies the client, in one pass over the options and without
+/// allocating: the checks (size, op, hlen, magic cookie, every option inside the packet, the
+/// list ended by END, a message type) are those the earlier dhcproto-based parser made, so
+/// the same requests are refused for the same reasons.
+pub fn parse(bytes: &[u8], port: ServerPort) -> Result<Request<'_>, Malformed> {
     if bytes.len() < BOOTP_HEADER_LEN + MAGIC_COOKIE.len() {
         return Err(Malformed::Truncated);
     }
     if bytes.len() > MAX_REQUEST_LEN {
         return Err(Malformed::Oversized);
     }
-    if bytes[0] != 1 {
+    if bytes[0] != dhcpv4::BOOTREQUEST {
         return Err(Malformed::NotARequest);
     }
     if bytes[2] > 16 {
@@ -269,57 +278,85 @@ fn check_wire(bytes: &[u8]) -> Result<(), Malformed> {
     if bytes[BOOTP_HEADER_LEN..BOOTP_HEADER_LEN + 4] != MAGIC_COOKIE {
         return Err(Malformed::BadMagic);
     }
-    let mut at = BOOTP_HEADER_LEN + 4;
-    let mut seen = 0;
-    let mut message_type = false;
-    // RFC 3396: consecutive instances of one option are one option; dhcproto joins them, so
-    // lengths are checked per run.
+    let packet = dhcpv4::Packet::new_checked(bytes).map_err(|_| Malformed::Truncated)?;
+    let seen = walk_options(&bytes[BOOTP_HEADER_LEN + 4..])?;
+    let message_type = seen.message_type.ok_or(Malformed::NoMessageType)?;
+    let client = classify(&packet, &seen, MessageType::from(message_type), port);
+    Ok(Request {
+        packet,
+        client,
+        machine_id: seen.machine_id,
+        vendor_options: seen.vendor_options,
+    })
+}
+
+/// The option walk (RFC 2131 §4.1, RFC 2132 §2: options are TLV; PAD and END are single
+/// octets), bounded by [`MAX_OPTIONS`].
+fn walk_options(options: &[u8]) -> Result<Seen<'_>, Malformed> {
+    let mut seen = Seen::default();
+    let mut at = 0;
+    let mut count = 0;
+    // RFC 3396: consecutive instances of one option are one option, so the lengths of the
+    // options checked below are checked per run.
     let mut run: Option<(u8, usize)> = None;
     loop {
-        let Some(&code) = bytes.get(at) else {
+        let Some(&code) = options.get(at) else {
             // Every client we know of ends its options with END; a list that just stops was
             // cut short.
             return Err(Malformed::MissingEnd);
         };
-        // A run ends at a different code, and also at PAD: dhcproto joins only instances that
-        // follow each other directly, so `94 2 … PAD 94 1 …` is two options to it, not one.
-        if let Some((prev, len)) = run
-            && (prev != code || code == 0)
+        // A run ends at a different code, and also at PAD (instances join only when they
+        // follow each other directly).
+        if let Some((previous, len)) = run
+            && (previous != code || code == dhcpv4::option::PAD)
         {
-            check_option_length(prev, len)?;
+            check_option_length(previous, len)?;
             run = None;
         }
-        if code == 0 {
+        if code == dhcpv4::option::PAD {
             at += 1;
             continue;
         }
-        if code == 255 {
-            break;
+        if code == dhcpv4::option::END {
+            return Ok(seen);
         }
-        seen += 1;
-        if seen > MAX_OPTIONS {
+        count += 1;
+        if count > MAX_OPTIONS {
             return Err(Malformed::TooManyOptions);
         }
-        let len = *bytes.get(at + 1).ok_or(Malformed::OptionOverrun)? as usize;
-        if at + 2 + len > bytes.len() {
-            return Err(Malformed::OptionOverrun);
+        let len = usize::from(*options.get(at + 1).ok_or(Malformed::OptionOverrun)?);
+        let data = options
+            .get(at + 2..at + 2 + len)
+            .ok_or(Malformed::OptionOverrun)?;
+        fn first<'a>(slot: &mut Option<&'a [u8]>, data: &'a [u8]) {
+            if slot.is_none() {
+                *slot = Some(data);
+            }
         }
-        message_type |= code == 53 && len == 1;
+        match code {
+            dhcpv4::option::MESSAGE_TYPE if len == 1 && seen.message_type.is_none() => {
+                seen.message_type = Some(data[0]);
+            }
+            dhcpv4::option::VENDOR_CLASS => first(&mut seen.vendor_class, data),
+            dhcpv4::option::CLIENT_ARCH => first(&mut seen.arch, data),
+            dhcpv4::option::CLIENT_NDI => first(&mut seen.ndi, data),
+            dhcpv4::option::CLIENT_MACHINE_ID => first(&mut seen.machine_id, data),
+            dhcpv4::option::USER_CLASS => first(&mut seen.user_class, data),
+            dhcpv4::option::IPXE_ENCAPSULATED => first(&mut seen.ipxe, data),
+            dhcpv4::option::VENDOR_SPECIFIC => first(&mut seen.vendor_options, data),
+            _ => {}
+        }
         run = Some(match run {
             Some((c, total)) => (c, total + len),
             None => (code, len),
         });
         at += 2 + len;
     }
-    if !message_type {
-        return Err(Malformed::NoMessageType);
-    }
-    Ok(())
 }
 
-/// Options whose length dhcproto takes on trust: it `debug_assert`s on these (and subtracts
-/// from 151's and 81's length), so a lying length would panic a debug build or fuzzer. They are
-/// checked here, against the sizes their RFCs fix.
+/// Options whose lengths their RFCs fix: a request that breaks them is malformed. (They were
+/// first checked because dhcproto asserted on them; the checks stay so that what is refused
+/// does not change.)
 fn check_option_length(code: u8, len: usize) -> Result<(), Malformed> {
     let ok = match code {
         80 => len == 0,        // Rapid Commit (RFC 4039 §4)
@@ -336,42 +373,38 @@ fn check_option_length(code: u8, len: usize) -> Result<(), Malformed> {
     }
 }
 
-/// Describes the client from a decoded message. Never fails on odd option contents: an option
-/// we cannot read is treated as absent.
-fn classify(message: &v4::Message, port: ServerPort) -> Result<Client, Malformed> {
-    let opts = message.opts();
-    let message_type = opts.msg_type().ok_or(Malformed::NoMessageType)?;
-
-    let mac = match (message.htype(), message.chaddr()) {
-        (v4::HType::Eth, chaddr) if chaddr.len() >= 6 => {
-            let mut mac = [0; 6];
-            mac.copy_from_slice(&chaddr[..6]);
-            Some(mac)
-        }
-        _ => None,
-    };
-
-    let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
-        Some(DhcpOption::ClassIdentifier(v)) => Some(v.as_slice()),
-        _ => None,
-    };
+/// Describes the client. Never fails on odd option contents: an option we cannot read is
+/// treated as absent.
+fn classify(
+    packet: &dhcpv4::Packet<&[u8]>,
+    seen: &Seen<'_>,
+    message_type: MessageType,
+    port: ServerPort,
+) -> Client {
+    // chaddr is a MAC when htype says Ethernet and hlen covers six octets (RFC 2131 §2).
+    let mac = (packet.htype() == dhcpv4::HTYPE_ETHERNET && packet.hlen() >= 6).then(|| {
+        let chaddr = packet.chaddr();
+        [
+            chaddr[0], chaddr[1], chaddr[2], chaddr[3], chaddr[4], chaddr[5],
+        ]
+    });
     // The vendor class, not the arch code, says PXE or HTTP: "HTTPClient" is what UEFI HTTP
     // boot sends (UEFI 2.5+ §24.7.2), and a client without either is not booting from us.
-    let protocol = vendor_class.and_then(|v| {
-        if v.starts_with(b"PXEClient") {
+    let protocol = seen.vendor_class.and_then(|v| {
+        if v.starts_with(pxe::PXE_CLIENT) {
             Some(BootProtocol::Pxe)
-        } else if v.starts_with(b"HTTPClient") {
+        } else if v.starts_with(pxe::HTTP_CLIENT) {
             Some(BootProtocol::Http)
         } else {
             None
         }
     });
-
-    let arch_code = match opts.get(OptionCode::ClientSystemArchitecture) {
-        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+    let arch_code = match seen.arch {
+        // RFC 4578 §2.1: a list of 16-bit types; the first is the client's.
+        Some([high, low, ..]) => Some(u16::from_be_bytes([*high, *low])),
         // PXE 2.1 §2.2.5: the vendor class itself carries "Arch:xxxxx" for clients that send
         // no option 93.
-        _ => vendor_class.and_then(arch_from_vendor_class),
+        _ => seen.vendor_class.and_then(arch_from_vendor_class),
     };
     let arch = arch_code.map(|code| ClientArch::from_code(code).0);
     let arch = match (arch, mac) {
@@ -380,43 +413,33 @@ fn classify(message: &v4::Message, port: ServerPort) -> Result<Client, Malformed
         }
         (arch, _) => arch,
     };
-
-    let undi = match opts.get(OptionCode::ClientNetworkInterface) {
+    let undi = match seen.ndi {
         // RFC 4578 §2.2: type 1 (UNDI), then major and minor.
-        Some(DhcpOption::ClientNetworkInterface(1, major, minor)) => Some((*major, *minor)),
+        Some(&[1, major, minor]) => Some((major, minor)),
         _ => None,
     };
-
-    let uuid = match opts.get(OptionCode::ClientMachineIdentifier) {
+    let uuid = seen.machine_id.and_then(|v| match v {
         // RFC 4578 §2.3: type 0 followed by a 16-octet GUID.
-        Some(DhcpOption::ClientMachineIdentifier(v)) if v.len() == 17 && v[0] == 0 => {
-            let mut uuid = [0; 16];
-            uuid.copy_from_slice(&v[1..]);
-            Some(uuid)
-        }
+        [0, guid @ ..] => <[u8; 16]>::try_from(guid).ok(),
         _ => None,
-    };
-
-    let ipxe = match opts.get(OptionCode::UserClass) {
-        Some(DhcpOption::UserClass(v)) if user_class_is_ipxe(v) => {
-            Some(ipxe_features(opts.get(OptionCode::Unknown(175))))
-        }
-        _ => None,
-    };
-
-    Ok(Client {
+    });
+    let ipxe = seen
+        .user_class
+        .filter(|v| user_class_is_ipxe(v))
+        .map(|_| ipxe_features(seen.ipxe));
+    Client {
         message_type,
         port,
-        xid: message.xid(),
+        xid: packet.xid(),
         mac,
         arch,
         protocol,
         undi,
         uuid,
         ipxe,
-        ciaddr: message.ciaddr(),
-        giaddr: message.giaddr(),
-    })
+        ciaddr: packet.ciaddr(),
+        giaddr: packet.giaddr(),
+    }
 }
 
 /// "PXEClient:Arch:00007:UNDI:003016" → 7 (PXE 2.1 §2.2.5).
@@ -429,19 +452,18 @@ fn arch_from_vendor_class(v: &[u8]) -> Option<u16> {
 /// iPXE sends option 77 as the bare string "iPXE" (iPXE `dhcp.c`, `DHCP_USER_CLASS_ID`);
 /// RFC 3004 framing (a length octet first) is accepted too.
 fn user_class_is_ipxe(v: &[u8]) -> bool {
-    v == b"iPXE" || (v.len() == 5 && v[0] == 4 && &v[1..] == b"iPXE")
+    v == pxe::IPXE_USER_CLASS || (v.len() == 5 && v[0] == 4 && &v[1..] == pxe::IPXE_USER_CLASS)
 }
 
 /// Option 175 holds iPXE's encapsulated options; feature flags are sub-options 0x10–0x7f
 /// (iPXE `include/ipxe/features.h`).
-fn ipxe_features(option: Option<&DhcpOption>) -> IpxeFeatures {
+fn ipxe_features(option: Option<&[u8]>) -> IpxeFeatures {
     let mut features = IpxeFeatures::default();
-    let Some(DhcpOption::Unknown(unknown)) = option else {
+    let Some(data) = option else {
         return features;
     };
-    let data = unknown.data();
     let mut at = 0;
-    // Bounded by the option's own length (≤ 255 octets, or a few concatenated instances).
+    // Bounded by the option's own length (≤ 255 octets).
     while at + 1 < data.len() {
         let (code, len) = (data[at], data[at + 1] as usize);
         match code {
@@ -472,12 +494,7 @@ pub struct MacDisplay<'a>(pub &'a [u8; 6]);
 
 impl fmt::Display for MacDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        fmt::Display::fmt(&MacAddr(*self.0), f)
     }
 }
 

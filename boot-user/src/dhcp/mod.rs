@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::MessageType;
 
 pub use classify::{Client, ClientArch, Malformed, ServerPort};
-pub use policy::{BootAction, Policy};
+pub use policy::{BootAction, BootFile, Policy};
 pub use reply::{Destination, Reply, ReplyKind};
 
 /// Answers whether a loader exists under the TFTP root. The daemon implements it against the
@@ -67,9 +67,10 @@ pub struct Ingress {
     pub server: Ipv4Addr,
 }
 
-/// Why a well-formed request gets no reply. Counted under [`Ignored::name`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ignored {
+/// Why a well-formed request gets no reply. Counted under [`Ignored::name`]. Names are borrowed
+/// from the policy that decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored<'p> {
     /// No PXEClient/HTTPClient vendor class: the site's DHCP server's business alone.
     NotBootRequest,
     /// Port 67 answers DISCOVERs only; port 4011 REQUESTs and INFORMs only (PXE 2.1 §2.2).
@@ -79,11 +80,11 @@ pub enum Ignored {
     /// No rule matched.
     NoRule,
     /// A rule said to stay silent.
-    Silent { rule: String },
+    Silent { rule: &'p str },
     /// The rule's TFTP loader is not in the TFTP root; offering it would strand the client.
-    LoaderMissing { rule: String, file: String },
-    /// The reply could not be built (see [`reply::ReplyError`]).
-    ReplyFailed(String),
+    LoaderMissing { rule: &'p str, file: &'p str },
+    /// The reply could not be built.
+    ReplyFailed(reply::ReplyError),
     /// The boot API said the machine is not ours.
     NotOurs,
     /// The boot API is being asked about the machine; its next request is answered.
@@ -92,7 +93,37 @@ pub enum Ignored {
     ApiDown,
 }
 
-impl Ignored {
+impl Ignored<'_> {
+    /// Every name, in [`Ignored::index`] order.
+    pub const NAMES: [&'static str; 10] = [
+        "not_boot_request",
+        "message_type",
+        "unknown_arch",
+        "no_rule",
+        "silent",
+        "loader_missing",
+        "reply_failed",
+        "not_ours",
+        "api_pending",
+        "api_down",
+    ];
+
+    /// The reason's place in [`Ignored::NAMES`].
+    pub fn index(&self) -> usize {
+        match self {
+            Ignored::NotBootRequest => 0,
+            Ignored::MessageType(_) => 1,
+            Ignored::UnknownArch => 2,
+            Ignored::NoRule => 3,
+            Ignored::Silent { .. } => 4,
+            Ignored::LoaderMissing { .. } => 5,
+            Ignored::ReplyFailed(_) => 6,
+            Ignored::NotOurs => 7,
+            Ignored::ApiPending => 8,
+            Ignored::ApiDown => 9,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Ignored::NotBootRequest => "not_boot_request",
@@ -109,21 +140,23 @@ impl Ignored {
     }
 }
 
-/// The result of handling one request.
+/// The result of handling one request; names are borrowed from the policy that decided.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the reply's bytes are inline so that answering allocates nothing; an outcome is \
+              made once per request and read in place"
+)]
+pub enum Outcome<'p> {
     /// Dropped before classification.
     Malformed(Malformed),
     /// Understood, deliberately not answered.
-    Ignored {
-        client: Box<Client>,
-        reason: Ignored,
-    },
+    Ignored { client: Client, reason: Ignored<'p> },
     /// Answered.
     Reply {
-        client: Box<Client>,
-        rule: String,
-        action: BootAction,
+        client: Client,
+        rule: &'p str,
+        action: BootAction<'p>,
         reply: Reply,
     },
 }
@@ -147,14 +180,14 @@ impl Responder {
         ingress: &Ingress,
         loaders: &dyn LoaderIndex,
         admission: &dyn Admission,
-    ) -> Outcome {
+    ) -> Outcome<'_> {
         let request = match classify::parse(bytes, ingress.port) {
             Ok(request) => request,
             Err(malformed) => return Outcome::Malformed(malformed),
         };
         let client = &request.client;
         let ignore = |reason| Outcome::Ignored {
-            client: Box::new(request.client.clone()),
+            client: request.client,
             reason,
         };
 
@@ -192,27 +225,23 @@ impl Responder {
         };
         let action = rule.action.resolve(&vars);
         let boot_file = match &action {
-            BootAction::Silent => {
-                return ignore(Ignored::Silent {
-                    rule: rule.name.clone(),
-                });
-            }
+            BootAction::Silent => return ignore(Ignored::Silent { rule: &rule.name }),
             BootAction::Tftp { file } if !loaders.has_loader(file) => {
                 return ignore(Ignored::LoaderMissing {
-                    rule: rule.name.clone(),
-                    file: file.clone(),
+                    rule: &rule.name,
+                    file,
                 });
             }
             other => other.boot_file().unwrap_or_default(),
         };
         match reply::build(&request, ingress.source, ingress.server, boot_file) {
             Ok(reply) => Outcome::Reply {
-                client: Box::new(request.client.clone()),
-                rule: rule.name.clone(),
+                client: request.client,
+                rule: &rule.name,
                 action,
                 reply,
             },
-            Err(e) => ignore(Ignored::ReplyFailed(e.to_string())),
+            Err(e) => ignore(Ignored::ReplyFailed(e)),
         }
     }
 }

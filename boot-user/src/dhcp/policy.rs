@@ -7,6 +7,8 @@
 use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 
+use boot_common::wire::mac::MacAddr;
+
 use super::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay, guid_to_uuid};
 
 /// The longest boot file name that fits the BOOTP `file` field with its NUL (RFC 2131 §2).
@@ -44,15 +46,16 @@ pub enum Action {
     Silent,
 }
 
-/// The boot action for one client, templates filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BootAction {
-    Tftp { file: String },
-    Http { url: String },
+/// The boot action for one client, templates filled in. Borrowed from the policy or held
+/// inline: deciding allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootAction<'p> {
+    Tftp { file: &'p str },
+    Http { url: BootFile },
     Silent,
 }
 
-impl BootAction {
+impl BootAction<'_> {
     /// The `file` field of the reply, when there is one.
     pub fn boot_file(&self) -> Option<&str> {
         match self {
@@ -68,6 +71,84 @@ impl BootAction {
             BootAction::Http { .. } => "http",
             BootAction::Silent => "silent",
         }
+    }
+}
+
+/// A rendered boot file URL, at most [`MAX_BOOT_FILE_LEN`] bytes (what the BOOTP `file` field
+/// holds), kept inline. Templates whose longest rendering does not fit are refused when the
+/// config is loaded, so writing one never runs out of room.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BootFile {
+    bytes: [u8; MAX_BOOT_FILE_LEN],
+    len: usize,
+}
+
+impl BootFile {
+    pub const fn new() -> BootFile {
+        BootFile {
+            bytes: [0; MAX_BOOT_FILE_LEN],
+            len: 0,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only whole `&str`s are written (`write_str`), so the bytes are UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl Default for BootFile {
+    fn default() -> Self {
+        BootFile::new()
+    }
+}
+
+impl std::ops::Deref for BootFile {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for BootFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for BootFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Write for BootFile {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl From<&str> for BootFile {
+    /// `text`, cut at [`MAX_BOOT_FILE_LEN`] bytes (on a character boundary).
+    fn from(text: &str) -> BootFile {
+        let mut file = BootFile::new();
+        let mut end = text.len().min(MAX_BOOT_FILE_LEN);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = file.write_str(&text[..end]);
+        file
+    }
+}
+
+impl PartialEq<&str> for BootFile {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -237,10 +318,12 @@ impl UrlTemplate {
             .sum()
     }
 
-    pub fn render(&self, vars: &Vars<'_>) -> String {
-        let mut out = String::with_capacity(MAX_BOOT_FILE_LEN);
+    /// The URL for one client. The template fits [`MAX_BOOT_FILE_LEN`] whatever the values
+    /// (checked when the config is loaded), so the rendering is whole.
+    pub fn render(&self, vars: &Vars<'_>) -> BootFile {
+        let mut out = BootFile::new();
         for part in &self.parts {
-            // Writing to a String cannot fail.
+            // It fits (see above): a write cannot fail.
             let _ = match part {
                 Part::Text(t) => out.write_str(t),
                 Part::Server => write!(out, "{}", vars.server),
@@ -316,9 +399,9 @@ impl fmt::Display for UrlTemplate {
 
 impl Action {
     /// Fills in the templates for one client.
-    pub fn resolve(&self, vars: &Vars<'_>) -> BootAction {
+    pub fn resolve(&self, vars: &Vars<'_>) -> BootAction<'_> {
         match self {
-            Action::Tftp(file) => BootAction::Tftp { file: file.clone() },
+            Action::Tftp(file) => BootAction::Tftp { file },
             Action::Http(template) => BootAction::Http {
                 url: template.render(vars),
             },
@@ -327,18 +410,9 @@ impl Action {
     }
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), as the wire layer's [`MacAddr`] reads it.
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0; 6];
-    let mut parts = text.split([':', '-']);
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+    text.parse::<MacAddr>().ok().map(MacAddr::octets)
 }
 
 /// Parses the canonical 8-4-4-4-12 UUID form.

@@ -6,15 +6,14 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{self, DhcpOption, Flags, MessageType, Opcode, OptionCode};
-use dhcproto::{Encodable, Encoder};
+use boot_common::wire::dhcpv4;
 
 use super::classify::{BootProtocol, Request, ServerPort};
 use super::policy::MAX_BOOT_FILE_LEN;
 
 /// dnsmasq pads every reply to `MIN_PACKETSZ` (300): the BOOTP minimum (RFC 951 §3, RFC 1542
-/// §2.1) that some PXE ROMs and relays still insist on. dhcproto does not pad.
-pub const MIN_REPLY_LEN: usize = 300;
+/// §2.1) that some PXE ROMs and relays still insist on. The wire layer's writer pads to it.
+pub const MIN_REPLY_LEN: usize = dhcpv4::MIN_LEN;
 
 /// PXE 2.1 §2.2.5, option 43 sub-option 6 (PXE_DISCOVERY_CONTROL) bit 3: "use the boot file in
 /// this offer" — no boot-server discovery, no menu. dnsmasq and pixiecore send it to BIOS ROMs.
@@ -54,21 +53,47 @@ pub enum Destination {
     Relay(Ipv4Addr),
 }
 
+/// Room for a reply: 576 octets, the size every DHCP client must accept (RFC 2131 §2). Ours
+/// are about 300 (the padded minimum); a request whose echoed options would not fit is not
+/// answered (`ReplyError::TooLong`).
+pub const MAX_REPLY_LEN: usize = 576;
+
+/// A reply's bytes, held inline: building one allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ReplyBytes {
+    buf: [u8; MAX_REPLY_LEN],
+    len: usize,
+}
+
+impl std::ops::Deref for ReplyBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Debug for ReplyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReplyBytes({} bytes)", self.len)
+    }
+}
+
 /// A reply ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub kind: ReplyKind,
-    pub bytes: Vec<u8>,
+    pub bytes: ReplyBytes,
     pub destination: Destination,
 }
 
 /// Why a reply could not be encoded (an internal limit, not the client's fault).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
     #[error("boot file is {0} bytes; the BOOTP file field holds {MAX_BOOT_FILE_LEN}")]
     BootFileTooLong(usize),
-    #[error("encoding failed: {0}")]
-    Encode(String),
+    #[error("the reply would be longer than {MAX_REPLY_LEN} bytes")]
+    TooLong,
 }
 
 /// Builds the reply a proxy server owes `request`, arrived from `source`, carrying
@@ -76,7 +101,7 @@ pub enum ReplyError {
 /// option 54, and iPXE sends its 4011 REQUEST there and accepts the ACK only with the same
 /// option 54.
 pub fn build(
-    request: &Request,
+    request: &Request<'_>,
     source: SocketAddrV4,
     server: Ipv4Addr,
     boot_file: &str,
@@ -85,61 +110,69 @@ pub fn build(
         return Err(ReplyError::BootFileTooLong(boot_file.len()));
     }
     let client = &request.client;
-    let req = &request.message;
+    let req = &request.packet;
     let protocol = client.protocol.unwrap_or(BootProtocol::Pxe);
     let (kind, message_type) = match client.port {
-        ServerPort::Dhcp => (ReplyKind::ProxyOffer, MessageType::Offer),
-        ServerPort::Pxe => (ReplyKind::ProxyAck, MessageType::Ack),
+        ServerPort::Dhcp => (ReplyKind::ProxyOffer, dhcpv4::message_type::OFFER),
+        ServerPort::Pxe => (ReplyKind::ProxyAck, dhcpv4::message_type::ACK),
     };
-
-    let mut reply = v4::Message::new_with_id(
-        req.xid(),
+    // sname: our address as text (dnsmasq and pixiecore send it), written without `format!`.
+    let mut sname = [0u8; 15];
+    let sname_len = write_ipv4(server, &mut sname);
+    let header = dhcpv4::Header {
+        op: dhcpv4::BOOTREPLY,
+        htype: req.htype(),
+        hlen: req.hlen(),
+        hops: 0,
+        xid: req.xid(),
+        secs: 0,
+        flags: match kind {
+            // The offer is broadcast; say so, as dnsmasq and pixiecore do.
+            ReplyKind::ProxyOffer => dhcpv4::FLAG_BROADCAST,
+            ReplyKind::ProxyAck => req.flags(),
+        },
         // ciaddr is echoed in the ACK (PXE 2.1 §2.2.4, dnsmasq); a DISCOVER's is 0 anyway.
-        req.ciaddr(),
+        ciaddr: req.ciaddr(),
         // A proxy never assigns an address: yiaddr 0 is what makes this a proxy offer to iPXE
         // and EDK2 (EDK2 `PxeBcDhcp4.c`, `HttpBootDhcp4.c`: "proxy" offers have no yiaddr).
-        Ipv4Addr::UNSPECIFIED,
-        server,
-        req.giaddr(),
-        req.chaddr(),
-    );
-    reply
-        .set_opcode(Opcode::BootReply)
-        .set_htype(req.htype())
-        .set_flags(match kind {
-            // The offer is broadcast; say so, as dnsmasq and pixiecore do.
-            ReplyKind::ProxyOffer => Flags::default().set_broadcast(),
-            ReplyKind::ProxyAck => req.flags(),
-        })
-        .set_sname_str(server.to_string())
-        .set_fname_str(boot_file);
-
-    let opts = reply.opts_mut();
-    opts.insert(DhcpOption::MessageType(message_type));
-    opts.insert(DhcpOption::ServerIdentifier(server));
+        yiaddr: Ipv4Addr::UNSPECIFIED,
+        siaddr: server,
+        giaddr: req.giaddr(),
+        chaddr: req.chaddr(),
+        sname: &sname[..sname_len],
+        file: boot_file.as_bytes(),
+    };
+    let mut bytes = ReplyBytes {
+        buf: [0; MAX_REPLY_LEN],
+        len: 0,
+    };
+    let too_long = |_| ReplyError::TooLong;
+    let mut writer = dhcpv4::Writer::new(&mut bytes.buf, &header).map_err(too_long)?;
+    writer
+        .option(dhcpv4::option::MESSAGE_TYPE, &[message_type])
+        .map_err(too_long)?;
+    writer
+        .option(dhcpv4::option::SERVER_ID, &server.octets())
+        .map_err(too_long)?;
     // iPXE accepts a proxy offer only if option 60 starts with "PXEClient" (dhcp.c,
     // `dhcp_discovery_rx`); EDK2 HTTP boot wants "HTTPClient" back (HttpBootDhcp4.c).
-    opts.insert(DhcpOption::ClassIdentifier(
-        protocol.vendor_class().to_vec(),
-    ));
+    writer
+        .option(dhcpv4::option::VENDOR_CLASS, protocol.vendor_class())
+        .map_err(too_long)?;
     // PXE 2.1 §2.2.5 / RFC 4578 §2.3: echo the client's GUID when it sent one.
-    if let Some(DhcpOption::ClientMachineIdentifier(guid)) =
-        req.opts().get(OptionCode::ClientMachineIdentifier)
-    {
-        opts.insert(DhcpOption::ClientMachineIdentifier(guid.clone()));
+    if let Some(guid) = request.machine_id {
+        writer
+            .option(dhcpv4::option::CLIENT_MACHINE_ID, guid)
+            .map_err(too_long)?;
     }
-    if let Some(vendor) = pxe_vendor_options(request, kind) {
-        opts.insert(DhcpOption::VendorExtensions(vendor));
+    let mut vendor = [0u8; 8];
+    if let Some(len) = pxe_vendor_options(request, kind, &mut vendor) {
+        writer
+            .option(dhcpv4::option::VENDOR_SPECIFIC, &vendor[..len])
+            .map_err(too_long)?;
     }
-
-    let mut bytes = Vec::with_capacity(MIN_REPLY_LEN + MAX_BOOT_FILE_LEN);
-    reply
-        .encode(&mut Encoder::new(&mut bytes))
-        .map_err(|e| ReplyError::Encode(e.to_string()))?;
-    if bytes.len() < MIN_REPLY_LEN {
-        // Zero octets after END are PAD options (RFC 2132 §3.1).
-        bytes.resize(MIN_REPLY_LEN, 0);
-    }
+    // Zero octets after END are PAD options (RFC 2132 §3.1), up to the 300-byte minimum.
+    bytes.len = writer.finish();
 
     let destination = match client.port {
         ServerPort::Dhcp if !client.giaddr.is_unspecified() => Destination::Relay(client.giaddr),
@@ -153,7 +186,31 @@ pub fn build(
     })
 }
 
-/// Option 43, only where it belongs.
+/// `a.b.c.d` into `out`; returns its length (at most 15).
+fn write_ipv4(address: Ipv4Addr, out: &mut [u8; 15]) -> usize {
+    let mut len = 0;
+    for (i, octet) in address.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for digit in &digits[skip..] {
+            out[len] = b'0' + digit;
+            len += 1;
+        }
+    }
+    len
+}
+
+/// Option 43, only where it belongs, written into `out`; returns its length.
 ///
 /// - UEFI and HTTP-boot clients get none: without it EDK2 sends its REQUEST to port 4011 and
 ///   takes the boot file from our ACK (pixiecore; dnsmasq since 2.76, which found that UEFI
@@ -161,24 +218,29 @@ pub fn build(
 /// - BIOS PXE ROMs get sub-option 6 = 8 in the offer: boot the file named here, skip boot-server
 ///   discovery (PXE 2.1 §2.2.5; dnsmasq, pixiecore).
 /// - In a 4011 ACK, a requested boot item (sub-option 71) is echoed (dnsmasq `rfc2131.c`).
-fn pxe_vendor_options(request: &Request, kind: ReplyKind) -> Option<Vec<u8>> {
+fn pxe_vendor_options(request: &Request<'_>, kind: ReplyKind, out: &mut [u8; 8]) -> Option<usize> {
     let client = &request.client;
     if client.protocol != Some(BootProtocol::Pxe) || client.arch.is_some_and(|a| a.is_uefi()) {
         return None;
     }
     match kind {
-        ReplyKind::ProxyOffer => Some(vec![PXE_DISCOVERY_CONTROL, 1, DISCOVERY_USE_BOOT_FILE, 255]),
+        ReplyKind::ProxyOffer => {
+            out[..4].copy_from_slice(&[
+                PXE_DISCOVERY_CONTROL,
+                1,
+                DISCOVERY_USE_BOOT_FILE,
+                dhcpv4::option::END,
+            ]);
+            Some(4)
+        }
         ReplyKind::ProxyAck => {
-            let Some(DhcpOption::VendorExtensions(sent)) =
-                request.message.opts().get(OptionCode::VendorExtensions)
-            else {
-                return None;
-            };
-            let item = find_suboption(sent, PXE_BOOT_ITEM).filter(|v| v.len() == 4)?;
-            let mut out = vec![PXE_BOOT_ITEM, 4];
-            out.extend_from_slice(item);
-            out.push(255);
-            Some(out)
+            let item =
+                find_suboption(request.vendor_options?, PXE_BOOT_ITEM).filter(|v| v.len() == 4)?;
+            out[0] = PXE_BOOT_ITEM;
+            out[1] = 4;
+            out[2..6].copy_from_slice(item);
+            out[6] = dhcpv4::option::END;
+            Some(7)
         }
     }
 }
@@ -216,5 +278,27 @@ mod tests {
         assert_eq!(find_suboption(&[71, 9, 1, 2], 71), None);
         assert_eq!(find_suboption(&[0, 0, 255, 71, 1, 1], 71), None);
         assert_eq!(find_suboption(&[], 71), None);
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_dotted_quads() {
+        for address in [
+            Ipv4Addr::new(198, 18, 0, 1),
+            Ipv4Addr::new(0, 0, 0, 0),
+            Ipv4Addr::new(255, 255, 255, 255),
+            Ipv4Addr::new(10, 100, 9, 99),
+        ] {
+            let mut out = [0u8; 15];
+            let len = write_ipv4(address, &mut out);
+            assert_eq!(
+                std::str::from_utf8(&out[..len]),
+                Ok(address.to_string().as_str())
+            );
+        }
     }
 }

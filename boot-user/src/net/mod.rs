@@ -1,7 +1,6 @@
 //! I/O edges: the interface table, the kernel's neighbour table, and the backends that carry
 //! requests to the core.
 
-pub mod frame;
 pub mod iface;
 pub mod neighbour;
 pub mod netlink;

@@ -177,6 +177,18 @@ fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
             );
         }
         Outcome::Ignored { client, reason } => {
+            let detail = matches!(
+                reason,
+                Ignored::NotBootRequest
+                    | Ignored::MessageType(_)
+                    | Ignored::ApiPending
+                    | Ignored::ApiDown
+            );
+            // The fields below are formatted before the event is: not for events the level
+            // filter drops anyway (plain DHCP is most of what a port-67 tee sees).
+            if detail && !tracing::enabled!(tracing::Level::DEBUG) {
+                return;
+            }
             let mac = client
                 .mac
                 .as_ref()
@@ -221,7 +233,7 @@ fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
                         arch,
                         iface,
                         port,
-                        error = e,
+                        error = %e,
                         "not answered: reply failed"
                     )
                 }
@@ -291,7 +303,7 @@ fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
 pub struct FsLoaders {
     root: PathBuf,
     search: LoaderSearch,
-    cache: RwLock<HashMap<String, (bool, Instant)>>,
+    cache: RwLock<HashMap<String, (bool, Instant), foldhash::fast::RandomState>>,
 }
 
 impl FsLoaders {
@@ -305,7 +317,7 @@ impl FsLoaders {
         FsLoaders {
             root: root.to_path_buf(),
             search,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::default(),
         }
     }
 

@@ -1,17 +1,18 @@
 //! The XDP backend at work: per interface, the steering program attached, one AF_XDP socket per
-//! rx queue, and the reader of the tee ring. Every request, teed or taken, goes through the same
-//! [`Service`] as the UDP backend; every reply leaves as a whole Ethernet frame on the TX ring of
-//! the queue the request came in on, with the request's VLAN tags.
+//! rx queue, the rings of teed frames, and one task that answers them all. Every request, teed
+//! or taken, goes through the same [`Service`] as the UDP backend; every reply is written as a
+//! whole Ethernet frame (the wire layer's [`emit_udp_frame`], the request's VLAN tags kept)
+//! straight into a TX frame of the queue the request came in on.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::Poll;
 
+use boot_common::wire::frame::{FrameRepr, UdpFrame, emit_udp_frame};
+use boot_common::wire::mac::MacAddr;
 use boot_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_SERVER_PORT, SteerMode};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::io::unix::AsyncFd;
 
 use super::program::{
     AttachMode, CounterReader, ExistingProgram, ProgramConfig, TeeRing, XdpAttachment, XdpError,
@@ -20,17 +21,8 @@ use super::program::{
 use super::steering::Steered;
 use super::xsk::{self, XskError, XskInterface, XskOptions, XskQueue};
 use crate::dhcp::{Destination, ServerPort};
-use crate::net::frame::{self, ReplyHeaders};
 use crate::net::iface::Interfaces;
-use crate::net::service::{Answer, Service};
-
-/// Replies to shared-ring frames the tee reader may queue for one AF_XDP queue before it
-/// drops (and counts) more. Small on purpose: the BPF ring in front already absorbs bursts, and
-/// every reply queued here is one more send a later request waits for.
-const TEE_REPLY_QUEUE: usize = 256;
-/// Replies to inventory machines (the priority ring), queued apart so that they never wait
-/// behind a flood's replies.
-const PRIORITY_REPLY_QUEUE: usize = 64;
+use crate::net::service::Service;
 
 /// How the backend is set up on each interface.
 #[derive(Debug, Clone)]
@@ -158,6 +150,12 @@ impl XdpInterface {
 
     /// Serves until a socket fails; the program stays attached as long as the returned future
     /// (which owns everything) lives, and is detached when it is dropped or completes.
+    ///
+    /// One task does all of an interface's work: the teed frames of both rings and the frames
+    /// each queue's socket took, each answered straight into a TX frame of the queue it came in
+    /// on, and one kernel wakeup per queue per round. No reply is copied between tasks and no
+    /// task wakes another: what a proxy offer costs is the core's work and a share of one
+    /// `sendto` (copy mode) or none (zero-copy).
     pub async fn serve(
         self,
         service: Arc<Service>,
@@ -173,65 +171,51 @@ impl XdpInterface {
             priority,
             config: _,
         } = self;
-        let context = Arc::new(Context {
-            service,
-            interfaces,
-            ifindex,
-        });
-        let mut tasks = JoinSet::new();
-        let mut tee_senders = HashMap::new();
-        for queue in queues {
-            let (shared, shared_rx) = mpsc::channel(TEE_REPLY_QUEUE);
-            let (priority, priority_rx) = mpsc::channel(PRIORITY_REPLY_QUEUE);
-            tee_senders.insert(queue.queue_id(), ReplySenders { shared, priority });
-            let replies = TeeReplies {
-                shared: shared_rx,
-                priority: priority_rx,
-            };
-            tasks.spawn(serve_queue(queue, replies, context.clone()));
-        }
-        tasks.spawn(read_tee(tee, priority, tee_senders, context.clone()));
+        let context = FrameAnswerer::new(service, interfaces, ifindex);
         tracing::debug!(iface = %name, "XDP backend serving");
-        let result = match tasks.join_next().await {
-            Some(Ok(result)) => result,
-            Some(Err(e)) => Err(BackendError::Socket(XskError::Readiness {
-                queue: 0,
-                source: std::io::Error::other(e.to_string()),
-            })),
-            None => Ok(()),
-        };
-        tasks.abort_all();
+        let result = serve_interface(context, tee, priority, queues).await;
         drop(attachment);
         drop(program);
         result
     }
 }
 
-/// What the serving tasks of one interface share.
-struct Context {
+/// Answers the request frames of one interface: what the XDP backend's task runs for every
+/// frame, public so that benchmarks measure exactly that.
+pub struct FrameAnswerer {
     service: Arc<Service>,
     interfaces: Arc<Interfaces>,
     ifindex: u32,
 }
 
-impl Context {
-    /// Handles one request frame that arrived on this interface: returns the reply frame, if
-    /// one is due. Frames that do not parse were vetted by the XDP program already; they are
-    /// dropped here without a reply (the core counts DHCP-level problems).
-    fn handle(&self, request: &[u8]) -> Option<Vec<u8>> {
-        let parsed = frame::parse(request).ok()?;
-        let port = match parsed.destination.port() {
+impl FrameAnswerer {
+    pub fn new(service: Arc<Service>, interfaces: Arc<Interfaces>, ifindex: u32) -> FrameAnswerer {
+        FrameAnswerer {
+            service,
+            interfaces,
+            ifindex,
+        }
+    }
+
+    /// Answers one request frame that arrived on this interface: writes the reply frame into
+    /// `out` (a TX frame) and returns its length, if one is due. Frames that do not parse were
+    /// vetted by the XDP program already; they are dropped here without a reply (the core
+    /// counts DHCP-level problems).
+    pub fn answer(&self, request: &[u8], out: &mut [u8]) -> Option<usize> {
+        let frame = UdpFrame::parse(request).ok()?;
+        let port = match frame.udp.dst_port() {
             DHCP_SERVER_PORT => ServerPort::Dhcp,
             PXE_SERVER_PORT => ServerPort::Pxe,
             _ => return None,
         };
+        let tags = frame.ethernet.tags();
         let table = self.interfaces.snapshot();
         let physical = table.get(self.ifindex)?;
         // A tagged frame belongs to the VLAN sub-interface of its (outer) tag: that is the
         // interface the operator names and whose address the client gets. Without one the
         // kernel would drop the frame, and no address of ours is reachable from that VLAN, so
         // it is not answered.
-        let logical = match parsed.vlans.first() {
+        let logical = match tags.as_slice().first() {
             None => self.ifindex,
             Some(tag) => match table.vlan_child(self.ifindex, tag.id()) {
                 Some(child) => child.index,
@@ -241,197 +225,173 @@ impl Context {
                 }
             },
         };
-        let answer = self.service.handle(
-            port,
-            logical,
-            parsed.source,
-            *parsed.destination.ip(),
-            parsed.payload,
-        )?;
-        let src_mac = physical.mac?;
-        reply_frame(&answer, port, src_mac, parsed.src_mac, &parsed.vlans)
+        let answer =
+            self.service
+                .handle(port, logical, frame.src(), frame.ip.dst(), frame.payload())?;
+        let (dst_mac, destination) = match answer.reply.destination {
+            Destination::Broadcast => (
+                MacAddr::BROADCAST,
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
+            ),
+            // The request's frame came from the client (or the router in front of it): its
+            // source MAC is the next hop back.
+            Destination::Unicast(to) => (frame.ethernet.src(), to),
+            Destination::Relay(giaddr) => (
+                frame.ethernet.src(),
+                SocketAddrV4::new(giaddr, DHCP_SERVER_PORT),
+            ),
+        };
+        let repr = FrameRepr {
+            src_mac: MacAddr(physical.mac?),
+            dst_mac,
+            tags,
+            src: SocketAddrV4::new(answer.server, port.number()),
+            dst: destination,
+            ttl: FrameRepr::DEFAULT_TTL,
+        };
+        let payload = &answer.reply.bytes;
+        let at = repr.headers_len();
+        out.get_mut(at..at + payload.len())?
+            .copy_from_slice(payload);
+        emit_udp_frame(out, &repr, payload.len()).ok()
     }
 }
 
-/// The Ethernet frame around a reply.
-fn reply_frame(
-    answer: &Answer,
-    port: ServerPort,
-    src_mac: [u8; 6],
-    client_mac: [u8; 6],
-    vlans: &[frame::VlanTag],
-) -> Option<Vec<u8>> {
-    let (dst_mac, destination) = match answer.reply.destination {
-        Destination::Broadcast => (
-            [0xff; 6],
-            SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
-        ),
-        // The request's frame came from the client (or the router in front of it): its source
-        // MAC is the next hop back.
-        Destination::Unicast(to) => (client_mac, to),
-        Destination::Relay(giaddr) => (client_mac, SocketAddrV4::new(giaddr, DHCP_SERVER_PORT)),
-    };
-    let headers = ReplyHeaders {
-        src_mac,
-        dst_mac,
-        vlans,
-        source: SocketAddrV4::new(answer.server, port.number()),
-        destination,
-    };
-    let mut out = vec![0u8; frame::frame_len(vlans.len(), answer.reply.bytes.len())];
-    let len = frame::build(&headers, &answer.reply.bytes, &mut out)?;
-    out.truncate(len);
-    Some(out)
-}
-
-/// The tee reader's two reply queues into one AF_XDP queue.
-struct ReplySenders {
-    shared: mpsc::Sender<Vec<u8>>,
-    priority: mpsc::Sender<Vec<u8>>,
-}
-
-/// The receiving ends of [`ReplySenders`].
-struct TeeReplies {
-    shared: mpsc::Receiver<Vec<u8>>,
-    priority: mpsc::Receiver<Vec<u8>>,
-}
-
-/// One AF_XDP queue: answers the frames the program took, and sends the replies to teed
-/// frames that arrived on this queue, inventory machines' first.
-async fn serve_queue(
-    mut queue: XskQueue,
-    mut tee: TeeReplies,
-    context: Arc<Context>,
-) -> Result<(), BackendError> {
-    let mut replies: Vec<Vec<u8>> = Vec::with_capacity(xsk::RX_BATCH as usize);
-    let mut shared = false;
-    loop {
-        // `biased`: under a flood every branch is ready at every turn; the priority replies
-        // must win each time, not one turn in three.
-        tokio::select! {
-            biased;
-            Some(reply) = tee.priority.recv() => {
-                replies.push(reply);
-                drain(&mut tee.priority, &mut replies);
-            }
-            batch = queue.recv() => {
-                let batch = batch?;
-                replies.extend(batch.frames().filter_map(|f| context.handle(f)));
-            }
-            Some(reply) = tee.shared.recv() => {
-                // A priority reply that came meanwhile goes in front of this batch.
-                drain(&mut tee.priority, &mut replies);
-                replies.push(reply);
-                drain(&mut tee.shared, &mut replies);
-                shared = true;
-            }
-        }
-        if std::mem::take(&mut shared)
-            && let Some(batch) = queue.try_recv()
-        {
-            // The requests the program took meanwhile go in front of the flood's replies. Their
-            // RX ring is looked at directly: its readiness may wait for the runtime's next I/O
-            // poll while a flood keeps every worker busy.
-            let taken: Vec<Vec<u8>> = batch.frames().filter_map(|f| context.handle(f)).collect();
-            replies.splice(0..0, taken);
-        }
-        if !replies.is_empty() {
-            let queued = queue.send_batch(replies.iter().map(Vec::as_slice))?;
-            for _ in queued..replies.len() {
-                context.service.stats.record_send_failure();
-            }
-            replies.clear();
-        }
-    }
-}
-
-/// Moves queued replies into `replies` until it holds one TX batch.
-fn drain(queue: &mut mpsc::Receiver<Vec<u8>>, replies: &mut Vec<Vec<u8>>) {
-    while replies.len() < xsk::TX_BATCH {
-        match queue.try_recv() {
-            Ok(reply) => replies.push(reply),
-            Err(_) => break,
-        }
-    }
-}
-
-/// Teed frames of the shared ring handled before the reader yields, so that the queue tasks
-/// send what it handed them (the priority ring is looked at before every frame).
+/// Teed frames of the shared ring answered in one round before the task looks at the sockets
+/// again and yields (the priority ring is looked at before every one of them).
 const TEE_BATCH: usize = 64;
-/// Longest the reader works through the shared ring before it yields, whatever a frame costs.
-/// A queue task woken by the reader waits in the reader's worker (tokio's LIFO slot cannot be
-/// stolen), so this bounds how long a taken request (4011) or a reply waits behind a flood.
-const TEE_SLICE: Duration = Duration::from_micros(100);
 
-/// Reads teed frames and hands their replies to the queue they came in on. Inventory MACs'
-/// frames (the priority ring) go first, before every frame of the shared ring, and their
-/// replies go to the queue's priority channel.
-async fn read_tee(
-    ring: TeeRing,
+/// The interface's serving loop (see [`XdpInterface::serve`]). A round answers, in order:
+/// inventory machines' teed frames (the priority ring, its replies sent at once), up to
+/// [`TEE_BATCH`] frames of the shared ring (the priority ring looked at again before each),
+/// one batch from each queue's socket; then sends what each queue gathered.
+async fn serve_interface(
+    context: FrameAnswerer,
+    tee: TeeRing,
     priority: TeeRing,
-    queues: HashMap<u32, ReplySenders>,
-    context: Arc<Context>,
+    mut queues: Vec<XskQueue>,
 ) -> Result<(), BackendError> {
     let readiness = |source| XskError::Readiness { queue: 0, source };
-    let mut ring = crate::net::register(ring).map_err(readiness)?;
+    let mut shared = crate::net::register(tee).map_err(readiness)?;
     let mut priority = crate::net::register(priority).map_err(readiness)?;
-    let handle = |record: &[u8], urgent: bool| {
-        let Ok(teed) = parse_tee_record(record) else {
-            return;
-        };
-        let Some(reply) = context.handle(teed.frame) else {
-            return;
-        };
-        // Every rx queue has a socket; were one missing, the first queue sends the reply
-        // rather than lose it.
-        let sender = queues
-            .get(&teed.header.rx_queue)
-            .or_else(|| queues.values().next());
-        let sender = sender.map(|s| if urgent { &s.priority } else { &s.shared });
-        if let Some(sender) = sender
-            && sender.try_send(reply).is_err()
-        {
-            context.service.stats.record_send_failure();
-        }
-    };
+    if queues.is_empty() {
+        return Ok(());
+    }
     loop {
-        // Clear first, then drain: a record submitted after the drain finds the reader caught
-        // up, so the kernel signals it and the next wait returns at once.
-        tokio::select! {
-            guard = priority.readable_mut() => guard.map_err(readiness)?.clear_ready(),
-            guard = ring.readable_mut() => guard.map_err(readiness)?.clear_ready(),
-        }
+        wait_for_work(&mut shared, &mut priority, &mut queues).await?;
+        // Until a round finds nothing left: each ends with the queues flushed and a yield, so
+        // a flood cannot keep this worker from the runtime's other tasks.
         loop {
-            let mut handled = 0;
-            let mut empty = false;
-            let slice = Instant::now();
-            while handled < TEE_BATCH && slice.elapsed() < TEE_SLICE {
-                // The priority ring is looked at before every shared frame: a check of the
-                // ring's producer position, so an inventory machine's request waits for one
-                // flood frame's handling at most.
-                let mut urgent = 0;
-                while let Some(record) = priority.get_mut().next() {
-                    handle(&record, true);
-                    urgent += 1;
-                }
-                if urgent > 0 {
-                    // Let the queue task send the reply now. Woken from here, it sits in this
-                    // worker's LIFO slot, which no other worker may steal: without the yield it
-                    // would wait for the rest of the batch (measured: 3 ms under a flood).
-                    tokio::task::yield_now().await;
-                }
-                let Some(record) = ring.get_mut().next() else {
-                    empty = true;
+            let mut busy = answer_priority(&context, priority.get_mut(), &mut queues)?;
+            for _ in 0..TEE_BATCH {
+                let Some(record) = shared.get_mut().next() else {
                     break;
                 };
-                handle(&record, false);
-                handled += 1;
+                busy = true;
+                if let Ok(teed) = parse_tee_record(&record) {
+                    let queue = queue_for(&mut queues, teed.header.rx_queue);
+                    stage(&context, queue, teed.frame)?;
+                }
+                drop(record);
+                answer_priority(&context, priority.get_mut(), &mut queues)?;
             }
-            if empty {
+            for queue in &mut queues {
+                if let Some(mut batch) = queue.try_recv() {
+                    busy = true;
+                    batch.answer_each(|request, out| context.answer(request, out))?;
+                }
+            }
+            for queue in &mut queues {
+                queue.flush()?;
+            }
+            if !busy {
                 break;
             }
-            // A full batch or slice: let the queue tasks send, then look at the rings again.
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// Answers every record of the priority ring (inventory machines) and sends each reply at
+/// once: they never wait behind a flood's. Returns whether there were any.
+fn answer_priority(
+    context: &FrameAnswerer,
+    priority: &mut TeeRing,
+    queues: &mut [XskQueue],
+) -> Result<bool, BackendError> {
+    let mut any = false;
+    while let Some(record) = priority.next() {
+        any = true;
+        let Ok(teed) = parse_tee_record(&record) else {
+            continue;
+        };
+        let queue = queue_for(queues, teed.header.rx_queue);
+        if stage(context, queue, teed.frame)? {
+            queue.flush()?;
+        }
+    }
+    Ok(any)
+}
+
+/// Answers a teed frame into a TX frame of `queue`. Returns whether a reply was queued; one
+/// that could not be (no free TX frame) is counted as a send failure.
+fn stage(
+    context: &FrameAnswerer,
+    queue: &mut XskQueue,
+    request: &[u8],
+) -> Result<bool, BackendError> {
+    match queue.stage_with(|out| context.answer(request, out)) {
+        Ok(queued) => Ok(queued),
+        Err(XskError::NoFreeFrame | XskError::FrameDoesNotFit { .. }) => {
+            context.service.stats.record_send_failure();
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The socket of rx queue `id`; every rx queue has one, and were one missing the first queue
+/// sends the reply rather than lose it.
+fn queue_for(queues: &mut [XskQueue], id: u32) -> &mut XskQueue {
+    let at = queues.iter().position(|q| q.queue_id() == id).unwrap_or(0);
+    &mut queues[at]
+}
+
+/// Waits until either ring has records or a socket has frames. Both rings signal their
+/// descriptor once the reader has caught up (the program submits with the kernel's default
+/// notification), and the loop drains them before it waits again, so no record is missed.
+async fn wait_for_work(
+    shared: &mut AsyncFd<TeeRing>,
+    priority: &mut AsyncFd<TeeRing>,
+    queues: &mut [XskQueue],
+) -> Result<(), BackendError> {
+    let readiness = |source| XskError::Readiness { queue: 0, source };
+    std::future::poll_fn(|cx| {
+        let mut ready = false;
+        for ring in [&mut *priority, &mut *shared] {
+            match ring.poll_read_ready_mut(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    // Clear first, then drain: a record submitted after the drain finds the
+                    // reader caught up, so the kernel signals the descriptor again.
+                    guard.clear_ready();
+                    ready = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(BackendError::from(readiness(e)))),
+                Poll::Pending => {}
+            }
+        }
+        for queue in queues.iter_mut() {
+            match queue.poll_rx_ready(cx) {
+                Poll::Ready(Ok(())) => ready = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {}
+            }
+        }
+        if ready {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }

@@ -812,28 +812,92 @@ impl XskQueue {
     }
 
     /// Like [`XskQueue::send`], but `build` writes the frame straight into the UMEM frame and
-    /// returns its length, or `None` if it does not fit (as `net::frame::build` does).
+    /// returns its length, or `None` if it does not fit.
     pub fn send_with(
         &mut self,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Result<(), XskError> {
+        if !self.stage_with(build)? {
+            self.counters.tx_dropped_bad_length += 1;
+            return Err(XskError::FrameDoesNotFit {
+                max: self.max_frame_len(),
+            });
+        }
+        match self.flush()? {
+            0 => Err(XskError::TxRingFull),
+            _ => Ok(()),
+        }
+    }
+
+    /// Has `build` write a frame straight into a free UMEM frame (and return its length, or
+    /// `None` to send nothing) and queues it for the next [`XskQueue::flush`]; a full
+    /// [`TX_BATCH`] goes out at once. Nothing is copied and nothing is allocated: this is how
+    /// replies leave. Returns whether a frame was queued; a frame that cannot be (no free frame,
+    /// a bad length) is counted and dropped, and the error says why.
+    pub fn stage_with(
+        &mut self,
+        build: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Result<bool, XskError> {
         let chunk = self.take_tx_frame()?;
         let max = self.max_frame_len();
-        let len = build(self.tx_frame_mut(chunk));
-        let Some(len) = len.filter(|len| (MIN_FRAME_LEN..=max).contains(len)) else {
+        let Some(len) = build(self.tx_frame_mut(chunk)) else {
+            self.tx_free.push(chunk);
+            return Ok(false);
+        };
+        if !(MIN_FRAME_LEN..=max).contains(&len) {
             self.tx_free.push(chunk);
             self.counters.tx_dropped_bad_length += 1;
             return Err(XskError::FrameDoesNotFit { max });
-        };
-        self.tx_descs.clear();
+        }
         self.tx_descs.push(XdpDesc {
             addr: chunk,
             len: len as u32,
             options: 0,
         });
-        match self.submit()? {
-            0 => Err(XskError::TxRingFull),
-            _ => Ok(()),
+        if self.tx_descs.len() >= TX_BATCH {
+            self.submit()?;
+        }
+        Ok(true)
+    }
+
+    /// Puts the frames [`XskQueue::stage_with`] queued on the TX ring and wakes the kernel
+    /// once for all of them. Returns how many were queued.
+    pub fn flush(&mut self) -> Result<usize, XskError> {
+        self.submit()
+    }
+
+    /// Whether frames wait in the RX ring, registering the task's waker with the reactor
+    /// when none does (for a task that waits on several sockets and rings at once).
+    pub fn poll_rx_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), XskError>> {
+        use std::task::Poll;
+        self.refill();
+        let queue = self.queue;
+        let readiness_error = |source| XskError::Readiness { queue, source };
+        if self.readiness.is_none() {
+            let fd = self.fd.try_clone().map_err(readiness_error)?;
+            self.readiness = Some(crate::net::register(fd).map_err(readiness_error)?);
+        }
+        let Some(readiness) = &self.readiness else {
+            return Poll::Pending;
+        };
+        loop {
+            if self.rx.available() > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match readiness.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    // Cleared only while the ring is still empty: tokio keeps a wakeup that
+                    // raced with this check.
+                    if self.rx.available() == 0 {
+                        guard.clear_ready();
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(readiness_error(e))),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -1040,6 +1104,41 @@ impl RxBatch<'_> {
     }
 }
 
+impl RxBatch<'_> {
+    /// Hands each received frame, with a free TX frame of the same queue, to `answer`, which
+    /// writes the reply there and returns its length (or `None`: no reply); replies are
+    /// queued as [`XskQueue::stage_with`] does, for the caller's [`XskQueue::flush`]. A request
+    /// is read where the kernel wrote it and its reply written where the kernel will send it
+    /// from: no copy in between. Returns how many replies were queued.
+    pub fn answer_each(
+        &mut self,
+        mut answer: impl FnMut(&[u8], &mut [u8]) -> Option<usize>,
+    ) -> Result<usize, XskError> {
+        let mut queued = 0;
+        for at in 0..self.descs.len() {
+            let desc = self.descs[at];
+            let bytes = self
+                .queue
+                .umem
+                .bytes(desc.addr..desc.addr + u64::from(desc.len));
+            // SAFETY: as in `frames`: the descriptor lies within one of this queue's RX frames,
+            // which the kernel gets back only when the batch drops. The TX frame `stage_with`
+            // lends out is one of this queue's TX frames, a range of the UMEM disjoint from
+            // every RX frame (`Layout::frames_of`), so the two slices never overlap.
+            let request: &[u8] = unsafe { bytes.as_ref() };
+            match self.queue.stage_with(|reply| answer(request, reply)) {
+                Ok(true) => queued += 1,
+                Ok(false) => {}
+                // Out of TX frames or a bad length: counted by the queue; the next request may
+                // still fit.
+                Err(XskError::NoFreeFrame | XskError::FrameDoesNotFit { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(queued)
+    }
+}
+
 impl Drop for RxBatch<'_> {
     fn drop(&mut self) {
         let size = self.queue.frame_size;
@@ -1158,8 +1257,10 @@ mod tests {
     use boot_common::PXE_SERVER_PORT;
 
     use super::*;
-    use crate::net::frame::{self, ReplyHeaders};
     use crate::net::xdp::test_support::{current_test, error_chain, load_or_skip, skip_or_fail};
+    use boot_common::wire::ethernet::VlanTags;
+    use boot_common::wire::frame::{FrameRepr, UdpFrame, emit_udp_frame};
+    use boot_common::wire::mac::MacAddr;
 
     const XSK_IF: &str = "xsk0";
     const PEER_IF: &str = "peer0";
@@ -1169,6 +1270,28 @@ mod tests {
     const XSK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
     const PEER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
     const WAIT: Duration = Duration::from_secs(2);
+
+    /// An untagged UDP frame `src` → `dst` around `payload`, written into `out` with the wire
+    /// layer, as the backend writes replies; its length.
+    fn udp_frame(
+        (src_mac, src): ([u8; 6], SocketAddrV4),
+        (dst_mac, dst): ([u8; 6], SocketAddrV4),
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let repr = FrameRepr {
+            src_mac: MacAddr(src_mac),
+            dst_mac: MacAddr(dst_mac),
+            tags: VlanTags::NONE,
+            src,
+            dst,
+            ttl: FrameRepr::DEFAULT_TTL,
+        };
+        let at = repr.headers_len();
+        out.get_mut(at..at + payload.len())?
+            .copy_from_slice(payload);
+        emit_udp_frame(out, &repr, payload.len()).ok()
+    }
 
     /// 32 RX and 32 TX frames per queue: few, so the tests go round the rings several times.
     fn small_options(queues: u32) -> XskOptions {
@@ -1301,15 +1424,14 @@ mod tests {
     fn reply_frame(tag: u32, port: u16) -> Vec<u8> {
         let mut payload = format!("reply {tag}").into_bytes();
         payload.resize(300, 0);
-        let headers = ReplyHeaders {
-            src_mac: XSK_MAC,
-            dst_mac: PEER_MAC,
-            vlans: &[],
-            source: SocketAddrV4::new(XSK_IP, 67),
-            destination: SocketAddrV4::new(PEER_IP, port),
-        };
         let mut out = vec![0; 2048];
-        let len = frame::build(&headers, &payload, &mut out).expect("fits");
+        let len = udp_frame(
+            (XSK_MAC, SocketAddrV4::new(XSK_IP, 67)),
+            (PEER_MAC, SocketAddrV4::new(PEER_IP, port)),
+            &payload,
+            &mut out,
+        )
+        .expect("fits");
         out.truncate(len);
         out
     }
@@ -1359,14 +1481,12 @@ mod tests {
             .send_with(|out| {
                 let mut payload = b"reply 2000".to_vec();
                 payload.resize(300, 0);
-                let headers = ReplyHeaders {
-                    src_mac: XSK_MAC,
-                    dst_mac: PEER_MAC,
-                    vlans: &[],
-                    source: SocketAddrV4::new(XSK_IP, 67),
-                    destination: SocketAddrV4::new(PEER_IP, 6800),
-                };
-                frame::build(&headers, &payload, out)
+                udp_frame(
+                    (XSK_MAC, SocketAddrV4::new(XSK_IP, 67)),
+                    (PEER_MAC, SocketAddrV4::new(PEER_IP, 6800)),
+                    &payload,
+                    out,
+                )
             })
             .unwrap_or_else(|err| panic!("{}", error_chain(&err)));
         expect_datagram(&peer, 2000);
@@ -1624,11 +1744,11 @@ mod tests {
     /// The tag of a request frame, or `None` for other frames the peer sends on its own
     /// (IPv6 router solicitations and the like, which the test program redirects too).
     fn request_tag(ethernet: &[u8]) -> Option<u32> {
-        let request = frame::parse(ethernet).ok()?;
-        if request.destination != SocketAddrV4::new(XSK_IP, PXE_SERVER_PORT) {
+        let request = UdpFrame::parse(ethernet).ok()?;
+        if request.dst() != SocketAddrV4::new(XSK_IP, PXE_SERVER_PORT) {
             return None;
         }
-        let text = std::str::from_utf8(request.payload.split(|b| *b == 0).next()?).ok()?;
+        let text = std::str::from_utf8(request.payload().split(|b| *b == 0).next()?).ok()?;
         text.strip_prefix("request ")?.parse().ok()
     }
 
@@ -1734,8 +1854,8 @@ mod tests {
                     .expect("the request was not taken into the socket")
                     .unwrap_or_else(|err| panic!("{}", error_chain(&err)));
                 let found = batch.frames().find_map(|ethernet| {
-                    let frame = frame::parse(ethernet).ok()?;
-                    (frame.destination.port() == PXE_SERVER_PORT).then(|| frame.payload.to_vec())
+                    let frame = UdpFrame::parse(ethernet).ok()?;
+                    (frame.dst().port() == PXE_SERVER_PORT).then(|| frame.payload().to_vec())
                 });
                 if let Some(payload) = found {
                     return payload;
@@ -1782,15 +1902,14 @@ mod tests {
     fn offer_frame(tag: u32) -> Vec<u8> {
         let mut payload = format!("offer {tag}").into_bytes();
         payload.resize(300, 0);
-        let headers = ReplyHeaders {
-            src_mac: XSK_MAC,
-            dst_mac: [0xff; 6],
-            vlans: &[],
-            source: SocketAddrV4::new(XSK_IP, 67),
-            destination: SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
-        };
         let mut out = vec![0; 2048];
-        let len = frame::build(&headers, &payload, &mut out).expect("fits");
+        let len = udp_frame(
+            (XSK_MAC, SocketAddrV4::new(XSK_IP, 67)),
+            ([0xff; 6], SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)),
+            &payload,
+            &mut out,
+        )
+        .expect("fits");
         out.truncate(len);
         out
     }

@@ -832,9 +832,11 @@ const IPXE_FEATURES: [u8; 9] = [0x01, 1, 0, 0x13, 1, 1, 0x12, 1, 1];
 /// allocated, so a generator can write one per packet), [`BootRequest::write_frame`] the whole
 /// Ethernet frame around it for an `AF_PACKET` socket.
 ///
-/// Options go out in the order the captured ROMs put them (tests/data/README.md: 53, 57, 93, 94,
-/// then 97, 55 and 60, iPXE's 77 and 175, the client identifier, and a REQUEST's 54 and 50
-/// appended last), padded with zeroes to the BOOTP minimum of 300 bytes.
+/// Options go out in one fixed order, the load generator's since it was written: 53, 57, 93,
+/// 94, 97, 55, 60 (the captured ROMs of tests/data/README.md each order them a little
+/// differently; iPXE's is closest), then iPXE's 77 and 175, the client identifier, and a
+/// REQUEST's 54 and 50 appended last as iPXE appends them. Short messages are padded with
+/// zeroes to the BOOTP minimum of 300 bytes.
 #[derive(Debug, Clone)]
 pub struct BootRequest {
     pub message_type: MessageType,

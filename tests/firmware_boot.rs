@@ -82,7 +82,7 @@ fn wait_for_marker(rack: &mut Rack, index: usize) -> Marker {
 
 fn assert_node_marker(marker: &Marker, node: &Node, rack: &Rack) {
     assert_eq!(marker.node, node.hostname, "hostname from the overlay");
-    assert_eq!(marker.mac, node.mac_text(), "MAC from the overlay");
+    assert_eq!(marker.mac, node.mac.to_string(), "MAC from the overlay");
     assert!(
         !marker.token.is_empty(),
         "a node token in the overlay: {marker:?}\n{}",
@@ -145,7 +145,7 @@ fn reaches_ipxe_with_no_config(firmware: Firmware) -> Rack {
         ),
     };
     assert!(
-        line.contains(&node.mac_text()) && line.contains("no kernel is configured"),
+        line.contains(&node.mac.to_string()) && line.contains("no kernel is configured"),
         "{line}"
     );
     rack
@@ -309,7 +309,7 @@ fn two_machines_get_their_own_overlays_from_one_shared_initrd_and_not_each_other
         "both nodes fetched the shared initrd: {log:#?}"
     );
     for node in &nodes {
-        let own = format!("/nodes/{}/overlay.cpio", node.mac_text());
+        let own = format!("/nodes/{}/overlay.cpio", node.mac);
         assert!(
             log.iter()
                 .any(|a| path_is(&a.path, &own) && a.status == 200),
@@ -345,10 +345,7 @@ fn two_machines_get_their_own_overlays_from_one_shared_initrd_and_not_each_other
     // Another host on the rack's link cannot have a node's script (and with it a signed
     // overlay URL): the server checks the requester's MAC.
     let (status, _) = rack
-        .fetch(&format!(
-            "http://{SERVER}/boot.ipxe?mac={}",
-            nodes[0].mac_text()
-        ))
+        .fetch(&format!("http://{SERVER}/boot.ipxe?mac={}", nodes[0].mac))
         .expect("fetching a script");
     assert_eq!(status, 403, "a foreign host got n01's script");
 
@@ -356,10 +353,7 @@ fn two_machines_get_their_own_overlays_from_one_shared_initrd_and_not_each_other
     // own node only.
     let url_of = |node: &Node| -> String {
         let (status, script) = rack
-            .fetch_on_server(&format!(
-                "http://{SERVER}/boot.ipxe?mac={}",
-                node.mac_text()
-            ))
+            .fetch_on_server(&format!("http://{SERVER}/boot.ipxe?mac={}", node.mac))
             .expect("fetching a script");
         assert_eq!(status, 200);
         let script = String::from_utf8_lossy(&script).into_owned();
@@ -416,7 +410,7 @@ fn ipxe_efi_fetches_script_kernel_initrd_and_overlay_over_https_trusting_the_ca_
         );
     }
     for node in &nodes {
-        let overlay = format!("/nodes/{}/overlay.cpio", node.mac_text());
+        let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
         assert!(
             log.iter()
                 .any(|a| path_is(&a.path, &overlay) && a.scheme == "https" && a.status == 200),
@@ -449,14 +443,9 @@ fn without_a_loader_for_its_arch_uefi_pxe_gives_up_and_xdpboot_says_why() {
     let why = log
         .lines()
         .find(|l| {
-            l.contains(&node.mac_text()) && l.contains("ipxe-amd64.efi") && l.contains("WARN")
+            l.contains(&node.mac.to_string()) && l.contains("ipxe-amd64.efi") && l.contains("WARN")
         })
-        .unwrap_or_else(|| {
-            panic!(
-                "xdpboot logs why it did not answer {}:\n{log}",
-                node.mac_text()
-            )
-        });
+        .unwrap_or_else(|| panic!("xdpboot logs why it did not answer {}:\n{log}", node.mac));
     assert!(why.contains("missing"), "{why}");
     assert!(
         !rack.vms[0].lines.iter().any(|l| l.contains("iPXE")),

@@ -27,11 +27,12 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use boot_common::wire::{MacAddr, udp};
 use boot_tests::xdp::Counters;
 use boot_tests::{
     BootFiles, BootRequest, ChildGuard, DEFAULT_LOADERS, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, NetNs,
-    PXE_SERVER_PORT, STARTUP_TIMEOUT, Serving, mac_text, next_id, unique_ifindex, veth,
-    veth_with_index, xdpboot_release_binary,
+    PXE_SERVER_PORT, STARTUP_TIMEOUT, Serving, next_id, unique_ifindex, veth, veth_with_index,
+    xdpboot_release_binary,
 };
 use dhcproto::v4::{self, MessageType};
 use dhcproto::{Decodable, Decoder};
@@ -62,11 +63,8 @@ const SHED_BURST: u64 = 20;
 
 const BOOT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const LEGIT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 50);
-/// Offsets in a BOOTP message (RFC 2131 §2).
-const XID_AT: usize = 4;
+/// Where chaddr starts in a BOOTP message (RFC 2131 §2), for the client's socket filter.
 const CHADDR_AT: usize = 28;
-/// UDP header length: socket filters on a UDP socket see the datagram from its UDP header.
-const UDP_HLEN: u32 = 8;
 
 // ---------------------------------------------------------------------------------------------
 // The lab
@@ -84,13 +82,13 @@ struct FloodLan {
 }
 
 impl FloodLan {
-    fn start(legit_mac: [u8; 6]) -> Result<FloodLan> {
+    fn start(legit_mac: MacAddr) -> Result<FloodLan> {
         let files = BootFiles::new(DEFAULT_LOADERS)?;
         // The shipped shedding settings, and the legitimate client in the inventory.
         let mut config = std::fs::read_to_string(files.config())?;
         config.push_str(&format!(
             "\n[xdp]\nshed_rate = {SHED_RATE}\nshed_burst = {SHED_BURST}\nnever_shed = [\"{}\"]\n",
-            mac_text(&legit_mac)
+            legit_mac
         ));
         std::fs::write(files.config(), config)?;
 
@@ -108,7 +106,7 @@ impl FloodLan {
         }
         boot.add_address("eth0", &format!("{BOOT}/24"))?;
         legit.add_address("eth0", &format!("{LEGIT}/24"))?;
-        legit.ip(&format!("link set eth0 address {}", mac_text(&legit_mac)))?;
+        legit.ip(&format!("link set eth0 address {legit_mac}"))?;
 
         let daemon = start_daemon(&boot, &files.config(), files.dir.join("xdpboot.log"))?;
         let client = LegitClient::bind(&legit, legit_mac)?;
@@ -223,9 +221,11 @@ const fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-/// Keeps only datagrams whose BOOTP chaddr starts with `mac`.
-fn chaddr_filter(mac: [u8; 6]) -> [libc::sock_filter; 6] {
-    let at = UDP_HLEN + CHADDR_AT as u32;
+/// Keeps only datagrams whose BOOTP chaddr starts with `mac`. On a UDP socket the filter sees
+/// the datagram from its UDP header on.
+fn chaddr_filter(mac: MacAddr) -> [libc::sock_filter; 6] {
+    let at = (udp::HEADER_LEN + CHADDR_AT) as u32;
+    let mac = mac.octets();
     let high = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let low = u32::from(u16::from_be_bytes([mac[4], mac[5]]));
     [
@@ -267,14 +267,14 @@ fn memory_kib(pid: u32) -> Result<(u64, u64)> {
 /// drops them by xid), with kernel receive timestamps.
 struct LegitClient {
     socket: UdpSocket,
-    mac: [u8; 6],
+    mac: MacAddr,
 }
 
 /// One exchange: how long its reply took, or `None` if none came within [`REPLY_TIMEOUT`].
 type Sample = Option<Duration>;
 
 impl LegitClient {
-    fn bind(ns: &NetNs, mac: [u8; 6]) -> Result<LegitClient> {
+    fn bind(ns: &NetNs, mac: MacAddr) -> Result<LegitClient> {
         let socket = ns.run(move || {
             let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             socket.set_reuse_address(true)?;
@@ -522,7 +522,7 @@ impl XorShift {
 /// locally administered MAC (chaddr) except [`BURST_PACKETS`] from `burst_mac` starting at
 /// [`BURST_AT`]. Bounded by the count and [`FLOOD_TIME_CAP`]. Pinned to the last CPU when it
 /// can be, so the rest of the machine is left to the daemon and the client.
-fn flood(ns: &NetNs, burst_mac: [u8; 6], progress: &FloodProgress) -> Result<FloodReport> {
+fn flood(ns: &NetNs, burst_mac: MacAddr, progress: &FloodProgress) -> Result<FloodReport> {
     ns.run(|| {
         let mut report = FloodReport::default();
         let cpus = thread::available_parallelism().map_or(1, |n| n.get());
@@ -551,13 +551,13 @@ fn flood(ns: &NetNs, burst_mac: [u8; 6], progress: &FloodProgress) -> Result<Flo
         socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT).into())?;
         socket.connect(&SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT).into())?;
 
-        let template = BootRequest::pxe(7).encode();
-        let mut bufs = vec![template; SEND_BATCH];
+        let mut discover = BootRequest::pxe(7);
+        let mut bufs = vec![vec![0u8; BootRequest::MAX_LEN]; SEND_BATCH];
         let mut iovs: Vec<libc::iovec> = bufs
             .iter_mut()
             .map(|b| libc::iovec {
                 iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
+                iov_len: 0,
             })
             .collect();
         // SAFETY: plain C structs, valid when zeroed.
@@ -580,19 +580,20 @@ fn flood(ns: &NetNs, burst_mac: [u8; 6], progress: &FloodProgress) -> Result<Flo
                 break;
             }
             let n = (FLOOD_PACKETS - sent).min(SEND_BATCH as u64) as usize;
-            for (i, buf) in bufs.iter_mut().take(n).enumerate() {
+            for (i, (buf, iov)) in bufs.iter_mut().zip(iovs.iter_mut()).take(n).enumerate() {
                 let seq = sent + i as u64;
-                let mac = if burst.contains(&seq) {
+                discover.mac = if burst.contains(&seq) {
                     burst_mac
                 } else {
                     let r = random.next().to_be_bytes();
                     // Locally administered, unicast, and never the client's (02:…) or the
                     // burst's.
-                    [0x06, r[0], r[1], r[2], r[3], r[4]]
+                    MacAddr([0x06, r[0], r[1], r[2], r[3], r[4]])
                 };
-                buf[CHADDR_AT..CHADDR_AT + 6].copy_from_slice(&mac);
-                buf[XID_AT..XID_AT + 4]
-                    .copy_from_slice(&xid_base.wrapping_add(seq as u32).to_be_bytes());
+                discover.xid = xid_base.wrapping_add(seq as u32);
+                iov.iov_len = discover
+                    .write(buf)
+                    .expect("a DISCOVER fits BootRequest::MAX_LEN");
             }
             // SAFETY: `msgs[..n]` point at `iovs[..n]`, which point into `bufs`; none of them
             // moves or is freed during the call.
@@ -637,8 +638,8 @@ fn a_million_discover_flood_leaves_an_inventory_client_answered_within_twice_its
 -> Result<()> {
     let id = next_id().to_be_bytes();
     let pid = (std::process::id() as u16).to_be_bytes();
-    let legit_mac = [0x02, pid[0], pid[1], 0xaa, id[2], id[3]];
-    let burst_mac = [0x02, pid[0], pid[1], 0xbb, id[2], id[3]];
+    let legit_mac = MacAddr([0x02, pid[0], pid[1], 0xaa, id[2], id[3]]);
+    let burst_mac = MacAddr([0x02, pid[0], pid[1], 0xbb, id[2], id[3]]);
     let mut lab = FloodLan::start(legit_mac)?;
     let pid = lab.daemon.pid();
 

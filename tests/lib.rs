@@ -32,8 +32,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use dhcproto::v4::{self, DhcpOption, Flags, MessageType, Opcode, OptionCode, UnknownOption};
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use boot_common::wire::dhcpv4::{self, option};
+use boot_common::wire::ethernet::{self, VlanTags};
+use boot_common::wire::{self, FrameRepr, MacAddr, frame, pxe};
+use dhcproto::v4::{self, DhcpOption, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Decoder};
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt};
@@ -58,9 +61,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often readiness and exit are polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-pub const DHCP_SERVER_PORT: u16 = 67;
-pub const DHCP_CLIENT_PORT: u16 = 68;
-pub const PXE_SERVER_PORT: u16 = 4011;
+pub use boot_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_SERVER_PORT};
 
 // ---------------------------------------------------------------------------------------------
 // Unique names
@@ -809,22 +810,48 @@ impl Dnsmasq {
 // Requests, as firmware sends them
 
 /// A locally administered MAC unique within this process.
-pub fn unique_mac() -> [u8; 6] {
+pub fn unique_mac() -> MacAddr {
     let id = next_id().to_be_bytes();
     let pid = (std::process::id() as u16).to_be_bytes();
-    [0x02, pid[0], pid[1], id[1], id[2], id[3]]
+    MacAddr([0x02, pid[0], pid[1], id[1], id[2], id[3]])
 }
 
-/// A DHCP request shaped like a PXE ROM's, iPXE's, UEFI HTTP boot's or a plain client's.
+/// Option 55 as the tests' PXE ROM sends it (PXE 2.1 §2.2.5: 43, 60 and 128–135 among them).
+pub const PXE_ROM_PARAMETERS: &[u8] = &[
+    1, 3, 6, 12, 15, 17, 43, 54, 60, 66, 67, 119, 128, 129, 130, 131, 132, 133, 134, 135,
+];
+/// Option 57 of every boot client in tests/data: an Ethernet MTU less the IPv4 and UDP headers.
+const MAX_MESSAGE_SIZE: u16 = 1472;
+/// iPXE's option 175 (encapsulated options): priority, HTTP (0x13) and DNS (0x12) features, as
+/// iPXE builds with HTTP announce them.
+const IPXE_FEATURES: [u8; 9] = [0x01, 1, 0, 0x13, 1, 1, 0x12, 1, 1];
+
+/// A DHCP request shaped like a PXE ROM's, iPXE's, UEFI HTTP boot's or a plain client's: the
+/// one request builder of the tests and of xtask's load generators. [`BootRequest::write`] puts
+/// the BOOTP message into a caller's buffer with the wire layer's [`dhcpv4::Writer`] (nothing
+/// allocated, so a generator can write one per packet), [`BootRequest::write_frame`] the whole
+/// Ethernet frame around it for an `AF_PACKET` socket.
+///
+/// Options go out in one fixed order, the load generator's since it was written: 53, 57, 93,
+/// 94, 97, 55, 60 (the captured ROMs of tests/data/README.md each order them a little
+/// differently; iPXE's is closest), then iPXE's 77 and 175, the client identifier, and a
+/// REQUEST's 54 and 50 appended last as iPXE appends them. Short messages are padded with
+/// zeroes to the BOOTP minimum of 300 bytes.
 #[derive(Debug, Clone)]
 pub struct BootRequest {
     pub message_type: MessageType,
     pub xid: u32,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
+    /// The broadcast bit of `flags`: firmware without an address asks for broadcast replies.
+    pub broadcast: bool,
     /// Option 93; `None` leaves it out.
     pub arch: Option<u16>,
-    /// Option 60; `None` leaves it out.
+    /// Option 60; `None` leaves it out, and options 94 and 97 with it.
     pub vendor_class: Option<String>,
+    /// Option 55.
+    pub parameter_request_list: &'static [u8],
+    /// Option 61 (hardware type 1 and the MAC), as iPXE sends it; EDK2 sends none.
+    pub client_id: bool,
     /// Option 77 "iPXE" and iPXE's option 175.
     pub ipxe: bool,
     /// Option 97 (type 0 and this GUID).
@@ -835,17 +862,35 @@ pub struct BootRequest {
     pub server_id: Option<Ipv4Addr>,
     /// Option 50, for a REQUEST in SELECTING state.
     pub requested_ip: Option<Ipv4Addr>,
+    /// Option 43, raw: a PXE boot-server request's boot item (PXE 2.1 §2.2.5).
+    pub vendor_options: Option<Vec<u8>>,
 }
 
 impl BootRequest {
-    /// A PXE ROM's DISCOVER: option 60 "PXEClient:Arch:0000N:UNDI:002001", 93, 94, 97.
+    /// Bytes [`BootRequest::write`] needs at most: the size option 57 announces, which the
+    /// fields a boot client sends stay far below.
+    pub const MAX_LEN: usize = MAX_MESSAGE_SIZE as usize;
+    /// Bytes [`BootRequest::write_frame`] needs at most: the message and the headers, with two
+    /// VLAN tags.
+    pub const MAX_FRAME_LEN: usize = frame::headers_len(ethernet::MAX_TAGS) + Self::MAX_LEN;
+
+    /// A PXE ROM's DISCOVER: option 60 "PXEClient:Arch:0000N:UNDI:002001" (UNDI 3.0, "003000",
+    /// for UEFI), 93, 94, 97.
     pub fn pxe(arch: u16) -> BootRequest {
-        BootRequest::with_vendor_class(arch, format!("PXEClient:Arch:{arch:05}:UNDI:002001"))
+        let (major, minor) = undi(arch);
+        BootRequest::with_vendor_class(
+            arch,
+            format!("PXEClient:Arch:{arch:05}:UNDI:{major:03}{minor:03}"),
+        )
     }
 
     /// A UEFI HTTP-boot DISCOVER: option 60 "HTTPClient:Arch:000NN:UNDI:003000".
     pub fn http(arch: u16) -> BootRequest {
-        BootRequest::with_vendor_class(arch, format!("HTTPClient:Arch:{arch:05}:UNDI:003000"))
+        let (major, minor) = undi(arch);
+        BootRequest::with_vendor_class(
+            arch,
+            format!("HTTPClient:Arch:{arch:05}:UNDI:{major:03}{minor:03}"),
+        )
     }
 
     /// A DISCOVER from a client that is not network booting: no option 60 or 93.
@@ -867,14 +912,20 @@ impl BootRequest {
             // Distinct per request and per process, so replies can be told apart.
             xid: (std::process::id() << 16) ^ id,
             mac: unique_mac(),
+            // Without it dnsmasq would unicast its offer to the offered address, which the
+            // probe does not hold.
+            broadcast: true,
             arch: Some(arch),
             vendor_class: Some(vendor_class),
+            parameter_request_list: PXE_ROM_PARAMETERS,
+            client_id: true,
             ipxe: false,
             guid,
             ciaddr: Ipv4Addr::UNSPECIFIED,
             giaddr: Ipv4Addr::UNSPECIFIED,
             server_id: None,
             requested_ip: None,
+            vendor_options: None,
         }
     }
 
@@ -901,89 +952,135 @@ impl BootRequest {
         self
     }
 
-    /// The same request as forwarded by a relay agent at `giaddr`.
+    /// The same request as forwarded by a relay agent at `giaddr` (hops 1), without the
+    /// broadcast bit: the reply goes to the relay agent either way (RFC 2131 §4.1).
     pub fn relayed_by(mut self, giaddr: Ipv4Addr) -> BootRequest {
         self.giaddr = giaddr;
+        self.broadcast = false;
         self
     }
 
-    pub fn message(&self) -> v4::Message {
-        let mut m = v4::Message::new_with_id(
-            self.xid,
-            self.ciaddr,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            self.giaddr,
-            &self.mac,
-        );
-        m.set_opcode(Opcode::BootRequest);
-        if self.giaddr.is_unspecified() {
-            // Firmware without an address asks for broadcast replies; dnsmasq would otherwise
-            // unicast its offer to the offered address, which the probe does not hold.
-            m.set_flags(Flags::default().set_broadcast());
-        } else {
-            m.set_hops(1);
-        }
-        let opts = m.opts_mut();
-        opts.insert(DhcpOption::MessageType(self.message_type));
-        opts.insert(DhcpOption::MaxMessageSize(1472));
-        let mut client_id = vec![1];
-        client_id.extend_from_slice(&self.mac);
-        opts.insert(DhcpOption::ClientIdentifier(client_id));
-        // What PXE ROMs ask for (PXE 2.1 §2.2.5: 43, 60 and 128–135 among them).
-        opts.insert(DhcpOption::ParameterRequestList(
-            [
-                1u8, 3, 6, 12, 15, 17, 43, 54, 60, 66, 67, 119, 128, 129, 130, 131, 132, 133, 134,
-                135,
-            ]
-            .into_iter()
-            .map(OptionCode::from)
-            .collect(),
-        ));
-        if let Some(server) = self.server_id {
-            opts.insert(DhcpOption::ServerIdentifier(server));
-        }
-        if let Some(ip) = self.requested_ip {
-            opts.insert(DhcpOption::RequestedIpAddress(ip));
-        }
-        if let Some(vendor_class) = &self.vendor_class {
-            opts.insert(DhcpOption::ClassIdentifier(
-                vendor_class.as_bytes().to_vec(),
-            ));
-            // RFC 4578 §2.2: UNDI 2.1 (3.0 for UEFI, as EDK2 sends).
-            let undi = if vendor_class.ends_with("003000") {
-                (3, 0)
+    /// Writes the BOOTP message into `buf` ([`BootRequest::MAX_LEN`] bytes are always enough)
+    /// and returns its length.
+    pub fn write(&self, buf: &mut [u8]) -> Result<usize, wire::Error> {
+        let mut chaddr = [0u8; 16];
+        chaddr[..6].copy_from_slice(&self.mac.octets());
+        let header = dhcpv4::Header {
+            op: dhcpv4::BOOTREQUEST,
+            htype: dhcpv4::HTYPE_ETHERNET,
+            hlen: 6,
+            hops: u8::from(!self.giaddr.is_unspecified()),
+            xid: self.xid,
+            secs: 0,
+            flags: if self.broadcast {
+                dhcpv4::FLAG_BROADCAST
             } else {
-                (2, 1)
-            };
-            opts.insert(DhcpOption::ClientNetworkInterface(1, undi.0, undi.1));
-            let mut id = vec![0];
-            id.extend_from_slice(&self.guid);
-            opts.insert(DhcpOption::ClientMachineIdentifier(id));
-        }
+                0
+            },
+            ciaddr: self.ciaddr,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: self.giaddr,
+            chaddr,
+            sname: b"",
+            file: b"",
+        };
+        let mut w = dhcpv4::Writer::new(buf, &header)?;
+        w.option(option::MESSAGE_TYPE, &[u8::from(self.message_type)])?;
+        w.option(option::MAX_MESSAGE_SIZE, &MAX_MESSAGE_SIZE.to_be_bytes())?;
         if let Some(arch) = self.arch {
-            opts.insert(DhcpOption::ClientSystemArchitecture(arch.into()));
+            w.option(option::CLIENT_ARCH, &arch.to_be_bytes())?;
+        }
+        if self.vendor_class.is_some() {
+            // RFC 4578 §2.2: type 1 (UNDI), major, minor.
+            let (major, minor) = undi(self.arch.unwrap_or(0));
+            w.option(option::CLIENT_NDI, &[1, major, minor])?;
+            w.option(
+                option::CLIENT_MACHINE_ID,
+                &pxe::client_machine_id_option(&self.guid),
+            )?;
+        }
+        w.option(option::PARAMETER_REQUEST_LIST, self.parameter_request_list)?;
+        if let Some(vendor_class) = &self.vendor_class {
+            w.option(option::VENDOR_CLASS, vendor_class.as_bytes())?;
         }
         if self.ipxe {
             // iPXE sends the bare string (src/net/udp/dhcp.c, DHCP_USER_CLASS_ID).
-            opts.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
-            // Option 175 (iPXE encapsulated options): priority, HTTP (0x13) and DNS (0x12)
-            // features, as iPXE builds with HTTP announce them.
-            opts.insert(DhcpOption::Unknown(UnknownOption::new(
-                OptionCode::from(175u8),
-                vec![0x01, 1, 0, 0x13, 1, 1, 0x12, 1, 1],
-            )));
+            w.option(option::USER_CLASS, pxe::IPXE_USER_CLASS)?;
+            w.option(option::IPXE_ENCAPSULATED, &IPXE_FEATURES)?;
         }
-        m
+        if self.client_id {
+            w.option_parts(
+                option::CLIENT_ID,
+                &[&[dhcpv4::HTYPE_ETHERNET], &self.mac.octets()],
+            )?;
+        }
+        if let Some(server) = self.server_id {
+            w.option(option::SERVER_ID, &server.octets())?;
+        }
+        if let Some(ip) = self.requested_ip {
+            w.option(option::REQUESTED_IP, &ip.octets())?;
+        }
+        if let Some(vendor_options) = &self.vendor_options {
+            w.option(option::VENDOR_SPECIFIC, vendor_options)?;
+        }
+        Ok(w.finish())
     }
 
+    /// The BOOTP message, for a UDP socket.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        self.message()
-            .encode(&mut Encoder::new(&mut bytes))
-            .expect("a request built from fixed fields encodes");
+        let mut bytes = vec![0; Self::MAX_LEN];
+        let len = self
+            .write(&mut bytes)
+            .expect("a boot client's options fit the 1472 bytes of its option 57");
+        bytes.truncate(len);
         bytes
     }
+
+    /// How a client without an address sends: from its MAC and 0.0.0.0:68 to every station and
+    /// 255.255.255.255:67, with `tags` (outermost first).
+    pub fn broadcast_addressing(&self, tags: VlanTags) -> FrameRepr {
+        FrameRepr {
+            src_mac: self.mac,
+            dst_mac: MacAddr::BROADCAST,
+            tags,
+            src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT),
+            dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT),
+            ttl: FrameRepr::DEFAULT_TTL,
+        }
+    }
+
+    /// Writes the request as a whole Ethernet frame, IPv4 and UDP checksums filled in, into
+    /// `buf` ([`BootRequest::MAX_FRAME_LEN`] bytes are always enough) and returns its length.
+    pub fn write_frame(
+        &self,
+        buf: &mut [u8],
+        addressing: &FrameRepr,
+    ) -> Result<usize, wire::Error> {
+        let payload = buf
+            .get_mut(addressing.headers_len()..)
+            .ok_or(wire::Error::BufferTooSmall)?;
+        let len = self.write(payload)?;
+        frame::emit_udp_frame(buf, addressing, len)
+    }
+
+    /// The request broadcast as a whole frame ([`BootRequest::broadcast_addressing`]), for an
+    /// `AF_PACKET` socket: the way to send a tag the kernel would not add, or a frame from the
+    /// client's own MAC.
+    pub fn broadcast_frame(&self, tags: VlanTags) -> Vec<u8> {
+        let mut frame = vec![0; Self::MAX_FRAME_LEN];
+        let len = self
+            .write_frame(&mut frame, &self.broadcast_addressing(tags))
+            .expect("a boot client's frame fits MAX_FRAME_LEN");
+        frame.truncate(len);
+        frame
+    }
+}
+
+/// Option 94's UNDI version for `arch` (RFC 4578 §2.2): 2.1 from BIOS ROMs, 3.0 from UEFI, as
+/// EDK2 sends it (tests/data/README.md).
+fn undi(arch: u16) -> (u8, u8) {
+    if arch == 0 { (2, 1) } else { (3, 0) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1259,14 +1356,6 @@ pub fn broadcast_to_servers() -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_SERVER_PORT)
 }
 
-/// `02:00:5e:…`, as the daemon writes MACs in URLs and logs.
-pub fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// What a proxy reply (OFFER on 67 or ACK on 4011) must look like for iPXE and EDK2 to take
 /// it, coming from `server`.
 pub fn assert_proxy_reply(
@@ -1299,7 +1388,7 @@ pub fn assert_proxy_reply(
         "option 60"
     );
     assert_eq!(reply.file(), file, "file");
-    assert_eq!(&m.chaddr()[..6], &request.mac, "chaddr");
+    assert_eq!(m.chaddr()[..6], request.mac.octets(), "chaddr");
     assert_eq!(m.ciaddr(), request.ciaddr, "ciaddr");
     assert_eq!(m.giaddr(), request.giaddr, "giaddr");
     let mut guid = vec![0];
@@ -1805,5 +1894,143 @@ impl BootHost {
             "expected xdpboot's proxy offer within {REPLY_TIMEOUT:?}, got {replies:#?}"
         );
         Ok(replies[0].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boot_common::wire::UdpFrame;
+    use boot_common::wire::ethernet::VlanTag;
+
+    /// The option codes of a message, in the order they were written.
+    fn option_codes(bytes: &[u8]) -> Vec<u8> {
+        dhcpv4::Packet::new_checked(bytes)
+            .expect("a DHCP message")
+            .options()
+            .map(|item| item.expect("sound options").0)
+            .collect()
+    }
+
+    #[test]
+    fn a_rom_discover_carries_its_options_in_the_order_firmware_sends_them() {
+        let discover = BootRequest::pxe(7).encode();
+        assert_eq!(option_codes(&discover), [53, 57, 93, 94, 97, 55, 60, 61]);
+        let ipxe = BootRequest::pxe(0)
+            .ipxe()
+            .request_to(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 50));
+        assert_eq!(
+            option_codes(&ipxe.encode()),
+            [53, 57, 93, 94, 97, 55, 60, 77, 175, 61, 54]
+        );
+        let plain = BootRequest::plain().encode();
+        assert_eq!(option_codes(&plain), [53, 57, 55, 61]);
+        assert_eq!(plain.len(), dhcpv4::MIN_LEN, "padded to the BOOTP minimum");
+    }
+
+    /// dhcproto, a second implementation, reads back what the request was built from.
+    #[test]
+    fn a_boot_request_reads_back_through_dhcproto_as_it_was_built() {
+        let server = Ipv4Addr::new(198, 18, 0, 1);
+        let request = BootRequest {
+            vendor_options: Some(vec![71, 4, 0x80, 0, 0, 0, 255]),
+            requested_ip: Some(Ipv4Addr::new(198, 18, 0, 60)),
+            ..BootRequest::pxe(7)
+                .ipxe()
+                .request_to(server, Ipv4Addr::new(198, 18, 0, 50))
+                .relayed_by(Ipv4Addr::new(198, 18, 1, 1))
+        };
+        let m = v4::Message::decode(&mut Decoder::new(&request.encode())).expect("decodes");
+        assert_eq!(m.opcode(), Opcode::BootRequest);
+        assert_eq!(m.xid(), request.xid);
+        assert_eq!(m.chaddr(), request.mac.octets());
+        assert_eq!(m.ciaddr(), request.ciaddr);
+        assert_eq!(m.giaddr(), request.giaddr);
+        assert_eq!(m.hops(), 1, "one relay agent");
+        assert!(
+            !m.flags().broadcast(),
+            "a relayed request wants no broadcast"
+        );
+        let opts = m.opts();
+        assert_eq!(opts.msg_type(), Some(MessageType::Request));
+        let get = |code| opts.get(code).cloned();
+        assert_eq!(
+            get(OptionCode::MaxMessageSize),
+            Some(DhcpOption::MaxMessageSize(1472))
+        );
+        assert_eq!(
+            get(OptionCode::ClientSystemArchitecture),
+            Some(DhcpOption::ClientSystemArchitecture(7.into()))
+        );
+        assert_eq!(
+            get(OptionCode::ClientNetworkInterface),
+            Some(DhcpOption::ClientNetworkInterface(1, 3, 0))
+        );
+        let mut machine_id = vec![0];
+        machine_id.extend_from_slice(&request.guid);
+        assert_eq!(
+            get(OptionCode::ClientMachineIdentifier),
+            Some(DhcpOption::ClientMachineIdentifier(machine_id))
+        );
+        assert_eq!(
+            get(OptionCode::ClassIdentifier),
+            Some(DhcpOption::ClassIdentifier(
+                b"PXEClient:Arch:00007:UNDI:003000".to_vec()
+            ))
+        );
+        assert_eq!(
+            get(OptionCode::UserClass),
+            Some(DhcpOption::UserClass(b"iPXE".to_vec()))
+        );
+        let mut client_id = vec![1];
+        client_id.extend_from_slice(&request.mac.octets());
+        assert_eq!(
+            get(OptionCode::ClientIdentifier),
+            Some(DhcpOption::ClientIdentifier(client_id))
+        );
+        assert_eq!(
+            get(OptionCode::ServerIdentifier),
+            Some(DhcpOption::ServerIdentifier(server))
+        );
+        assert_eq!(
+            get(OptionCode::RequestedIpAddress),
+            Some(DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                198, 18, 0, 60
+            )))
+        );
+        assert_eq!(
+            get(OptionCode::VendorExtensions),
+            Some(DhcpOption::VendorExtensions(vec![
+                71, 4, 0x80, 0, 0, 0, 255
+            ]))
+        );
+        match get(OptionCode::ParameterRequestList) {
+            Some(DhcpOption::ParameterRequestList(list)) => assert_eq!(
+                list.into_iter().map(u8::from).collect::<Vec<_>>(),
+                PXE_ROM_PARAMETERS
+            ),
+            other => panic!("option 55: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_broadcast_frame_parses_back_with_its_tag_and_both_checksums_right() {
+        let request = BootRequest::http(16);
+        let tag = VlanTag {
+            tpid: ethernet::ethertype::VLAN_8021Q,
+            tci: 100,
+        };
+        let bytes = request.broadcast_frame(VlanTags::new(&[tag]).expect("one tag"));
+        let frame = UdpFrame::parse(&bytes).expect("a UDP frame");
+        assert!(frame.verify_checksums());
+        assert_eq!(frame.ethernet.src(), request.mac);
+        assert!(frame.ethernet.dst().is_broadcast());
+        assert_eq!(frame.ethernet.tags().vlan_id(), Some(100));
+        assert_eq!(
+            frame.src(),
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT)
+        );
+        assert_eq!(frame.dst(), broadcast_to_servers());
+        assert_eq!(frame.payload(), request.encode());
     }
 }

@@ -14,9 +14,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use boot_common::wire::MacAddr;
 use boot_tests::{
     BootRequest, Daemon, NetNs, PXE_SERVER_PORT, Probe, REPLY_TIMEOUT, Received, TempDir,
-    broadcast_to_servers, mac_text, run_command, unique_ifindex, unique_mac, veth, veth_with_index,
+    broadcast_to_servers, run_command, unique_ifindex, unique_mac, veth, veth_with_index,
 };
 use serde_json::Value;
 
@@ -59,7 +60,7 @@ struct Lab {
 /// A simulated machine: its namespace, MAC and address, and a DHCP probe on port 68.
 struct Client {
     name: String,
-    mac: [u8; 6],
+    mac: MacAddr,
     ip: Ipv4Addr,
     probe: Probe,
     ns: NetNs,
@@ -101,7 +102,7 @@ impl Lab {
             veth(&lan, &port, &ns, "eth0")?;
             lan.attach(&port, "br0")?;
             let mac = unique_mac();
-            ns.ip(&format!("link set eth0 address {}", mac_text(&mac)))?;
+            ns.ip(&format!("link set eth0 address {mac}"))?;
             let ip = Ipv4Addr::new(198, 18, 0, 10 + i);
             ns.add_address("eth0", &format!("{ip}/24"))?;
             let probe = Probe::client(&ns, "eth0")?;
@@ -161,7 +162,7 @@ impl Lab {
 
 /// A node's row in `/api/nodes`.
 fn row<'a>(nodes: &'a Value, client: &Client) -> Option<&'a Value> {
-    let mac = mac_text(&client.mac);
+    let mac = client.mac.to_string();
     nodes["nodes"].as_array()?.iter().find(|n| n["mac"] == mac)
 }
 
@@ -638,7 +639,7 @@ impl StatusPage {
 
     /// Waits until the page shows `client` at `stage`.
     fn expect(&mut self, client: &Client, stage: &str) -> Result<()> {
-        self.command(&format!("expect {} {stage}", mac_text(&client.mac)))?;
+        self.command(&format!("expect {} {stage}", client.mac))?;
         Ok(())
     }
 }

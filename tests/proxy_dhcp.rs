@@ -12,7 +12,7 @@ use anyhow::Result;
 use boot_tests::{
     Binding, BootFiles, BootRequest, DEFAULT_LOADERS, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, Daemon,
     Dnsmasq, NetNs, PXE_SERVER_PORT, Probe, QUIET, REPLY_TIMEOUT, Received, STARTUP_TIMEOUT,
-    SiteLan, TwoSubnets, assert_proxy_reply, broadcast_to_servers, from_server, mac_text,
+    SiteLan, TwoSubnets, assert_proxy_reply, broadcast_to_servers, from_server,
     replies_once_decided, veth,
 };
 use dhcproto::v4::MessageType;
@@ -118,7 +118,7 @@ fn ipxe_gets_the_url_of_its_boot_script() -> Result<()> {
         assert_address_offer(&site);
         let url = format!(
             "http://198.18.0.1:8080/boot.ipxe?mac={}&arch={name}",
-            mac_text(&request.mac)
+            request.mac
         );
         assert_proxy_offer(&ours, &request, "PXEClient", &url);
     }
@@ -434,7 +434,7 @@ fn each_subnet_is_told_the_address_of_the_interface_it_came_in_on() -> Result<()
         );
         let url = format!(
             "http://{server}:8080/boot.ipxe?mac={}&arch=uefi-x64",
-            mac_text(&ipxe.mac)
+            ipxe.mac
         );
         assert_proxy_reply(
             reply_to(ipxe),

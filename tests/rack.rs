@@ -33,6 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use boot_common::wire::MacAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::assets::{Assets, KERNEL, NODE_FILE, SHARED_INITRD};
@@ -89,7 +90,7 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub hostname: String,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     pub firmware: Firmware,
     /// `vars = { rack = … }` of its `[[node]]` entry, shown in its overlay.
     pub rack_label: String,
@@ -100,14 +101,10 @@ impl Node {
     pub fn numbered(n: u8, firmware: Firmware) -> Node {
         Node {
             hostname: format!("n{n:02}"),
-            mac: [0x52, 0x54, 0x00, 0x18, 0x01, n],
+            mac: MacAddr([0x52, 0x54, 0x00, 0x18, 0x01, n]),
             firmware,
             rack_label: "lab".to_owned(),
         }
-    }
-
-    pub fn mac_text(&self) -> String {
-        crate::mac_text(&self.mac)
     }
 }
 
@@ -455,14 +452,14 @@ exec "$@"
                 self.setup
                     .nodes
                     .first()
-                    .map_or("52:54:00:18:01:01".to_owned(), Node::mac_text)
+                    .map_or("52:54:00:18:01:01".to_owned(), |node| node.mac.to_string())
             ),
         ];
         for vm in &self.vms {
             let mut line = format!(
                 "node {} ({}, {}): serial console log {}",
                 vm.spec.name,
-                vm.spec.mac_text(),
+                vm.spec.mac,
                 vm.spec.firmware.name(),
                 vm.serial.display()
             );
@@ -532,9 +529,7 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
         let _ = writeln!(
             text,
             "[[node]]\nmac = \"{}\"\nhostname = \"{}\"\nvars = {{ rack = \"{}\" }}\n",
-            node.mac_text(),
-            node.hostname,
-            node.rack_label
+            node.mac, node.hostname, node.rack_label
         );
     }
     if setup.https {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use boot_common::wire::MacAddr;
 use boot_tests::{BootHost, BootRequest, HostSetup, NetNs, Received, broadcast_to_servers};
 use nix::sys::signal::Signal;
 
@@ -164,7 +165,7 @@ impl Drop for BootApi {
 }
 
 /// DISCOVERs from `mac` until xdpboot answers (true) or `within` passes (false).
-fn answered_within(lab: &BootHost, mac: [u8; 6], within: Duration) -> Result<bool> {
+fn answered_within(lab: &BootHost, mac: MacAddr, within: Duration) -> Result<bool> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let mut request = BootRequest::pxe(7);
@@ -184,8 +185,8 @@ fn answered_within(lab: &BootHost, mac: [u8; 6], within: Duration) -> Result<boo
 
 #[test]
 fn the_boot_api_decides_which_machines_are_answered_and_what_they_boot() -> Result<()> {
-    const KNOWN: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0x00, 0x01];
-    const UNKNOWN: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0x00, 0x02];
+    const KNOWN: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xaa, 0x00, 0x01]);
+    const UNKNOWN: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xaa, 0x00, 0x02]);
     let lab = BootHost::new(HostSetup {
         client_host: Some(50),
         ..HostSetup::default()

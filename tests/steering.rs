@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use boot_tests::{
     Binding, BootHost, BootRequest, DHCP_SERVER_PORT, Daemon, HostSetup, assert_proxy_offer,
-    mac_text,
 };
 
 /// The XDP backend with the default steering (`auto`).
@@ -27,8 +26,7 @@ fn boot_clients(lab: &BootHost) -> Vec<(BootRequest, String)> {
     let ipxe = BootRequest::pxe(7).ipxe();
     let script = format!(
         "http://{}:8080/boot.ipxe?mac={}&arch=uefi-x64",
-        lab.server,
-        mac_text(&ipxe.mac)
+        lab.server, ipxe.mac
     );
     vec![
         (BootRequest::pxe(7), "ipxe-amd64.efi".to_owned()),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use boot_common::wire::MacAddr;
 
 use crate::{ChildGuard, NetNs};
 
@@ -124,7 +125,7 @@ impl Stage {
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     pub name: String,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     /// SMBIOS UUID.
     pub uuid: String,
     pub firmware: Firmware,
@@ -144,13 +145,14 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
-    pub fn new(name: &str, mac: [u8; 6], firmware: Firmware) -> VmSpec {
+    pub fn new(name: &str, mac: MacAddr, firmware: Firmware) -> VmSpec {
         VmSpec {
             name: name.to_owned(),
             mac,
+            // The node field is the MAC's twelve hex digits.
             uuid: format!(
-                "00112233-4455-6677-8899-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-                mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+                "00112233-4455-6677-8899-{}",
+                mac.to_string().replace(':', "")
             ),
             firmware,
             https_ca: None,
@@ -159,10 +161,6 @@ impl VmSpec {
             ovmf: std::env::var_os("XDPBOOT_OVMF_DIR")
                 .map_or_else(|| PathBuf::from(OVMF_DIR), PathBuf::from),
         }
-    }
-
-    pub fn mac_text(&self) -> String {
-        crate::mac_text(&self.mac)
     }
 }
 
@@ -214,7 +212,7 @@ impl Vm {
     pub fn start(rack: &NetNs, tap: &str, spec: VmSpec, dir: &Path) -> Result<Vm> {
         let serial = dir.join(format!("{}.serial.log", spec.name));
         let _ = std::fs::remove_file(&serial);
-        let mac = spec.mac_text();
+        let mac = spec.mac;
         let mut args: Vec<String> = vec![
             "-nodefaults".into(),
             "-display".into(),

@@ -1,13 +1,13 @@
 //! The XDP side of the lab: what is attached to an interface, xdpboot's verdict counters, a
-//! stand-in for another tool's XDP program, raw Ethernet frames (a tag the kernel would not
-//! add), and whether this kernel makes VLAN devices.
+//! stand-in for another tool's XDP program, sending raw Ethernet frames (a tag the kernel would
+//! not add; [`crate::BootRequest::broadcast_frame`] builds them), and whether this kernel makes
+//! VLAN devices.
 //!
 //! Everything here acts inside namespaces the test made ([`NetNs::run`]); the only object
 //! outside them is the stand-in program's descriptor, which closes with its guard.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{
-    COMMAND_TIMEOUT, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, NetNs, POLL_INTERVAL, run_command,
-    xdpboot_binary,
-};
+use crate::{COMMAND_TIMEOUT, NetNs, POLL_INTERVAL, run_command, xdpboot_binary};
 
 // ---------------------------------------------------------------------------------------------
 // What is attached
@@ -364,51 +361,6 @@ fn set_xdp_through_netlink(ifindex: u32, program: i32, flags: u32) -> Result<()>
 
 // ---------------------------------------------------------------------------------------------
 // Raw frames
-
-/// An Ethernet broadcast carrying a UDP datagram from 0.0.0.0:68 to 255.255.255.255:67, as a
-/// client without an address sends its DISCOVER, with an 802.1Q tag `vlan` if given. The UDP
-/// checksum is 0 ("none", RFC 768).
-pub fn dhcp_broadcast_frame(src_mac: [u8; 6], vlan: Option<u16>, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&[0xff; 6]);
-    frame.extend_from_slice(&src_mac);
-    if let Some(id) = vlan {
-        frame.extend_from_slice(&0x8100u16.to_be_bytes());
-        frame.extend_from_slice(&id.to_be_bytes());
-    }
-    frame.extend_from_slice(&0x0800u16.to_be_bytes());
-
-    let udp_len = 8 + payload.len();
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45; // version 4, 5 words of header
-    ip[2..4].copy_from_slice(&(20 + udp_len as u16).to_be_bytes());
-    ip[8] = 64; // TTL
-    ip[9] = libc::IPPROTO_UDP as u8;
-    ip[12..16].copy_from_slice(&Ipv4Addr::UNSPECIFIED.octets());
-    ip[16..20].copy_from_slice(&Ipv4Addr::BROADCAST.octets());
-    let checksum = internet_checksum(&ip);
-    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-    frame.extend_from_slice(&ip);
-
-    frame.extend_from_slice(&DHCP_CLIENT_PORT.to_be_bytes());
-    frame.extend_from_slice(&DHCP_SERVER_PORT.to_be_bytes());
-    frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    frame.extend_from_slice(&0u16.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// RFC 1071 checksum of an even-length header.
-fn internet_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// Sends `frame` out of `iface` in `ns` as it is (an `AF_PACKET` socket: the kernel adds no
 /// headers and moves no tag out of the frame).

@@ -16,11 +16,12 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use boot_common::wire::ethernet::{VlanTag, VlanTags, ethertype};
 use boot_tests::xdp::{self, ForeignXdp, VlanDevices};
 use boot_tests::{
     Binding, BootHost, BootRequest, DHCP_SERVER_PORT, Daemon, HostSetup, PXE_SERVER_PORT, Probe,
     QUIET, REPLY_TIMEOUT, Received, STARTUP_TIMEOUT, TwoSubnets, assert_proxy_offer,
-    assert_proxy_reply, broadcast_to_servers, mac_text, replies_once_decided_by,
+    assert_proxy_reply, broadcast_to_servers, replies_once_decided_by,
 };
 use dhcproto::v4::MessageType;
 use nix::sys::signal::Signal;
@@ -78,8 +79,7 @@ fn dnsmasq_and_xdpboot_each_answer_their_part(lab: &BootHost, daemon: &Daemon) -
     let ipxe = BootRequest::pxe(7).ipxe();
     let script = format!(
         "http://{}:8080/boot.ipxe?mac={}&arch=uefi-x64",
-        lab.server,
-        mac_text(&ipxe.mac)
+        lab.server, ipxe.mac
     );
     let cases = [
         (BootRequest::pxe(0), "undionly.kpxe".to_owned()),
@@ -227,13 +227,17 @@ fn a_tagged_discover_for_a_vlan_without_a_sub_interface_is_not_answered() -> Res
     let lab = BootHost::new(HostSetup::default())?;
     let daemon = lab.start_daemon(XDP)?;
     let tagged = BootRequest::pxe(0);
-    let frame = xdp::dhcp_broadcast_frame(tagged.mac, Some(100), &tagged.encode());
+    let vlan_100 = VlanTag {
+        tpid: ethertype::VLAN_8021Q,
+        tci: 100,
+    };
+    let frame = tagged.broadcast_frame(VlanTags::new(&[vlan_100])?);
     xdp::send_frame(&lab.client, "eth0", &frame)?;
     // Sent after it on the same queue, so decided after it.
     let sentinel = BootRequest::pxe(0);
     lab.proxy_offer(&sentinel)?;
     std::thread::sleep(QUIET);
-    let mac = format!("mac=\"{}\"", mac_text(&tagged.mac));
+    let mac = format!("mac=\"{}\"", tagged.mac);
     let log = daemon.log();
     assert!(
         !log.lines()

@@ -85,11 +85,15 @@ mod imp {
 #[cfg(feature = "xdp-bench")]
 mod imp {
     use std::io;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
     use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
     use std::time::Duration;
 
     use anyhow::{Context as _, bail};
+    use boot_common::wire::ethernet::VlanTags;
+    use boot_common::wire::{FrameRepr, MacAddr, emit_udp_frame};
+    use boot_tests::BootRequest;
+    use dhcproto::v4::MessageType;
     use xdpboot::net::xdp::program::{
         Counter, ProgramConfig, SteerMode, TeeRing, XdpAction, XdpProgram,
     };
@@ -326,62 +330,71 @@ mod imp {
             .unwrap_or_else(|_| "?".into())
     }
 
-    /// A UEFI x64 PXE ROM's DISCOVER, broadcast, 366 bytes: the load generator's frame.
+    /// The server's MAC and address, where a frame is sent to them.
+    const SERVER_MAC: MacAddr = MacAddr([0x02, 0xd0, 0, 0, 0, 0xfe]);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+    /// A UEFI x64 PXE ROM's DISCOVER, as the load generator sends it (366 bytes).
+    fn boot_request() -> BootRequest {
+        BootRequest {
+            mac: MacAddr([0x02, 0xd0, 0, 0, 0, 1]),
+            ..loadgen::discover(RequestPath::Broadcast, 7, Ipv4Addr::UNSPECIFIED)
+        }
+    }
+
     fn boot_discover() -> Vec<u8> {
-        let mut frame = loadgen::discover_frame(RequestPath::Broadcast, 7, Ipv4Addr::UNSPECIFIED);
-        frame[6..12].copy_from_slice(&[0x02, 0xd0, 0, 0, 0, 1]);
-        frame
+        boot_request().broadcast_frame(VlanTags::NONE)
     }
 
     /// A DISCOVER from a client that is not network booting: no options 60, 93, 94, 97.
     fn plain_discover() -> Vec<u8> {
-        let mut options = vec![53, 1, 1, 61, 7, 1, 0x02, 0xd0, 0, 0, 0, 2];
-        options.extend_from_slice(&[12, 6]);
-        options.extend_from_slice(b"node07");
-        options.extend_from_slice(&[55, 4, 1, 3, 6, 15, 255]);
-        let mut bootp = vec![0u8; 236];
-        bootp[0] = 1;
-        bootp[1] = 1;
-        bootp[2] = 6;
-        bootp[10] = 0x80;
-        bootp[28..34].copy_from_slice(&[0x02, 0xd0, 0, 0, 0, 2]);
-        bootp.extend_from_slice(&[99, 130, 83, 99]);
-        bootp.extend_from_slice(&options);
-        bootp.resize(300, 0);
-        loadgen::udp_frame(
-            [0x02, 0xd0, 0, 0, 0, 2],
-            [0xff; 6],
-            (Ipv4Addr::UNSPECIFIED, 68),
-            (Ipv4Addr::BROADCAST, 67),
-            &bootp,
-        )
+        BootRequest {
+            mac: MacAddr([0x02, 0xd0, 0, 0, 0, 2]),
+            ..BootRequest::plain()
+        }
+        .broadcast_frame(VlanTags::NONE)
     }
 
-    /// The REQUEST a UEFI PXE client sends to `<server>:4011` after a proxy offer.
+    /// The REQUEST a UEFI PXE client sends to `<server>:4011` after a proxy offer: the
+    /// DISCOVER's options with type REQUEST, from its new address (as OVMF, without option 54).
     fn pxe_request_4011() -> Vec<u8> {
-        let discover = boot_discover();
-        let mut bootp = discover[42..].to_vec();
-        // Option 53 is the first option: DHCPREQUEST.
-        bootp[242] = 3;
         let client = Ipv4Addr::new(198, 18, 0, 147);
-        bootp[12..16].copy_from_slice(&client.octets()); // ciaddr
-        loadgen::udp_frame(
-            [0x02, 0xd0, 0, 0, 0, 1],
-            [0x02, 0xd0, 0, 0, 0, 0xfe],
-            (client, 68),
-            (Ipv4Addr::new(198, 18, 0, 1), 4011),
-            &bootp,
-        )
+        let request = BootRequest {
+            message_type: MessageType::Request,
+            ciaddr: client,
+            ..boot_request()
+        };
+        let addressing = FrameRepr {
+            src_mac: request.mac,
+            dst_mac: SERVER_MAC,
+            tags: VlanTags::NONE,
+            src: SocketAddrV4::new(client, 68),
+            dst: SocketAddrV4::new(SERVER, 4011),
+            ttl: FrameRepr::DEFAULT_TTL,
+        };
+        let mut frame = vec![0; BootRequest::MAX_FRAME_LEN];
+        let len = request
+            .write_frame(&mut frame, &addressing)
+            .expect("a REQUEST fits BootRequest::MAX_FRAME_LEN");
+        frame.truncate(len);
+        frame
     }
 
     fn udp_frame(port: u16, payload: &[u8]) -> Vec<u8> {
-        loadgen::udp_frame(
-            [0x02, 0xd0, 0, 0, 0, 3],
-            [0x02, 0xd0, 0, 0, 0, 0xfe],
-            (Ipv4Addr::new(198, 18, 0, 3), 40000),
-            (Ipv4Addr::new(198, 18, 0, 1), port),
-            payload,
-        )
+        let addressing = FrameRepr {
+            src_mac: MacAddr([0x02, 0xd0, 0, 0, 0, 3]),
+            dst_mac: SERVER_MAC,
+            tags: VlanTags::NONE,
+            src: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 3), 40000),
+            dst: SocketAddrV4::new(SERVER, port),
+            ttl: FrameRepr::DEFAULT_TTL,
+        };
+        let at = addressing.headers_len();
+        let mut frame = vec![0; at + payload.len()];
+        frame[at..].copy_from_slice(payload);
+        emit_udp_frame(&mut frame, &addressing, payload.len())
+            .expect("the buffer was sized for the frame");
+        frame
     }
 
     fn arp_request() -> Vec<u8> {

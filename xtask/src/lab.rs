@@ -243,7 +243,7 @@ fn lab(args: &Args) -> anyhow::Result<()> {
         step(&format!(
             "booting {} ({}, {}: {}); its serial console follows",
             node.hostname,
-            node.mac_text(),
+            node.mac,
             firmware.name(),
             firmware.first_stage()
         ));
@@ -360,7 +360,7 @@ fn summary(rack: &Rack, args: &Args, outcome: &anyhow::Result<()>, logs: &std::p
         println!(
             "  {} ({}): firmware {}, backend {}, first stage: {first_stage}; script, kernel, initrd and overlay over {second_stage}",
             vm.spec.name,
-            vm.spec.mac_text(),
+            vm.spec.mac,
             vm.spec.firmware.name(),
             rack.setup.backend.name(),
         );

@@ -30,6 +30,11 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail, ensure};
+use boot_common::wire::MacAddr;
+use boot_common::wire::dhcpv4::{self, message_type};
+use boot_common::wire::ethernet::VlanTags;
+use boot_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
+use boot_tests::BootRequest;
 
 /// Requests one run may send: the send-time table holds 8 bytes per request.
 pub const MAX_COUNT: u64 = 20_000_000;
@@ -50,20 +55,11 @@ const RX_BUF_LEN: usize = 1536;
 const SOCKET_BUFFER: libc::c_int = 64 << 20;
 /// Rate of the warm-up requests (ARP, caches, the server's first wakeups), not measured.
 const WARMUP_RATE: u64 = 2_000;
-/// UDP payload of every DISCOVER: the BOOTP minimum (RFC 1542 §3.1.1), as ROMs pad to it.
-const BOOTP_MIN_LEN: usize = 300;
-const ETH_HLEN: usize = 14;
-const IPV4_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-const DHCP_SERVER_PORT: u16 = 67;
-const DHCP_CLIENT_PORT: u16 = 68;
-/// Offsets in a BOOTP message (RFC 2131 §2).
-const XID_AT: usize = 4;
-const GIADDR_AT: usize = 24;
-const CHADDR_AT: usize = 28;
-const OPTIONS_AT: usize = 240;
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-const DHCPOFFER: u8 = 2;
+/// Option 55 of the generator's DISCOVERs: a PXE ROM's short list (PXE 2.1 §2.2.5: 43 and 60
+/// among it).
+const PARAMETER_REQUEST_LIST: &[u8] = &[1, 3, 6, 12, 15, 17, 43, 54, 60, 66, 67, 97];
+/// Option 97's GUID before [`Generator::fill`] numbers the client in its last four bytes.
+const GUID: [u8; 16] = [0x5a; 16];
 /// Marks an answered request in the send-time table.
 const ANSWERED: u64 = u64::MAX;
 
@@ -493,16 +489,6 @@ struct Phase {
     wait: Duration,
 }
 
-/// A DISCOVER for one architecture, with the places that change per request.
-struct Template {
-    /// The whole frame (broadcast path) or the UDP payload (relayed path).
-    bytes: Vec<u8>,
-    /// Where the BOOTP message starts in `bytes`.
-    bootp_at: usize,
-    /// Where the 16-byte GUID of option 97 starts in `bytes`.
-    guid_at: usize,
-}
-
 enum Sender {
     /// AF_PACKET, whole frames.
     Packet(OwnedFd),
@@ -515,12 +501,17 @@ struct Generator {
     sender: Sender,
     /// Broadcast path: port 68; relayed path: `<giaddr>:67` (and the sender).
     receiver: OwnedFd,
-    templates: Vec<Template>,
+    /// One DISCOVER per architecture; [`Generator::fill`] gives each request its xid, MAC and
+    /// GUID.
+    requests: Vec<BootRequest>,
     clients: u32,
     batch: usize,
     /// Makes the run's MACs its own, should two runs share a link.
     salt: u8,
+    /// [`BootRequest::MAX_FRAME_LEN`] bytes each; the request written in `tx_bufs[i]` is
+    /// `tx_lens[i]` long.
     tx_bufs: Vec<Vec<u8>>,
+    tx_lens: Vec<usize>,
     rx_bufs: Vec<Vec<u8>>,
     rx_ctrl: Vec<[u64; 8]>,
     rx_meta: [(usize, u64); RX_BATCH],
@@ -554,10 +545,10 @@ impl Generator {
                 )
             }
         };
-        let templates = settings
+        let requests = settings
             .arches
             .iter()
-            .map(|arch| template(settings.path, *arch, giaddr))
+            .map(|arch| discover(settings.path, *arch, giaddr))
             .collect();
         let salt = (SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -568,14 +559,12 @@ impl Generator {
             path: settings.path,
             sender,
             receiver,
-            templates,
+            requests,
             clients: settings.clients,
             batch: settings.batch,
             salt,
-            tx_bufs: vec![
-                Vec::with_capacity(ETH_HLEN + IPV4_HLEN + UDP_HLEN + 512);
-                settings.batch
-            ],
+            tx_bufs: vec![vec![0; BootRequest::MAX_FRAME_LEN]; settings.batch],
+            tx_lens: vec![0; settings.batch],
             rx_bufs: vec![vec![0; RX_BUF_LEN]; RX_BATCH],
             rx_ctrl: vec![[0; 8]; RX_BATCH],
             rx_meta: [(0, 0); RX_BATCH],
@@ -584,34 +573,30 @@ impl Generator {
     }
 
     /// The MAC of client `n`: locally administered, unicast, the run's salt, then `n`.
-    fn client_mac(&self, client: u32) -> [u8; 6] {
+    fn client_mac(&self, client: u32) -> MacAddr {
         let n = client.to_be_bytes();
-        [0x02, 0xd0, self.salt, n[1], n[2], n[3]]
+        MacAddr([0x02, 0xd0, self.salt, n[1], n[2], n[3]])
     }
 
     /// Writes request `seq` (xid `base + seq`) into `tx_bufs[slot]`.
     fn fill(&mut self, slot: usize, seq: u64, base: u32) {
         let client = (seq % u64::from(self.clients)) as u32;
         let mac = self.client_mac(client);
-        let template = &self.templates[client as usize % self.templates.len()];
-        let buf = &mut self.tx_bufs[slot];
-        buf.clear();
-        buf.extend_from_slice(&template.bytes);
-        let bootp = template.bootp_at;
-        let xid = base.wrapping_add(seq as u32);
-        buf[bootp + XID_AT..bootp + XID_AT + 4].copy_from_slice(&xid.to_be_bytes());
-        buf[bootp + CHADDR_AT..bootp + CHADDR_AT + 6].copy_from_slice(&mac);
+        let arches = self.requests.len();
+        let request = &mut self.requests[client as usize % arches];
+        request.xid = base.wrapping_add(seq as u32);
+        request.mac = mac;
         // The GUID's last four bytes number the client, as a machine's SMBIOS UUID would be
         // its own.
-        let guid = template.guid_at;
-        buf[guid + 12..guid + 16].copy_from_slice(&client.to_be_bytes());
-        if self.path == RequestPath::Broadcast {
-            buf[6..12].copy_from_slice(&mac);
-            let udp_at = ETH_HLEN + IPV4_HLEN;
-            buf[udp_at + 6..udp_at + 8].copy_from_slice(&[0, 0]);
-            let sum = udp_checksum(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &buf[udp_at..]);
-            buf[udp_at + 6..udp_at + 8].copy_from_slice(&sum.to_be_bytes());
-        }
+        request.guid[12..].copy_from_slice(&client.to_be_bytes());
+        let buf = &mut self.tx_bufs[slot];
+        let written = match self.path {
+            RequestPath::Broadcast => {
+                request.write_frame(buf, &request.broadcast_addressing(VlanTags::NONE))
+            }
+            RequestPath::Relayed => request.write(buf),
+        };
+        self.tx_lens[slot] = written.expect("a DISCOVER fits BootRequest::MAX_FRAME_LEN");
     }
 
     fn phase(&mut self, phase: &Phase) -> anyhow::Result<Report> {
@@ -731,9 +716,10 @@ impl Generator {
     fn send(&mut self, n: usize) -> io::Result<usize> {
         let mut iovecs: Vec<libc::iovec> = self.tx_bufs[..n]
             .iter_mut()
-            .map(|buf| libc::iovec {
+            .zip(&self.tx_lens)
+            .map(|(buf, &len)| libc::iovec {
                 iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
+                iov_len: len,
             })
             .collect();
         let (fd, mut name, name_len): (RawFd, Option<libc::sockaddr_in>, libc::socklen_t) =
@@ -760,8 +746,9 @@ impl Generator {
                 h
             })
             .collect();
-        // SAFETY: `headers` points at `iovecs`, which point at `tx_bufs`, and at `name`; all
-        // outlive the call, and the kernel only reads them.
+        // SAFETY: `headers` points at `iovecs`, which point at `tx_bufs` (each at least as long
+        // as its `tx_lens` entry), and at `name`; all outlive the call, and the kernel only
+        // reads them.
         let sent = unsafe {
             libc::sendmmsg(
                 fd,
@@ -824,27 +811,23 @@ impl Generator {
     }
 
     fn classify(&self, reply: &[u8], base: u32, sent: u64) -> Reply {
-        if reply.len() < OPTIONS_AT || reply[0] != 2 || reply[236..240] != MAGIC_COOKIE {
+        let Ok(reply) = dhcpv4::Packet::new_checked(reply) else {
+            return Reply::Foreign;
+        };
+        if reply.op() != dhcpv4::BOOTREPLY {
             return Reply::Foreign;
         }
-        let xid = u32::from_be_bytes([
-            reply[XID_AT],
-            reply[XID_AT + 1],
-            reply[XID_AT + 2],
-            reply[XID_AT + 3],
-        ]);
-        let seq = u64::from(xid.wrapping_sub(base));
+        let seq = u64::from(reply.xid().wrapping_sub(base));
         if seq >= sent {
             return Reply::Foreign;
         }
         let client = (seq % u64::from(self.clients)) as u32;
-        if reply[CHADDR_AT..CHADDR_AT + 6] != self.client_mac(client) {
+        if reply.client_mac() != Some(self.client_mac(client)) {
             return Reply::Foreign;
         }
-        if message_type(&reply[OPTIONS_AT..]) == Some(DHCPOFFER) {
-            Reply::Offer(seq)
-        } else {
-            Reply::NotOffer
+        match reply.message_type() {
+            Ok(Some(message_type::OFFER)) => Reply::Offer(seq),
+            _ => Reply::NotOffer,
         }
     }
 
@@ -921,163 +904,34 @@ fn timestamp(msg: &libc::msghdr) -> u64 {
     0
 }
 
-/// Option 53 of a DHCP message's options (after the magic cookie).
-fn message_type(mut options: &[u8]) -> Option<u8> {
-    while let Some((&code, rest)) = options.split_first() {
-        match code {
-            0 => options = rest,
-            255 => return None,
-            _ => {
-                let (&len, rest) = rest.split_first()?;
-                let value = rest.get(..usize::from(len))?;
-                if code == 53 {
-                    return value.first().copied();
-                }
-                options = &rest[usize::from(len)..];
-            }
-        }
-    }
-    None
-}
-
-/// A PXE ROM's DISCOVER for `arch` (as OVMF and iPXE's PXE ROMs shape it): options 53, 57,
-/// 93, 94, 97, 55, 60, padded to 300 bytes, with a zero xid, chaddr and GUID. Returns the
-/// BOOTP message and where the 16 bytes of the GUID (option 97) start in it.
-fn discover_bootp(path: RequestPath, arch: u16, giaddr: Ipv4Addr) -> (Vec<u8>, usize) {
-    let mut bootp = vec![0u8; 236];
-    bootp[0] = 1; // BOOTREQUEST
-    bootp[1] = 1; // Ethernet
-    bootp[2] = 6;
-    if path == RequestPath::Relayed {
-        bootp[3] = 1; // hops: one relay
-    }
-    bootp[10] = 0x80; // broadcast flag: the client has no address yet
-    bootp[GIADDR_AT..GIADDR_AT + 4].copy_from_slice(&giaddr.octets());
-    bootp.extend_from_slice(&MAGIC_COOKIE);
+/// The generator's DISCOVER for `arch`, as OVMF's and iPXE's PXE ROMs shape it: options 53,
+/// 57, 93, 94, 97, 55 and 60, no client identifier, padded to the BOOTP minimum of 300 bytes.
+/// The xid, MAC and the GUID's last four bytes are left for [`Generator::fill`]. On the relayed
+/// path giaddr is the relay agent's and hops 1, and the ROM's broadcast bit (RFC 1542 §2.2)
+/// stays set: a relay agent passes the client's flags on.
+pub fn discover(path: RequestPath, arch: u16, giaddr: Ipv4Addr) -> BootRequest {
+    // UEFI HTTP boot's architecture types (RFC 4578 §2.1 and the IANA registry).
     let http = matches!(arch, 15 | 16 | 18 | 19);
-    // RFC 4578 §2.2: UNDI 2.1 for BIOS ROMs, 3.0 for UEFI (as EDK2 sends).
-    let undi: [u8; 2] = if arch == 0 { [2, 1] } else { [3, 0] };
-    bootp.extend_from_slice(&[53, 1, 1]);
-    bootp.extend_from_slice(&[57, 2, 0x05, 0xc0]);
-    bootp.extend_from_slice(&[93, 2]);
-    bootp.extend_from_slice(&arch.to_be_bytes());
-    bootp.extend_from_slice(&[94, 3, 1, undi[0], undi[1]]);
-    bootp.extend_from_slice(&[97, 17, 0]);
-    let guid_at = bootp.len();
-    bootp.extend_from_slice(&[0x5a; 16]);
-    // PXE 2.1 §2.2.5: what ROMs ask for, 43 and 60 among it.
-    bootp.extend_from_slice(&[55, 12, 1, 3, 6, 12, 15, 17, 43, 54, 60, 66, 67, 97]);
-    let class = format!(
-        "{}:Arch:{arch:05}:UNDI:{:03}{:03}",
-        if http { "HTTPClient" } else { "PXEClient" },
-        undi[0],
-        undi[1]
-    );
-    bootp.push(60);
-    bootp.push(class.len() as u8);
-    bootp.extend_from_slice(class.as_bytes());
-    bootp.push(255);
-    if bootp.len() < BOOTP_MIN_LEN {
-        bootp.resize(BOOTP_MIN_LEN, 0);
-    }
-    (bootp, guid_at)
-}
-
-/// A broadcast PXE DISCOVER for `arch` as a whole Ethernet frame, 0.0.0.0:68 →
-/// 255.255.255.255:67, from a zero MAC with a zero xid (366 bytes).
-pub fn discover_frame(path: RequestPath, arch: u16, giaddr: Ipv4Addr) -> Vec<u8> {
-    let (bootp, _) = discover_bootp(path, arch, giaddr);
-    udp_frame(
-        [0; 6],
-        [0xff; 6],
-        (Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT),
-        (Ipv4Addr::BROADCAST, DHCP_SERVER_PORT),
-        &bootp,
-    )
-}
-
-/// An Ethernet frame holding an IPv4/UDP datagram with `payload`, both checksums set.
-pub fn udp_frame(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
-    payload: &[u8],
-) -> Vec<u8> {
-    let udp_len = UDP_HLEN + payload.len();
-    let ip_len = IPV4_HLEN + udp_len;
-    let mut frame = Vec::with_capacity(ETH_HLEN + ip_len);
-    frame.extend_from_slice(&dst_mac);
-    frame.extend_from_slice(&src_mac);
-    frame.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = [0u8; IPV4_HLEN];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip[8] = 64; // TTL
-    ip[9] = 17; // UDP
-    ip[12..16].copy_from_slice(&src.0.octets());
-    ip[16..20].copy_from_slice(&dst.0.octets());
-    let sum = !fold(sum_words(&ip, 0));
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    frame.extend_from_slice(&ip);
-    let udp_at = frame.len();
-    frame.extend_from_slice(&src.1.to_be_bytes());
-    frame.extend_from_slice(&dst.1.to_be_bytes());
-    frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    frame.extend_from_slice(&[0, 0]);
-    frame.extend_from_slice(payload);
-    let sum = udp_checksum(src.0, dst.0, &frame[udp_at..]);
-    frame[udp_at + 6..udp_at + 8].copy_from_slice(&sum.to_be_bytes());
-    frame
-}
-
-/// The request template of one architecture for `path`.
-fn template(path: RequestPath, arch: u16, giaddr: Ipv4Addr) -> Template {
-    let (bootp, guid_at) = discover_bootp(path, arch, giaddr);
+    let rom = if http {
+        BootRequest::http(arch)
+    } else {
+        BootRequest::pxe(arch)
+    };
+    let rom = BootRequest {
+        xid: 0,
+        mac: MacAddr::ZERO,
+        guid: GUID,
+        parameter_request_list: PARAMETER_REQUEST_LIST,
+        client_id: false,
+        ..rom
+    };
     match path {
-        RequestPath::Relayed => Template {
-            bytes: bootp,
-            bootp_at: 0,
-            guid_at,
+        RequestPath::Broadcast => rom,
+        RequestPath::Relayed => BootRequest {
+            broadcast: true,
+            ..rom.relayed_by(giaddr)
         },
-        RequestPath::Broadcast => {
-            let bootp_at = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
-            Template {
-                bytes: discover_frame(path, arch, giaddr),
-                bootp_at,
-                guid_at: bootp_at + guid_at,
-            }
-        }
     }
-}
-
-/// The one's-complement sum of `bytes` as 16-bit big-endian words, added to `sum`.
-fn sum_words(bytes: &[u8], mut sum: u64) -> u64 {
-    let mut chunks = bytes.chunks_exact(2);
-    for word in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([word[0], word[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// RFC 768 checksum of a UDP datagram (header with a zero checksum, then the payload).
-fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, datagram: &[u8]) -> u16 {
-    let mut sum = sum_words(&src.octets(), 0);
-    sum = sum_words(&dst.octets(), sum);
-    sum += 17 + datagram.len() as u64;
-    let sum = !fold(sum_words(datagram, sum));
-    // An all-zero checksum means "none" on the wire (RFC 768).
-    if sum == 0 { 0xffff } else { sum }
 }
 
 fn percentiles(latencies: &mut [u64]) -> Latency {
@@ -1298,30 +1152,52 @@ pub(crate) fn udp_socket(interface: &str, addr: Ipv4Addr, port: u16) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boot_common::wire::UdpFrame;
 
-    #[test]
-    fn broadcast_discover_has_valid_checksums_and_pxe_options() {
-        let template = template(RequestPath::Broadcast, 7, Ipv4Addr::UNSPECIFIED);
-        // The options (324 bytes with the cookie) need no padding to the BOOTP minimum.
-        assert_eq!(template.bytes.len(), 14 + 20 + 8 + 324);
-        let ip = &template.bytes[ETH_HLEN..ETH_HLEN + IPV4_HLEN];
-        assert_eq!(fold(sum_words(ip, 0)), 0xffff, "IPv4 header checksum");
-        let bootp = &template.bytes[template.bootp_at..];
-        assert_eq!(message_type(&bootp[OPTIONS_AT..]), Some(1));
-        let class = b"PXEClient:Arch:00007:UNDI:003000";
-        assert!(bootp.windows(class.len()).any(|w| w == class));
+    /// The option codes of a message, in the order they were written.
+    fn option_codes(bootp: &[u8]) -> Vec<u8> {
+        dhcpv4::Packet::new_checked(bootp)
+            .unwrap()
+            .options()
+            .map(|item| item.unwrap().0)
+            .collect()
     }
 
     #[test]
-    fn udp_checksum_verifies_to_zero() {
-        let mut frame = template(RequestPath::Broadcast, 0, Ipv4Addr::UNSPECIFIED).bytes;
-        let udp_at = ETH_HLEN + IPV4_HLEN;
-        frame[udp_at + 6..udp_at + 8].copy_from_slice(&[0, 0]);
-        let sum = udp_checksum(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &frame[udp_at..]);
-        frame[udp_at + 6..udp_at + 8].copy_from_slice(&sum.to_be_bytes());
-        let mut check = sum_words(&[0, 0, 0, 0, 255, 255, 255, 255], 0);
-        check += 17 + (frame.len() - udp_at) as u64;
-        assert_eq!(fold(sum_words(&frame[udp_at..], check)), 0xffff);
+    fn a_broadcast_discover_is_a_rom_frame_with_valid_checksums() {
+        let mut request = discover(RequestPath::Broadcast, 7, Ipv4Addr::UNSPECIFIED);
+        request.mac = MacAddr([0x02, 0xd0, 0, 0, 0, 1]);
+        let mut buf = vec![0; BootRequest::MAX_FRAME_LEN];
+        let len = request
+            .write_frame(&mut buf, &request.broadcast_addressing(VlanTags::NONE))
+            .unwrap();
+        // The options (324 bytes with the fixed part and the cookie) need no padding to the
+        // BOOTP minimum.
+        assert_eq!(len, 14 + 20 + 8 + 324);
+        let frame = UdpFrame::parse(&buf[..len]).unwrap();
+        assert!(frame.verify_checksums());
+        assert_eq!(frame.ethernet.src(), request.mac);
+        assert_eq!(frame.dst().port(), DHCP_SERVER_PORT);
+        let bootp = frame.payload();
+        assert_eq!(option_codes(bootp), [53, 57, 93, 94, 97, 55, 60]);
+        let class = b"PXEClient:Arch:00007:UNDI:003000";
+        assert!(bootp.windows(class.len()).any(|w| w == class));
+        let packet = dhcpv4::Packet::new_checked(bootp).unwrap();
+        assert!(packet.broadcast());
+        assert_eq!(packet.client_mac(), Some(request.mac));
+    }
+
+    #[test]
+    fn a_relayed_discover_names_its_relay_and_keeps_the_roms_broadcast_bit() {
+        let relay = Ipv4Addr::new(198, 18, 0, 60);
+        let request = discover(RequestPath::Relayed, 0, relay);
+        let bootp = request.encode();
+        let packet = dhcpv4::Packet::new_checked(&bootp[..]).unwrap();
+        assert_eq!((packet.giaddr(), packet.hops()), (relay, 1));
+        assert!(packet.broadcast());
+        assert_eq!(bootp.len(), 324, "the broadcast path's message");
+        let class = b"PXEClient:Arch:00000:UNDI:002001";
+        assert!(bootp.windows(class.len()).any(|w| w == class));
     }
 
     #[test]

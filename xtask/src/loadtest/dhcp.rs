@@ -18,9 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use boot_tests::{BootRequest, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, Received};
-use dhcproto::v4::{self, DhcpOption, MessageType};
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use boot_common::wire::MacAddr;
+use boot_common::wire::ethernet::VlanTags;
+use boot_common::wire::pxe::{self, BootItem, sub_option};
+use boot_tests::{BootRequest, DHCP_CLIENT_PORT, Received};
+use dhcproto::v4::{self, MessageType};
+use dhcproto::{Decodable, Decoder};
 use tokio::sync::oneshot;
 
 use crate::loadgen;
@@ -31,10 +34,6 @@ const RX_BUF_LEN: usize = 1536;
 const SEND_BACKOFF: Duration = Duration::from_millis(1);
 /// ... this many times before the send counts as failed.
 const SEND_TRIES: u32 = 200;
-/// PXE option 43 sub-options (PXE 2.1 §2.4.2): the boot menu, and the boot item a client
-/// asks a boot server for.
-const PXE_BOOT_MENU: u8 = 9;
-const PXE_BOOT_ITEM: u8 = 71;
 
 /// The client namespace's sockets: made there (see [`boot_tests::NetNs::run`]), used from
 /// anywhere.
@@ -67,8 +66,6 @@ pub(super) enum Sent {
 /// One request and how long to wait for its answer.
 pub(super) struct Exchange<'a> {
     pub request: &'a BootRequest,
-    /// Option 43, when the request carries one (a PXE boot-server request).
-    pub vendor_options: Option<Vec<u8>>,
     pub sent: Sent,
     /// Wait per try.
     pub timeout: Duration,
@@ -91,7 +88,7 @@ struct Inner {
 
 /// A node waiting for its reply.
 struct Pending {
-    mac: [u8; 6],
+    mac: MacAddr,
     wanted: MessageType,
     reply: oneshot::Sender<Received>,
 }
@@ -124,7 +121,11 @@ impl DhcpClient {
             MessageType::Discover => MessageType::Offer,
             _ => MessageType::Ack,
         };
-        let payload = encode(request, exchange.vendor_options);
+        // Broadcasts leave as whole frames from the node's MAC, unicasts as UDP payloads.
+        let bytes = match exchange.sent {
+            Sent::Broadcast => request.broadcast_frame(VlanTags::NONE),
+            Sent::Unicast(_) => request.encode(),
+        };
         let (tx, mut rx) = oneshot::channel();
         let previous = self.lock().insert(
             request.xid,
@@ -140,7 +141,7 @@ impl DhcpClient {
             exchange.retries + 1
         ));
         for _ in 0..=exchange.retries {
-            if let Err(e) = self.send(&payload, request.mac, exchange.sent).await {
+            if let Err(e) = self.send(&bytes, exchange.sent).await {
                 result = Err(e);
                 break;
             }
@@ -157,30 +158,24 @@ impl DhcpClient {
         result
     }
 
-    async fn send(&self, payload: &[u8], mac: [u8; 6], sent: Sent) -> Result<(), String> {
+    /// Sends `bytes`: a UDP payload to a unicast address, a whole frame for a broadcast.
+    async fn send(&self, bytes: &[u8], sent: Sent) -> Result<(), String> {
         match sent {
             Sent::Unicast(to) => self
                 .inner
                 .udp
-                .send_to(payload, to)
+                .send_to(bytes, to)
                 .await
                 .map(drop)
                 .map_err(|e| format!("sending to {to}: {e}")),
             Sent::Broadcast => {
-                let frame = loadgen::udp_frame(
-                    mac,
-                    [0xff; 6],
-                    (Ipv4Addr::UNSPECIFIED, DHCP_CLIENT_PORT),
-                    (Ipv4Addr::BROADCAST, DHCP_SERVER_PORT),
-                    payload,
-                );
                 for _ in 0..SEND_TRIES {
                     // SAFETY: a live descriptor and a buffer of the length given, only read.
                     let ret = unsafe {
                         libc::send(
                             self.inner.packet.as_raw_fd(),
-                            frame.as_ptr().cast(),
-                            frame.len(),
+                            bytes.as_ptr().cast(),
+                            bytes.len(),
                             libc::MSG_DONTWAIT,
                         )
                     };
@@ -216,7 +211,7 @@ impl DhcpClient {
             };
             let mut pending = self.lock();
             let matches = pending.get(&message.xid()).is_some_and(|p| {
-                message.chaddr().get(..6) == Some(&p.mac[..])
+                message.chaddr().get(..6) == Some(&p.mac.octets()[..])
                     && message.opts().msg_type() == Some(p.wanted)
             });
             let waiting = if matches {
@@ -248,41 +243,28 @@ impl DhcpClient {
     }
 }
 
-/// The request's bytes, with option 43 when given.
-fn encode(request: &BootRequest, vendor_options: Option<Vec<u8>>) -> Vec<u8> {
-    let mut message = request.message();
-    if let Some(options) = vendor_options {
-        message
-            .opts_mut()
-            .insert(DhcpOption::VendorExtensions(options));
-    }
-    let mut bytes = Vec::new();
-    message
-        .encode(&mut Encoder::new(&mut bytes))
-        .expect("a request built from fixed fields encodes");
-    bytes
-}
-
 /// Option 43 of a PXE boot-server request for the first item of `offer`'s boot menu (sub-option
 /// 71: type, layer 0; PXE 2.1 §2.2.5), as a BIOS ROM sends after a menu OFFER; `None` when the
 /// OFFER has no menu.
 pub(super) fn boot_item(offer: &Received) -> Option<Vec<u8>> {
     let options = offer.vendor_options()?;
-    let mut rest = options.as_slice();
-    while let [code, len, tail @ ..] = rest {
-        let len = usize::from(*len);
-        let value = tail.get(..len)?;
-        if *code == PXE_BOOT_MENU {
-            // Items: type (2 bytes), description length, description.
-            let kind = value.get(..2)?;
-            return Some(vec![PXE_BOOT_ITEM, 4, kind[0], kind[1], 0, 0, 255]);
-        }
-        if *code == 255 {
-            break;
-        }
-        rest = &tail[len..];
-    }
-    None
+    let menu = pxe::sub_options(&options)
+        .find(sub_option::BOOT_MENU)
+        .ok()
+        .flatten()?;
+    // Items: type (2 bytes), description length, description.
+    let [high, low, ..] = *menu else {
+        return None;
+    };
+    let item = BootItem {
+        item_type: u16::from_be_bytes([high, low]),
+        layer: 0,
+    };
+    let mut option = vec![sub_option::BOOT_ITEM, 4];
+    option.extend_from_slice(&item.to_bytes());
+    // A sub-option END closes the list, as iPXE's PXEBS request has it (tests/data/README.md).
+    option.push(255);
+    Some(option)
 }
 
 /// A random number for the storm's MACs and xids.
@@ -293,6 +275,7 @@ pub(super) fn random_u32() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dhcproto::v4::DhcpOption;
 
     fn offer_with_options(options: Vec<u8>) -> Received {
         let mut message = v4::Message::default();

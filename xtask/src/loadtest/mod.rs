@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use boot_common::wire::MacAddr;
 use boot_tests::{BootRequest, PXE_SERVER_PORT};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -433,9 +434,9 @@ impl Storm {
     }
 
     /// Node `i`'s MAC: locally administered, the storm's salt, then `i`.
-    fn mac(&self, i: u32) -> [u8; 6] {
+    fn mac(&self, i: u32) -> MacAddr {
         let n = i.to_be_bytes();
-        [0x02, 0x5b, self.salt as u8, n[1], n[2], n[3]]
+        MacAddr([0x02, 0x5b, self.salt as u8, n[1], n[2], n[3]])
     }
 
     /// A transaction id for node `i`'s `k`-th exchange, unique in the storm.
@@ -610,13 +611,13 @@ impl Node {
     ) -> Result<(boot_tests::Received, u64), String> {
         let request = BootRequest {
             xid: storm.xid(self.index, k),
+            vendor_options,
             ..request.clone()
         };
         let reply = storm
             .dhcp
             .exchange(Exchange {
                 request: &request,
-                vendor_options,
                 sent,
                 timeout: storm.dhcp_timeout,
                 retries: storm.dhcp_retries,

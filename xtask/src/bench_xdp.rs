@@ -228,6 +228,19 @@ mod imp {
                 tees: false,
             },
             Case {
+                // What `--steer auto` adds: the kernel's socket lookup for the frame
+                // (`bpf_sk_lookup_udp`), which finds nothing on 67 on a bench host.
+                name: "PXE boot DISCOVER, auto: socket lookup, nothing on 67, redirect",
+                frame: boot.clone(),
+                config: ProgramConfig {
+                    steer: SteerMode::Auto,
+                    ..tee
+                },
+                socket: true,
+                expect: (Counter::Redirected, XdpAction::Redirect),
+                tees: false,
+            },
+            Case {
                 name: "PXE REQUEST to port 4011, taken by AF_XDP",
                 frame: pxe_request_4011(),
                 config: tee,

@@ -388,27 +388,29 @@ fn thread_cpu() -> Duration {
 
 fn print_concurrent(args: &Args, dnsmasq_version: &str, storm: &Storm) {
     let mib = (args.concurrent * args.concurrent_size) as f64 / (1024.0 * 1024.0);
-    let summary = |rounds: &[Round]| {
-        let wall = Stats::of(rounds.iter().map(|r| r.wall).collect());
-        let cpu = Stats::of(rounds.iter().map(|r| r.cpu).collect());
-        (wall, cpu)
-    };
-    let (d_wall, d_cpu) = summary(&storm.dnsmasq);
-    let (x_wall, x_cpu) = summary(&storm.xdpboot);
+    let d_wall = Stats::of(storm.dnsmasq.iter().map(|r| r.wall).collect());
+    let x_wall = Stats::of(storm.xdpboot.iter().map(|r| r.wall).collect());
     let per_second = |wall: &Stats| args.concurrent as f64 / wall.median.as_secs_f64();
-    let per_mib = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / mib;
-    let cpu_cell = |cpu: &Stats| {
+    // CPU time comes in clock ticks (10 ms): a round's is a few dozen of them, too coarse for
+    // a median, so the figure is over all rounds together; the range is per round.
+    let cpu_per_mib = |rounds: &[Round]| {
+        let total: Duration = rounds.iter().map(|r| r.cpu).sum();
+        total.as_secs_f64() * 1000.0 / (mib * rounds.len() as f64)
+    };
+    let cpu_cell = |rounds: &[Round]| {
+        let per_round = Stats::of(rounds.iter().map(|r| r.cpu).collect());
+        let per_mib = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / mib;
         format!(
-            "{:.1} ms ({:.1}–{:.1})",
-            per_mib(cpu.median),
-            per_mib(cpu.min),
-            per_mib(cpu.max)
+            "{:.2} ms ({:.1}–{:.1})",
+            cpu_per_mib(rounds),
+            per_mib(per_round.min),
+            per_mib(per_round.max)
         )
     };
     println!();
     println!(
         "{} simultaneous lockstep transfers of a {} loader at blksize {STORM_BLKSIZE} over \
-         loopback (median of {} rounds, min–max):",
+         loopback ({} rounds; wall time: median, min–max; CPU: all rounds, per-round min–max):",
         args.concurrent,
         human_size(args.concurrent_size),
         args.concurrent_rounds
@@ -429,17 +431,14 @@ fn print_concurrent(args: &Args, dnsmasq_version: &str, storm: &Storm) {
     );
     println!(
         "| server CPU per MiB | {} | {} | {:.2}× |",
-        cpu_cell(&d_cpu),
-        cpu_cell(&x_cpu),
-        d_cpu.median.as_secs_f64() / x_cpu.median.as_secs_f64()
+        cpu_cell(&storm.dnsmasq),
+        cpu_cell(&storm.xdpboot),
+        cpu_per_mib(&storm.dnsmasq) / cpu_per_mib(&storm.xdpboot)
     );
     let busy = |rounds: &[Round], cpu: fn(&Round) -> Duration| {
-        let mut shares: Vec<f64> = rounds
-            .iter()
-            .map(|r| 100.0 * cpu(r).as_secs_f64() / r.wall.as_secs_f64())
-            .collect();
-        shares.sort_by(f64::total_cmp);
-        shares[shares.len() / 2]
+        let used: Duration = rounds.iter().map(cpu).sum();
+        let wall: Duration = rounds.iter().map(|r| r.wall).sum();
+        100.0 * used.as_secs_f64() / wall.as_secs_f64()
     };
     println!(
         "| busy, server / client (% of one core) | {:.0} / {:.0} | {:.0} / {:.0} | |",

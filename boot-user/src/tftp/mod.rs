@@ -10,8 +10,8 @@
 //! - [`files`]: the root on disk, and one shared in-memory copy of each file.
 //! - [`server`]: the server port, a task per transfer for its setup and log line, limits
 //!   ([`TftpServer`]).
-//! - [`transfers`]: one task exchanging every running transfer's packets (one epoll set, one
-//!   deadline heap). With [`server`], the only parts that do I/O.
+//! - [`transfers`]: one thread exchanging every running transfer's packets (one epoll set,
+//!   one deadline heap). With [`server`], the only parts that do I/O.
 //! - [`stats`]: counters of requests and transfers.
 
 pub mod files;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::files::FileCache;
@@ -39,7 +39,7 @@ use super::packet::{self, MAX_REQUEST_LEN};
 use super::request::{self, ReadRequest, Screened};
 use super::session::{Session, SessionLimits};
 use super::stats::TftpStats;
-use super::transfers::{NewTransfer, Transfers};
+use super::transfers::{Handoff, NewTransfer, Transfers};
 use crate::events::{Sink, TftpTransfer};
 use crate::loaders::LoaderSearch;
 use crate::net::iface::Interfaces;
@@ -265,7 +265,7 @@ impl TftpServer {
         &self,
         datagram: &udp::Datagram,
         bytes: &[u8],
-        queue: &mpsc::Sender<NewTransfer>,
+        queue: &Handoff,
         transfers: &mut JoinSet<()>,
     ) {
         let shared = &self.shared;
@@ -424,7 +424,7 @@ async fn transfer(
     iface: String,
     local: Ipv4Addr,
     limits: Limits,
-    queue: mpsc::Sender<NewTransfer>,
+    queue: Handoff,
 ) {
     let shared = slot.shared.clone();
     let client = slot.client;
@@ -466,14 +466,16 @@ async fn transfer(
     };
     let session = Session::new(client, bytes, &negotiated, session_limits, Instant::now());
     let (done, outcome) = oneshot::channel();
-    let handed = queue
-        .send(NewTransfer {
-            session,
-            socket,
-            done,
-        })
-        .await;
-    let (Ok(()), Ok(outcome)) = (handed, outcome.await) else {
+    let handed = queue.hand(NewTransfer {
+        session,
+        socket,
+        done,
+    });
+    let outcome = match handed {
+        Ok(()) => outcome.await.ok(),
+        Err(_gone) => None,
+    };
+    let Some(outcome) = outcome else {
         // The driver is gone without a word: it panicked (when the server is torn down, this
         // task is aborted with it and never gets here).
         shared.stats.count("transfer", "driver_gone");

@@ -1,17 +1,21 @@
-//! The transfers in flight, driven together by one task: every transfer's socket in one epoll
-//! set, every retransmission deadline in one heap. This is the shape of dnsmasq's TFTP loop
-//! (one `poll` over all transfer sockets, then each ready one served, `src/tftp.c`), here in a
-//! tokio task, instead of a task, a reactor registration and a timer per transfer.
+//! The transfers in flight, driven together by one thread: every transfer's socket in one
+//! epoll set, every retransmission deadline in one heap. This is the shape of dnsmasq's TFTP
+//! loop (one `poll` over all transfer sockets, then each ready one served: `check_tftp_listeners`
+//! in `src/tftp.c`), instead of a tokio task, a reactor registration and a timer per transfer.
 //!
-//! Why (measured with `cargo xtask bench-tftp`'s concurrent case, 256 lockstep transfers, see
-//! BENCHMARKS.md): with a task per transfer each block cost a send, two receives (the second
-//! only to learn the socket was empty: tokio keeps a socket "ready" until a read fails), a
-//! share of an `epoll_wait` that woke few tasks, and a task wake-up, often across threads.
-//! Here a block costs a send, one receive and a small share of one `epoll_wait`:
-//! - The epoll set is level-triggered: a ready socket is read once per wait and, should more
-//!   be queued, reported again by the next wait, so no read is spent on an empty socket.
-//! - The set's own descriptor is registered with tokio (an epoll descriptor is pollable), so
-//!   the task sleeps in the runtime like any other and is woken when any transfer has mail.
+//! Why (measured with `cargo xtask bench-tftp`'s concurrent case, 256 lockstep transfers; the
+//! numbers are in BENCHMARKS.md): with a task per transfer each block cost a send, two
+//! receives (the second only to learn the socket was empty: tokio keeps a socket "ready" until
+//! a read fails), a share of an `epoll_wait` that woke few tasks (tokio registers a socket for
+//! writing too, so every send also reported it writable), and a task wake-up, often across
+//! threads. Here a block costs a send, one receive and a share of one `epoll_wait`:
+//! - The epoll set is level-triggered and registered for reading only: a ready socket is read
+//!   once per wait and, should more be queued, reported again by the next wait, so no read is
+//!   spent on an empty socket.
+//! - The thread sleeps in `epoll_wait` itself, until a socket is ready, the next deadline, or
+//!   the eventfd through which a [`Handoff`] brings a new transfer. A tokio task here (the set
+//!   registered with the runtime, tried first) cost more per block: two `epoll_wait`s per
+//!   wake-up, and the task moving between worker threads.
 //! - DATA goes out as two iovecs, the 4-byte header and the block's slice of the shared file
 //!   ([`Session::poll_transmit_parts`]), without copying the block.
 //! - A session's deadline only moves later while ACKs come in; the heap gets an entry for a
@@ -22,35 +26,37 @@
 //! Each transfer keeps its own socket, bound to an ephemeral port: the port is the transfer's
 //! identity (RFC 1350 §4), so sends cannot be batched across transfers (`sendmmsg` takes one
 //! socket), and within a lockstep transfer there is one datagram per round trip.
+//!
+//! The transfer's task ([`super::server`]) opens the file, starts the session and hands it
+//! over; it gets the summary back through a oneshot channel and logs it. The thread holds no
+//! lock while it runs and shares nothing but the handoff queue.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
+use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{MsgFlags, SockaddrIn, sendmsg};
-use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use super::session::{Session, Summary};
 
-/// Transfers handed over but not yet taken in; senders wait beyond that. Small: taking one in
-/// is quick, and the number of transfers is bounded by the server's slots anyway.
-const QUEUE_DEPTH: usize = 64;
 /// Ready sockets taken from the epoll set per wait.
-const EVENTS_PER_WAIT: usize = 64;
-/// Waits per wakeup before the task lets other work run (new transfers, timers, other tasks
-/// on its thread): at a few microseconds per datagram, about a millisecond's worth.
-const MAX_WAITS_PER_WAKEUP: usize = 4;
+const EVENTS_PER_WAIT: usize = 256;
 /// A client's ACK is 4 bytes and its ERROR short; longer datagrams are truncated harmlessly.
 const RECEIVE_BUFFER: usize = 516;
 /// The deadline heap is rebuilt without the entries of finished transfers once it holds more
 /// than twice as many entries as transfers, plus this slack.
 const HEAP_SLACK: usize = 1024;
+/// The epoll data of the wake-up eventfd; transfer tokens never reach it (see [`Token`]).
+const WAKE: u64 = u64::MAX;
 
 /// What a transfer's task hears back: the finished session's summary, or the socket error
 /// that ended it.
@@ -63,99 +69,123 @@ pub(super) struct NewTransfer {
     pub(super) done: oneshot::Sender<Outcome>,
 }
 
-/// The running driver. Dropping it ends every transfer it holds.
+/// The running driver thread. Dropping this ends it and every transfer it holds.
 pub(super) struct Transfers {
-    task: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<EventFd>,
 }
 
 impl Drop for Transfers {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
+    }
+}
+
+/// The driver thread has ended.
+#[derive(Debug)]
+pub(super) struct DriverGone;
+
+/// Hands transfers to the driver thread; one per transfer task. The queue behind it is not
+/// bounded by itself: every transfer in it holds one of the server's `max_transfers` slots.
+#[derive(Clone)]
+pub(super) struct Handoff {
+    queue: mpsc::Sender<NewTransfer>,
+    wake: Arc<EventFd>,
+}
+
+impl Handoff {
+    /// Gives `new` to the driver; if the driver is gone, `new` is dropped (its `done` with it).
+    pub(super) fn hand(&self, new: NewTransfer) -> Result<(), DriverGone> {
+        self.queue.send(new).map_err(|_| DriverGone)?;
+        // Only fails if the counter would overflow, i.e. never; a wake-up is pending anyway.
+        let _ = self.wake.write(1);
+        Ok(())
     }
 }
 
 impl Transfers {
-    /// Starts the driver task; transfers are handed to it through the returned sender. The
-    /// task ends when every sender is gone and its last transfer has finished, or when the
-    /// returned [`Transfers`] is dropped.
-    pub(super) fn start() -> io::Result<(Transfers, mpsc::Sender<NewTransfer>)> {
+    /// Starts the driver thread; transfers are handed to it through the returned [`Handoff`].
+    /// The thread ends when the returned [`Transfers`] is dropped, or when, woken, it finds
+    /// every handoff gone and its last transfer finished.
+    pub(super) fn start() -> io::Result<(Transfers, Handoff)> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let poll = crate::net::register(EpollSet(epoll))?;
-        let (queue, incoming) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run(poll, incoming));
-        Ok((Transfers { task }, queue))
-    }
-}
-
-/// The epoll set of the transfers' sockets.
-struct EpollSet(Epoll);
-
-impl AsRawFd for EpollSet {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.0.as_raw_fd()
-    }
-}
-
-impl crate::net::OwnsFd for EpollSet {}
-
-async fn run(poll: AsyncFd<EpollSet>, mut incoming: mpsc::Receiver<NewTransfer>) {
-    let mut driver = Driver::default();
-    // One timer for all transfers, set to the heap's earliest entry. Moving it takes a lock in
-    // tokio's timer wheel, so it is moved only when it would otherwise fire late; firing early
-    // only wakes the task to no effect.
-    let timer = tokio::time::sleep(std::time::Duration::ZERO);
-    tokio::pin!(timer);
-    let mut timer_at: Option<Instant> = None;
-    let mut open = true;
-    loop {
-        if let Some(next) = driver.next_deadline()
-            && timer_at.is_none_or(|at| at > next)
-        {
-            timer.as_mut().reset(next.into());
-            timer_at = Some(next);
-        }
-        tokio::select! {
-            // New transfers and timers first: they are cheap when idle, and a busy epoll set
-            // must not keep them waiting.
-            biased;
-            new = incoming.recv(), if open => match new {
-                Some(new) => driver.insert(poll.get_ref(), new),
-                None => open = false,
+        let wake = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (queue, incoming) = mpsc::channel();
+        let thread = Thread {
+            epoll,
+            wake: wake.clone(),
+            incoming,
+            stop: stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("tftp-transfers".into())
+            .spawn(move || thread.run())?;
+        Ok((
+            Transfers {
+                stop,
+                wake: wake.clone(),
             },
-            () = &mut timer, if timer_at.is_some() => {
-                timer_at = None;
-                driver.expire(poll.get_ref(), Instant::now());
+            Handoff { queue, wake },
+        ))
+    }
+}
+
+/// What the driver thread owns.
+struct Thread {
+    epoll: Epoll,
+    wake: Arc<EventFd>,
+    incoming: mpsc::Receiver<NewTransfer>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Thread {
+    fn run(self) {
+        let mut driver = Driver::default();
+        let mut open = true;
+        loop {
+            let woken = match driver.turn(&self.epoll, true) {
+                Ok(woken) => woken,
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    driver.fail_all(&e);
+                    tracing::error!(error = %e, "waiting on the tftp transfers' sockets failed");
+                    return;
+                }
+            };
+            if self.stop.load(Ordering::Acquire) {
+                return;
             }
-            ready = poll.readable() => {
-                let mut guard = match ready {
-                    Ok(guard) => guard,
-                    Err(e) => {
-                        driver.fail_all(&e);
-                        tracing::error!(error = %e, "the tftp transfers' epoll set failed");
-                        return;
-                    }
-                };
-                match driver.serve_ready(guard.get_inner()) {
-                    Ok(true) => guard.clear_ready(),
-                    Ok(false) => {}
-                    Err(e) => {
-                        let e = io::Error::from(e);
-                        driver.fail_all(&e);
-                        tracing::error!(error = %e, "waiting on the tftp transfers' sockets failed");
-                        return;
+            if woken {
+                // Reset before taking the queue: a transfer queued after this read comes with
+                // a write of its own, so the next wait returns for it.
+                let _ = self.wake.read();
+            }
+            loop {
+                match self.incoming.try_recv() {
+                    Ok(new) => driver.insert(&self.epoll, new),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
                 }
             }
-        }
-        if !open && driver.is_empty() {
-            return;
+            if !open && driver.is_empty() {
+                return;
+            }
         }
     }
 }
 
 /// A transfer's place in the driver's table, and the epoll data of its socket: the slot index
 /// in the low 32 bits, the slot's generation in the high ones, so an event or deadline of a
-/// finished transfer never reaches the one that reuses its slot.
+/// finished transfer never reaches the one that reuses its slot. (Slot indexes stay far below
+/// 2^32 - 1, so no token is [`WAKE`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Token(u64);
 
@@ -209,7 +239,7 @@ impl Driver {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
-    fn insert(&mut self, epoll: &EpollSet, new: NewTransfer) {
+    fn insert(&mut self, epoll: &Epoll, new: NewTransfer) {
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Slot {
                 generation: 0,
@@ -219,7 +249,7 @@ impl Driver {
         });
         let slot = &mut self.slots[index];
         let token = Token::new(index, slot.generation);
-        if let Err(e) = epoll.0.add(
+        if let Err(e) = epoll.add(
             new.socket.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, token.0),
         ) {
@@ -247,35 +277,47 @@ impl Driver {
         slot.entry.as_mut()
     }
 
-    /// Serves the ready sockets, a bounded number of waits' worth; `Ok(true)` once a wait
-    /// found none (the set is drained and its readiness may be cleared).
-    fn serve_ready(&mut self, epoll: &EpollSet) -> nix::Result<bool> {
+    /// One turn: waits for ready sockets, until the next deadline at the latest (not at all
+    /// with `block` false); serves them; fires the deadlines due. `Ok(true)` if the wake-up
+    /// eventfd was among the ready ones.
+    fn turn(&mut self, epoll: &Epoll, block: bool) -> nix::Result<bool> {
+        let timeout = if block {
+            // epoll_wait counts milliseconds; rounding up wakes at most a millisecond late,
+            // never early (timeouts are whole seconds, RFC 2349). Without a deadline, only a
+            // socket or the eventfd wakes the thread.
+            let now = Instant::now();
+            self.next_deadline().map_or(PollTimeout::NONE, |at| {
+                let millis = at.saturating_duration_since(now).as_micros().div_ceil(1000);
+                PollTimeout::from(u16::try_from(millis).unwrap_or(u16::MAX))
+            })
+        } else {
+            PollTimeout::ZERO
+        };
         let mut events = std::mem::take(&mut self.events);
         events.resize(EVENTS_PER_WAIT, EpollEvent::empty());
-        let mut drained = false;
-        for _ in 0..MAX_WAITS_PER_WAKEUP {
-            let n = match epoll.0.wait(&mut events, 0u8) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    self.events = events;
-                    return Err(e);
-                }
-            };
-            if n == 0 {
-                drained = true;
-                break;
+        let n = match epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => {
+                self.events = events;
+                return Err(e);
             }
-            let now = Instant::now();
-            for event in events.iter().take(n) {
+        };
+        let now = Instant::now();
+        let mut woken = false;
+        for event in events.iter().take(n) {
+            if event.data() == WAKE {
+                woken = true;
+            } else {
                 self.on_event(epoll, Token(event.data()), event.events(), now);
             }
         }
         self.events = events;
-        Ok(drained)
+        self.expire(epoll, now);
+        Ok(woken)
     }
 
-    fn on_event(&mut self, epoll: &EpollSet, token: Token, flags: EpollFlags, now: Instant) {
+    fn on_event(&mut self, epoll: &Epoll, token: Token, flags: EpollFlags, now: Instant) {
         if self.received.len() < RECEIVE_BUFFER {
             self.received.resize(RECEIVE_BUFFER, 0);
         }
@@ -299,7 +341,7 @@ impl Driver {
                     }
                     entry.blocked = None;
                     let mut event = EpollEvent::new(EpollFlags::EPOLLIN, token.0);
-                    if let Err(e) = epoll.0.modify(entry.socket.as_fd(), &mut event) {
+                    if let Err(e) = epoll.modify(entry.socket.as_fd(), &mut event) {
                         self.finish(token, Err(e.into()));
                         return;
                     }
@@ -325,7 +367,7 @@ impl Driver {
     }
 
     /// Fires the deadlines due by `now`.
-    fn expire(&mut self, epoll: &EpollSet, now: Instant) {
+    fn expire(&mut self, epoll: &Epoll, now: Instant) {
         while let Some(&Reverse((at, token))) = self.deadlines.peek()
             && at <= now
         {
@@ -349,7 +391,7 @@ impl Driver {
 
     /// Sends what the session has due, then arms its next deadline or, if it finished,
     /// reports it.
-    fn progress(&mut self, epoll: &EpollSet, token: Token) {
+    fn progress(&mut self, epoll: &Epoll, token: Token) {
         let header = &mut self.header;
         let Some(slot) = self.slots.get_mut(token.index()) else {
             return;
@@ -369,7 +411,7 @@ impl Driver {
                     entry.blocked = Some((to, datagram));
                     let mut event =
                         EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT, token.0);
-                    if let Err(e) = epoll.0.modify(entry.socket.as_fd(), &mut event) {
+                    if let Err(e) = epoll.modify(entry.socket.as_fd(), &mut event) {
                         self.finish(token, Err(e.into()));
                         return;
                     }
@@ -490,12 +532,12 @@ mod tests {
     /// Serves ready sockets until `f` returns something; panics after [`DEADLINE`].
     fn serve_until<T>(
         driver: &mut Driver,
-        epoll: &EpollSet,
+        epoll: &Epoll,
         mut f: impl FnMut(&mut Driver) -> Option<T>,
     ) -> T {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            driver.serve_ready(epoll).expect("epoll_wait");
+            driver.turn(epoll, false).expect("epoll_wait");
             if let Some(found) = f(driver) {
                 return found;
             }
@@ -516,7 +558,7 @@ mod tests {
 
     #[test]
     fn one_driver_runs_lockstep_transfers_with_one_deadline_each_and_answers_strangers() {
-        let epoll = EpollSet(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll"));
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
         let mut driver = Driver::default();
         let file: Arc<[u8]> = (0..10 * 512 + 100).map(|i| (i % 251) as u8).collect();
         let clients: Vec<UdpSocket> = (0..2).map(|_| loopback_socket()).collect();
@@ -598,7 +640,7 @@ mod tests {
 
     #[test]
     fn a_finished_transfers_slot_is_reused_and_its_old_token_reaches_nothing() {
-        let epoll = EpollSet(Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll"));
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
         let mut driver = Driver::default();
         let client = loopback_socket();
         let peer = v4(client.local_addr().expect("client address"));

@@ -9,8 +9,17 @@
 //! windows. dnsmasq does not negotiate windowsize, so its third case equals its second.
 //! Fetches alternate between the servers so drift affects both alike; the report gives the
 //! median of each, the spread, and the ratio dnsmasq ÷ xdpboot (above 1: xdpboot is faster).
+//!
+//! The concurrent case is a boot storm's TFTP stage: `--concurrent` (256) transfers of a
+//! 256 KiB loader start at once, lockstep at blksize 1468 as PXE ROMs fetch, from the load
+//! test's own client (`loadtest::tftp`, one socket per transfer, all on one thread, so the
+//! client leaves the other core to the server). A round is all of them to the end; rounds
+//! alternate between the servers. Per round: wall time, transfers/s, and the server's CPU per
+//! MiB served, from its process's utime + stime (`/proc/<pid>/stat`, every thread, system time
+//! included: on loopback that is also the delivery of what it sends) before and after.
 
 use std::ffi::OsStr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -26,6 +35,17 @@ const XDPBOOT_PORT: u16 = 6969;
 const FETCH_DEADLINE: Duration = Duration::from_secs(60);
 const LOADER: &str = "loader.bin";
 const EMPTY: &str = "empty.bin";
+/// The concurrent case's file.
+const STORM_LOADER: &str = "storm-loader.bin";
+/// The concurrent case's block size: what PXE ROMs ask for on a 1500-byte MTU.
+const STORM_BLKSIZE: u16 = 1468;
+/// The most simultaneous transfers `--concurrent` may ask for (xdpboot's default limit).
+const MAX_CONCURRENT: usize = 4096;
+/// The longest one concurrent round may take before the benchmark gives up.
+const ROUND_DEADLINE: Duration = Duration::from_secs(180);
+/// dnsmasq serves 50 transfers at once by default (`--tftp-max`); it is raised to at least the
+/// concurrent case's count so both servers get the whole storm.
+const DNSMASQ_DEFAULT_TFTP_MAX: usize = 50;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,6 +61,18 @@ pub struct Args {
     /// The dnsmasq binary to compare with.
     #[arg(long, value_name = "PATH", default_value = "dnsmasq")]
     dnsmasq: PathBuf,
+    /// Simultaneous lockstep transfers in the concurrent case (a boot storm's in-flight count).
+    #[arg(long, default_value_t = 256)]
+    concurrent: usize,
+    /// Size of the loader each concurrent transfer fetches, in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    concurrent_size: usize,
+    /// Concurrent rounds per server; the median is reported (0: no concurrent case).
+    #[arg(long, default_value_t = 5)]
+    concurrent_rounds: usize,
+    /// Run only the concurrent case, not the atftp fetches.
+    #[arg(long)]
+    concurrent_only: bool,
 }
 
 /// One client configuration.
@@ -94,6 +126,14 @@ const XDPBOOT: Target = Target {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     ensure!(args.repetitions > 0, "--repetitions must be at least 1");
+    ensure!(
+        (1..=MAX_CONCURRENT).contains(&args.concurrent),
+        "--concurrent must be 1..={MAX_CONCURRENT}"
+    );
+    ensure!(
+        !args.concurrent_only || args.concurrent_rounds > 0,
+        "--concurrent-only needs --concurrent-rounds of at least 1"
+    );
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the benchmark runs both servers in a network namespace: run it as root");
     }
@@ -115,6 +155,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let loader = pseudo_random(args.size);
     std::fs::write(root.join(LOADER), &loader).context("writing the loader")?;
     std::fs::write(root.join(EMPTY), b"").context("writing the empty file")?;
+    std::fs::write(root.join(STORM_LOADER), pseudo_random(args.concurrent_size))
+        .context("writing the concurrent case's loader")?;
     let config = dir.join("xdpboot.toml");
     std::fs::write(
         &config,
@@ -126,8 +168,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     .context("writing the xdpboot config")?;
 
     let ns = NetNs::new("bench").context("creating the benchmark namespace")?;
-    let _dnsmasq = start_dnsmasq(&ns, &args.dnsmasq, &root, &dir)?;
-    let _xdpboot = start_xdpboot(&ns, &xdpboot, &config, &dir)?;
+    let tftp_max = args.concurrent.max(DNSMASQ_DEFAULT_TFTP_MAX);
+    let dnsmasq = start_dnsmasq(&ns, &args.dnsmasq, &root, &dir, tftp_max)?;
+    let xdpboot = start_xdpboot(&ns, &xdpboot, &config, &dir)?;
+
+    if args.concurrent_only {
+        let storm = concurrent(&ns, args, dnsmasq.pid(), xdpboot.pid())?;
+        print_concurrent(args, &dnsmasq_version, &storm);
+        print_command(args);
+        return Ok(());
+    }
 
     println!(
         "[bench-tftp] {} bytes, {} fetches per server and case, atftp over loopback in a \
@@ -175,12 +225,228 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             dnsmasq.median.as_secs_f64() / xdpboot.median.as_secs_f64()
         );
     }
+    let storm = if args.concurrent_rounds > 0 {
+        Some(concurrent(&ns, args, dnsmasq.pid(), xdpboot.pid())?)
+    } else {
+        None
+    };
+
+    if let Some(storm) = &storm {
+        print_concurrent(args, &dnsmasq_version, storm);
+    }
+    print_command(args);
+    Ok(())
+}
+
+/// The command that repeats this run.
+fn print_command(args: &Args) {
+    let mut command = String::from("cargo xtask bench-tftp");
+    if args.concurrent_only {
+        command.push_str(" --concurrent-only");
+    } else {
+        command.push_str(&format!(
+            " --repetitions {} --size {}",
+            args.repetitions, args.size
+        ));
+    }
+    if args.concurrent_rounds > 0 {
+        command.push_str(&format!(
+            " --concurrent {} --concurrent-size {} --concurrent-rounds {}",
+            args.concurrent, args.concurrent_size, args.concurrent_rounds
+        ));
+    } else {
+        command.push_str(" --concurrent-rounds 0");
+    }
+    println!();
+    println!("Command: {command}");
+}
+
+/// One concurrent round against one server.
+struct Round {
+    wall: Duration,
+    /// The server's CPU time (user + system, all threads) over the round.
+    cpu: Duration,
+    /// The client thread's, to tell whether the client or the server was the limit.
+    client_cpu: Duration,
+}
+
+/// Both servers' rounds.
+struct Storm {
+    dnsmasq: Vec<Round>,
+    xdpboot: Vec<Round>,
+}
+
+/// Runs `--concurrent-rounds` rounds per server, alternating, on one client thread in the
+/// namespace.
+fn concurrent(ns: &NetNs, args: &Args, dnsmasq: u32, xdpboot: u32) -> anyhow::Result<Storm> {
+    println!(
+        "[bench-tftp] concurrent: {} lockstep transfers of {} bytes at blksize {STORM_BLKSIZE}, \
+         {} rounds per server",
+        args.concurrent, args.concurrent_size, args.concurrent_rounds
+    );
+    if cfg!(debug_assertions) {
+        // The client then needs about twice the CPU per block, and with one core for each side
+        // it sets the pace: the wall times say more about it than about the servers.
+        println!(
+            "[bench-tftp] note: the client is a debug build; for wall times that the servers \
+             set, run `cargo run --release -p xtask -- bench-tftp ...`"
+        );
+    }
+    ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the client's runtime")?;
+        // One untimed round each: xdpboot reads the file into its cache, the page cache holds
+        // it for dnsmasq, and both have met this many clients once.
+        for (target, pid) in [(DNSMASQ, dnsmasq), (XDPBOOT, xdpboot)] {
+            round(&runtime, target, pid, args)?;
+        }
+        let mut storm = Storm {
+            dnsmasq: Vec::new(),
+            xdpboot: Vec::new(),
+        };
+        for _ in 0..args.concurrent_rounds {
+            storm.dnsmasq.push(round(&runtime, DNSMASQ, dnsmasq, args)?);
+            storm.xdpboot.push(round(&runtime, XDPBOOT, xdpboot, args)?);
+        }
+        Ok(storm)
+    })
+}
+
+/// `--concurrent` transfers started together against `target` (process `pid`), to the end.
+fn round(
+    runtime: &tokio::runtime::Runtime,
+    target: Target,
+    pid: u32,
+    args: &Args,
+) -> anyhow::Result<Round> {
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, target.port);
+    let expected = args.concurrent_size as u64;
+    runtime.block_on(async {
+        // The sockets first, so the round times the transfers only.
+        let mut sockets = Vec::with_capacity(args.concurrent);
+        for _ in 0..args.concurrent {
+            let socket = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .and_then(tokio::net::UdpSocket::from_std)
+                .context("opening a client socket")?;
+            sockets.push(socket);
+        }
+        let cpu_before = crate::bench_http::cpu_ticks(&[pid]);
+        let client_before = thread_cpu();
+        let started = Instant::now();
+        let mut transfers = tokio::task::JoinSet::new();
+        for socket in sockets {
+            transfers.spawn(async move {
+                crate::loadtest::tftp::fetch_on(&socket, server, STORM_LOADER, STORM_BLKSIZE).await
+            });
+        }
+        let all = async {
+            while let Some(done) = transfers.join_next().await {
+                let bytes = done
+                    .context("a client task failed")?
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", target.name))?;
+                ensure!(
+                    bytes == expected,
+                    "{} served {bytes} bytes, expected {expected}",
+                    target.name
+                );
+            }
+            Ok(())
+        };
+        tokio::time::timeout(ROUND_DEADLINE, all)
+            .await
+            .with_context(|| {
+                format!("{}: round not done within {ROUND_DEADLINE:?}", target.name)
+            })??;
+        let wall = started.elapsed();
+        let client_cpu = thread_cpu().saturating_sub(client_before);
+        let ticks = crate::bench_http::cpu_ticks(&[pid]).saturating_sub(cpu_before);
+        Ok(Round {
+            wall,
+            cpu: Duration::from_secs_f64(
+                ticks as f64 / crate::bench_http::clock_ticks_per_second(),
+            ),
+            client_cpu,
+        })
+    })
+}
+
+/// The calling thread's CPU time (user + system) so far.
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a live timespec, which is all it writes.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+fn print_concurrent(args: &Args, dnsmasq_version: &str, storm: &Storm) {
+    let mib = (args.concurrent * args.concurrent_size) as f64 / (1024.0 * 1024.0);
+    let d_wall = Stats::of(storm.dnsmasq.iter().map(|r| r.wall).collect());
+    let x_wall = Stats::of(storm.xdpboot.iter().map(|r| r.wall).collect());
+    let per_second = |wall: &Stats| args.concurrent as f64 / wall.median.as_secs_f64();
+    // CPU time comes in clock ticks (10 ms): a round's is a few dozen of them, too coarse for
+    // a median, so the figure is over all rounds together; the range is per round.
+    let cpu_per_mib = |rounds: &[Round]| {
+        let total: Duration = rounds.iter().map(|r| r.cpu).sum();
+        total.as_secs_f64() * 1000.0 / (mib * rounds.len() as f64)
+    };
+    let cpu_cell = |rounds: &[Round]| {
+        let per_round = Stats::of(rounds.iter().map(|r| r.cpu).collect());
+        let per_mib = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / mib;
+        format!(
+            "{:.2} ms ({:.1}–{:.1})",
+            cpu_per_mib(rounds),
+            per_mib(per_round.min),
+            per_mib(per_round.max)
+        )
+    };
     println!();
     println!(
-        "Command: cargo xtask bench-tftp --repetitions {} --size {}",
-        args.repetitions, args.size
+        "{} simultaneous lockstep transfers of a {} loader at blksize {STORM_BLKSIZE} over \
+         loopback ({} rounds; wall time: median, min–max; CPU: all rounds, per-round min–max):",
+        args.concurrent,
+        human_size(args.concurrent_size),
+        args.concurrent_rounds
     );
-    Ok(())
+    println!();
+    // Every ratio reads the same way: above 1, xdpboot is ahead.
+    println!("| | {dnsmasq_version} | xdpboot | xdpboot ahead by |");
+    println!("|---|---|---|---|");
+    println!(
+        "| wall time | {d_wall} | {x_wall} | {:.2}× |",
+        d_wall.median.as_secs_f64() / x_wall.median.as_secs_f64()
+    );
+    println!(
+        "| transfers/s | {:.0} | {:.0} | {:.2}× |",
+        per_second(&d_wall),
+        per_second(&x_wall),
+        per_second(&x_wall) / per_second(&d_wall)
+    );
+    println!(
+        "| server CPU per MiB | {} | {} | {:.2}× |",
+        cpu_cell(&storm.dnsmasq),
+        cpu_cell(&storm.xdpboot),
+        cpu_per_mib(&storm.dnsmasq) / cpu_per_mib(&storm.xdpboot)
+    );
+    let busy = |rounds: &[Round], cpu: fn(&Round) -> Duration| {
+        let used: Duration = rounds.iter().map(cpu).sum();
+        let wall: Duration = rounds.iter().map(|r| r.wall).sum();
+        100.0 * used.as_secs_f64() / wall.as_secs_f64()
+    };
+    println!(
+        "| busy, server / client (% of one core) | {:.0} / {:.0} | {:.0} / {:.0} | |",
+        busy(&storm.dnsmasq, |r| r.cpu),
+        busy(&storm.dnsmasq, |r| r.client_cpu),
+        busy(&storm.xdpboot, |r| r.cpu),
+        busy(&storm.xdpboot, |r| r.client_cpu),
+    );
 }
 
 /// Median and range of one series.
@@ -272,6 +538,7 @@ fn start_dnsmasq(
     binary: &Path,
     root: &Path,
     dir: &TempDir,
+    tftp_max: usize,
 ) -> anyhow::Result<ChildGuard> {
     let args = [
         "--keep-in-foreground".to_owned(),
@@ -280,6 +547,7 @@ fn start_dnsmasq(
         "--port=0".to_owned(),
         "--enable-tftp".to_owned(),
         format!("--tftp-root={}", root.display()),
+        format!("--tftp-max={tftp_max}"),
         "--interface=lo".to_owned(),
         "--bind-interfaces".to_owned(),
         format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
@@ -366,6 +634,8 @@ fn pseudo_random(len: usize) -> Vec<u8> {
 fn human_size(bytes: usize) -> String {
     if bytes.is_multiple_of(1024 * 1024) {
         format!("{} MiB", bytes / (1024 * 1024))
+    } else if bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes}-byte")
     }

@@ -8,7 +8,10 @@
 //! - [`options`]: option negotiation, clamped to the ingress interface's MTU.
 //! - [`session`]: one transfer as a state machine driven by datagrams and timer expiries.
 //! - [`files`]: the root on disk, and one shared in-memory copy of each file.
-//! - [`server`]: sockets and tasks ([`TftpServer`]), the only part that does I/O.
+//! - [`server`]: the server port, a task per transfer for its setup and log line, limits
+//!   ([`TftpServer`]).
+//! - [`transfers`]: one thread exchanging every running transfer's packets (one epoll set,
+//!   one deadline heap). With [`server`], the only parts that do I/O.
 //! - [`stats`]: counters of requests and transfers.
 
 pub mod files;
@@ -18,5 +21,6 @@ pub mod request;
 pub mod server;
 pub mod session;
 pub mod stats;
+mod transfers;
 
 pub use server::{Draining, TftpConfig, TftpError, TftpServer};

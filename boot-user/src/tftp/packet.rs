@@ -198,10 +198,16 @@ fn split_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// DATA (RFC 1350 §5 figure 5-2).
 pub fn write_data(buf: &mut Vec<u8>, block: u16, payload: &[u8]) {
+    write_data_header(buf, block);
+    buf.extend_from_slice(payload);
+}
+
+/// The 4 bytes in front of a DATA packet's payload, for a sender that passes the payload
+/// separately (a second iovec pointing into the file) instead of copying it behind them.
+pub fn write_data_header(buf: &mut Vec<u8>, block: u16) {
     buf.clear();
     buf.extend_from_slice(&(Opcode::Data as u16).to_be_bytes());
     buf.extend_from_slice(&block.to_be_bytes());
-    buf.extend_from_slice(payload);
 }
 
 /// ACK (RFC 1350 §5 figure 5-3).

@@ -1,6 +1,7 @@
-//! The TFTP server's I/O edge: the server port, one task and one socket per transfer, limits
-//! and the log line per transfer. The protocol itself is in [`super::request`] (what the port
-//! answers) and [`super::session`] (a transfer).
+//! The TFTP server's I/O edge: the server port, a task per transfer for its setup and log
+//! line, and limits. The protocol itself is in [`super::request`] (what the port answers) and
+//! [`super::session`] (a transfer); the transfers' packets are exchanged by one task for all
+//! of them, [`super::transfers`].
 //!
 //! - One socket on `0.0.0.0:<port>` with IP_PKTINFO receives requests; each tells us the
 //!   interface it came in on (only served interfaces are answered; others are ignored without
@@ -8,8 +9,9 @@
 //! - Each accepted read request gets a new socket bound to our address on that interface with
 //!   an ephemeral port: the server's transfer ID (RFC 1350 §4). The socket is not connected,
 //!   so packets from another port reach the session and are answered with ERROR 5.
-//! - Each transfer is one tokio task, so thousands run on a few threads and one client's loss
-//!   or silence only ever waits on its own timer. Aborting [`TftpServer::serve`] aborts them.
+//! - Each transfer is one tokio task that opens the file, hands the session and its socket to
+//!   the transfers' driver, waits for the outcome and logs it. One client's loss or silence
+//!   only ever waits on its own deadline. Aborting [`TftpServer::serve`] ends them all.
 //! - [`TftpServer::serve_until`] stops taking requests when told to and hands back the
 //!   transfers still running ([`Draining`]), for the daemon to let finish within its bound.
 //!   New requests are then dropped, not refused, for the reason below: a stop is most often
@@ -21,15 +23,14 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::files::FileCache;
@@ -38,6 +39,7 @@ use super::packet::{self, MAX_REQUEST_LEN};
 use super::request::{self, ReadRequest, Screened};
 use super::session::{Session, SessionLimits};
 use super::stats::TftpStats;
+use super::transfers::{Handoff, NewTransfer, Transfers};
 use crate::events::{Sink, TftpTransfer};
 use crate::loaders::LoaderSearch;
 use crate::net::iface::Interfaces;
@@ -56,8 +58,6 @@ pub const DEFAULT_TRANSFER_TIME_LIMIT: Duration = Duration::from_secs(600);
 const REQUEST_RECEIVE_BUFFER: usize = 1024 * 1024;
 /// Datagrams the server port handles before letting other work run.
 const MAX_REQUESTS_PER_WAKEUP: usize = 64;
-/// A client's ACK is 4 bytes and its ERROR short; longer datagrams are truncated harmlessly.
-const TRANSFER_RECEIVE_BUFFER: usize = 516;
 /// At most one warning per this interval while requests are dropped for lack of slots.
 const BUSY_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -217,6 +217,8 @@ impl TftpServer {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Draining, TftpError> {
         let port = self.port;
+        let (driver, queue) =
+            Transfers::start().map_err(|source| TftpError::Io { port, source })?;
         let mut transfers = JoinSet::new();
         let mut buf = vec![0u8; MAX_REQUEST_LEN + 1];
         loop {
@@ -232,7 +234,7 @@ impl TftpServer {
                         match udp::receive(guard.get_inner(), &mut buf) {
                             Ok(Some(datagram)) => {
                                 let bytes = buf.get(..datagram.len).unwrap_or_default();
-                                self.on_request(&datagram, bytes, &mut transfers);
+                                self.on_request(&datagram, bytes, &queue, &mut transfers);
                             }
                             Ok(None) => {
                                 guard.clear_ready();
@@ -254,11 +256,18 @@ impl TftpServer {
         }
         Ok(Draining {
             transfers,
+            _driver: driver,
             _port: self.socket,
         })
     }
 
-    fn on_request(&self, datagram: &udp::Datagram, bytes: &[u8], transfers: &mut JoinSet<()>) {
+    fn on_request(
+        &self,
+        datagram: &udp::Datagram,
+        bytes: &[u8],
+        queue: &Handoff,
+        transfers: &mut JoinSet<()>,
+    ) {
         let shared = &self.shared;
         let table = shared.interfaces.snapshot();
         let Some(iface) = table
@@ -323,7 +332,7 @@ impl TftpServer {
                     max_windowsize: MAX_WINDOWSIZE,
                 };
                 let iface = iface.name.clone();
-                transfers.spawn(transfer(slot, request, iface, local, limits));
+                transfers.spawn(transfer(slot, request, iface, local, limits, queue.clone()));
             }
         }
     }
@@ -343,6 +352,8 @@ impl TftpServer {
 /// meet the closed port after we exit: an ERROR would only make it give up on a restart too.
 pub struct Draining {
     pub transfers: JoinSet<()>,
+    /// Exchanges the transfers' packets; dropped, it ends them.
+    _driver: Transfers,
     _port: AsyncFd<Socket>,
 }
 
@@ -405,19 +416,22 @@ impl Shared {
     }
 }
 
-/// One transfer, from its own socket, to the end; then its log line.
+/// One transfer: its socket and file, then the exchange (by the transfers' driver), then its
+/// log line.
 async fn transfer(
     slot: Slot,
     request: ReadRequest,
     iface: String,
     local: Ipv4Addr,
     limits: Limits,
+    queue: Handoff,
 ) {
     let shared = slot.shared.clone();
     let client = slot.client;
     let started = Instant::now();
     let file = request.path.as_str();
-    let socket = match UdpSocket::bind((local, 0)).await {
+    let socket = match UdpSocket::bind((local, 0)).and_then(|s| s.set_nonblocking(true).map(|()| s))
+    {
         Ok(socket) => socket,
         Err(e) => {
             shared.stats.count("transfer", "socket_error");
@@ -440,7 +454,8 @@ async fn transfer(
             });
             let mut reply = Vec::new();
             packet::write_error(&mut reply, e.error_code(), e.message());
-            let _ = socket.send_to(&reply, SocketAddr::V4(client)).await;
+            // One small datagram on a fresh socket: its send buffer has room.
+            let _ = socket.send_to(&reply, client);
             return;
         }
     };
@@ -449,13 +464,31 @@ async fn transfer(
         max_retries: shared.config.max_retries,
         time_limit: shared.config.transfer_time_limit,
     };
-    let mut session = Session::new(client, bytes, &negotiated, session_limits, Instant::now());
-    let io_error = drive(&socket, &mut session).await.err();
-    let Some(summary) = session.summary() else {
-        // Only a socket error ends the drive loop early.
-        shared.stats.count("transfer", "socket_error");
-        tracing::warn!(%client, iface, file, error = ?io_error, "tftp transfer socket failed");
+    let session = Session::new(client, bytes, &negotiated, session_limits, Instant::now());
+    let (done, outcome) = oneshot::channel();
+    let handed = queue.hand(NewTransfer {
+        session,
+        socket,
+        done,
+    });
+    let outcome = match handed {
+        Ok(()) => outcome.await.ok(),
+        Err(_gone) => None,
+    };
+    let Some(outcome) = outcome else {
+        // The driver is gone without a word: it panicked (when the server is torn down, this
+        // task is aborted with it and never gets here).
+        shared.stats.count("transfer", "driver_gone");
+        tracing::error!(%client, iface, file, "tftp transfer cut: the transfers' driver stopped");
         return;
+    };
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(e) => {
+            shared.stats.count("transfer", "socket_error");
+            tracing::warn!(%client, iface, file, error = %e, "tftp transfer socket failed");
+            return;
+        }
     };
     let outcome = match &summary.result {
         Ok(()) => "complete",
@@ -487,46 +520,4 @@ async fn transfer(
         error,
         "tftp transfer"
     );
-}
-
-/// Runs the session's exchange on `socket` until it finishes; `Err` only if receiving fails.
-async fn drive(socket: &UdpSocket, session: &mut Session) -> io::Result<()> {
-    let mut out = Vec::new();
-    let mut incoming = [0u8; TRANSFER_RECEIVE_BUFFER];
-    // One timer for the whole transfer. Moving it takes a lock in tokio's timer wheel, and
-    // every ACK pushes the deadline later; a timer due earlier than needed only wakes the
-    // session to no effect (`on_timeout` checks its own deadline), so it is moved only when it
-    // would otherwise fire late: about once per timeout interval instead of once per block.
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
-    loop {
-        while let Some(to) = session.poll_transmit(&mut out) {
-            if let Err(e) = socket.send_to(&out, SocketAddr::V4(to)).await {
-                // As good as lost on the wire: the retransmission timer recovers, or the
-                // retries run out.
-                tracing::debug!(%to, error = %e, "tftp send failed");
-            }
-        }
-        let Some(deadline) = session.poll_timeout() else {
-            return Ok(());
-        };
-        if armed.is_none_or(|at| at > deadline) {
-            timer.as_mut().reset(deadline.into());
-            armed = Some(deadline);
-        }
-        tokio::select! {
-            received = socket.recv_from(&mut incoming) => {
-                let (len, from) = received?;
-                if let SocketAddr::V4(from) = from {
-                    let bytes = incoming.get(..len).unwrap_or_default();
-                    session.on_datagram(from, bytes, Instant::now());
-                }
-            }
-            () = &mut timer => {
-                armed = None;
-                session.on_timeout(Instant::now());
-            }
-        }
-    }
 }

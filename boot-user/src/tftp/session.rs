@@ -1,7 +1,8 @@
 //! One read transfer, sans I/O, in the manner of quinn-proto's `Connection`: the caller feeds
 //! it datagrams ([`Session::on_datagram`]) and timer expiries ([`Session::on_timeout`]), both
-//! with the current time, and drains what to send with [`Session::poll_transmit`] and when to
-//! wake it with [`Session::poll_timeout`]. No sockets, no clocks: tests drive it in simulated
+//! with the current time, and drains what to send with [`Session::poll_transmit`] (or
+//! [`Session::poll_transmit_parts`], which leaves a block's bytes in the shared file) and when
+//! to wake it with [`Session::poll_timeout`]. No sockets, no clocks: tests drive it in simulated
 //! time.
 //!
 //! Flow (RFC 1350 §4, RFC 2347, RFC 7440 §4):
@@ -192,15 +193,26 @@ impl Session {
     /// Writes the next datagram due into `buf` and returns where it goes; `None` when nothing
     /// is due. Call until `None` after every event.
     pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<SocketAddrV4> {
+        let (to, payload) = self.poll_transmit_parts(buf)?;
+        buf.extend_from_slice(payload);
+        Some(to)
+    }
+
+    /// As [`Session::poll_transmit`], but a DATA packet's payload is not copied: `buf` gets
+    /// the packet up to it (the 4-byte header) and the payload is returned as a slice of the
+    /// file, for a vectored send. For other packets `buf` is the whole datagram and the payload
+    /// empty.
+    pub fn poll_transmit_parts(&mut self, buf: &mut Vec<u8>) -> Option<(SocketAddrV4, &[u8])> {
         if let Some(stranger) = self.strangers.pop_front() {
             packet::write_error(buf, ErrorCode::UnknownTransferId, "unknown transfer ID");
-            return Some(stranger);
+            return Some((stranger, &[]));
         }
         if let Some((code, message)) = self.error_to_peer.take() {
             packet::write_error(buf, code, message);
             self.datagrams += 1;
-            return Some(self.peer);
+            return Some((self.peer, &[]));
         }
+        let mut block = None;
         match &mut self.phase {
             Phase::Negotiating { oack_due } if *oack_due => {
                 *oack_due = false;
@@ -211,19 +223,21 @@ impl Session {
                 self.oack_sent = true;
             }
             Phase::Sending if self.next <= self.window_end => {
-                let block = self.next;
-                packet::write_data(buf, wire_block(block), self.block_bytes(block));
-                if block <= self.highest_sent {
+                let number = self.next;
+                packet::write_data_header(buf, wire_block(number));
+                if number <= self.highest_sent {
                     self.retransmits += 1;
                 } else {
-                    self.highest_sent = block;
+                    self.highest_sent = number;
                 }
                 self.next += 1;
+                block = Some(number);
             }
             _ => return None,
         }
         self.datagrams += 1;
-        Some(self.peer)
+        let payload = block.map_or(&[][..], |number| self.block_bytes(number));
+        Some((self.peer, payload))
     }
 
     /// When [`Session::on_timeout`] is next due; `None` once finished.
@@ -499,6 +513,33 @@ mod tests {
         assert_eq!(drain(&mut s), [(CLIENT, Sent::Data(1, vec![]))]);
         s.on_datagram(CLIENT, &ack(1), t0);
         assert!(s.summary().is_some_and(|s| s.result.is_ok()));
+    }
+
+    #[test]
+    fn a_data_packet_in_parts_is_its_header_and_a_slice_of_the_shared_file() {
+        let t0 = Instant::now();
+        let data = file(700);
+        let mut s = Session::new(CLIENT, data.clone(), &Negotiated::plain(), LIMITS, t0);
+        let mut header = Vec::new();
+        let (to, payload) = s.poll_transmit_parts(&mut header).expect("DATA 1");
+        assert_eq!(to, CLIENT);
+        assert_eq!(header, [0, 3, 0, 1]);
+        assert!(
+            std::ptr::eq(payload, &data[..512]),
+            "the payload is not copied"
+        );
+        s.on_datagram(CLIENT, &ack(1), t0);
+        // Joined, the parts are what poll_transmit writes.
+        let mut whole = Vec::new();
+        assert_eq!(s.poll_transmit(&mut whole), Some(CLIENT));
+        let mut joined = Vec::new();
+        let mut again = Session::new(CLIENT, data.clone(), &Negotiated::plain(), LIMITS, t0);
+        again.poll_transmit(&mut Vec::new());
+        again.on_datagram(CLIENT, &ack(1), t0);
+        let (_, payload) = again.poll_transmit_parts(&mut joined).expect("DATA 2");
+        joined.extend_from_slice(payload);
+        assert_eq!(joined, whole);
+        assert_eq!(Sent::from(&whole), Sent::Data(2, data[512..].to_vec()));
     }
 
     #[test]

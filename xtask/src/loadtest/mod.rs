@@ -30,7 +30,7 @@ mod dhcp;
 mod http;
 mod lab;
 mod report;
-mod tftp;
+pub(crate) mod tftp;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;

@@ -3,7 +3,8 @@
 //!
 //! Every transfer gets a fresh UDP socket (its port is the transfer's identity, RFC 1350 §4)
 //! from [`SocketFactory`], a thread in the client namespace, so TFTP leaves from the server's
-//! link like a ROM's while the nodes themselves run elsewhere.
+//! link like a ROM's while the nodes themselves run elsewhere. `cargo xtask bench-tftp`'s
+//! concurrent case runs the same client ([`fetch_on`]) on sockets it makes itself.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -88,16 +89,27 @@ impl SocketFactory {
         blksize: u16,
     ) -> Result<u64, String> {
         let socket = self.socket().await?;
-        tokio::time::timeout(TRANSFER_LIMIT, transfer(&socket, server, file, blksize))
-            .await
-            .unwrap_or_else(|_| Err(format!("{file}: not done within {TRANSFER_LIMIT:?}")))
+        fetch_on(&socket, SocketAddrV4::new(server, TFTP_PORT), file, blksize).await
     }
+}
+
+/// Reads `file` from the TFTP server listening on `server`, on `socket` (a fresh one per
+/// transfer), within [`TRANSFER_LIMIT`]; returns the bytes read.
+pub(crate) async fn fetch_on(
+    socket: &tokio::net::UdpSocket,
+    server: SocketAddrV4,
+    file: &str,
+    blksize: u16,
+) -> Result<u64, String> {
+    tokio::time::timeout(TRANSFER_LIMIT, transfer(socket, server, file, blksize))
+        .await
+        .unwrap_or_else(|_| Err(format!("{file}: not done within {TRANSFER_LIMIT:?}")))
 }
 
 /// One read transfer on `socket`.
 async fn transfer(
     socket: &tokio::net::UdpSocket,
-    server: Ipv4Addr,
+    server: SocketAddrV4,
     file: &str,
     blksize: u16,
 ) -> Result<u64, String> {
@@ -107,7 +119,7 @@ async fn transfer(
         rrq.push(0);
     }
     let mut last_sent = rrq;
-    let mut to = SocketAddrV4::new(server, TFTP_PORT);
+    let mut to = server;
     // The server's transfer port, once its first answer came (RFC 1350 §4).
     let mut tid: Option<u16> = None;
     let mut block_size = DEFAULT_BLKSIZE;
@@ -146,7 +158,7 @@ async fn transfer(
             }
         };
         let SocketAddr::V4(from) = from else { continue };
-        if *from.ip() != server || tid.is_some_and(|port| port != from.port()) || len < 4 {
+        if from.ip() != server.ip() || tid.is_some_and(|port| port != from.port()) || len < 4 {
             continue;
         }
         let packet = &buf[..len];

@@ -24,8 +24,6 @@
 //! Bounded: at most `max_nodes` rows (the least recently seen goes first), and rows not seen
 //! for `ttl` are dropped.
 
-use std::collections::BTreeMap;
-
 /// The tables keyed by client MAC and address: their keys come off the network, so they are
 /// hashed with a keyed hash (foldhash's random seed), but a far cheaper one than SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -286,8 +284,10 @@ struct Node {
     address: Option<Ipv4Addr>,
     first_seen: Instant,
     last_seen: Instant,
-    /// Key of this node in [`NodeTracker::order`].
-    seq: u64,
+    /// The neighbours of this node in the table's recency list (see [`NodeTracker::touch`]):
+    /// the node seen next after it, and the one seen last before it.
+    newer: Option<[u8; 6]>,
+    older: Option<[u8; 6]>,
     boots: u32,
     boot_started: Instant,
     stages: [Option<Mark>; Stage::ALL.len()],
@@ -339,7 +339,8 @@ impl Node {
             address: None,
             first_seen: now,
             last_seen: now,
-            seq: 0,
+            newer: None,
+            older: None,
             boots: 1,
             boot_started: now,
             stages: [None; Stage::ALL.len()],
@@ -405,10 +406,11 @@ pub struct NodeTracker {
     /// Boxed: a node is a few hundred bytes, and the table's growth then moves pointers, not
     /// nodes (a storm of new MACs grows it to its bound).
     nodes: HashMap<[u8; 6], Box<Node>>,
-    /// Nodes by when they were last seen (a sequence number that grows with time): the front is
-    /// the first to go.
-    order: BTreeMap<u64, [u8; 6]>,
-    next_seq: u64,
+    /// The ends of the recency list threaded through the nodes (`newer`/`older`): the oldest
+    /// is the first to go. A list in the nodes themselves moves on each request without
+    /// allocating, where an ordered map allocates as it splits.
+    newest: Option<[u8; 6]>,
+    oldest: Option<[u8; 6]>,
     by_address: HashMap<Ipv4Addr, [u8; 6]>,
     /// Bumped on every change, so watchers can tell when to redraw.
     version: u64,
@@ -422,8 +424,8 @@ impl NodeTracker {
                 ttl: limits.ttl,
             },
             nodes: HashMap::default(),
-            order: BTreeMap::new(),
-            next_seq: 0,
+            newest: None,
+            oldest: None,
             by_address: HashMap::default(),
             version: 0,
         }
@@ -634,34 +636,63 @@ impl NodeTracker {
     }
 
     /// The node of `mac`, created (evicting the least recently seen at the bound) if new, and
-    /// moved to the back of the eviction order.
+    /// made the most recently seen.
     fn touch(&mut self, mac: [u8; 6], interface: &str, now: Instant) -> &mut Node {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(node) = self.nodes.get_mut(&mac) {
-            self.order.remove(&node.seq);
+        if self.nodes.contains_key(&mac) {
+            if self.newest != Some(mac) {
+                self.unlink(mac);
+                self.push_newest(mac);
+            }
         } else {
+            // One eviction makes room (the table grows by one at a time); the loop also copes
+            // with a bound that shrank, and ends when the list does.
             while self.nodes.len() >= self.limits.max_nodes {
-                let Some((_, oldest)) = self.order.pop_first() else {
+                let Some(oldest) = self.oldest.filter(|m| self.nodes.contains_key(m)) else {
                     break;
                 };
                 self.remove(oldest);
             }
             self.nodes
                 .insert(mac, Box::new(Node::new(mac, interface, now)));
+            self.push_newest(mac);
         }
-        self.order.insert(seq, mac);
-        let node = self
-            .nodes
+        self.nodes
             .get_mut(&mac)
-            .expect("the node was found or inserted just above");
-        node.seq = seq;
-        node
+            .expect("the node was found or inserted just above")
+    }
+
+    /// Takes `mac` out of the recency list (it stays in the table).
+    fn unlink(&mut self, mac: [u8; 6]) {
+        let Some((newer, older)) = self.nodes.get(&mac).map(|n| (n.newer, n.older)) else {
+            return;
+        };
+        match newer.and_then(|n| self.nodes.get_mut(&n)) {
+            Some(node) => node.older = older,
+            None => self.newest = older,
+        }
+        match older.and_then(|o| self.nodes.get_mut(&o)) {
+            Some(node) => node.newer = newer,
+            None => self.oldest = newer,
+        }
+    }
+
+    /// Puts `mac` (in the table, out of the list) at the newest end of the recency list.
+    fn push_newest(&mut self, mac: [u8; 6]) {
+        let previous = self.newest;
+        if let Some(node) = self.nodes.get_mut(&mac) {
+            node.newer = None;
+            node.older = previous;
+        }
+        match previous.and_then(|p| self.nodes.get_mut(&p)) {
+            Some(node) => node.newer = Some(mac),
+            None => self.oldest = Some(mac),
+        }
+        self.newest = Some(mac);
     }
 
     fn remove(&mut self, mac: [u8; 6]) {
+        self.unlink(mac);
         if let Some(node) = self.nodes.remove(&mac) {
-            self.order.remove(&node.seq);
             if let Some(address) = node.address
                 && self.by_address.get(&address) == Some(&mac)
             {
@@ -670,19 +701,25 @@ impl NodeTracker {
         }
     }
 
+    /// The nodes from the most recently seen to the least.
+    fn newest_first(&self) -> impl Iterator<Item = &Node> + '_ {
+        std::iter::successors(self.newest.and_then(|m| self.nodes.get(&m)), |node| {
+            node.older.and_then(|m| self.nodes.get(&m))
+        })
+        .map(|node| &**node)
+        .take(self.nodes.len())
+    }
+
     /// Drops the nodes not seen for the TTL.
     pub fn expire(&mut self, now: Instant) {
         let mut removed = false;
-        while let Some((_, mac)) = self.order.first_key_value() {
-            let mac = *mac;
-            let stale = self
-                .nodes
-                .get(&mac)
-                .is_none_or(|n| now.saturating_duration_since(n.last_seen) > self.limits.ttl);
-            if !stale {
+        while let Some(mac) = self.oldest {
+            let Some(node) = self.nodes.get(&mac) else {
+                break;
+            };
+            if now.saturating_duration_since(node.last_seen) <= self.limits.ttl {
                 break;
             }
-            self.order.pop_first();
             self.remove(mac);
             removed = true;
         }
@@ -702,10 +739,7 @@ impl NodeTracker {
                 .map_or(0, |d| d.as_millis() as u64)
         };
         let nodes = self
-            .order
-            .values()
-            .rev()
-            .filter_map(|mac| self.nodes.get(mac))
+            .newest_first()
             .take(limit)
             .map(|node| NodeView {
                 mac: MacDisplay(&node.mac).to_string(),
@@ -1134,5 +1168,40 @@ mod tests {
         assert_eq!(json["nodes"][0]["stage"], "dhcp");
         assert_eq!(json["nodes"][0]["firmware"], "bios-pxe");
         assert_eq!(json["nodes"][0]["mac"], "52:54:00:00:00:0a");
+    }
+
+    #[test]
+    fn the_least_recently_seen_node_goes_first_and_the_table_keeps_its_bound() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut tracker = NodeTracker::new(LIMITS);
+        let macs: Vec<[u8; 6]> = (1..=6).map(|i| [0x52, 0x54, 0, 0, 1, i]).collect();
+        for (i, mac) in macs[..4].iter().enumerate() {
+            tracker.dhcp(
+                at(i as u64),
+                &offer(*mac, Firmware::BiosPxe, "undionly.kpxe"),
+            );
+        }
+        // The oldest (1) is seen again: 2 is now the least recently seen, and goes first.
+        tracker.dhcp(at(10), &offer(macs[0], Firmware::BiosPxe, "undionly.kpxe"));
+        tracker.dhcp(at(11), &offer(macs[4], Firmware::BiosPxe, "undionly.kpxe"));
+        tracker.dhcp(at(12), &offer(macs[5], Firmware::BiosPxe, "undionly.kpxe"));
+        let order: Vec<String> = tracker
+            .snapshot(at(12), SystemTime::now(), usize::MAX)
+            .nodes
+            .into_iter()
+            .map(|n| n.mac)
+            .collect();
+        let text = |i: usize| MacDisplay(&macs[i]).to_string();
+        assert_eq!(order, [text(5), text(4), text(0), text(3)]);
+        // Past the TTL only the nodes seen since stay, oldest dropped first.
+        tracker.expire(at(3) + LIMITS.ttl + Duration::from_secs(1));
+        let left: Vec<String> = tracker
+            .snapshot(at(20), SystemTime::now(), usize::MAX)
+            .nodes
+            .into_iter()
+            .map(|n| n.mac)
+            .collect();
+        assert_eq!(left, [text(5), text(4), text(0)]);
     }
 }

@@ -166,6 +166,27 @@ fn is_loud(outcome: &Outcome) -> bool {
 /// One structured event per client decision (STYLE: mac, arch, iface, action). Debug-level
 /// events are logged whatever the budget (the filter drops them cheaply when off).
 fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
+    // The fields below are formatted before the event is: not for an event the level filter
+    // drops anyway (with `info` off, deciding allocates nothing at all).
+    let enabled = match outcome {
+        Outcome::Malformed(_)
+        | Outcome::Ignored {
+            reason:
+                Ignored::NotBootRequest
+                | Ignored::MessageType(_)
+                | Ignored::ApiPending
+                | Ignored::ApiDown,
+            ..
+        } => tracing::enabled!(tracing::Level::DEBUG),
+        Outcome::Ignored {
+            reason: Ignored::LoaderMissing { .. } | Ignored::ReplyFailed(_),
+            ..
+        } => tracing::enabled!(tracing::Level::WARN),
+        _ => tracing::enabled!(tracing::Level::INFO),
+    };
+    if !enabled {
+        return;
+    }
     let port = port.number();
     match outcome {
         Outcome::Malformed(m) => {
@@ -177,18 +198,6 @@ fn log_decision(outcome: &Outcome, iface: &str, port: ServerPort) {
             );
         }
         Outcome::Ignored { client, reason } => {
-            let detail = matches!(
-                reason,
-                Ignored::NotBootRequest
-                    | Ignored::MessageType(_)
-                    | Ignored::ApiPending
-                    | Ignored::ApiDown
-            );
-            // The fields below are formatted before the event is: not for events the level
-            // filter drops anyway (plain DHCP is most of what a port-67 tee sees).
-            if detail && !tracing::enabled!(tracing::Level::DEBUG) {
-                return;
-            }
             let mac = client
                 .mac
                 .as_ref()

@@ -692,12 +692,11 @@ impl NodeTracker {
 
     fn remove(&mut self, mac: [u8; 6]) {
         self.unlink(mac);
-        if let Some(node) = self.nodes.remove(&mac) {
-            if let Some(address) = node.address
-                && self.by_address.get(&address) == Some(&mac)
-            {
-                self.by_address.remove(&address);
-            }
+        if let Some(node) = self.nodes.remove(&mac)
+            && let Some(address) = node.address
+            && self.by_address.get(&address) == Some(&mac)
+        {
+            self.by_address.remove(&address);
         }
     }
 

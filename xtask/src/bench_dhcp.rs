@@ -255,6 +255,9 @@ struct Trial {
     report: Report,
     /// Server process CPU time.
     server_cpu: Duration,
+    /// The part of it spent in user space (the rest is the kernel's work on the server's
+    /// behalf: receive, the AF_XDP or socket send, and what the send does to deliver).
+    server_user: Duration,
     /// Busy time of the server's and the generator's cores.
     server_core: Duration,
     generator_core: Duration,
@@ -285,6 +288,7 @@ struct Step {
     p99: Duration,
     max: Duration,
     server_cpu: f64,
+    server_user: f64,
     server_core: f64,
     /// The most any of its trials was disturbed.
     foreign: f64,
@@ -307,6 +311,7 @@ impl Step {
             p99: each_d(&|t| t.report.latency.p99),
             max: each_d(&|t| t.report.latency.max),
             server_cpu: each(&|t| t.per_offer(t.server_cpu)),
+            server_user: each(&|t| t.per_offer(t.server_user)),
             server_core: each(&|t| t.per_offer(t.server_core)),
             foreign: trials.iter().map(|t| t.foreign).fold(0.0, f64::max),
         }
@@ -552,7 +557,8 @@ fn log_trial(kind: ServerKind, clients: u32, path: RequestPath, t: &Trial) {
     }
     step(&format!(
         "  {} {clients} {path} {asked}: sent {:.0}/s, offers {:.0}/s, loss {:.3}%, p50 {} p99 {} \
-         max {}; server {:.2} µs/offer (its core {:.2}), generator core {:.2} µs{notes}",
+         max {}; server {:.2} µs/offer (user {:.2}, its core {:.2}), generator core {:.2} \
+         µs{notes}",
         kind.name(),
         r.send_rate(),
         r.offers_per_sec(),
@@ -561,6 +567,7 @@ fn log_trial(kind: ServerKind, clients: u32, path: RequestPath, t: &Trial) {
         micros(r.latency.p99),
         micros(r.latency.max),
         t.per_offer(t.server_cpu),
+        t.per_offer(t.server_user),
         t.per_offer(t.server_core),
         t.per_offer(t.generator_core),
     ));
@@ -808,6 +815,7 @@ impl Lab {
             rate: settings.rate,
             report,
             server_cpu: after.server.saturating_sub(before.server),
+            server_user: after.server_user.saturating_sub(before.server_user),
             server_core: after.core_busy(args.server_cpu) - before.core_busy(args.server_cpu),
             generator_core: after.core_busy(args.generator_cpu)
                 - before.core_busy(args.generator_cpu),
@@ -915,6 +923,9 @@ fn set_rps(ns: &NetNs, iface: &str, cpu: usize) -> anyhow::Result<()> {
 struct CpuSnapshot {
     /// CPU time of every thread of the server.
     server: Duration,
+    /// Its user-space part (`utime` of every thread, in USER_HZ ticks: coarse, so only the
+    /// sum over a trial means anything).
+    server_user: Duration,
     /// Per CPU, from `/proc/stat` in USER_HZ ticks.
     cores: Vec<CoreTicks>,
     /// Every other process's CPU ticks.
@@ -924,9 +935,21 @@ struct CpuSnapshot {
 impl CpuSnapshot {
     fn take(pid: u32) -> anyhow::Result<CpuSnapshot> {
         let mut server = Duration::ZERO;
+        let mut user_ticks = 0u64;
         let tasks = format!("/proc/{pid}/task");
         for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
-            let path = task?.path().join("schedstat");
+            let task = task?.path();
+            // utime is field 14 of stat, after the command name in parentheses.
+            if let Ok(stat) = std::fs::read_to_string(task.join("stat"))
+                && let Some((_, rest)) = stat.rsplit_once(')')
+                && let Some(ticks) = rest
+                    .split_whitespace()
+                    .nth(11)
+                    .and_then(|v| v.parse::<u64>().ok())
+            {
+                user_ticks += ticks;
+            }
+            let path = task.join("schedstat");
             // A thread that has just ended has no schedstat any more.
             if let Ok(text) = std::fs::read_to_string(&path)
                 && let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse().ok())
@@ -936,6 +959,7 @@ impl CpuSnapshot {
         }
         Ok(CpuSnapshot {
             server,
+            server_user: Duration::from_secs_f64(user_ticks as f64 / ticks_per_second()),
             cores: core_times()?,
             others: other_processes(&[pid, std::process::id()]),
         })
@@ -1309,21 +1333,23 @@ fn summary(
             );
             let _ = writeln!(
                 out,
-                "| server | loss-free offers/s | p50 | p99 | max | server CPU µs/offer | its \
-                 core µs/offer | × dnsmasq | offers/s with p99 ≤ {} µs | × dnsmasq | dnsmasq \
-                 CPU ÷ its CPU | flat out: offers/s (loss) | others' CPU |",
+                "| server | loss-free offers/s | p50 | p99 | max | server CPU µs/offer | of \
+                 which user | its core µs/offer | × dnsmasq | offers/s with p99 ≤ {} µs | × \
+                 dnsmasq | dnsmasq CPU ÷ its CPU | flat out: offers/s (loss), CPU µs/offer | \
+                 others' CPU |",
                 args.max_p99_us
             );
             let _ = writeln!(
                 out,
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for s in &rows {
                 let flat = s.flat_out.as_ref().map_or("–".into(), |t| {
                     format!(
-                        "{:.0} ({:.1}%)",
+                        "{:.0} ({:.1}%), {:.2}",
                         t.report.offers_per_sec(),
-                        t.report.loss() * 100.0
+                        t.report.loss() * 100.0,
+                        t.per_offer(t.server_cpu)
                     )
                 });
                 let ratio = |mine: Option<&Step>, theirs: Option<&Step>| match (mine, theirs) {
@@ -1343,7 +1369,7 @@ fn summary(
                 let Some(t) = &s.loss_free else {
                     let _ = writeln!(
                         out,
-                        "| {} | none ≥ {}/s | | | | | | | {slo} | {slo_ratio} | | {flat} | |",
+                        "| {} | none ≥ {}/s | | | | | | | | {slo} | {slo_ratio} | | {flat} | |",
                         s.server.name(),
                         args.rates[0]
                     );
@@ -1360,7 +1386,7 @@ fn summary(
                 });
                 let _ = writeln!(
                     out,
-                    "| {} | {:.0}{bound} | {} | {} | {} | {:.2} | {:.2} | {} | {slo} | \
+                    "| {} | {:.0}{bound} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {slo} | \
                      {slo_ratio} | {cpu_ratio} | {flat} | {:.0}% |",
                     s.server.name(),
                     t.offers,
@@ -1368,6 +1394,7 @@ fn summary(
                     micros(t.p99),
                     micros(t.max),
                     t.server_cpu,
+                    t.server_user,
                     t.server_core,
                     ratio(Some(t), d),
                     t.foreign * 100.0,

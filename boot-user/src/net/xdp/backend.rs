@@ -313,7 +313,7 @@ async fn serve_interface(
 }
 
 /// Answers every record of the priority ring (inventory machines) and sends each reply at
-/// once: they never wait behind a flood's. Returns whether there were any.
+/// once, ahead of the flood's replies staged on its queue. Returns whether there were any.
 fn answer_priority(
     context: &FrameAnswerer,
     priority: &mut TeeRing,
@@ -326,8 +326,13 @@ fn answer_priority(
             continue;
         };
         let queue = queue_for(queues, teed.header.rx_queue);
-        if stage(context, queue, teed.frame)? {
-            queue.flush()?;
+        // Sent at once, ahead of the flood's replies staged on the same queue.
+        match queue.send_with(|out| context.answer(teed.frame, out)) {
+            Ok(()) | Err(XskError::FrameDoesNotFit { .. }) => {}
+            Err(XskError::NoFreeFrame | XskError::TxRingFull) => {
+                context.service.stats.record_send_failure();
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(any)

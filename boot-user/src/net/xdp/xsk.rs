@@ -534,6 +534,8 @@ pub struct XskQueue {
     /// Storage for the descriptors of a batch, reused.
     rx_descs: Vec<XdpDesc>,
     tx_descs: Vec<XdpDesc>,
+    /// Storage for an urgent frame's descriptor ([`XskQueue::send_with`]), reused.
+    tx_urgent: Vec<XdpDesc>,
     /// Wakeups per TX commit in copy mode: enough for the kernel's per-call budget to drain a
     /// full TX ring.
     max_wakeups: u32,
@@ -641,6 +643,7 @@ impl XskQueue {
             tx,
             rx_descs: Vec::with_capacity(RX_BATCH as usize),
             tx_descs: Vec::with_capacity(TX_BATCH),
+            tx_urgent: Vec::with_capacity(TX_BATCH),
             max_wakeups: layout.tx_ring / COPY_MODE_TX_BUDGET + 1,
             counters: XskCounters::default(),
             fd,
@@ -812,18 +815,32 @@ impl XskQueue {
     }
 
     /// Like [`XskQueue::send`], but `build` writes the frame straight into the UMEM frame and
-    /// returns its length, or `None` if it does not fit.
+    /// returns its length, or `None` if it does not fit. The frame goes on the TX ring at once,
+    /// ahead of frames [`XskQueue::stage_with`] has queued and not yet flushed: an urgent reply
+    /// does not wait behind a batch.
     pub fn send_with(
         &mut self,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Result<(), XskError> {
-        if !self.stage_with(build)? {
+        let chunk = self.take_tx_frame()?;
+        let max = self.max_frame_len();
+        let len = build(self.tx_frame_mut(chunk));
+        let Some(len) = len.filter(|len| (MIN_FRAME_LEN..=max).contains(len)) else {
+            self.tx_free.push(chunk);
             self.counters.tx_dropped_bad_length += 1;
-            return Err(XskError::FrameDoesNotFit {
-                max: self.max_frame_len(),
-            });
-        }
-        match self.flush()? {
+            return Err(XskError::FrameDoesNotFit { max });
+        };
+        // The staged frames step aside (into the urgent list's spare storage) for one submit.
+        mem::swap(&mut self.tx_descs, &mut self.tx_urgent);
+        self.tx_descs.clear();
+        self.tx_descs.push(XdpDesc {
+            addr: chunk,
+            len: len as u32,
+            options: 0,
+        });
+        let sent = self.submit();
+        mem::swap(&mut self.tx_descs, &mut self.tx_urgent);
+        match sent? {
             0 => Err(XskError::TxRingFull),
             _ => Ok(()),
         }

@@ -154,11 +154,7 @@ pub fn respond<B>(request: &Request<B>, observer: &Arc<Observer>) -> Response<Ad
         "/status" => full(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
         "/status/uplot.js" => asset("text/javascript; charset=utf-8", UPLOT_JS),
         "/status/uplot.css" => asset("text/css; charset=utf-8", UPLOT_CSS),
-        "/api/summary" => full(
-            StatusCode::OK,
-            "application/json",
-            summary_json(observer),
-        ),
+        "/api/summary" => full(StatusCode::OK, "application/json", summary_json(observer)),
         "/api/nodes" => match table_query(request.uri().query().unwrap_or_default()) {
             Ok(query) => full(
                 StatusCode::OK,
@@ -413,7 +409,10 @@ mod tests {
             .await,
         )
         .unwrap();
-        assert_eq!((page["matched"].as_u64(), page["limit"].as_u64()), (Some(1), Some(5)));
+        assert_eq!(
+            (page["matched"].as_u64(), page["limit"].as_u64()),
+            (Some(1), Some(5))
+        );
         assert_eq!(page["sort"], "attention");
         let refused = respond(&get("/api/nodes?stage=booted"), &observer);
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST);

@@ -518,7 +518,7 @@ impl Sources {
     /// The node table's aggregates, kept by the tracker as events arrive (`/api/summary`
     /// shows the same numbers).
     fn encode_nodes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let summary = lock(&self.nodes).summary(Instant::now(), SystemTime::now());
+        let summary = lock(&self.nodes).summary_as_is(Instant::now(), SystemTime::now());
         gauges(
             encoder,
             "nodes",
@@ -567,12 +567,7 @@ impl Sources {
             "Nodes on the status page short of their overlay and silent for {} s.",
             crate::nodes::STUCK_AFTER.as_secs()
         );
-        let metric = encoder.encode_descriptor(
-            "nodes_stuck",
-            &help,
-            None,
-            stuck.metric_type(),
-        )?;
+        let metric = encoder.encode_descriptor("nodes_stuck", &help, None, stuck.metric_type())?;
         stuck.encode(metric)?;
         ConstFamily {
             name: "boots_completed",

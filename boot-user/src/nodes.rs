@@ -801,6 +801,11 @@ impl NodeTracker {
     /// so this is O(1) per event, amortized.
     pub fn settle(&mut self, now: Instant) {
         self.expire(now);
+        self.settle_counts(now);
+    }
+
+    /// [`NodeTracker::settle`] but for the expiry, which changes the table's version.
+    fn settle_counts(&mut self, now: Instant) {
         self.summary.tick(now);
         while let Some((&seq, mac)) = self.order.range(self.summary.stuck_cursor..).next() {
             if let Some(node) = self.nodes.get(mac) {
@@ -819,6 +824,14 @@ impl NodeTracker {
     /// clock).
     pub fn summary(&mut self, now: Instant, wall: SystemTime) -> SummaryView {
         self.settle(now);
+        self.summary_as_is(now, wall)
+    }
+
+    /// [`NodeTracker::summary`] without dropping expired nodes first: for a reader that does
+    /// not tell the event stream when the table changed (the metrics collector). The version
+    /// stays as it is.
+    pub fn summary_as_is(&mut self, now: Instant, wall: SystemTime) -> SummaryView {
+        self.settle_counts(now);
         let head = SummaryHead {
             version: self.version,
             now_ms: unix_ms(now, wall, now),
@@ -885,7 +898,8 @@ impl NodeTracker {
         text: &mut String,
     ) -> bool {
         let keys = node.keys();
-        let is = |wanted: &Option<String>, value: &str| wanted.as_deref().is_none_or(|w| w == value);
+        let is =
+            |wanted: &Option<String>, value: &str| wanted.as_deref().is_none_or(|w| w == value);
         let state = match query.state {
             None => true,
             Some(NodeState::Failed) => keys.failure.is_some(),
@@ -1065,7 +1079,10 @@ impl TableQuery {
             "stage" if value == UNANSWERED => self.stage = Some(None),
             "stage" => {
                 let stage = Stage::from_name(value).ok_or_else(|| {
-                    bad("stage", "unanswered, dhcp, loader, script, kernel, initrd or overlay")
+                    bad(
+                        "stage",
+                        "unanswered, dhcp, loader, script, kernel, initrd or overlay",
+                    )
                 })?;
                 self.stage = Some(Some(stage));
             }
@@ -1086,11 +1103,7 @@ impl TableQuery {
                 self.sort = Sort::from_name(value)
                     .ok_or_else(|| bad("sort", "attention, recent, stage or mac"))?
             }
-            "offset" => {
-                self.offset = value
-                    .parse()
-                    .map_err(|_| bad("offset", "a row number"))?
-            }
+            "offset" => self.offset = value.parse().map_err(|_| bad("offset", "a row number"))?,
             "limit" => {
                 self.limit = value
                     .parse::<usize>()
@@ -1608,7 +1621,8 @@ mod tests {
             stuck += usize::from(node.stuck(now));
             for stage in &Stage::ALL[1..] {
                 if let Some(mark) = node.stages[stage.index()] {
-                    timings[stage.index()].add(mark.at.saturating_duration_since(node.boot_started));
+                    timings[stage.index()]
+                        .add(mark.at.saturating_duration_since(node.boot_started));
                 }
             }
         }
@@ -1845,21 +1859,35 @@ mod tests {
             offset: 4,
             ..TableQuery::default()
         });
-        assert_eq!((scripts.total, scripts.matched, scripts.nodes.len()), (30, 10, 4));
+        assert_eq!(
+            (scripts.total, scripts.matched, scripts.nodes.len()),
+            (30, 10, 4)
+        );
         let macs: Vec<&str> = scripts.nodes.iter().map(|n| n.mac.as_str()).collect();
         // Most recent first: 27, 24, 21, 18 | 15, 12, 9, 6 | 3, 0.
         assert_eq!(
             macs,
-            ["02:00:00:00:00:0f", "02:00:00:00:00:0c", "02:00:00:00:00:09", "02:00:00:00:00:06"]
+            [
+                "02:00:00:00:00:0f",
+                "02:00:00:00:00:0c",
+                "02:00:00:00:00:09",
+                "02:00:00:00:00:06"
+            ]
         );
         let attention = query(TableQuery {
             sort: Sort::Attention,
             limit: 2,
             ..TableQuery::default()
         });
-        assert_eq!(attention.nodes[0].mac, "02:00:00:00:00:09", "the failed node first");
+        assert_eq!(
+            attention.nodes[0].mac, "02:00:00:00:00:09",
+            "the failed node first"
+        );
         assert_eq!(attention.nodes[0].failure, Some("http_kernel"));
-        assert_eq!(attention.nodes[1].mac, "02:00:00:00:00:00", "then the longest silent");
+        assert_eq!(
+            attention.nodes[1].mac, "02:00:00:00:00:00",
+            "then the longest silent"
+        );
         let found = query(TableQuery {
             text: Some("02:00:00:00:00:1D".into()),
             ..TableQuery::default()

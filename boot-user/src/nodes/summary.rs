@@ -176,7 +176,10 @@ impl<K: Copy + Eq + Hash> Tally<K> {
             self.other
         };
         if let Some(count) = self.counts.get_mut(&key) {
-            debug_assert!(*count > 0, "a node is taken out of the tally it was added to");
+            debug_assert!(
+                *count > 0,
+                "a node is taken out of the tally it was added to"
+            );
             *count = count.saturating_sub(1);
         }
     }
@@ -242,7 +245,10 @@ impl Timings {
 
     pub fn sub(&mut self, after: Duration) {
         let count = &mut self.counts[Timings::bucket(after)];
-        debug_assert!(*count > 0, "a time is taken out of the bucket it was added to");
+        debug_assert!(
+            *count > 0,
+            "a time is taken out of the bucket it was added to"
+        );
         *count = count.saturating_sub(1);
         self.total = self.total.saturating_sub(1);
     }
@@ -562,9 +568,7 @@ impl Summary {
             arch: self.arch.view(static_name),
             firmware: self.firmware.view(static_name),
             interface: self.interface.view(static_name),
-            rule: self
-                .rule
-                .view(|id| Cow::Owned(rules.name(id).to_owned())),
+            rule: self.rule.view(|id| Cow::Owned(rules.name(id).to_owned())),
             boots_completed: self.completed,
             boots_per_second: Rates {
                 last_10s: rate(RATE_WINDOWS[0]),
@@ -726,10 +730,16 @@ mod tests {
         assert_eq!(Timings::bucket(Duration::from_millis(10)), 0);
         assert_eq!(Timings::bucket(Duration::from_millis(11)), 1);
         assert_eq!(Timings::bucket(Duration::from_millis(20)), 4);
-        assert_eq!(Timings::bucket(Duration::from_secs(86_400)), TIMING_BUCKETS - 1);
+        assert_eq!(
+            Timings::bucket(Duration::from_secs(86_400)),
+            TIMING_BUCKETS - 1
+        );
         for ms in [1u64, 15, 99, 1234, 60_000, 3_600_000] {
             let k = Timings::bucket(Duration::from_millis(ms));
-            assert!(Timings::upper_ms(k) as f64 >= ms as f64 * 0.999, "{ms} ms in {k}");
+            assert!(
+                Timings::upper_ms(k) as f64 >= ms as f64 * 0.999,
+                "{ms} ms in {k}"
+            );
             if k > 0 {
                 assert!(Timings::upper_ms(k - 1) < ms, "{ms} ms in {k}");
             }
@@ -819,7 +829,10 @@ mod tests {
         };
         let seconds = summary.history.seconds(live);
         assert_eq!(seconds.len(), 5);
-        assert_eq!(seconds[0].stages[1], 1, "second 0 ended with the node at DHCP");
+        assert_eq!(
+            seconds[0].stages[1], 1,
+            "second 0 ended with the node at DHCP"
+        );
         assert_eq!(seconds[3].stages[1], 1);
         assert_eq!(seconds[4].stages[DONE_SLOT], 1);
         assert_eq!(seconds[4].completed, 1);

@@ -211,11 +211,7 @@ fn table_query(query: &str) -> Result<TableQuery, QueryError> {
                 })
         };
         if n >= MAX_QUERY_PARAMETERS {
-            return Err(QueryError::BadValue {
-                key: "query",
-                value: query.chars().take(80).collect(),
-                expected: "at most 16 parameters",
-            });
+            return Err(QueryError::TooManyParameters(MAX_QUERY_PARAMETERS));
         }
         table.set(&decode(key)?, &decode(value)?)?;
     }

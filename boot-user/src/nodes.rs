@@ -318,6 +318,8 @@ struct Node {
     boots: u32,
     boot_started: Instant,
     stages: [Option<Mark>; Stage::ALL.len()],
+    /// The furthest stage with a mark: asked on every event, so kept rather than searched.
+    furthest: Option<Stage>,
     /// The boot file of the last DHCP answer (shown with it), and when it was offered while
     /// the node still waits for it.
     answered_file: BootFile,
@@ -374,6 +376,7 @@ impl Node {
             boots: 1,
             boot_started: now,
             stages: [None; Stage::ALL.len()],
+            furthest: None,
             answered_file: BootFile::new(),
             offered: None,
             bytes: 0,
@@ -420,17 +423,14 @@ impl Node {
     }
 
     fn stage(&self) -> Option<Stage> {
-        Stage::ALL
-            .iter()
-            .rev()
-            .copied()
-            .find(|s| self.stages[s.index()].is_some())
+        self.furthest
     }
 
     fn new_boot(&mut self, now: Instant) {
         self.boots += 1;
         self.boot_started = now;
         self.stages = [None; Stage::ALL.len()];
+        self.furthest = None;
         self.firmware = None;
         self.ipxe = false;
         self.offered = None;
@@ -460,6 +460,7 @@ impl Node {
                     busy,
                     count: 1,
                 });
+                self.furthest = self.furthest.max(Some(stage));
                 Some((stage, now.saturating_duration_since(self.boot_started)))
             }
         }
@@ -1058,6 +1059,8 @@ pub enum QueryError {
          offset, limit"
     )]
     UnknownParameter(String),
+    #[error("more than {0} parameters")]
+    TooManyParameters(usize),
     #[error("{key}={value:?}: expected {expected}")]
     BadValue {
         key: &'static str,
@@ -1606,7 +1609,13 @@ mod tests {
         let (mut failed, mut stuck) = (0, 0);
         for node in tracker.nodes.values() {
             let keys = node.keys();
-            stages[keys.slot] += 1;
+            // The stage from the marks themselves, not from the node's own record of it.
+            let furthest = Stage::ALL
+                .iter()
+                .rev()
+                .find(|s| node.stages[s.index()].is_some());
+            assert_eq!(node.stage(), furthest.copied());
+            stages[furthest.map_or(0, |s| s.index() + 1)] += 1;
             let rule = tracker.rules.name(keys.rule);
             for (i, key) in [keys.arch, keys.firmware, keys.interface, rule]
                 .into_iter()

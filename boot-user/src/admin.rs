@@ -1,12 +1,20 @@
 //! The admin listener (`[admin] listen`, loopback by default): what an operator watches.
 //!
 //! - `GET /metrics`: every metric in the OpenMetrics text format ([`crate::metrics`]).
-//! - `GET /status`: a live page, one row per node seen recently (`admin/status.html`, plain
-//!   HTML and JavaScript embedded in the binary). It follows `/status/events` and falls back to
-//!   polling `/api/nodes` where server-sent events do not get through.
-//! - `GET /api/nodes[?limit=N]`: the node table as JSON ([`crate::nodes::NodesView`]).
-//! - `GET /status/events`: the same table as server-sent events, one event whenever it changed
-//!   (checked every [`EVENT_POLL`]), a comment every [`KEEPALIVE`] otherwise.
+//! - `GET /status`: a live page (`admin/status.html`, plain HTML and JavaScript embedded in the
+//!   binary): the storm view (counts as chips that filter the table, charts of the last minutes)
+//!   and the node table a page at a time. It follows `/status/events` and falls back to
+//!   polling `/api/summary` where server-sent events do not get through.
+//! - `GET /status/uplot.js`, `/status/uplot.css`: the charting library the page uses, vendored
+//!   (`admin/vendor/uplot/README.md`) and embedded, so the page needs no other server.
+//! - `GET /api/summary`: the table's aggregates ([`crate::nodes::summary::SummaryView`]), kept
+//!   as events arrive.
+//! - `GET /api/nodes[?stage=…&state=…&arch=…&firmware=…&interface=…&rule=…&reason=…&q=…
+//!   &sort=…&offset=N&limit=N]`: one page of the node table, filtered and sorted by the server
+//!   ([`crate::nodes::TableQuery`], [`crate::nodes::NodesView`]).
+//! - `GET /status/events`: the summary as server-sent events, one event whenever the table
+//!   changed (checked every [`EVENT_POLL`]), a comment every [`KEEPALIVE`] otherwise. An event
+//!   is a few KiB however many nodes there are; the page fetches the rows it shows itself.
 //!
 //! hyper HTTP/1.1 as in [`crate::http`], with its own small limits: the admin side must never
 //! take resources from booting clients.
@@ -30,6 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::metrics;
+use crate::nodes::{QueryError, TableQuery};
 use crate::observe::Observer;
 
 /// Connections at once (page views, event streams, scrapers); more are closed at once.
@@ -41,14 +50,19 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const EVENT_POLL: Duration = Duration::from_millis(250);
 /// An idle event stream sends a comment this often, so proxies and the browser keep it open.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
-/// Rows in each event (the most recently seen nodes), which bounds an event to a few hundred
-/// KiB in a boot storm; `/api/nodes` serves every row.
-pub const EVENT_ROWS: usize = 500;
+/// Parameters of one `/api/nodes` request at most: a longer query is refused.
+const MAX_QUERY_PARAMETERS: usize = 16;
 /// Pause after a failed accept (out of descriptors, say), so a persistent failure does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The status page: self-contained HTML, CSS and JavaScript.
+/// The status page: HTML, CSS and JavaScript.
 pub const STATUS_PAGE: &str = include_str!("admin/status.html");
+/// uPlot's minified script and its style sheet (version and checksums in
+/// `admin/vendor/uplot/README.md`).
+pub const UPLOT_JS: &str = include_str!("admin/vendor/uplot/uPlot.iife.min.js");
+pub const UPLOT_CSS: &str = include_str!("admin/vendor/uplot/uPlot.min.css");
+/// How long a browser may keep the vendored library: it changes only with the binary.
+const ASSET_CACHE: &str = "public, max-age=3600";
 
 /// The admin listener, bound.
 #[derive(Debug)]
@@ -75,7 +89,7 @@ impl AdminServer {
     /// Serves until the future is dropped.
     pub async fn serve(self) {
         if let Ok(addr) = self.listener.local_addr() {
-            tracing::info!(%addr, "admin listener: /metrics, /status, /api/nodes");
+            tracing::info!(%addr, "admin listener: /metrics, /status, /api/summary, /api/nodes");
         }
         loop {
             let (tcp, client) = match self.listener.accept().await {
@@ -138,21 +152,22 @@ pub fn respond<B>(request: &Request<B>, observer: &Arc<Observer>) -> Response<Ad
             observer.metrics.encode(),
         ),
         "/status" => full(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE),
-        "/api/nodes" => {
-            let limit = request
-                .uri()
-                .query()
-                .into_iter()
-                .flat_map(|q| q.split('&'))
-                .find_map(|pair| pair.strip_prefix("limit="))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(usize::MAX);
-            full(
+        "/status/uplot.js" => asset("text/javascript; charset=utf-8", UPLOT_JS),
+        "/status/uplot.css" => asset("text/css; charset=utf-8", UPLOT_CSS),
+        "/api/summary" => full(StatusCode::OK, "application/json", summary_json(observer)),
+        "/api/nodes" => match table_query(request.uri().query().unwrap_or_default()) {
+            Ok(query) => full(
                 StatusCode::OK,
                 "application/json",
-                nodes_json(observer, limit),
-            )
-        }
+                // Serializing plain strings and numbers cannot fail.
+                serde_json::to_vec(&observer.nodes(&query)).unwrap_or_default(),
+            ),
+            Err(e) => full(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            ),
+        },
         "/status/events" => {
             let mut response = Response::new(AdminBody::events(observer.clone()));
             let headers = response.headers_mut();
@@ -172,13 +187,47 @@ pub fn respond<B>(request: &Request<B>, observer: &Arc<Observer>) -> Response<Ad
     response
 }
 
-fn nodes_json(observer: &Observer, limit: usize) -> Vec<u8> {
+fn summary_json(observer: &Observer) -> Vec<u8> {
     // Serializing plain strings and numbers cannot fail.
-    serde_json::to_vec(&observer.nodes(limit)).unwrap_or_default()
+    serde_json::to_vec(&observer.summary()).unwrap_or_default()
+}
+
+/// An `/api/nodes` query string (`application/x-www-form-urlencoded`, as a browser's
+/// `URLSearchParams` writes it).
+fn table_query(query: &str) -> Result<TableQuery, QueryError> {
+    let mut table = TableQuery::default();
+    let pairs = query.split('&').filter(|pair| !pair.is_empty());
+    for (n, pair) in pairs.enumerate() {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |text: &str| {
+            let text = text.replace('+', " ");
+            percent_encoding::percent_decode_str(&text)
+                .decode_utf8()
+                .map(|t| t.into_owned())
+                .map_err(|_| QueryError::BadValue {
+                    key: "query",
+                    value: pair.to_owned(),
+                    expected: "UTF-8 text",
+                })
+        };
+        if n >= MAX_QUERY_PARAMETERS {
+            return Err(QueryError::TooManyParameters(MAX_QUERY_PARAMETERS));
+        }
+        table.set(&decode(key)?, &decode(value)?)?;
+    }
+    Ok(table)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<AdminBody> {
     full(status, "text/plain; charset=utf-8", body)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response<AdminBody> {
+    let mut response = full(StatusCode::OK, content_type, body);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(ASSET_CACHE));
+    response
 }
 
 fn full(
@@ -216,8 +265,8 @@ impl AdminBody {
     }
 }
 
-/// `/status/events`: the node table whenever it changed. Ends when the client goes away
-/// (hyper drops the body).
+/// `/status/events`: the summary whenever the node table changed. Ends when the client goes
+/// away (hyper drops the body).
 pub struct EventStream {
     observer: Arc<Observer>,
     tick: Interval,
@@ -232,13 +281,13 @@ impl EventStream {
             ready!(self.tick.poll_tick(cx));
             let version = self.observer.nodes_version();
             if self.sent != Some(version) {
-                let json = nodes_json(&self.observer, EVENT_ROWS);
+                let json = summary_json(&self.observer);
                 let mut event = Vec::with_capacity(json.len() + 32);
                 if self.sent.is_none() {
                     // The browser reconnects this soon after the daemon restarts.
                     event.extend_from_slice(b"retry: 2000\n");
                 }
-                // The view may have dropped expired rows: remember the version it shows.
+                // The summary may have dropped expired rows: remember the version it shows.
                 self.sent = Some(self.observer.nodes_version());
                 self.last_write = Instant::now();
                 event.extend_from_slice(b"data: ");
@@ -343,8 +392,33 @@ mod tests {
         assert_eq!(json["nodes"][0]["mac"], "52:54:00:00:00:0a");
         assert_eq!(json["nodes"][0]["stage"], "script");
         assert_eq!(json["nodes"][0]["ip"], "198.18.0.10");
+        let summary: serde_json::Value =
+            serde_json::from_str(&body(respond(&get("/api/summary"), &observer)).await).unwrap();
+        assert_eq!(summary["total"], 1);
+        assert_eq!(summary["stages"]["script"], 1);
+        assert_eq!(summary["stages"]["unanswered"], 0);
+        let page: serde_json::Value = serde_json::from_str(
+            &body(respond(
+                &get("/api/nodes?stage=script&sort=attention&q=52%3A54+0a&limit=5"),
+                &observer,
+            ))
+            .await,
+        )
+        .unwrap();
+        assert_eq!(
+            (page["matched"].as_u64(), page["limit"].as_u64()),
+            (Some(1), Some(5))
+        );
+        assert_eq!(page["sort"], "attention");
+        let refused = respond(&get("/api/nodes?stage=booted"), &observer);
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(body(refused).await.contains("stage=\"booted\""));
         let page = body(respond(&get("/status"), &observer)).await;
         assert!(page.contains("/status/events"));
+        assert!(page.contains("/status/uplot.js"));
+        let script = respond(&get("/status/uplot.js"), &observer);
+        assert_eq!(script.status(), StatusCode::OK);
+        assert!(body(script).await.contains("uPlot"));
         assert_eq!(
             respond(&get("/nope"), &observer).status(),
             StatusCode::NOT_FOUND
@@ -357,12 +431,12 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_event_stream_sends_the_table_when_it_changes() {
+    async fn the_event_stream_sends_the_summary_when_the_table_changes() {
         let observer = observer();
         let mut events = respond(&get("/status/events"), &observer).into_body();
         let first = next(&mut events).await;
         assert!(first.starts_with("retry: 2000\ndata: {"), "{first}");
-        assert!(first.contains("\"nodes\":[]"), "{first}");
+        assert!(first.contains("\"total\":0"), "{first}");
         observer.dhcp(
             "eth0",
             ServerPort::Pxe,
@@ -381,7 +455,14 @@ mod tests {
         });
         let second = next(&mut events).await;
         assert!(second.starts_with("data: {"), "{second}");
-        assert!(second.contains("52:54:00:00:00:0b"), "{second}");
+        let summary: serde_json::Value = serde_json::from_str(
+            second
+                .strip_prefix("data: ")
+                .and_then(|s| s.strip_suffix("\n\n"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["stages"]["script"], 1, "{second}");
         // Nothing changes: a keepalive comment after a while.
         let third = next(&mut events).await;
         assert_eq!(third, ": keepalive\n\n");

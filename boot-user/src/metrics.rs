@@ -11,6 +11,7 @@
 //!   between scrapes, so these cost nothing on the packet path.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -24,6 +25,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::dhcp::stats::Stats as DhcpStats;
 use crate::net::xdp::program::CounterReader;
 use crate::nodes::NodeTracker;
+use crate::nodes::summary::Named;
 use crate::tftp::stats::TftpStats;
 
 /// The prefix of every metric name.
@@ -513,21 +515,83 @@ impl Sources {
         .counter(encoder, failed)
     }
 
+    /// The node table's aggregates, kept by the tracker as events arrive (`/api/summary`
+    /// shows the same numbers).
     fn encode_nodes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counts = lock(&self.nodes).stage_counts();
-        let gauge = ConstGauge::new(0i64);
-        let mut family = encoder.encode_descriptor(
+        let summary = lock(&self.nodes).summary_as_is(Instant::now(), SystemTime::now());
+        gauges(
+            encoder,
             "nodes",
             "Nodes on the status page, by the furthest stage of their current boot \
              (unanswered: no boot request of theirs was answered).",
-            None,
-            gauge.metric_type(),
+            "stage",
+            &summary.stages,
         )?;
-        for (stage, count) in counts {
-            ConstGauge::new(count as i64).encode(family.encode_family(&[("stage", stage)])?)?;
+        for (name, help, label, counts) in [
+            (
+                "nodes_by_arch",
+                "Nodes on the status page, by client architecture (DHCP option 93).",
+                "arch",
+                &summary.arch,
+            ),
+            (
+                "nodes_by_firmware",
+                "Nodes on the status page, by the firmware that started their current boot.",
+                "firmware",
+                &summary.firmware,
+            ),
+            (
+                "nodes_by_interface",
+                "Nodes on the status page, by the interface of their last DHCP request.",
+                "interface",
+                &summary.interface,
+            ),
+            (
+                "nodes_by_rule",
+                "Nodes on the status page, by the policy rule of their last DHCP decision.",
+                "rule",
+                &summary.rule,
+            ),
+            (
+                "nodes_failed",
+                "Nodes on the status page whose last event failed, by reason (a DHCP reason, \
+                 or <protocol>_<what> for a download).",
+                "reason",
+                &summary.failures,
+            ),
+        ] {
+            gauges(encoder, name, help, label, counts)?;
         }
-        Ok(())
+        let stuck = ConstGauge::new(summary.stuck as i64);
+        let help = format!(
+            "Nodes on the status page short of their overlay and silent for {} s.",
+            crate::nodes::STUCK_AFTER.as_secs()
+        );
+        let metric = encoder.encode_descriptor("nodes_stuck", &help, None, stuck.metric_type())?;
+        stuck.encode(metric)?;
+        ConstFamily {
+            name: "boots_completed",
+            help: "Boots that reached their overlay (the last download before the kernel runs).",
+            unit: None,
+        }
+        .counter(encoder, summary.boots_completed)
     }
+}
+
+/// One gauge family with a label: a sample per named count.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    counts: &Named<usize>,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(0i64);
+    let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+    for (value, count) in &counts.0 {
+        ConstGauge::new(*count as i64).encode(family.encode_family(&[(label, value.as_ref())])?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -643,6 +707,13 @@ mod tests {
             "xdpboot_boot_stage_seconds",
             "xdpboot_node_events",
             "xdpboot_nodes",
+            "xdpboot_nodes_by_arch",
+            "xdpboot_nodes_by_firmware",
+            "xdpboot_nodes_by_interface",
+            "xdpboot_nodes_by_rule",
+            "xdpboot_nodes_failed",
+            "xdpboot_nodes_stuck",
+            "xdpboot_boots_completed",
             "xdpboot_build",
         ] {
             assert!(
@@ -684,6 +755,8 @@ mod tests {
             "xdpboot_tftp_sent_bytes_total 1234",
             "xdpboot_tftp_retransmits_total 2",
             "xdpboot_nodes{stage=\"overlay\"} 0",
+            "xdpboot_nodes_stuck 0",
+            "xdpboot_boots_completed_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
         }

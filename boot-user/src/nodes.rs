@@ -23,6 +23,15 @@
 //!
 //! Bounded: at most `max_nodes` rows (the least recently seen goes first), and rows not seen
 //! for `ttl` are dropped.
+//!
+//! The aggregates a status page shows for a storm (nodes per stage, arch, firmware, interface,
+//! rule, failure reason; stuck nodes; completion rates; time to each stage) are kept as events
+//! arrive ([`summary`]), O(1) per event, and served by [`NodeTracker::summary`]; the table
+//! itself is served a page at a time, filtered and sorted here ([`NodeTracker::view`]).
+
+pub mod summary;
+
+use std::fmt::Write as _;
 
 /// The tables keyed by client MAC and address: their keys come off the network, so they are
 /// hashed with a keyed hash (foldhash's random seed), but a far cheaper one than SipHash.
@@ -34,6 +43,7 @@ use serde::Serialize;
 
 use crate::dhcp::BootFile;
 use crate::dhcp::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay};
+use summary::{Keys, RuleId, RuleNames, Summary, SummaryHead, SummaryView, UNKNOWN};
 
 /// How long after its offer a node may still be guessed as the one fetching the offered file.
 pub const GUESS_WINDOW: Duration = Duration::from_secs(60);
@@ -44,6 +54,14 @@ pub const BOOT_GAP: Duration = Duration::from_secs(300);
 const MAX_TEXT: usize = 200;
 /// What [`NodeTracker::stage_counts`] calls nodes that reached no stage.
 pub const UNANSWERED: &str = "unanswered";
+/// A node short of its overlay and silent this long is stuck. Downloads are reported when they
+/// end, so a node fetching a large initrd over a slow link is silent meanwhile: the bound is
+/// minutes, not seconds.
+pub const STUCK_AFTER: Duration = Duration::from_secs(120);
+/// Rows of an `/api/nodes` page when the request names no `limit`.
+pub const DEFAULT_PAGE_ROWS: usize = 100;
+/// Most rows of one `/api/nodes` page: a larger `limit` is cut to this.
+pub const MAX_PAGE_ROWS: usize = 1000;
 
 /// The stages of a network boot, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,6 +98,11 @@ impl Stage {
             Stage::Initrd => "initrd",
             Stage::Overlay => "overlay",
         }
+    }
+
+    /// The stage of `name` (as [`Stage::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
     }
 
     fn index(self) -> usize {
@@ -144,9 +167,13 @@ pub struct DhcpSeen<'a> {
     pub uuid: Option<[u8; 16]>,
     pub arch: Option<ClientArch>,
     pub firmware: Firmware,
-    pub interface: &'a str,
+    /// The interface's name, stored once by the caller (observe.rs passes the interned metric
+    /// label), so the node keeps a reference, not a copy.
+    pub interface: &'static str,
     /// The client's own address, when the request shows it (see the module notes).
     pub address: Option<Ipv4Addr>,
+    /// The policy rule that decided, when one did.
+    pub rule: Option<&'a str>,
     pub answer: DhcpAnswer<'a>,
 }
 
@@ -280,10 +307,14 @@ struct Node {
     firmware: Option<Firmware>,
     /// iPXE asked for DHCP during this boot.
     ipxe: bool,
-    interface: String,
+    /// `""` until a DHCP request names it.
+    interface: &'static str,
     address: Option<Ipv4Addr>,
     first_seen: Instant,
     last_seen: Instant,
+    /// When it was last seen, as a count of events: orders the table (`recent`) and the
+    /// stuck cursor ([`Summary::stuck_cursor`]).
+    seq: u64,
     /// The neighbours of this node in the table's recency list (see [`NodeTracker::touch`]):
     /// the node seen next after it, and the one seen last before it.
     newer: Option<[u8; 6]>,
@@ -291,6 +322,8 @@ struct Node {
     boots: u32,
     boot_started: Instant,
     stages: [Option<Mark>; Stage::ALL.len()],
+    /// The furthest stage with a mark: asked on every event, so kept rather than searched.
+    furthest: Option<Stage>,
     /// The boot file of the last DHCP answer (shown with it), and when it was offered while
     /// the node still waits for it.
     answered_file: BootFile,
@@ -298,6 +331,10 @@ struct Node {
     bytes: u64,
     last_event: Event,
     last_error: Option<(Instant, Event)>,
+    /// The rule of the last DHCP decision.
+    rule: Option<RuleId>,
+    /// Why the last event failed, when it did (the reason the summary counts it under).
+    failure: Option<&'static str>,
 }
 
 /// What last happened to a node, kept as its parts: a DHCP answer, the event a storm repeats
@@ -328,42 +365,78 @@ impl Event {
 }
 
 impl Node {
-    fn new(mac: [u8; 6], interface: &str, now: Instant) -> Node {
+    fn new(mac: [u8; 6], interface: &'static str, now: Instant) -> Node {
         Node {
             mac,
             uuid: None,
             arch: None,
             firmware: None,
             ipxe: false,
-            interface: interface.to_owned(),
+            interface,
             address: None,
             first_seen: now,
             last_seen: now,
+            seq: 0,
             newer: None,
             older: None,
             boots: 1,
             boot_started: now,
             stages: [None; Stage::ALL.len()],
+            furthest: None,
             answered_file: BootFile::new(),
             offered: None,
             bytes: 0,
             last_event: Event::None,
             last_error: None,
+            rule: None,
+            failure: None,
+        }
+    }
+
+    /// What the summary counts this node under.
+    fn keys(&self) -> Keys {
+        Keys {
+            slot: self.stage().map_or(0, |s| s.index() + 1),
+            arch: self.arch.map_or(UNKNOWN, ClientArch::name),
+            firmware: self.firmware.map_or(UNKNOWN, Firmware::name),
+            interface: if self.interface.is_empty() {
+                UNKNOWN
+            } else {
+                self.interface
+            },
+            rule: self.rule,
+            failure: self.failure,
+        }
+    }
+
+    /// The boot reached its overlay.
+    fn finished(&self) -> bool {
+        self.stages[Stage::Overlay.index()].is_some()
+    }
+
+    /// Silent for [`STUCK_AFTER`] short of the overlay.
+    fn stuck(&self, now: Instant) -> bool {
+        !self.finished() && now.saturating_duration_since(self.last_seen) >= STUCK_AFTER
+    }
+
+    /// Takes this boot's times to stage out of the summary's histograms.
+    fn forget_marks(&self, summary: &mut Summary) {
+        for stage in Stage::ALL {
+            if let Some(mark) = self.stages[stage.index()] {
+                summary.forgot(stage, mark.at.saturating_duration_since(self.boot_started));
+            }
         }
     }
 
     fn stage(&self) -> Option<Stage> {
-        Stage::ALL
-            .iter()
-            .rev()
-            .copied()
-            .find(|s| self.stages[s.index()].is_some())
+        self.furthest
     }
 
     fn new_boot(&mut self, now: Instant) {
         self.boots += 1;
         self.boot_started = now;
         self.stages = [None; Stage::ALL.len()];
+        self.furthest = None;
         self.firmware = None;
         self.ipxe = false;
         self.offered = None;
@@ -393,6 +466,7 @@ impl Node {
                     busy,
                     count: 1,
                 });
+                self.furthest = self.furthest.max(Some(stage));
                 Some((stage, now.saturating_duration_since(self.boot_started)))
             }
         }
@@ -406,14 +480,21 @@ pub struct NodeTracker {
     /// Boxed: a node is a few hundred bytes, and the table's growth then moves pointers, not
     /// nodes (a storm of new MACs grows it to its bound).
     nodes: HashMap<[u8; 6], Box<Node>>,
-    /// The ends of the recency list threaded through the nodes (`newer`/`older`): the oldest
-    /// is the first to go. A list in the nodes themselves moves on each request without
-    /// allocating, where an ordered map allocates as it splits.
+    /// The ends of the recency list threaded through the nodes (`newer`/`older`, in `seq`
+    /// order): the oldest is the first to go. A list in the nodes themselves moves on each
+    /// request without allocating, where an ordered map allocates as it splits.
     newest: Option<[u8; 6]>,
     oldest: Option<[u8; 6]>,
+    /// The newest node the stuck cursor has passed (its `seq` is `stuck_cursor - 1`), where
+    /// [`NodeTracker::settle_counts`] goes on from.
+    stuck_frontier: Option<[u8; 6]>,
+    next_seq: u64,
     by_address: HashMap<Ipv4Addr, [u8; 6]>,
     /// Bumped on every change, so watchers can tell when to redraw.
     version: u64,
+    /// The aggregates, moved by every event.
+    summary: Summary,
+    rules: RuleNames,
 }
 
 impl NodeTracker {
@@ -426,8 +507,12 @@ impl NodeTracker {
             nodes: HashMap::default(),
             newest: None,
             oldest: None,
+            stuck_frontier: None,
+            next_seq: 0,
             by_address: HashMap::default(),
             version: 0,
+            summary: Summary::new(),
+            rules: RuleNames::default(),
         }
     }
 
@@ -449,22 +534,22 @@ impl NodeTracker {
     }
 
     /// Nodes by the furthest stage of their current boot, in [`Stage::ALL`] order, after
-    /// those whose only requests went unanswered (under [`UNANSWERED`]).
+    /// those whose only requests went unanswered (under [`UNANSWERED`]). Kept as events
+    /// arrive: no scan.
     pub fn stage_counts(&self) -> Vec<(&'static str, usize)> {
-        let mut counts = [0; Stage::ALL.len() + 1];
-        for node in self.nodes.values() {
-            counts[node.stage().map_or(0, |s| s.index() + 1)] += 1;
-        }
         std::iter::once(UNANSWERED)
             .chain(Stage::ALL.iter().map(|s| s.name()))
-            .zip(counts)
+            .zip(*self.summary.stages())
             .collect()
     }
 
     /// A DHCP decision about a boot request from `seen.mac`.
     pub fn dhcp(&mut self, now: Instant, seen: &DhcpSeen<'_>) -> Update {
         self.expire(now);
-        let node = self.touch(seen.mac, seen.interface, now);
+        self.summary.tick(now);
+        let rule = seen.rule.map(|name| self.rules.id(name));
+        let (node, summary) = self.touch(seen.mac, seen.interface, now);
+        let before = node.keys();
         let reached_later = node.stage().is_some_and(|s| s > Stage::Dhcp);
         let restarted = reached_later
             && (now.saturating_duration_since(node.last_seen) >= BOOT_GAP
@@ -473,11 +558,11 @@ impl NodeTracker {
                 || node.stage() >= Some(Stage::Script)
                 || seen.firmware != Firmware::Ipxe);
         if restarted {
+            node.forget_marks(summary);
             node.new_boot(now);
         }
         node.last_seen = now;
-        node.interface.clear();
-        node.interface.push_str(seen.interface);
+        node.interface = seen.interface;
         if seen.uuid.is_some() {
             node.uuid = seen.uuid;
         }
@@ -488,11 +573,13 @@ impl NodeTracker {
             node.firmware = Some(seen.firmware);
         }
         node.ipxe |= seen.firmware == Firmware::Ipxe;
+        node.rule = rule;
         let reached = match seen.answer {
             DhcpAnswer::Answered { reply, file } => {
                 node.answered_file = BootFile::from(file);
                 node.offered = Some(now);
                 node.last_event = Event::Answered { reply };
+                node.failure = None;
                 node.mark(Stage::Dhcp, now, 0, Duration::ZERO)
             }
             DhcpAnswer::NotAnswered { reason, error } => {
@@ -501,9 +588,14 @@ impl NodeTracker {
                     node.last_error = Some((now, event.clone()));
                 }
                 node.last_event = event;
+                node.failure = error.then_some(reason);
                 None
             }
         };
+        summary.moved(&before, &node.keys());
+        if let Some((stage, after)) = reached {
+            summary.reached(stage, after);
+        }
         if let Some(address) = seen.address {
             self.learn_address(seen.mac, address);
         }
@@ -529,6 +621,7 @@ impl NodeTracker {
     /// otherwise); it is used only when the address is not known already.
     pub fn fetch(&mut self, now: Instant, fetch: &Fetch<'_>, neighbour: Option<[u8; 6]>) -> Update {
         self.expire(now);
+        self.summary.tick(now);
         let (mac, attribution) = match fetch.what {
             Fetched::Script(mac) | Fetched::Overlay(mac) => {
                 // A MAC in a URL is the client's word: a row is made for it only when the
@@ -546,7 +639,8 @@ impl NodeTracker {
                 None => return Update::NONE,
             },
         };
-        let node = self.touch(mac, "", now);
+        let (node, summary) = self.touch(mac, "", now);
+        let before = node.keys();
         node.last_seen = now;
         node.bytes += fetch.bytes;
         let what = fetch.what.describe();
@@ -557,6 +651,7 @@ impl NodeTracker {
                 human_bytes(fetch.bytes),
                 fetch.duration.as_millis()
             )));
+            node.failure = None;
             if matches!(fetch.what, Fetched::Loader(_)) {
                 node.offered = None;
             }
@@ -572,8 +667,13 @@ impl NodeTracker {
             ));
             node.last_event = Event::Text(text.clone());
             node.last_error = Some((now, Event::Text(text)));
+            node.failure = Some(fetch_failure(fetch.protocol, fetch.what));
             None
         };
+        summary.moved(&before, &node.keys());
+        if let Some((stage, after)) = reached {
+            summary.reached(stage, after);
+        }
         self.version += 1;
         Update {
             attribution,
@@ -636,13 +736,22 @@ impl NodeTracker {
     }
 
     /// The node of `mac`, created (evicting the least recently seen at the bound) if new, and
-    /// made the most recently seen.
-    fn touch(&mut self, mac: [u8; 6], interface: &str, now: Instant) -> &mut Node {
-        if self.nodes.contains_key(&mac) {
-            if self.newest != Some(mac) {
-                self.unlink(mac);
-                self.push_newest(mac);
+    /// made the most recently seen; with the summary, for the caller to move the node's counts
+    /// once it has changed it.
+    fn touch(
+        &mut self,
+        mac: [u8; 6],
+        interface: &'static str,
+        now: Instant,
+    ) -> (&mut Node, &mut Summary) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(node) = self.nodes.get(&mac) {
+            // It leaves the silent end of the order: no longer stuck.
+            if node.seq < self.summary.stuck_cursor && !node.finished() {
+                self.summary.stuck = self.summary.stuck.saturating_sub(1);
             }
+            self.unlink(mac);
         } else {
             // One eviction makes room (the table grows by one at a time); the loop also copes
             // with a bound that shrank, and ends when the list does.
@@ -652,20 +761,28 @@ impl NodeTracker {
                 };
                 self.remove(oldest);
             }
-            self.nodes
-                .insert(mac, Box::new(Node::new(mac, interface, now)));
-            self.push_newest(mac);
+            let node = Box::new(Node::new(mac, interface, now));
+            self.summary.add(&node.keys());
+            self.nodes.insert(mac, node);
         }
-        self.nodes
+        self.push_newest(mac);
+        let node = self
+            .nodes
             .get_mut(&mac)
-            .expect("the node was found or inserted just above")
+            .expect("the node was found or inserted just above");
+        node.seq = seq;
+        (node, &mut self.summary)
     }
 
-    /// Takes `mac` out of the recency list (it stays in the table).
+    /// Takes `mac` out of the recency list (it stays in the table). The stuck frontier steps
+    /// back to its older neighbour if it was this node.
     fn unlink(&mut self, mac: [u8; 6]) {
         let Some((newer, older)) = self.nodes.get(&mac).map(|n| (n.newer, n.older)) else {
             return;
         };
+        if self.stuck_frontier == Some(mac) {
+            self.stuck_frontier = older;
+        }
         match newer.and_then(|n| self.nodes.get_mut(&n)) {
             Some(node) => node.older = older,
             None => self.newest = older,
@@ -692,11 +809,17 @@ impl NodeTracker {
 
     fn remove(&mut self, mac: [u8; 6]) {
         self.unlink(mac);
-        if let Some(node) = self.nodes.remove(&mac)
-            && let Some(address) = node.address
-            && self.by_address.get(&address) == Some(&mac)
-        {
-            self.by_address.remove(&address);
+        if let Some(node) = self.nodes.remove(&mac) {
+            if node.seq < self.summary.stuck_cursor && !node.finished() {
+                self.summary.stuck = self.summary.stuck.saturating_sub(1);
+            }
+            self.summary.sub(&node.keys());
+            node.forget_marks(&mut self.summary);
+            if let Some(address) = node.address
+                && self.by_address.get(&address) == Some(&mac)
+            {
+                self.by_address.remove(&address);
+            }
         }
     }
 
@@ -727,64 +850,393 @@ impl NodeTracker {
         }
     }
 
-    /// The table as the status page shows it: most recently seen first, at most `limit` rows.
-    pub fn snapshot(&self, now: Instant, wall: SystemTime, limit: usize) -> NodesView {
-        let unix_ms = |t: Instant| {
-            let wall_t = wall
-                .checked_sub(now.saturating_duration_since(t))
-                .unwrap_or(UNIX_EPOCH);
-            wall_t
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
+    /// Brings what depends on the time alone up to `now`: expired nodes go, nodes silent for
+    /// [`STUCK_AFTER`] count as stuck, the history closes past seconds. The readers call it;
+    /// the event path does not pay for it. Each node crosses the stuck cursor once per event,
+    /// so this is O(1) per event, amortized.
+    pub fn settle(&mut self, now: Instant) {
+        self.expire(now);
+        self.settle_counts(now);
+    }
+
+    /// [`NodeTracker::settle`] but for the expiry, which changes the table's version.
+    fn settle_counts(&mut self, now: Instant) {
+        self.summary.tick(now);
+        // On from the frontier towards the newest: each node is passed once per event.
+        loop {
+            let next = match self.stuck_frontier {
+                Some(frontier) => self.nodes.get(&frontier).and_then(|n| n.newer),
+                None => self.oldest,
+            };
+            let Some(node) = next.and_then(|mac| self.nodes.get(&mac)) else {
+                break;
+            };
+            if now.saturating_duration_since(node.last_seen) < STUCK_AFTER {
+                break;
+            }
+            if !node.finished() {
+                self.summary.stuck += 1;
+            }
+            self.summary.stuck_cursor = node.seq + 1;
+            self.stuck_frontier = Some(node.mac);
+        }
+    }
+
+    /// `/api/summary`: the aggregates, as of `now` (`wall` is the same instant on the wall
+    /// clock).
+    pub fn summary(&mut self, now: Instant, wall: SystemTime) -> SummaryView {
+        self.settle(now);
+        self.summary_as_is(now, wall)
+    }
+
+    /// [`NodeTracker::summary`] without dropping expired nodes first: for a reader that does
+    /// not tell the event stream when the table changed (the metrics collector). The version
+    /// stays as it is.
+    pub fn summary_as_is(&mut self, now: Instant, wall: SystemTime) -> SummaryView {
+        self.settle_counts(now);
+        let head = SummaryHead {
+            version: self.version,
+            now_ms: unix_ms(now, wall, now),
+            total: self.nodes.len(),
+            max_nodes: self.limits.max_nodes,
+            ttl_secs: self.limits.ttl.as_secs(),
         };
-        let nodes = self
+        self.summary
+            .view(head, &self.rules, |t| unix_ms(now, wall, t))
+    }
+
+    /// One page of the table, as `/api/nodes` serves it: the nodes `query` picks, in its
+    /// order. O(n) in the table (O(n log n) for the orders other than `recent`), bounded by
+    /// `max_nodes`; the rows built are at most [`MAX_PAGE_ROWS`].
+    pub fn view(&mut self, now: Instant, wall: SystemTime, query: &TableQuery) -> NodesView {
+        self.settle(now);
+        let words: Vec<String> = query
+            .text
+            .iter()
+            .flat_map(|t| t.split_whitespace())
+            .map(str::to_lowercase)
+            .collect();
+        let mut text = String::new();
+        // Most recently seen first: the `recent` order, and the tie-break of the others.
+        let mut rows: Vec<(u128, &Node)> = self
             .newest_first()
+            .filter(|node| self.matches(node, query, now, &words, &mut text))
+            .map(|node| (query.sort.key(node, now), node))
+            .collect();
+        if query.sort != Sort::Recent {
+            rows.sort_unstable_by_key(|(key, _)| *key);
+        }
+        let limit = query.limit.min(MAX_PAGE_ROWS);
+        let nodes = rows
+            .iter()
+            .skip(query.offset)
             .take(limit)
-            .map(|node| NodeView {
-                mac: MacDisplay(&node.mac).to_string(),
-                uuid: node.uuid.as_ref().map(|u| UuidDisplay(u).to_string()),
-                arch: node.arch.map(|a| a.to_string()),
-                firmware: node.firmware,
-                ipxe: node.ipxe,
-                interface: node.interface.clone(),
-                ip: node.address.map(|a| a.to_string()),
-                stage: node.stage(),
-                stages: Stage::ALL
-                    .iter()
-                    .filter_map(|stage| {
-                        let mark = node.stages[stage.index()]?;
-                        Some(StageView {
-                            stage: *stage,
-                            at_ms: unix_ms(mark.at),
-                            after_ms: mark
-                                .at
-                                .saturating_duration_since(node.boot_started)
-                                .as_millis() as u64,
-                            bytes: mark.bytes,
-                            busy_ms: mark.busy.as_millis() as u64,
-                            count: mark.count,
-                        })
-                    })
-                    .collect(),
-                bytes: node.bytes,
-                boots: node.boots,
-                boot_started_ms: unix_ms(node.boot_started),
-                first_seen_ms: unix_ms(node.first_seen),
-                last_seen_ms: unix_ms(node.last_seen),
-                last_event: node.last_event.describe(&node.answered_file),
-                last_error: node.last_error.as_ref().map(|(at, event)| ErrorView {
-                    at_ms: unix_ms(*at),
-                    message: event.describe(&node.answered_file),
-                }),
-            })
+            .map(|(_, node)| self.row(node, now, wall))
             .collect();
         NodesView {
-            now_ms: unix_ms(now),
+            version: self.version,
+            now_ms: unix_ms(now, wall, now),
             total: self.nodes.len(),
+            matched: rows.len(),
+            offset: query.offset,
+            limit,
+            sort: query.sort.name(),
             max_nodes: self.limits.max_nodes,
             ttl_secs: self.limits.ttl.as_secs(),
             stages: Stage::ALL,
             nodes,
+        }
+    }
+
+    fn matches(
+        &self,
+        node: &Node,
+        query: &TableQuery,
+        now: Instant,
+        words: &[String],
+        text: &mut String,
+    ) -> bool {
+        let keys = node.keys();
+        let is =
+            |wanted: &Option<String>, value: &str| wanted.as_deref().is_none_or(|w| w == value);
+        let state = match query.state {
+            None => true,
+            Some(NodeState::Failed) => keys.failure.is_some(),
+            Some(NodeState::Stuck) => node.stuck(now),
+        };
+        if !(query.stage.is_none_or(|s| s == node.stage())
+            && state
+            && is(&query.arch, keys.arch)
+            && is(&query.firmware, keys.firmware)
+            && is(&query.interface, keys.interface)
+            && is(&query.rule, self.rules.name(keys.rule))
+            && query
+                .reason
+                .as_deref()
+                .is_none_or(|r| keys.failure == Some(r)))
+        {
+            return false;
+        }
+        if words.is_empty() {
+            return true;
+        }
+        text.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(
+            text,
+            "{} {} {} {} {}",
+            MacDisplay(&node.mac),
+            keys.arch,
+            keys.firmware,
+            keys.interface,
+            node.stage().map_or(UNANSWERED, Stage::name)
+        );
+        if let Some(uuid) = &node.uuid {
+            let _ = write!(text, " {}", UuidDisplay(uuid));
+        }
+        if let Some(address) = node.address {
+            let _ = write!(text, " {address}");
+        }
+        text.make_ascii_lowercase();
+        words.iter().all(|word| text.contains(word.as_str()))
+    }
+
+    /// A node as the status page shows it.
+    fn row(&self, node: &Node, now: Instant, wall: SystemTime) -> NodeView {
+        let unix_ms = |t| unix_ms(now, wall, t);
+        let keys = node.keys();
+        NodeView {
+            mac: MacDisplay(&node.mac).to_string(),
+            uuid: node.uuid.as_ref().map(|u| UuidDisplay(u).to_string()),
+            arch: node.arch.map(|a| a.to_string()),
+            firmware: node.firmware,
+            ipxe: node.ipxe,
+            interface: node.interface.to_owned(),
+            ip: node.address.map(|a| a.to_string()),
+            stage: node.stage(),
+            stages: Stage::ALL
+                .iter()
+                .filter_map(|stage| {
+                    let mark = node.stages[stage.index()]?;
+                    Some(StageView {
+                        stage: *stage,
+                        at_ms: unix_ms(mark.at),
+                        after_ms: mark
+                            .at
+                            .saturating_duration_since(node.boot_started)
+                            .as_millis() as u64,
+                        bytes: mark.bytes,
+                        busy_ms: mark.busy.as_millis() as u64,
+                        count: mark.count,
+                    })
+                })
+                .collect(),
+            bytes: node.bytes,
+            boots: node.boots,
+            boot_started_ms: unix_ms(node.boot_started),
+            first_seen_ms: unix_ms(node.first_seen),
+            last_seen_ms: unix_ms(node.last_seen),
+            last_event: node.last_event.describe(&node.answered_file),
+            last_error: node.last_error.as_ref().map(|(at, event)| ErrorView {
+                at_ms: unix_ms(*at),
+                message: event.describe(&node.answered_file),
+            }),
+            rule: self.rules.name(keys.rule).to_owned(),
+            failure: keys.failure,
+            stuck: node.stuck(now),
+        }
+    }
+}
+
+/// `t` on the wall clock, in Unix milliseconds, given that `now` is `wall`.
+fn unix_ms(now: Instant, wall: SystemTime, t: Instant) -> u64 {
+    wall.checked_sub(now.saturating_duration_since(t))
+        .unwrap_or(UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The failure reason of a download that failed: `<protocol>_<what>`.
+fn fetch_failure(protocol: &'static str, what: Fetched<'_>) -> &'static str {
+    match (protocol, what) {
+        ("tftp", _) => "tftp_loader",
+        (_, Fetched::Loader(_)) => "http_loader",
+        (_, Fetched::Script(_)) => "http_script",
+        (_, Fetched::Kernel) => "http_kernel",
+        (_, Fetched::Initrd) => "http_initrd",
+        (_, Fetched::Overlay(_)) => "http_overlay",
+        (_, Fetched::Other(_)) => "http_file",
+    }
+}
+
+/// What `/api/nodes` asks for (README, "Observing"): filters that must all hold, an order and a
+/// page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableQuery {
+    /// `Some(None)`: the nodes no request of whose boot was answered (`stage=unanswered`).
+    pub stage: Option<Option<Stage>>,
+    pub state: Option<NodeState>,
+    pub arch: Option<String>,
+    pub firmware: Option<String>,
+    pub interface: Option<String>,
+    pub rule: Option<String>,
+    /// Failed nodes of this reason (as [`SummaryView::failures`] names them).
+    pub reason: Option<String>,
+    /// Words that must each occur in the MAC, UUID, address, arch, firmware, interface or
+    /// stage (`q=`).
+    pub text: Option<String>,
+    pub sort: Sort,
+    pub offset: usize,
+    /// Rows at most; cut to [`MAX_PAGE_ROWS`].
+    pub limit: usize,
+}
+
+impl Default for TableQuery {
+    fn default() -> Self {
+        TableQuery {
+            stage: None,
+            state: None,
+            arch: None,
+            firmware: None,
+            interface: None,
+            rule: None,
+            reason: None,
+            text: None,
+            sort: Sort::Recent,
+            offset: 0,
+            limit: DEFAULT_PAGE_ROWS,
+        }
+    }
+}
+
+/// A bad `/api/nodes` query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "unknown parameter {0:?}: stage, state, arch, firmware, interface, rule, reason, q, sort, \
+         offset, limit"
+    )]
+    UnknownParameter(String),
+    #[error("more than {0} parameters")]
+    TooManyParameters(usize),
+    #[error("{key}={value:?}: expected {expected}")]
+    BadValue {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl TableQuery {
+    /// Sets the parameter `key` (both decoded already).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), QueryError> {
+        let bad = |key, expected| QueryError::BadValue {
+            key,
+            value: value.to_owned(),
+            expected,
+        };
+        let text = || (!value.is_empty()).then(|| value.to_owned());
+        match key {
+            "stage" if value == UNANSWERED => self.stage = Some(None),
+            "stage" => {
+                let stage = Stage::from_name(value).ok_or_else(|| {
+                    bad(
+                        "stage",
+                        "unanswered, dhcp, loader, script, kernel, initrd or overlay",
+                    )
+                })?;
+                self.stage = Some(Some(stage));
+            }
+            "state" => {
+                self.state = Some(match value {
+                    "failed" => NodeState::Failed,
+                    "stuck" => NodeState::Stuck,
+                    _ => return Err(bad("state", "failed or stuck")),
+                })
+            }
+            "arch" => self.arch = text(),
+            "firmware" => self.firmware = text(),
+            "interface" => self.interface = text(),
+            "rule" => self.rule = text(),
+            "reason" => self.reason = text(),
+            "q" => self.text = text(),
+            "sort" => {
+                self.sort = Sort::from_name(value)
+                    .ok_or_else(|| bad("sort", "attention, recent, stage or mac"))?
+            }
+            "offset" => self.offset = value.parse().map_err(|_| bad("offset", "a row number"))?,
+            "limit" => {
+                self.limit = value
+                    .parse::<usize>()
+                    .map_err(|_| bad("limit", "a number of rows"))?
+                    .min(MAX_PAGE_ROWS)
+            }
+            other => return Err(QueryError::UnknownParameter(other.to_owned())),
+        }
+        Ok(())
+    }
+}
+
+/// A node's state beyond its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// Its last event failed.
+    Failed,
+    /// Short of its overlay and silent for [`STUCK_AFTER`].
+    Stuck,
+}
+
+/// The order of an `/api/nodes` page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Most recently seen first.
+    #[default]
+    Recent,
+    /// What needs an operator first: failed nodes, then stuck ones, then those still booting,
+    /// then finished boots; in each group the longest silent first.
+    Attention,
+    /// The least advanced first (unanswered, DHCP, …, overlay), then the most recently seen.
+    Stage,
+    /// By MAC.
+    Mac,
+}
+
+impl Sort {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sort::Recent => "recent",
+            Sort::Attention => "attention",
+            Sort::Stage => "stage",
+            Sort::Mac => "mac",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Sort> {
+        [Sort::Recent, Sort::Attention, Sort::Stage, Sort::Mac]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+
+    /// The node's place: smaller first.
+    fn key(self, node: &Node, now: Instant) -> u128 {
+        let seq = u128::from(node.seq);
+        let newest_first = u128::from(u64::MAX - node.seq);
+        match self {
+            Sort::Recent => newest_first,
+            Sort::Attention => {
+                let group: u128 = if node.failure.is_some() {
+                    0
+                } else if node.stuck(now) {
+                    1
+                } else if !node.finished() {
+                    2
+                } else {
+                    3
+                };
+                group << 64 | seq
+            }
+            Sort::Stage => (node.keys().slot as u128) << 64 | newest_first,
+            Sort::Mac => node.mac.iter().fold(0u128, |k, b| k << 8 | u128::from(*b)),
         }
     }
 }
@@ -823,13 +1275,21 @@ fn clip(mut text: String) -> String {
     text
 }
 
-/// `/api/nodes`: the table, newest first.
+/// `/api/nodes`: one page of the table.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodesView {
+    /// The node table's version (as in `/api/summary`).
+    pub version: u64,
     /// The server's clock, so a page can show ages without trusting its own.
     pub now_ms: u64,
-    /// Nodes tracked (the rows below may be fewer).
+    /// Nodes tracked.
     pub total: usize,
+    /// Nodes the query's filters pick (the rows below are `limit` of them from `offset`).
+    pub matched: usize,
+    pub offset: usize,
+    pub limit: usize,
+    /// The order of the rows: `attention`, `recent`, `stage` or `mac`.
+    pub sort: &'static str,
     pub max_nodes: usize,
     pub ttl_secs: u64,
     /// The stages in order.
@@ -860,6 +1320,12 @@ pub struct NodeView {
     pub last_seen_ms: u64,
     pub last_event: String,
     pub last_error: Option<ErrorView>,
+    /// The rule of the last DHCP decision (`unknown` when none decided).
+    pub rule: String,
+    /// Why the last event failed, when it did (as `/api/summary` counts it).
+    pub failure: Option<&'static str>,
+    /// Short of the overlay and silent for `stuck_after_secs`.
+    pub stuck: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -901,6 +1367,7 @@ mod tests {
             firmware,
             interface: "eth0",
             address: None,
+            rule: Some("default"),
             answer: DhcpAnswer::Answered {
                 reply: "proxy_offer",
                 file,
@@ -923,10 +1390,17 @@ mod tests {
     /// No neighbour entry for the client (behind a router, or not looked up).
     const NO_NEIGHBOUR: Option<[u8; 6]> = None;
 
-    fn row(tracker: &NodeTracker, now: Instant, mac: [u8; 6]) -> NodeView {
+    fn all() -> TableQuery {
+        TableQuery {
+            limit: MAX_PAGE_ROWS,
+            ..TableQuery::default()
+        }
+    }
+
+    fn row(tracker: &mut NodeTracker, now: Instant, mac: [u8; 6]) -> NodeView {
         let text = MacDisplay(&mac).to_string();
         tracker
-            .snapshot(now, SystemTime::now(), usize::MAX)
+            .view(now, SystemTime::now(), &all())
             .nodes
             .into_iter()
             .find(|n| n.mac == text)
@@ -972,7 +1446,7 @@ mod tests {
         // A second initrd adds to the stage, it does not reach it again.
         let update = tracker.fetch(at(550), &fetched(IP_A, Fetched::Initrd), NO_NEIGHBOUR);
         assert_eq!(update.reached, None);
-        let node = row(&tracker, at(700), A);
+        let node = row(&mut tracker, at(700), A);
         assert_eq!(node.stage, Some(Stage::Overlay));
         assert_eq!(node.firmware, Some(Firmware::BiosPxe));
         assert!(node.ipxe);
@@ -998,7 +1472,7 @@ mod tests {
         tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), NO_NEIGHBOUR);
         let later = t0 + Duration::from_secs(30);
         tracker.dhcp(later, &offer(A, Firmware::Ipxe, "http://x/boot.ipxe"));
-        let node = row(&tracker, later, A);
+        let node = row(&mut tracker, later, A);
         assert_eq!(node.boots, 2);
         assert_eq!(node.stage, Some(Stage::Dhcp));
         assert_eq!(node.bytes, 0);
@@ -1078,7 +1552,7 @@ mod tests {
             ..fetched(IP_A, Fetched::Kernel)
         };
         assert_eq!(tracker.fetch(t0, &failed, NO_NEIGHBOUR).reached, None);
-        let node = row(&tracker, t0, A);
+        let node = row(&mut tracker, t0, A);
         assert_eq!(node.stage, Some(Stage::Script));
         assert_eq!(
             node.last_error.unwrap().message,
@@ -1100,7 +1574,7 @@ mod tests {
             ..offer(B, Firmware::UefiPxe, "")
         };
         tracker.dhcp(t0, &missing);
-        let node = row(&tracker, t0, B);
+        let node = row(&mut tracker, t0, B);
         assert_eq!(node.stage, None);
         let counts = tracker.stage_counts();
         assert_eq!(counts[0], ("unanswered", 1));
@@ -1124,7 +1598,14 @@ mod tests {
             tracker.dhcp(t0 + Duration::from_secs(u64::from(i)), &seen);
         }
         assert_eq!(tracker.len(), LIMITS.max_nodes);
-        let view = tracker.snapshot(t0 + Duration::from_secs(10), SystemTime::now(), 2);
+        let view = tracker.view(
+            t0 + Duration::from_secs(10),
+            SystemTime::now(),
+            &TableQuery {
+                limit: 2,
+                ..TableQuery::default()
+            },
+        );
         let macs: Vec<&str> = view.nodes.iter().map(|n| n.mac.as_str()).collect();
         assert_eq!(macs, ["02:00:00:00:00:09", "02:00:00:00:00:08"]);
         assert_eq!(view.total, 4);
@@ -1150,10 +1631,10 @@ mod tests {
         tracker.fetch(t0, &fetched(IP_A, Fetched::Script(A)), NO_NEIGHBOUR);
         // The site server hands A's old address to B.
         tracker.fetch(t0, &fetched(IP_A, Fetched::Script(B)), NO_NEIGHBOUR);
-        assert_eq!(row(&tracker, t0, A).ip, None);
-        assert_eq!(row(&tracker, t0, B).ip.as_deref(), Some("198.18.0.10"));
+        assert_eq!(row(&mut tracker, t0, A).ip, None);
+        assert_eq!(row(&mut tracker, t0, B).ip.as_deref(), Some("198.18.0.10"));
         let update = tracker.fetch(t0, &fetched(IP_A, Fetched::Kernel), NO_NEIGHBOUR);
-        assert_eq!(row(&tracker, t0, B).stage, Some(Stage::Kernel));
+        assert_eq!(row(&mut tracker, t0, B).stage, Some(Stage::Kernel));
         assert_eq!(update.attribution, Attribution::Exact);
     }
 
@@ -1162,11 +1643,355 @@ mod tests {
         let t0 = Instant::now();
         let mut tracker = NodeTracker::new(LIMITS);
         tracker.dhcp(t0, &offer(A, Firmware::BiosPxe, "undionly.kpxe"));
-        let json = serde_json::to_value(tracker.snapshot(t0, SystemTime::now(), 10)).unwrap();
+        let json = serde_json::to_value(tracker.view(t0, SystemTime::now(), &all())).unwrap();
         assert_eq!(json["stages"][0], "dhcp");
         assert_eq!(json["nodes"][0]["stage"], "dhcp");
         assert_eq!(json["nodes"][0]["firmware"], "bios-pxe");
         assert_eq!(json["nodes"][0]["mac"], "52:54:00:00:00:0a");
+    }
+
+    /// The summary as a scan of the table computes it.
+    #[derive(Debug, PartialEq)]
+    struct Recount {
+        stages: Vec<usize>,
+        failed: usize,
+        stuck: usize,
+        breakdowns: Vec<std::collections::BTreeMap<String, usize>>,
+        timings: Vec<summary::Timings>,
+    }
+
+    fn recount(tracker: &NodeTracker, now: Instant) -> Recount {
+        let mut stages = vec![0; summary::SLOTS];
+        let mut breakdowns = vec![std::collections::BTreeMap::new(); 5];
+        let mut timings = vec![summary::Timings::default(); Stage::ALL.len()];
+        let (mut failed, mut stuck) = (0, 0);
+        for node in tracker.nodes.values() {
+            let keys = node.keys();
+            // The stage from the marks themselves, not from the node's own record of it.
+            let furthest = Stage::ALL
+                .iter()
+                .rev()
+                .find(|s| node.stages[s.index()].is_some());
+            assert_eq!(node.stage(), furthest.copied());
+            stages[furthest.map_or(0, |s| s.index() + 1)] += 1;
+            let rule = tracker.rules.name(keys.rule);
+            for (i, key) in [keys.arch, keys.firmware, keys.interface, rule]
+                .into_iter()
+                .enumerate()
+            {
+                *breakdowns[i].entry(key.to_owned()).or_insert(0) += 1;
+            }
+            if let Some(reason) = keys.failure {
+                failed += 1;
+                *breakdowns[4].entry(reason.to_owned()).or_insert(0) += 1;
+            }
+            stuck += usize::from(node.stuck(now));
+            for stage in &Stage::ALL[1..] {
+                if let Some(mark) = node.stages[stage.index()] {
+                    timings[stage.index()]
+                        .add(mark.at.saturating_duration_since(node.boot_started));
+                }
+            }
+        }
+        Recount {
+            stages,
+            failed,
+            stuck,
+            breakdowns,
+            timings,
+        }
+    }
+
+    /// The summary the tracker kept, in [`Recount`]'s terms.
+    fn kept(tracker: &mut NodeTracker, now: Instant) -> Recount {
+        let view = tracker.summary(now, SystemTime::now());
+        let map = |named: &summary::Named<usize>| {
+            named
+                .0
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        Recount {
+            stages: view.stages.0.iter().map(|(_, n)| *n).collect(),
+            failed: view.failed,
+            stuck: view.stuck,
+            breakdowns: vec![
+                map(&view.arch),
+                map(&view.firmware),
+                map(&view.interface),
+                map(&view.rule),
+                map(&view.failures),
+            ],
+            timings: Stage::ALL
+                .iter()
+                .map(|s| tracker.summary.timings(*s).clone())
+                .collect(),
+        }
+    }
+
+    /// One event of a random history.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Dhcp {
+            mac: u8,
+            firmware: u8,
+            answer: u8,
+            rule: u8,
+            interface: u8,
+            address: Option<u8>,
+        },
+        Fetch {
+            client: u8,
+            what: u8,
+            mac: u8,
+            ok: bool,
+            neighbour: Option<u8>,
+        },
+        Wait(u16),
+        Look,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..6u8, 0..4u8, 0..4u8, 0..3u8, 0..2u8, proptest::option::of(0..4u8)).prop_map(
+                |(mac, firmware, answer, rule, interface, address)| Step::Dhcp {
+                    mac, firmware, answer, rule, interface, address,
+                }
+            ),
+            4 => (0..4u8, 0..6u8, 0..6u8, any::<bool>(), proptest::option::of(0..6u8)).prop_map(
+                |(client, what, mac, ok, neighbour)| Step::Fetch { client, what, mac, ok, neighbour }
+            ),
+            2 => (0..400u16).prop_map(Step::Wait),
+            1 => Just(Step::Look),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens, in whatever order, the counts kept event by event are the counts
+        /// a scan of the table finds, and the stages add up to the nodes.
+        #[test]
+        fn the_summary_kept_by_events_equals_a_recount(steps in proptest::collection::vec(step(), 1..120)) {
+            let limits = Limits { max_nodes: 4, ttl: Duration::from_secs(900) };
+            let mut tracker = NodeTracker::new(limits);
+            let mut now = Instant::now();
+            let mac = |i: u8| [2, 0, 0, 0, 0, i];
+            let ip = |i: u8| Ipv4Addr::new(198, 18, 0, 10 + i);
+            for step in steps {
+                match step {
+                    Step::Dhcp { mac: m, firmware, answer, rule, interface, address } => {
+                        let firmware = [Firmware::BiosPxe, Firmware::UefiPxe, Firmware::UefiHttp, Firmware::Ipxe][usize::from(firmware)];
+                        let answer = match answer {
+                            0 | 1 => DhcpAnswer::Answered { reply: "proxy_offer", file: "undionly.kpxe" },
+                            2 => DhcpAnswer::NotAnswered { reason: "loader_missing", error: true },
+                            _ => DhcpAnswer::NotAnswered { reason: "silent", error: false },
+                        };
+                        let seen = DhcpSeen {
+                            mac: mac(m),
+                            uuid: None,
+                            arch: [Some(ClientArch::Bios), Some(ClientArch::UefiX64), None][usize::from(m % 3)],
+                            firmware,
+                            interface: ["eth0", "eth1"][usize::from(interface)],
+                            address: address.map(ip),
+                            rule: [Some("bios"), Some("uefi"), None][usize::from(rule)],
+                            answer,
+                        };
+                        tracker.dhcp(now, &seen);
+                    }
+                    Step::Fetch { client, what, mac: m, ok, neighbour } => {
+                        let what = [
+                            Fetched::Loader("undionly.kpxe"),
+                            Fetched::Script(mac(m)),
+                            Fetched::Kernel,
+                            Fetched::Initrd,
+                            Fetched::Overlay(mac(m)),
+                            Fetched::Other("/x"),
+                        ][usize::from(what)];
+                        let fetch = Fetch {
+                            ok,
+                            error: (!ok).then(|| "404 Not Found".to_owned()),
+                            ..fetched(ip(client), what)
+                        };
+                        tracker.fetch(now, &fetch, neighbour.map(mac));
+                    }
+                    Step::Wait(secs) => now += Duration::from_secs(u64::from(secs)),
+                    Step::Look => {
+                        tracker.summary(now, SystemTime::now());
+                    }
+                }
+                let kept = kept(&mut tracker, now);
+                proptest::prop_assert_eq!(&kept, &recount(&tracker, now));
+                proptest::prop_assert_eq!(kept.stages.iter().sum::<usize>(), tracker.len());
+            }
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_nodes_by_stage_arch_rule_and_failure() {
+        let t0 = Instant::now();
+        let mut tracker = NodeTracker::new(LIMITS);
+        tracker.dhcp(t0, &offer(A, Firmware::BiosPxe, "undionly.kpxe"));
+        let tftp = Fetch {
+            protocol: "tftp",
+            ..fetched(IP_A, Fetched::Loader("undionly.kpxe"))
+        };
+        tracker.fetch(t0 + Duration::from_millis(400), &tftp, Some(A));
+        let missing = DhcpSeen {
+            arch: Some(ClientArch::UefiArm64),
+            rule: Some("arm"),
+            answer: DhcpAnswer::NotAnswered {
+                reason: "loader_missing",
+                error: true,
+            },
+            ..offer(B, Firmware::UefiPxe, "")
+        };
+        tracker.dhcp(t0, &missing);
+        let view = tracker.summary(t0 + Duration::from_secs(1), SystemTime::now());
+        assert_eq!(view.total, 2);
+        assert_eq!(view.stages.get(UNANSWERED), Some(&1));
+        assert_eq!(view.stages.get("loader"), Some(&1));
+        assert_eq!(view.failed, 1);
+        assert_eq!(view.failures.get("loader_missing"), Some(&1));
+        assert_eq!(view.arch.get("bios"), Some(&1));
+        assert_eq!(view.arch.get("uefi-arm64"), Some(&1));
+        assert_eq!(view.rule.get("default"), Some(&1));
+        assert_eq!(view.rule.get("arm"), Some(&1));
+        assert_eq!(view.interface.get("eth0"), Some(&2));
+        let loader = view.time_to_stage.get("loader").unwrap();
+        assert_eq!(loader.count, 1);
+        let p50 = loader.p50_ms.unwrap();
+        assert!((400..=480).contains(&p50), "{p50}");
+        assert_eq!(view.time_to_stage.get("overlay").unwrap().p50_ms, None);
+        // The history so far: seconds 0 and 1.
+        assert_eq!(view.history.completed.len(), 2);
+        assert_eq!(view.history.stages.get("loader").unwrap(), &[1, 1]);
+    }
+
+    #[test]
+    fn a_node_silent_short_of_its_overlay_is_stuck_until_it_is_heard_again() {
+        let t0 = Instant::now();
+        let mut tracker = NodeTracker::new(LIMITS);
+        tracker.dhcp(t0, &offer(A, Firmware::Ipxe, "http://x/boot.ipxe"));
+        tracker.dhcp(t0, &offer(B, Firmware::Ipxe, "http://x/boot.ipxe"));
+        tracker.fetch(t0, &fetched(IP_B, Fetched::Script(B)), NO_NEIGHBOUR);
+        tracker.fetch(t0, &fetched(IP_B, Fetched::Overlay(B)), NO_NEIGHBOUR);
+        let later = t0 + STUCK_AFTER;
+        let view = tracker.summary(later, SystemTime::now());
+        assert_eq!(view.stuck, 1, "A is stuck; B finished its boot");
+        let stuck = tracker.view(
+            later,
+            SystemTime::now(),
+            &TableQuery {
+                state: Some(NodeState::Stuck),
+                ..all()
+            },
+        );
+        assert_eq!(stuck.matched, 1);
+        assert_eq!(stuck.nodes[0].mac, "52:54:00:00:00:0a");
+        assert!(stuck.nodes[0].stuck);
+        tracker.dhcp(later, &offer(A, Firmware::Ipxe, "http://x/boot.ipxe"));
+        assert_eq!(tracker.summary(later, SystemTime::now()).stuck, 0);
+    }
+
+    #[test]
+    fn the_table_is_served_a_filtered_sorted_page_at_a_time() {
+        let t0 = Instant::now();
+        let mut tracker = NodeTracker::new(Limits {
+            max_nodes: 100,
+            ..LIMITS
+        });
+        let mac = |i: u8| [2, 0, 0, 0, 0, i];
+        for i in 0..30u8 {
+            let at = t0 + Duration::from_secs(u64::from(i));
+            tracker.dhcp(at, &offer(mac(i), Firmware::Ipxe, "http://x/boot.ipxe"));
+            if i % 3 == 0 {
+                let ip = Ipv4Addr::new(198, 18, 1, i);
+                tracker.fetch(at, &fetched(ip, Fetched::Script(mac(i))), NO_NEIGHBOUR);
+            }
+            if i == 9 {
+                let failed = Fetch {
+                    ok: false,
+                    error: Some("404 Not Found".into()),
+                    ..fetched(Ipv4Addr::new(198, 18, 1, i), Fetched::Kernel)
+                };
+                tracker.fetch(at, &failed, NO_NEIGHBOUR);
+            }
+        }
+        let now = t0 + Duration::from_secs(30);
+        let mut query = |q: TableQuery| tracker.view(now, SystemTime::now(), &q);
+        let scripts = query(TableQuery {
+            stage: Some(Some(Stage::Script)),
+            limit: 4,
+            offset: 4,
+            ..TableQuery::default()
+        });
+        assert_eq!(
+            (scripts.total, scripts.matched, scripts.nodes.len()),
+            (30, 10, 4)
+        );
+        let macs: Vec<&str> = scripts.nodes.iter().map(|n| n.mac.as_str()).collect();
+        // Most recent first: 27, 24, 21, 18 | 15, 12, 9, 6 | 3, 0.
+        assert_eq!(
+            macs,
+            [
+                "02:00:00:00:00:0f",
+                "02:00:00:00:00:0c",
+                "02:00:00:00:00:09",
+                "02:00:00:00:00:06"
+            ]
+        );
+        let attention = query(TableQuery {
+            sort: Sort::Attention,
+            limit: 2,
+            ..TableQuery::default()
+        });
+        assert_eq!(
+            attention.nodes[0].mac, "02:00:00:00:00:09",
+            "the failed node first"
+        );
+        assert_eq!(attention.nodes[0].failure, Some("http_kernel"));
+        assert_eq!(
+            attention.nodes[1].mac, "02:00:00:00:00:00",
+            "then the longest silent"
+        );
+        let found = query(TableQuery {
+            text: Some("02:00:00:00:00:1D".into()),
+            ..TableQuery::default()
+        });
+        assert_eq!(found.matched, 1);
+        let by_mac = query(TableQuery {
+            sort: Sort::Mac,
+            offset: 28,
+            ..TableQuery::default()
+        });
+        assert_eq!(by_mac.nodes.len(), 2);
+        assert_eq!(by_mac.nodes[1].mac, "02:00:00:00:00:1d");
+        let failed = query(TableQuery {
+            reason: Some("http_kernel".into()),
+            ..TableQuery::default()
+        });
+        assert_eq!(failed.matched, 1);
+    }
+
+    #[test]
+    fn a_query_names_its_filters_or_is_refused() {
+        let mut query = TableQuery::default();
+        query.set("stage", "unanswered").unwrap();
+        assert_eq!(query.stage, Some(None));
+        query.set("stage", "kernel").unwrap();
+        assert_eq!(query.stage, Some(Some(Stage::Kernel)));
+        query.set("sort", "attention").unwrap();
+        query.set("limit", "1000000").unwrap();
+        assert_eq!(query.limit, MAX_PAGE_ROWS);
+        assert!(matches!(
+            query.set("stage", "booted"),
+            Err(QueryError::BadValue { key: "stage", .. })
+        ));
+        assert!(matches!(
+            query.set("limt", "5"),
+            Err(QueryError::UnknownParameter(_))
+        ));
     }
 
     #[test]
@@ -1185,22 +2010,21 @@ mod tests {
         tracker.dhcp(at(10), &offer(macs[0], Firmware::BiosPxe, "undionly.kpxe"));
         tracker.dhcp(at(11), &offer(macs[4], Firmware::BiosPxe, "undionly.kpxe"));
         tracker.dhcp(at(12), &offer(macs[5], Firmware::BiosPxe, "undionly.kpxe"));
-        let order: Vec<String> = tracker
-            .snapshot(at(12), SystemTime::now(), usize::MAX)
-            .nodes
-            .into_iter()
-            .map(|n| n.mac)
-            .collect();
+        let order = |tracker: &mut NodeTracker, now| -> Vec<String> {
+            tracker
+                .view(now, SystemTime::now(), &TableQuery::default())
+                .nodes
+                .into_iter()
+                .map(|n| n.mac)
+                .collect()
+        };
         let text = |i: usize| MacDisplay(&macs[i]).to_string();
-        assert_eq!(order, [text(5), text(4), text(0), text(3)]);
-        // Past the TTL only the nodes seen since stay, oldest dropped first.
-        tracker.expire(at(3) + LIMITS.ttl + Duration::from_secs(1));
-        let left: Vec<String> = tracker
-            .snapshot(at(20), SystemTime::now(), usize::MAX)
-            .nodes
-            .into_iter()
-            .map(|n| n.mac)
-            .collect();
-        assert_eq!(left, [text(5), text(4), text(0)]);
+        assert_eq!(
+            order(&mut tracker, at(12)),
+            [text(5), text(4), text(0), text(3)]
+        );
+        // Past the TTL of node 3 only the nodes seen since stay; the oldest went first.
+        let later = at(3) + LIMITS.ttl + Duration::from_secs(1);
+        assert_eq!(order(&mut tracker, later), [text(5), text(4), text(0)]);
     }
 }

@@ -28,8 +28,10 @@ use crate::metrics::{
 };
 use crate::net::neighbour::Neighbours;
 use crate::net::xdp::backend::XdpInterface;
+use crate::nodes::summary::SummaryView;
 use crate::nodes::{
-    DhcpAnswer, DhcpSeen, Fetch, Fetched, Firmware, Limits, NodeTracker, NodesView, Stage, Update,
+    DhcpAnswer, DhcpSeen, Fetch, Fetched, Firmware, Limits, NodeTracker, NodesView, Stage,
+    TableQuery, Update,
 };
 use crate::tftp::stats::TftpStats;
 
@@ -83,13 +85,20 @@ impl Observer {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// The node table, most recently seen first, at most `limit` rows.
-    pub fn nodes(&self, limit: usize) -> NodesView {
+    /// One page of the node table (`/api/nodes`).
+    pub fn nodes(&self, query: &TableQuery) -> NodesView {
         let mut tracker = self.tracker();
-        let now = Instant::now();
-        tracker.expire(now);
+        let view = tracker.view(Instant::now(), SystemTime::now(), query);
         self.version.store(tracker.version(), Ordering::Relaxed);
-        tracker.snapshot(now, SystemTime::now(), limit)
+        view
+    }
+
+    /// The node table's aggregates (`/api/summary`).
+    pub fn summary(&self) -> SummaryView {
+        let mut tracker = self.tracker();
+        let view = tracker.summary(Instant::now(), SystemTime::now());
+        self.version.store(tracker.version(), Ordering::Relaxed);
+        view
     }
 
     /// Reads the XDP program's counters on `iface` at every scrape.
@@ -178,7 +187,7 @@ impl EventSink for Observer {
             |h| h.observe(elapsed.as_secs_f64()),
         );
         let interface = interface_label(iface);
-        let (client, answer) = match outcome {
+        let (client, rule, answer) = match outcome {
             Outcome::Malformed(malformed) => {
                 m.dhcp_malformed
                     .get_or_create(&ReasonLabels {
@@ -205,8 +214,13 @@ impl EventSink for Observer {
                     return;
                 }
                 let error = !matches!(reason, Ignored::Silent { .. });
+                let rule = match reason {
+                    Ignored::Silent { rule } | Ignored::LoaderMissing { rule, .. } => Some(*rule),
+                    _ => None,
+                };
                 (
                     client,
+                    rule,
                     DhcpAnswer::NotAnswered {
                         reason: reason.name(),
                         error,
@@ -215,9 +229,9 @@ impl EventSink for Observer {
             }
             Outcome::Reply {
                 client,
+                rule,
                 action,
                 reply,
-                ..
             } => {
                 self.replies.with(
                     &m.dhcp_replies,
@@ -233,6 +247,7 @@ impl EventSink for Observer {
                 );
                 (
                     client,
+                    Some(*rule),
                     DhcpAnswer::Answered {
                         reply: reply.kind.name(),
                         file: action.boot_file().unwrap_or_default(),
@@ -248,8 +263,9 @@ impl EventSink for Observer {
             uuid: client.uuid,
             arch: client.arch,
             firmware: Firmware::of(client),
-            interface: iface,
+            interface,
             address: client_address(client, port, source),
+            rule,
             answer,
         };
         self.track("dhcp", |t| t.dhcp(Instant::now(), &seen));
@@ -446,7 +462,7 @@ mod tests {
             duration: Duration::ZERO,
         };
         observer.http_request(&request(&Method::HEAD));
-        assert!(observer.nodes(10).nodes.is_empty());
+        assert!(observer.nodes(&TableQuery::default()).nodes.is_empty());
         assert!(
             observer
                 .metrics
@@ -454,7 +470,7 @@ mod tests {
                 .contains("xdpboot_http_requests_total{route=\"script\",status=\"200\"} 1")
         );
         observer.http_request(&request(&Method::GET));
-        assert_eq!(observer.nodes(10).nodes.len(), 1);
+        assert_eq!(observer.nodes(&TableQuery::default()).nodes.len(), 1);
     }
 
     #[test]

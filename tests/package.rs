@@ -119,6 +119,10 @@ fn the_package_holds_the_daemon_its_config_the_ipxe_templates_and_the_unit() -> 
             "usr/share/doc/xdpboot/README.Debian",
             "boot-user/debian/README.Debian",
         ),
+        (
+            "usr/share/doc/xdpboot/uPlot.LICENSE",
+            "boot-user/src/admin/vendor/uplot/LICENSE",
+        ),
         (debian::UNIT_PATH, "boot-user/debian/xdpboot.service"),
     ] {
         let packaged_text = std::fs::read_to_string(root.join(packaged))

@@ -46,19 +46,36 @@ fn boots_with_its_overlay(firmware: Firmware, backend: Backend) {
             vm.reached
         );
     }
-    // The first stage took the path this firmware should take: TFTP only for OVMF's PXE.
+    // The first stage took the path this firmware should take: TFTP only for EDK2's PXE.
     let log = rack.daemon_log();
-    let tftp_loader = log.lines().any(|l| {
-        l.contains("tftp transfer")
-            && l.contains("ipxe-amd64.efi")
-            && l.contains("outcome=\"complete\"")
-    });
     let tftp_any = log.lines().any(|l| l.contains("tftp transfer"));
-    match firmware {
-        Firmware::UefiPxe => assert!(tftp_loader, "ipxe-amd64.efi went over TFTP:\n{log}"),
-        Firmware::Bios | Firmware::UefiHttp => {
-            assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name())
+    match firmware.tftp_loader() {
+        Some(loader) => assert!(
+            log.lines().any(|l| l.contains("tftp transfer")
+                && l.contains(loader)
+                && l.contains("outcome=\"complete\"")),
+            "{loader} went over TFTP:\n{log}"
+        ),
+        None => assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name()),
+    }
+    if firmware == Firmware::Arm64UefiPxe {
+        let log = access_log(&rack);
+        for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
+            assert!(
+                log.iter().any(|a| a.path == path && a.status == 200),
+                "iPXE fetched {path}, the arm64 section's: {log:#?}"
+            );
         }
+        assert!(
+            !log.iter().any(|a| a.path == "/boot/kernel"),
+            "the x86 kernel of [boot] was not fetched: {log:#?}"
+        );
+        let kernel = vm
+            .lines
+            .iter()
+            .find(|l| l.contains("Linux version"))
+            .expect("the kernel stage was seen");
+        assert!(kernel.contains("arm64"), "an arm64 kernel: {kernel}");
     }
     if firmware == Firmware::UefiHttp {
         assert!(
@@ -93,6 +110,20 @@ fn assert_node_marker(marker: &Marker, node: &Node, rack: &Rack) {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An arm64 machine (AAVMF on QEMU's `virt`, TCG) in a rack whose `[boot]` is the x86-64
+/// kernel: AAVMF's PXE (arch 11) gets ipxe-arm64.efi over TFTP, iPXE gets the script, and the
+/// script names the kernel and initrd of `[boot.arch.uefi-arm64]` (an x86 kernel could not
+/// start), which end at the marker from the node's own overlay.
+#[test]
+fn aavmf_pxe_chains_ipxe_arm64_and_boots_the_arm64_kernel_of_its_arch_with_its_overlay_over_xdp() {
+    let started = Instant::now();
+    boots_with_its_overlay(Firmware::Arm64UefiPxe, Backend::Xdp);
+    eprintln!(
+        "arm64 lab and boot: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

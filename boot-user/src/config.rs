@@ -978,7 +978,9 @@ impl Resolver<'_> {
         let arch = match self.pick(ub.arch, db.arch) {
             Some((src, sections)) => sections
                 .into_iter()
-                .map(|(name, section)| resolve_arch_boot(src, name, section, kernel.is_some(), &path))
+                .map(|(name, section)| {
+                    resolve_arch_boot(src, name, section, kernel.is_some(), &path)
+                })
                 .collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
@@ -1722,7 +1724,10 @@ mod tests {
         assert_eq!(arm64.arch, Some(ClientArch::UefiArm64));
         assert_eq!(arm64.kernel, Some(Path::new("/srv/http/arm64/vmlinuz")));
         assert_eq!(arm64.initrds, [PathBuf::from("/abs/arm64.img")]);
-        assert_eq!(arm64.cmdline, "console=ttyS0", "a key left out keeps [boot]'s");
+        assert_eq!(
+            arm64.cmdline, "console=ttyS0",
+            "a key left out keeps [boot]'s"
+        );
         let x64 = config.boot.files(Some("uefi-x64"));
         assert_eq!(x64.arch, Some(ClientArch::UefiX64));
         assert_eq!(x64.kernel, Some(Path::new("/srv/http/vmlinuz")));
@@ -1741,15 +1746,25 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        assert_eq!(config.boot.files(Some("uefi-arm64")).kernel, Some(Path::new("/k")));
+        assert_eq!(
+            config.boot.files(Some("uefi-arm64")).kernel,
+            Some(Path::new("/k"))
+        );
         assert_eq!(config.boot.files(Some("uefi-x64")).kernel, None);
     }
 
     #[test]
     fn arch_sections_are_validated_with_their_line() {
         let e = error("[boot]\nkernel = \"k\"\n\n[boot.arch.sparc64]\nkernel = \"k\"\n");
-        assert_eq!((e.line, e.key.as_str()), (Some(4), "boot.arch.sparc64"), "{e}");
-        assert!(e.message.contains("uefi-arm64"), "lists the known names: {e}");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(4), "boot.arch.sparc64"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("uefi-arm64"),
+            "lists the known names: {e}"
+        );
         let e = error("[boot.arch.uefi-arm64]\n\n[admin]\nenabled = true\n");
         assert_eq!(e.key, "boot.arch.uefi-arm64", "{e}");
         assert!(e.message.contains("sets nothing"), "{e}");

@@ -235,7 +235,9 @@ fn an_arm64_node_gets_the_kernel_and_cmdline_of_its_arch_section_and_the_shared_
     );
     // No initrds of its own: [boot]'s, under the arch's path.
     assert!(
-        script.contains(&format!("initrd --name 0.img {base}/boot/uefi-arm64/initrd/0")),
+        script.contains(&format!(
+            "initrd --name 0.img {base}/boot/uefi-arm64/initrd/0"
+        )),
         "{script}"
     );
     let (status, kernel) = lab.get("/boot/uefi-arm64/kernel", &[]);

@@ -38,6 +38,9 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "qemu-system-x86",
             "ovmf",
             "ipxe-qemu",
+            // arm64 machines of the lab: qemu-system-aarch64 and AAVMF, EDK2 for its `virt`.
+            "qemu-system-arm",
+            "qemu-efi-aarch64",
             // Debian 12's iPXE 2019 EFI build: the firmware test of initrd padding on EFI.
             "ipxe",
             "dnsmasq-base",

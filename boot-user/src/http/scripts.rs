@@ -644,10 +644,23 @@ mod tests {
                 file: BootFile::Initrd(2)
             })
         );
-        for bad in ["", "initrd/", "initrd/x", "sparc/kernel", "uefi-arm64/", "uefi-arm64/x", "kernel/"] {
+        for bad in [
+            "",
+            "initrd/",
+            "initrd/x",
+            "sparc/kernel",
+            "uefi-arm64/",
+            "uefi-arm64/x",
+            "kernel/",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
-        for path in ["/boot/kernel", "/boot/initrd/0", "/boot/uefi-arm64/kernel", "/boot/bios/initrd/7"] {
+        for path in [
+            "/boot/kernel",
+            "/boot/initrd/0",
+            "/boot/uefi-arm64/kernel",
+            "/boot/bios/initrd/7",
+        ] {
             let parsed = parse(path.strip_prefix("/boot/").unwrap()).unwrap();
             assert_eq!(parsed.to_string(), path);
         }

@@ -18,6 +18,7 @@
 //! .cache/arm64/                only once an arm64 node boots ([`Arm64Assets`]):
 //!   apt/, debs/                a second private apt configuration, for Debian 13's arm64 packages
 //!   busybox/, kernel/          busybox-static:arm64 and linux-image-cloud-arm64 unpacked
+//!   shim/, grub/               shim-signed:arm64 and grub-efi-arm64-signed unpacked (Secure Boot)
 //!   http/                      vmlinuz and shared-initrd.img for arm64 (the same /init), which the
 //!                              lab serves through `[boot.arch.uefi-arm64]`
 //! ```
@@ -56,6 +57,14 @@ const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 const ARM64_KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64";
 /// The arm64 busybox, the one program of the arm64 initrd (the host's is x86-64).
 const ARM64_BUSYBOX_PACKAGE: &str = "busybox-static";
+/// The Secure Boot chain for arm64: Debian's shim signed by Microsoft, and GRUB signed by
+/// Debian (the kernel of [`ARM64_KERNEL_METAPACKAGE`] is signed by Debian too).
+const ARM64_SHIM_PACKAGE: &str = "shim-signed";
+const ARM64_GRUB_PACKAGE: &str = "grub-efi-arm64-signed";
+/// Where they are in their packages. `grubnetaa64` is the network image (tftp, http, net
+/// modules built in; prefix `/grub` on the server it came from).
+const ARM64_SHIM: &str = "usr/lib/shim/shimaa64.efi.signed";
+const ARM64_GRUB: &str = "usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed";
 /// busybox-static's binary, the one program in the initrd.
 const BUSYBOX: &str = "/bin/busybox";
 /// The file of the shared initrd in the HTTP root (`[boot] initrds`).
@@ -240,6 +249,10 @@ pub struct Arm64Assets {
     pub kernel_version: String,
     /// `.cache/arm64/http/shared-initrd.img`: gzip, its length not a multiple of 4.
     pub initrd: PathBuf,
+    /// Debian 13's `shimaa64.efi.signed` (Microsoft's signature) and `grubnetaa64.efi.signed`
+    /// (Debian's), unpacked under `.cache/arm64/shim` and `.cache/arm64/grub`.
+    pub shim: PathBuf,
+    pub grub: PathBuf,
     /// Package versions, for the log.
     pub versions: Vec<(String, String)>,
 }
@@ -268,9 +281,23 @@ impl Arm64Assets {
             .find(|p| p.is_file())
             .with_context(|| format!("{} has no busybox binary", busybox_deb.display()))?;
         let (kernel, kernel_version) = kernel_image(&dir.join("kernel"), &kernel_deb, progress)?;
+        let shim_deb = apt.package(ARM64_SHIM_PACKAGE, progress)?;
+        let grub_deb = apt.package(ARM64_GRUB_PACKAGE, progress)?;
+        let shim = unpacked(&dir.join("shim"), &shim_deb, progress)?.join(ARM64_SHIM);
+        let grub = unpacked(&dir.join("grub"), &grub_deb, progress)?.join(ARM64_GRUB);
+        for (file, deb) in [(&shim, &shim_deb), (&grub, &grub_deb)] {
+            ensure!(
+                file.is_file(),
+                "{} has no {}",
+                deb.display(),
+                file.display()
+            );
+        }
         let versions = [
             ("busybox-static:arm64", &busybox_deb),
             ("kernel:arm64", &kernel_deb),
+            ("shim-signed:arm64", &shim_deb),
+            ("grub-efi-arm64-signed", &grub_deb),
         ]
         .into_iter()
         .map(|(name, deb)| (name.to_owned(), deb_version(deb)))
@@ -298,6 +325,8 @@ impl Arm64Assets {
             kernel: http.join(KERNEL),
             kernel_version,
             initrd: http.join(SHARED_INITRD),
+            shim,
+            grub,
             versions,
         })
     }

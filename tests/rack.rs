@@ -154,6 +154,11 @@ pub struct RackSetup {
     /// stub joins back to back, so only the server's 4-byte padding of the gzip initrd lets the
     /// overlay behind it be found (DESIGN.md, "EFI initrds").
     pub ipxe_2019_efi: bool,
+    /// More files for the TFTP root, as (name there, file to copy): e.g. Debian's signed shim
+    /// and GRUB. The lab then has a TFTP root of its own ([`Rack::tftp_root`]).
+    pub tftp_files: Vec<(String, PathBuf)>,
+    /// A `[[policy]]` table of the test's own (TOML), replacing the embedded default's.
+    pub policy: Option<String>,
 }
 
 impl RackSetup {
@@ -170,6 +175,8 @@ impl RackSetup {
             http_pacing_mbit: 0,
             firmware_trusts_ca: true,
             ipxe_2019_efi: false,
+            tftp_files: Vec::new(),
+            policy: None,
         }
     }
 }
@@ -188,6 +195,9 @@ pub struct Rack {
     pub setup: RackSetup,
     pub assets: Assets,
     pub config: PathBuf,
+    /// The TFTP root xdpboot serves: the cache's, or the lab's own copy (files may be added
+    /// while it runs when it is the lab's own).
+    pub tftp_root: PathBuf,
     daemon_starts: u32,
 }
 
@@ -197,7 +207,10 @@ impl Rack {
     pub fn start(assets: &Assets, setup: RackSetup) -> Result<Rack> {
         let dir = TempDir::new("lab")?;
         // The cache's TFTP root, unless this lab serves other loaders.
-        let tftp = if setup.tftp_loaders == crate::assets::LOADERS && !setup.ipxe_2019_efi {
+        let tftp = if setup.tftp_loaders == crate::assets::LOADERS
+            && !setup.ipxe_2019_efi
+            && setup.tftp_files.is_empty()
+        {
             assets.tftp_root.clone()
         } else {
             let tftp = dir.join("tftp");
@@ -209,6 +222,10 @@ impl Rack {
                 std::fs::copy(IPXE_2019_EFI, tftp.join("ipxe-amd64.efi")).with_context(|| {
                     format!("copying {IPXE_2019_EFI} (install Debian 12's ipxe)")
                 })?;
+            }
+            for (name, source) in &setup.tftp_files {
+                std::fs::copy(source, tftp.join(name))
+                    .with_context(|| format!("copying {} to the TFTP root", source.display()))?;
             }
             tftp
         };
@@ -256,6 +273,7 @@ impl Rack {
             setup,
             assets: assets.clone(),
             config,
+            tftp_root: tftp,
             daemon_starts: 0,
         };
         lab.start_daemon()?;
@@ -562,7 +580,9 @@ pub fn lab_config(
             node.mac, node.hostname, node.rack_label
         );
     }
-    if setup.https {
+    if let Some(policy) = &setup.policy {
+        text.push_str(policy);
+    } else if setup.https {
         // The default table with https for iPXE's EFI builds: Debian 13's read the lab's CA
         // from the TlsCaCertificate variable OVMF fills from fw_cfg. BIOS iPXE has no TLS, and
         // UEFI HTTP boot keeps plain HTTP for the loader: Debian 12's OVMF offers no elliptic

@@ -38,6 +38,11 @@ pub const AAVMF_DIR: &str = "/usr/share/AAVMF";
 pub const AAVMF_CODE: &str = "AAVMF_CODE.fd";
 /// Its empty variable store (no Secure Boot keys), copied per VM.
 pub const AAVMF_VARS: &str = "AAVMF_VARS.fd";
+/// The variable store with Microsoft's keys enrolled and Secure Boot on (the same code file
+/// enforces it: Debian's `AAVMF_CODE.ms.fd` is a link to `AAVMF_CODE.fd`).
+pub const AAVMF_VARS_MS: &str = "AAVMF_VARS.ms.fd";
+/// What the lab's GRUB config prints before it loads the kernel (the stage of GRUB).
+pub const GRUB_CONFIG_READ: &str = "xdpboot-grub: loading";
 
 /// What xdpboot's default script (ipxe/boot.ipxe) prints when its last attempt failed.
 pub const SCRIPT_GAVE_UP: &str = "xdpboot: giving up after";
@@ -53,6 +58,9 @@ pub enum Firmware {
     UefiHttp,
     /// An arm64 machine: AAVMF's own PXE client (arch 11) → TFTP ipxe-arm64.efi → iPXE.
     Arm64UefiPxe,
+    /// An arm64 machine with Secure Boot enforced (Microsoft's keys): AAVMF's PXE → TFTP
+    /// Debian's shimaa64.efi → grubaa64.efi (Debian-signed GRUB) → the Debian-signed kernel.
+    Arm64UefiPxeSecureBoot,
 }
 
 /// The machine's CPU architecture.
@@ -87,13 +95,14 @@ impl Firmware {
             Firmware::UefiPxe => "uefi",
             Firmware::UefiHttp => "uefi-http",
             Firmware::Arm64UefiPxe => "arm64-uefi",
+            Firmware::Arm64UefiPxeSecureBoot => "arm64-uefi-secureboot",
         }
     }
 
     pub fn arch(self) -> Arch {
         match self {
             Firmware::Bios | Firmware::UefiPxe | Firmware::UefiHttp => Arch::X86_64,
-            Firmware::Arm64UefiPxe => Arch::Arm64,
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => Arch::Arm64,
         }
     }
 
@@ -108,6 +117,7 @@ impl Firmware {
             Firmware::Bios | Firmware::UefiHttp => None,
             Firmware::UefiPxe => Some("ipxe-amd64.efi"),
             Firmware::Arm64UefiPxe => Some("ipxe-arm64.efi"),
+            Firmware::Arm64UefiPxeSecureBoot => Some("shimaa64.efi"),
         }
     }
 
@@ -118,6 +128,9 @@ impl Firmware {
             Firmware::UefiPxe => "PXE, TFTP ipxe-amd64.efi",
             Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
             Firmware::Arm64UefiPxe => "AAVMF PXE, TFTP ipxe-arm64.efi",
+            Firmware::Arm64UefiPxeSecureBoot => {
+                "AAVMF PXE with Secure Boot, TFTP shimaa64.efi, then grubaa64.efi"
+            }
         }
     }
 
@@ -163,6 +176,17 @@ impl Firmware {
             IPXE_TAIL[3],
             IPXE_TAIL[4],
         ];
+        // No iPXE: shim and GRUB, and the kernel says Secure Boot held.
+        const AAVMF_SECURE_BOOT: [Stage; 8] = [
+            AAVMF_PXE[0],
+            AAVMF_PXE[1],
+            Stage::new("TFTP shim", &["NBP file downloaded successfully"]),
+            Stage::new("GRUB config read", &[GRUB_CONFIG_READ]),
+            IPXE_TAIL[2],
+            Stage::new("Secure Boot enforced", &["secureboot: Secure boot enabled"]),
+            IPXE_TAIL[3],
+            IPXE_TAIL[4],
+        ];
         const UEFI_HTTP: [Stage; 8] = [
             Stage::new("OVMF HTTP boot started", &["Start HTTP Boot over IPv4"]),
             Stage::new("HTTP boot DHCP done", &["Station IP address is"]),
@@ -177,6 +201,7 @@ impl Firmware {
             Firmware::Bios => &BIOS,
             Firmware::UefiPxe => &UEFI_PXE,
             Firmware::Arm64UefiPxe => &AAVMF_PXE,
+            Firmware::Arm64UefiPxeSecureBoot => &AAVMF_SECURE_BOOT,
             Firmware::UefiHttp => &UEFI_HTTP,
         }
     }
@@ -379,10 +404,15 @@ impl Vm {
                     ]);
                 }
             }
-            Firmware::Arm64UefiPxe => {
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => {
                 let vars = dir.join(format!("{}.vars.fd", spec.name));
+                let vars_file = if spec.firmware == Firmware::Arm64UefiPxeSecureBoot {
+                    AAVMF_VARS_MS
+                } else {
+                    AAVMF_VARS
+                };
                 let (code, vars_template) =
-                    (spec.aavmf.join(AAVMF_CODE), spec.aavmf.join(AAVMF_VARS));
+                    (spec.aavmf.join(AAVMF_CODE), spec.aavmf.join(vars_file));
                 std::fs::copy(&vars_template, &vars).with_context(|| {
                     format!(
                         "copying {} (install qemu-efi-aarch64: cargo xtask setup)",

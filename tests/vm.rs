@@ -77,15 +77,6 @@ impl Arch {
             Arch::Arm64 => "qemu-system-aarch64",
         }
     }
-
-    /// The kernel's name for the serial console QEMU logs: the 8250 of a PC, the PL011 of
-    /// `virt`.
-    pub fn console(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "ttyS0",
-            Arch::Arm64 => "ttyAMA0",
-        }
-    }
 }
 
 impl Firmware {

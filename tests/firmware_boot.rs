@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use boot_tests::assets::Assets;
-use boot_tests::rack::{Backend, Node, Rack, RackSetup, SERVER, Start};
-use boot_tests::vm::{Firmware, Marker};
+use boot_tests::assets::{Arm64Assets, Assets};
+use boot_tests::rack::{Backend, CMDLINE_ARM64, Node, Rack, RackSetup, SERVER, Start};
+use boot_tests::vm::{Firmware, GRUB_CONFIG_READ, Marker, SCRIPT_GAVE_UP};
 
 /// Longest a boot to the marker may take under TCG, two machines sharing two cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
@@ -46,19 +46,36 @@ fn boots_with_its_overlay(firmware: Firmware, backend: Backend) {
             vm.reached
         );
     }
-    // The first stage took the path this firmware should take: TFTP only for OVMF's PXE.
+    // The first stage took the path this firmware should take: TFTP only for EDK2's PXE.
     let log = rack.daemon_log();
-    let tftp_loader = log.lines().any(|l| {
-        l.contains("tftp transfer")
-            && l.contains("ipxe-amd64.efi")
-            && l.contains("outcome=\"complete\"")
-    });
     let tftp_any = log.lines().any(|l| l.contains("tftp transfer"));
-    match firmware {
-        Firmware::UefiPxe => assert!(tftp_loader, "ipxe-amd64.efi went over TFTP:\n{log}"),
-        Firmware::Bios | Firmware::UefiHttp => {
-            assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name())
+    match firmware.tftp_loader() {
+        Some(loader) => assert!(
+            log.lines().any(|l| l.contains("tftp transfer")
+                && l.contains(loader)
+                && l.contains("outcome=\"complete\"")),
+            "{loader} went over TFTP:\n{log}"
+        ),
+        None => assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name()),
+    }
+    if firmware == Firmware::Arm64UefiPxe {
+        let log = access_log(&rack);
+        for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
+            assert!(
+                log.iter().any(|a| a.path == path && a.status == 200),
+                "iPXE fetched {path}, the arm64 section's: {log:#?}"
+            );
         }
+        assert!(
+            !log.iter().any(|a| a.path == "/boot/kernel"),
+            "the x86 kernel of [boot] was not fetched: {log:#?}"
+        );
+        let kernel = vm
+            .lines
+            .iter()
+            .find(|l| l.contains("Linux version"))
+            .expect("the kernel stage was seen");
+        assert!(kernel.contains("arm64"), "an arm64 kernel: {kernel}");
     }
     if firmware == Firmware::UefiHttp {
         assert!(
@@ -93,6 +110,150 @@ fn assert_node_marker(marker: &Marker, node: &Node, rack: &Rack) {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An arm64 machine (AAVMF on QEMU's `virt`, TCG) in a rack whose `[boot]` is the x86-64
+/// kernel: AAVMF's PXE (arch 11) gets ipxe-arm64.efi over TFTP, iPXE gets the script, and the
+/// script names the kernel and initrd of `[boot.arch.uefi-arm64]` (an x86 kernel could not
+/// start), which end at the marker from the node's own overlay.
+#[test]
+fn aavmf_pxe_chains_ipxe_arm64_and_boots_the_arm64_kernel_of_its_arch_with_its_overlay_over_xdp() {
+    let started = Instant::now();
+    boots_with_its_overlay(Firmware::Arm64UefiPxe, Backend::Xdp);
+    eprintln!(
+        "arm64 lab and boot: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Secure Boot on arm64: AAVMF with Microsoft's keys enrolled and Secure Boot on loads Debian's
+/// Microsoft-signed shim over PXE, shim the Debian-signed GRUB from the TFTP root, and GRUB
+/// (verified through shim) the Debian-signed arm64 kernel with the shared initrd and the node's
+/// overlay over HTTP. GRUB's config is written here, with the signed overlay URL of the node's
+/// own script (xdpboot renders no GRUB configs yet). A second machine with the same firmware
+/// and keys is handed unsigned iPXE and must be refused: the enforcement is real.
+#[test]
+fn aavmf_with_secure_boot_runs_debians_signed_shim_grub_and_arm64_kernel_and_refuses_ipxe() {
+    let started = Instant::now();
+    let arm64 = Arm64Assets::get().expect("the arm64 firmware test assets");
+    let node = Node::numbered(1, Firmware::Arm64UefiPxeSecureBoot);
+    let unsigned = Node::numbered(2, Firmware::Arm64UefiPxeSecureBoot);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone(), unsigned.clone()]);
+    // shim asks for GRUB by its default name at the TFTP root, not beside itself (DESIGN.md).
+    setup.tftp_files = vec![
+        ("shimaa64.efi".to_owned(), arm64.shim.clone()),
+        ("grubaa64.efi".to_owned(), arm64.grub.clone()),
+    ];
+    setup.policy = Some(format!(
+        "[[policy]]\nname = \"unsigned\"\nmac = [\"{}\"]\ntftp = \"ipxe-arm64.efi\"\n\n\
+         [[policy]]\nname = \"shim\"\narch = [\"uefi-arm64\"]\ntftp = \"shimaa64.efi\"\n",
+        unsigned.mac
+    ));
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    // GRUB's network image has prefix /grub: it reads grub.cfg from there on the TFTP server.
+    let grub_dir = rack.tftp_root.join("grub");
+    std::fs::create_dir_all(&grub_dir).expect("creating grub/");
+    std::fs::write(grub_dir.join("grub.cfg"), grub_config(&rack, &node)).expect("grub.cfg");
+    rack.boot_all().expect("the VMs start");
+
+    let marker = wait_for_marker(&mut rack, 0);
+    assert_node_marker(&marker, &node, &rack);
+    let vm = &rack.vms[0];
+    eprintln!("arm64 Secure Boot chain: stages {:?}", vm.reached);
+    for stage in Firmware::Arm64UefiPxeSecureBoot.stages() {
+        assert!(
+            vm.reached(stage.name).is_some(),
+            "stage {:?} seen on the console: {:?}",
+            stage.name,
+            vm.reached
+        );
+    }
+    assert!(
+        vm.lines
+            .iter()
+            .any(|l| l.contains("EFI stub: UEFI Secure Boot is enabled.")),
+        "the kernel's EFI stub saw Secure Boot on: {}",
+        vm.console_tail(80)
+    );
+    let log = rack.daemon_log();
+    for file in ["shimaa64.efi", "grubaa64.efi"] {
+        assert!(
+            log.lines().any(|l| l.contains("tftp transfer")
+                && l.contains(&format!("file=\"{file}\""))
+                && l.contains("outcome=\"complete\"")),
+            "{file} went over TFTP:\n{log}"
+        );
+    }
+    let access = access_log(&rack);
+    for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
+        assert!(
+            access.iter().any(|a| a.path == path && a.status == 200),
+            "GRUB fetched {path} over HTTP: {access:#?}"
+        );
+    }
+
+    // The same firmware and keys refuse Debian's unsigned iPXE.
+    let refused = rack.vms[1]
+        .wait_for_line("the firmware refusing unsigned iPXE", BOOT_TIMEOUT, |l| {
+            l.contains("Access Denied")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    eprintln!("AAVMF: {refused}");
+    assert!(
+        !rack.vms[1].lines.iter().any(|l| l.contains("iPXE")),
+        "iPXE never ran on the Secure Boot machine"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("tftp transfer")
+            && l.contains("ipxe-arm64.efi")
+            && l.contains("outcome=\"complete\"")),
+        "the firmware had all of ipxe-arm64.efi before refusing it:\n{log}"
+    );
+    eprintln!(
+        "arm64 Secure Boot lab and boots: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// GRUB's config for `node`: the kernel and shared initrd of `[boot.arch.uefi-arm64]` and the
+/// node's overlay, at the URLs xdpboot's script for the node names (fetched on the server, as
+/// only the node itself could elsewhere), over GRUB's `http` module.
+fn grub_config(rack: &Rack, node: &Node) -> String {
+    let url = format!("http://{SERVER}/boot.ipxe?mac={}&arch=uefi-arm64", node.mac);
+    // xdpboot says it serves once DHCP is up; its HTTP listener may follow a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, script) = loop {
+        match rack.fetch_on_server(&url) {
+            Ok(fetched) => break fetched,
+            Err(e) if Instant::now() >= deadline => panic!("fetching the node's script: {e:#}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(status, 200);
+    let script = String::from_utf8_lossy(&script).into_owned();
+    let url = |needle: &str| -> String {
+        let url = script
+            .split_whitespace()
+            .find(|w| w.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} URL in the script:\n{script}"));
+        // GRUB names the server as a device: (http,198.18.0.1)/path.
+        let path = url
+            .strip_prefix(&format!("http://{SERVER}:80"))
+            .unwrap_or_else(|| panic!("{url} is not on {SERVER}:80"));
+        format!("\"(http,{SERVER}){path}\"")
+    };
+    format!(
+        "echo \"{GRUB_CONFIG_READ} the kernel, the shared initrd and {host}'s overlay over http\"\n\
+         linux {kernel} {CMDLINE_ARM64}\n\
+         initrd {initrd} {overlay}\n\
+         boot\n\
+         echo \"{gave_up} GRUB could not boot\"\n",
+        host = node.hostname,
+        kernel = url("/boot/uefi-arm64/kernel"),
+        initrd = url("/boot/uefi-arm64/initrd/0"),
+        overlay = url("/overlay.cpio?"),
+        gave_up = SCRIPT_GAVE_UP,
+    )
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //! switched off through fw_cfg for HTTP boot; the HTTPS CA through
 //! `etc/edk2/https/cacerts`. The host's KVM here is a PVM one that OVMF and the iPXE ROM
 //! cannot run on, so [`accelerator`] picks TCG unless a usable KVM is found.
+//!
+//! arm64 machines (DESIGN.md, "arm64 firmware under TCG works") are `qemu-system-aarch64 -M
+//! virt` under TCG (an x86 host's KVM cannot run them) with AAVMF, Debian 12's
+//! `qemu-efi-aarch64`: the code read-only and a per-VM copy of the VARS file, the virtio NIC
+//! with `romfile=` so EDK2's own PXE client runs, and the console on the PL011 (`ttyAMA0`).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,18 @@ pub const OVMF_CODE: &str = "OVMF_CODE_4M.fd";
 /// copied per VM.
 pub const OVMF_VARS: &str = "OVMF_VARS_4M.fd";
 
+/// Debian 12's AAVMF (package `qemu-efi-aarch64`): EDK2 for QEMU's arm64 `virt` machine.
+pub const AAVMF_DIR: &str = "/usr/share/AAVMF";
+/// Its code, read-only (64 MiB, the size of `virt`'s flash).
+pub const AAVMF_CODE: &str = "AAVMF_CODE.fd";
+/// Its empty variable store (no Secure Boot keys), copied per VM.
+pub const AAVMF_VARS: &str = "AAVMF_VARS.fd";
+/// The variable store with Microsoft's keys enrolled and Secure Boot on (the same code file
+/// enforces it: Debian's `AAVMF_CODE.ms.fd` is a link to `AAVMF_CODE.fd`).
+pub const AAVMF_VARS_MS: &str = "AAVMF_VARS.ms.fd";
+/// What the lab's GRUB config prints before it loads the kernel (the stage of GRUB).
+pub const GRUB_CONFIG_READ: &str = "xdpboot-grub: loading";
+
 /// What xdpboot's default script (ipxe/boot.ipxe) prints when its last attempt failed.
 pub const SCRIPT_GAVE_UP: &str = "xdpboot: giving up after";
 
@@ -39,6 +56,27 @@ pub enum Firmware {
     UefiPxe,
     /// OVMF UEFI HTTP boot (PXE disabled): the loader over HTTP(S), no TFTP at all.
     UefiHttp,
+    /// An arm64 machine: AAVMF's own PXE client (arch 11) → TFTP ipxe-arm64.efi → iPXE.
+    Arm64UefiPxe,
+    /// An arm64 machine with Secure Boot enforced (Microsoft's keys): AAVMF's PXE → TFTP
+    /// Debian's shimaa64.efi → grubaa64.efi (Debian-signed GRUB) → the Debian-signed kernel.
+    Arm64UefiPxeSecureBoot,
+}
+
+/// The machine's CPU architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
 }
 
 impl Firmware {
@@ -47,6 +85,30 @@ impl Firmware {
             Firmware::Bios => "bios",
             Firmware::UefiPxe => "uefi",
             Firmware::UefiHttp => "uefi-http",
+            Firmware::Arm64UefiPxe => "arm64-uefi",
+            Firmware::Arm64UefiPxeSecureBoot => "arm64-uefi-secureboot",
+        }
+    }
+
+    pub fn arch(self) -> Arch {
+        match self {
+            Firmware::Bios | Firmware::UefiPxe | Firmware::UefiHttp => Arch::X86_64,
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => Arch::Arm64,
+        }
+    }
+
+    /// OVMF (x86-64 UEFI): the firmware the lab gives its HTTPS CA through fw_cfg.
+    pub fn is_ovmf(self) -> bool {
+        matches!(self, Firmware::UefiPxe | Firmware::UefiHttp)
+    }
+
+    /// The loader this firmware fetches over TFTP, if any.
+    pub fn tftp_loader(self) -> Option<&'static str> {
+        match self {
+            Firmware::Bios | Firmware::UefiHttp => None,
+            Firmware::UefiPxe => Some("ipxe-amd64.efi"),
+            Firmware::Arm64UefiPxe => Some("ipxe-arm64.efi"),
+            Firmware::Arm64UefiPxeSecureBoot => Some("shimaa64.efi"),
         }
     }
 
@@ -56,6 +118,10 @@ impl Firmware {
             Firmware::Bios => "NIC ROM iPXE (no first-stage download)",
             Firmware::UefiPxe => "PXE, TFTP ipxe-amd64.efi",
             Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
+            Firmware::Arm64UefiPxe => "AAVMF PXE, TFTP ipxe-arm64.efi",
+            Firmware::Arm64UefiPxeSecureBoot => {
+                "AAVMF PXE with Secure Boot, TFTP shimaa64.efi, then grubaa64.efi"
+            }
         }
     }
 
@@ -90,6 +156,28 @@ impl Firmware {
             IPXE_TAIL[3],
             IPXE_TAIL[4],
         ];
+        // AAVMF is the same EDK2 network stack as OVMF and prints the same lines.
+        const AAVMF_PXE: [Stage; 8] = [
+            Stage::new("AAVMF PXE started", &["Start PXE over IPv4"]),
+            UEFI_PXE[1],
+            UEFI_PXE[2],
+            IPXE_TAIL[0],
+            IPXE_TAIL[1],
+            IPXE_TAIL[2],
+            IPXE_TAIL[3],
+            IPXE_TAIL[4],
+        ];
+        // No iPXE: shim and GRUB, and the kernel says Secure Boot held.
+        const AAVMF_SECURE_BOOT: [Stage; 8] = [
+            AAVMF_PXE[0],
+            AAVMF_PXE[1],
+            Stage::new("TFTP shim", &["NBP file downloaded successfully"]),
+            Stage::new("GRUB config read", &[GRUB_CONFIG_READ]),
+            IPXE_TAIL[2],
+            Stage::new("Secure Boot enforced", &["secureboot: Secure boot enabled"]),
+            IPXE_TAIL[3],
+            IPXE_TAIL[4],
+        ];
         const UEFI_HTTP: [Stage; 8] = [
             Stage::new("OVMF HTTP boot started", &["Start HTTP Boot over IPv4"]),
             Stage::new("HTTP boot DHCP done", &["Station IP address is"]),
@@ -103,6 +191,8 @@ impl Firmware {
         match self {
             Firmware::Bios => &BIOS,
             Firmware::UefiPxe => &UEFI_PXE,
+            Firmware::Arm64UefiPxe => &AAVMF_PXE,
+            Firmware::Arm64UefiPxeSecureBoot => &AAVMF_SECURE_BOOT,
             Firmware::UefiHttp => &UEFI_HTTP,
         }
     }
@@ -142,6 +232,9 @@ pub struct VmSpec {
     /// (Debian 13's OVMF, in `.cache/debian13/ovmf`, has no virtio-net driver of its own: with
     /// `romfile=` it finds no NIC, and with QEMU's NIC ROM it is iPXE that boots.)
     pub ovmf: PathBuf,
+    /// Directory with AAVMF_CODE.fd and AAVMF_VARS.fd (arm64): Debian 12's, or
+    /// `$XDPBOOT_AAVMF_DIR`.
+    pub aavmf: PathBuf,
 }
 
 impl VmSpec {
@@ -160,6 +253,8 @@ impl VmSpec {
             console_socket: None,
             ovmf: std::env::var_os("XDPBOOT_OVMF_DIR")
                 .map_or_else(|| PathBuf::from(OVMF_DIR), PathBuf::from),
+            aavmf: std::env::var_os("XDPBOOT_AAVMF_DIR")
+                .map_or_else(|| PathBuf::from(AAVMF_DIR), PathBuf::from),
         }
     }
 }
@@ -213,13 +308,18 @@ impl Vm {
         let serial = dir.join(format!("{}.serial.log", spec.name));
         let _ = std::fs::remove_file(&serial);
         let mac = spec.mac;
+        let arch = spec.firmware.arch();
         let mut args: Vec<String> = vec![
             "-nodefaults".into(),
             "-display".into(),
             "none".into(),
             "-no-reboot".into(),
             "-accel".into(),
-            accelerator().into(),
+            match arch {
+                Arch::X86_64 => accelerator().into(),
+                // KVM runs guests of the host's architecture only.
+                Arch::Arm64 => "tcg".into(),
+            },
             "-smp".into(),
             "1".into(),
             "-m".into(),
@@ -295,11 +395,47 @@ impl Vm {
                     ]);
                 }
             }
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => {
+                let vars = dir.join(format!("{}.vars.fd", spec.name));
+                let vars_file = if spec.firmware == Firmware::Arm64UefiPxeSecureBoot {
+                    AAVMF_VARS_MS
+                } else {
+                    AAVMF_VARS
+                };
+                let (code, vars_template) =
+                    (spec.aavmf.join(AAVMF_CODE), spec.aavmf.join(vars_file));
+                std::fs::copy(&vars_template, &vars).with_context(|| {
+                    format!(
+                        "copying {} (install qemu-efi-aarch64: cargo xtask setup)",
+                        vars_template.display()
+                    )
+                })?;
+                args.extend([
+                    "-M".into(),
+                    "virt".into(),
+                    // pauth-impdef: QEMU's cheap pointer-authentication algorithm instead of
+                    // QARMA, which costs TCG much of its speed (QEMU docs, "Arm CPU features").
+                    "-cpu".into(),
+                    "max,pauth-impdef=on".into(),
+                    "-drive".into(),
+                    format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        code.display()
+                    ),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                    // romfile= : no option ROM, so EDK2's own network stack boots.
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                    "-fw_cfg".into(),
+                    "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
+                ]);
+            }
         }
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let child = rack.spawn(
             &format!("qemu {}", spec.name),
-            Path::new("qemu-system-x86_64"),
+            Path::new(arch.qemu()),
             &args,
             &[],
             dir.join(format!("{}.qemu.log", spec.name)),

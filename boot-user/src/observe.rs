@@ -19,6 +19,7 @@ use crate::dhcp::stats::{Stats as DhcpStats, malformed_name};
 use crate::dhcp::{Ignored, Outcome};
 pub use crate::events::{EventSink, HttpRequest, TftpTransfer};
 use crate::http::Route;
+use crate::http::scripts::{BootFile, BootFilePath};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -383,9 +384,11 @@ pub fn classify_http<'a>(
             ("script", mac.map(Fetched::Script))
         }
         Route::NodeOverlay { mac } => ("overlay", decoded_mac(mac).map(Fetched::Overlay)),
-        Route::BootFile("kernel") => ("kernel", Some(Fetched::Kernel)),
-        Route::BootFile(rest) if rest.starts_with("initrd/") => ("initrd", Some(Fetched::Initrd)),
-        Route::BootFile(rest) => ("file", Some(Fetched::Other(rest))),
+        Route::BootFile(rest) => match BootFilePath::parse(rest).map(|p| p.file) {
+            Some(BootFile::Kernel) => ("kernel", Some(Fetched::Kernel)),
+            Some(BootFile::Initrd(_)) => ("initrd", Some(Fetched::Initrd)),
+            None => ("file", Some(Fetched::Other(rest))),
+        },
         Route::File(path) if is_loader(path) => ("loader", Some(Fetched::Loader(path))),
         Route::File(path) => ("file", Some(Fetched::Other(path))),
     }
@@ -433,6 +436,14 @@ mod tests {
         );
         assert_eq!(
             classify_http("/boot/initrd/1", None),
+            ("initrd", Some(Fetched::Initrd))
+        );
+        assert_eq!(
+            classify_http("/boot/uefi-arm64/kernel", None),
+            ("kernel", Some(Fetched::Kernel))
+        );
+        assert_eq!(
+            classify_http("/boot/uefi-arm64/initrd/0", None),
             ("initrd", Some(Fetched::Initrd))
         );
         assert_eq!(

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use boot_tests::assets::Assets;
+use boot_tests::assets::{Arm64Assets, Assets};
 use boot_tests::rack::{Backend, Node, PROBE, RANGE, Rack, RackSetup, SERVER};
 use boot_tests::vm::{self, Firmware, Marker};
 use nix::sys::signal::{SigSet, Signal};
@@ -59,6 +59,16 @@ impl FirmwareArg {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ArchArg {
+    /// PCs: q35 or pc machines, OVMF or SeaBIOS.
+    #[value(name = "x86-64")]
+    X86_64,
+    /// arm64 `virt` machines under TCG with AAVMF, whose PXE fetches ipxe-arm64.efi; iPXE then
+    /// boots Debian's arm64 kernel from the lab's `[boot.arch.uefi-arm64]`.
+    Arm64,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendArg {
     /// XDP program and AF_XDP sockets; beside a wildcard-bound dnsmasq on the same veth.
@@ -75,6 +85,9 @@ pub struct Args {
     /// Lab: how the machines boot.
     #[arg(long, value_enum, default_value = "uefi")]
     firmware: FirmwareArg,
+    /// Lab: the machines' CPU. arm64 boots through AAVMF's PXE (`--firmware uefi`) only.
+    #[arg(long, value_enum, default_value = "x86-64")]
+    arch: ArchArg,
     /// Lab: how requests reach xdpboot.
     #[arg(long, value_enum, default_value = "xdp")]
     backend: BackendArg,
@@ -187,7 +200,27 @@ fn lab(args: &Args) -> anyhow::Result<()> {
         assets.shared_initrd_len
     ));
 
-    let firmware = args.firmware.firmware();
+    let firmware = match (args.arch, args.firmware) {
+        (ArchArg::X86_64, firmware) => firmware.firmware(),
+        (ArchArg::Arm64, FirmwareArg::Uefi) => {
+            let arm64 = Arm64Assets::prepare(&mut |line| step(&format!("arm64: {line}")))?;
+            let versions: Vec<String> = arm64
+                .versions
+                .iter()
+                .map(|(name, version)| format!("{name} {version}"))
+                .collect();
+            step(&format!(
+                "arm64 boot files: Debian 13 {} (kernel {}), served through [boot.arch.uefi-arm64];                  firmware: AAVMF from {}",
+                versions.join(", "),
+                arm64.kernel_version,
+                vm::AAVMF_DIR
+            ));
+            Firmware::Arm64UefiPxe
+        }
+        (ArchArg::Arm64, _) => {
+            bail!("--arch arm64 boots through AAVMF's own PXE client only: use --firmware uefi")
+        }
+    };
     let backend = match args.backend {
         BackendArg::Xdp => Backend::Xdp,
         BackendArg::Udp => Backend::Udp,
@@ -199,6 +232,9 @@ fn lab(args: &Args) -> anyhow::Result<()> {
     setup.https = args.https;
     if args.https && firmware == Firmware::Bios {
         step("--https: BIOS iPXE has no TLS, so BIOS nodes keep plain HTTP (try --firmware uefi)");
+    }
+    if args.https && firmware == Firmware::Arm64UefiPxe {
+        step("--https: the lab gives its CA to OVMF only, so arm64 nodes keep plain HTTP");
     }
     setup.keep = args.keep;
 
@@ -229,11 +265,16 @@ fn lab(args: &Args) -> anyhow::Result<()> {
         rack.config.display(),
         assets.cache.join("lab").display()
     ));
-    step(&format!(
-        "QEMU accelerator: {} ({})",
-        vm::accelerator(),
-        vm::accelerator_reason()
-    ));
+    match firmware.arch() {
+        vm::Arch::X86_64 => step(&format!(
+            "QEMU accelerator: {} ({})",
+            vm::accelerator(),
+            vm::accelerator_reason()
+        )),
+        vm::Arch::Arm64 => step(
+            "QEMU accelerator: tcg (an arm64 guest on this host is always emulated; expect ~25 s to the marker)",
+        ),
+    }
     step("router advertisements with lifetime 0 on the rack, so iPXE skips its ~13 s IPv6 wait");
 
     for node in &nodes {
@@ -347,6 +388,7 @@ fn summary(rack: &Rack, args: &Args, outcome: &anyhow::Result<()>, logs: &std::p
     for vm in &rack.vms {
         let second_stage = match (vm.spec.firmware, https) {
             (Firmware::Bios, _) => "HTTP (BIOS iPXE has no TLS)",
+            (Firmware::Arm64UefiPxe, true) => "HTTP (the lab's CA goes to OVMF only)",
             (_, true) => "HTTPS",
             (_, false) => "HTTP",
         };
@@ -504,6 +546,8 @@ fn worth_showing(line: &str) -> bool {
     const KERNEL_MILESTONES: &[&str] = &[
         "Linux version",
         "Command line:",
+        // arm64's spelling.
+        "Kernel command line:",
         "Unpacking initramfs",
         "Run /init",
         "Kernel panic",

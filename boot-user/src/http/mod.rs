@@ -301,6 +301,12 @@ impl Server {
             .header_read_timeout(config.header_timeout)
             .max_buf_size(MAX_HEAD_BYTES)
             .max_headers(MAX_HEADERS)
+            // GRUB's http module matches "Content-Length: " byte for byte
+            // (grub-core/net/http.c, parse_line): with hyper's lower-case names it never
+            // learns a file's size, and its Secure Boot verifier then refuses the kernel
+            // ("big file signature isn't implemented yet"). Names are case-insensitive
+            // (RFC 9110 §5.1) for every other client.
+            .title_case_headers(true)
             .writev(true);
         Server {
             shared: Arc::new(Shared {

@@ -25,7 +25,7 @@ use super::signed::UrlSigner;
 use super::{Body, Scheme};
 use crate::bootapi::ApiDecision;
 use crate::config::{Config, Node};
-use crate::dhcp::classify::{MacDisplay, UuidDisplay};
+use crate::dhcp::classify::{ClientArch, MacDisplay, UuidDisplay};
 use crate::dhcp::policy::{parse_mac, parse_uuid};
 use crate::reload::{Decisions, Swap};
 use crate::template::{Value, Vars};
@@ -145,7 +145,9 @@ impl BootContent {
             },
             None => None,
         };
-        if from_api.is_none() && boot.kernel.is_none() {
+        // The node's architecture may have its own kernel (`[boot.arch.<name>]`).
+        let files = boot.files(node.arch.as_deref());
+        if from_api.is_none() && files.kernel.is_none() {
             tracing::warn!(mac = %MacDisplay(&node.mac), "a node asked for its boot script, but [boot] kernel is not set");
             return nothing_to_boot(&node.mac, "no kernel is configured ([boot] kernel)");
         }
@@ -179,11 +181,11 @@ impl BootContent {
                 spec.cmdline.clone(),
             ),
             None => (
-                format!("{base}/boot/kernel"),
-                (0..boot.initrds.len())
-                    .map(|i| format!("{base}/boot/initrd/{i}"))
+                format!("{base}{}", BootFilePath::kernel(files.arch)),
+                (0..files.initrds.len())
+                    .map(|i| format!("{base}{}", BootFilePath::initrd(files.arch, i)))
                     .collect::<Vec<_>>(),
-                boot.cmdline.clone(),
+                files.cmdline.to_owned(),
             ),
         };
         let mut initrd_names: Vec<String> =
@@ -308,8 +310,9 @@ impl BootContent {
         response
     }
 
-    /// `/boot/kernel` and `/boot/initrd/<n>`: the files `[boot]` names, wherever they are.
-    /// Initrds are padded to a multiple of 4 bytes (see [`respond_open`]).
+    /// `/boot/kernel` and `/boot/initrd/<n>` (under `/boot/<arch>/` for a
+    /// `[boot.arch.<arch>]` section): the files the config names, wherever they are. Initrds
+    /// are padded to a multiple of 4 bytes (see [`respond_open`]).
     pub fn boot_file(
         &self,
         files: &StaticRoot,
@@ -319,16 +322,15 @@ impl BootContent {
         delivery: Delivery,
     ) -> Response<Body> {
         let config = self.config.load();
-        let boot = &config.boot;
-        let (path, align): (Option<&Path>, u64) = match rest {
-            "kernel" => (boot.kernel.as_deref(), 1),
-            _ => match rest
-                .strip_prefix("initrd/")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                Some(n) => (boot.initrds.get(n).map(|p| p.as_path()), 4),
-                None => (None, 1),
-            },
+        let Some(wanted) = BootFilePath::parse(rest) else {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let boot = config.boot.files(wanted.arch.map(ClientArch::name));
+        // `/boot/uefi-x64/kernel` without a uefi-x64 section is no file: each file has one URL.
+        let (path, align): (Option<&Path>, u64) = match wanted.file {
+            _ if boot.arch != wanted.arch => (None, 1),
+            BootFile::Kernel => (boot.kernel, 1),
+            BootFile::Initrd(n) => (boot.initrds.get(n).map(|p| p.as_path()), 4),
         };
         let Some(path) = path else {
             return text(StatusCode::NOT_FOUND, "not found\n");
@@ -383,6 +385,69 @@ impl BootContent {
             vars.insert(name.to_owned(), Value::Text(value));
         }
         vars
+    }
+}
+
+/// A file of `[boot]` as its URL names it, after `/boot/`: `kernel` or `initrd/<n>`, under
+/// `<arch>/` when it comes from that architecture's `[boot.arch.<arch>]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootFilePath {
+    pub arch: Option<ClientArch>,
+    pub file: BootFile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFile {
+    Kernel,
+    Initrd(usize),
+}
+
+impl BootFilePath {
+    /// `rest` is the path after `/boot/`, as sent.
+    pub fn parse(rest: &str) -> Option<BootFilePath> {
+        let (arch, file) = match rest.split_once('/') {
+            Some((head, tail)) => match ClientArch::from_name(head) {
+                Some(arch) => (Some(arch), tail),
+                None => (None, rest),
+            },
+            None => (None, rest),
+        };
+        let file = match file {
+            "kernel" => BootFile::Kernel,
+            _ => BootFile::Initrd(file.strip_prefix("initrd/")?.parse().ok()?),
+        };
+        Some(BootFilePath { arch, file })
+    }
+
+    /// The URL path of the kernel for `arch`'s section (`None`: `[boot]`'s).
+    fn kernel(arch: Option<ClientArch>) -> String {
+        BootFilePath {
+            arch,
+            file: BootFile::Kernel,
+        }
+        .to_string()
+    }
+
+    /// The URL path of initrd `n` for `arch`'s section (`None`: `[boot]`'s).
+    fn initrd(arch: Option<ClientArch>, n: usize) -> String {
+        BootFilePath {
+            arch,
+            file: BootFile::Initrd(n),
+        }
+        .to_string()
+    }
+}
+
+impl std::fmt::Display for BootFilePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("/boot/")?;
+        if let Some(arch) = self.arch {
+            write!(f, "{}/", arch.name())?;
+        }
+        match self.file {
+            BootFile::Kernel => f.write_str("kernel"),
+            BootFile::Initrd(n) => write!(f, "initrd/{n}"),
+        }
     }
 }
 
@@ -560,5 +625,44 @@ mod tests {
         assert!(parse_query(None).is_none());
         let q = parse_query(Some("mac=52:54:00:12:34:56&arch=<script>")).unwrap();
         assert_eq!(q.arch, None, "odd arch values are dropped, not rendered");
+    }
+
+    #[test]
+    fn boot_file_paths_name_an_arch_only_by_its_policy_name_and_round_trip() {
+        let parse = BootFilePath::parse;
+        assert_eq!(
+            parse("kernel"),
+            Some(BootFilePath {
+                arch: None,
+                file: BootFile::Kernel
+            })
+        );
+        assert_eq!(
+            parse("uefi-arm64/initrd/2"),
+            Some(BootFilePath {
+                arch: Some(ClientArch::UefiArm64),
+                file: BootFile::Initrd(2)
+            })
+        );
+        for bad in [
+            "",
+            "initrd/",
+            "initrd/x",
+            "sparc/kernel",
+            "uefi-arm64/",
+            "uefi-arm64/x",
+            "kernel/",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        for path in [
+            "/boot/kernel",
+            "/boot/initrd/0",
+            "/boot/uefi-arm64/kernel",
+            "/boot/bios/initrd/7",
+        ] {
+            let parsed = parse(path.strip_prefix("/boot/").unwrap()).unwrap();
+            assert_eq!(parsed.to_string(), path);
+        }
     }
 }

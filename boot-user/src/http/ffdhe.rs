@@ -10,7 +10,8 @@
 //! Only the groups of RFC 7919 Appendix A (p and g from `rustls::ffdhe_groups`) are offered,
 //! never a group of our own or of the client's making, and only in TLS 1.2: a TLS 1.3 client
 //! always gets an elliptic curve. The exponentiation is crypto-bigint's constant-time
-//! Montgomery ladder over fixed-size integers; the secret exponent comes from aws-lc's RNG.
+//! Montgomery exponentiation over fixed-size integers; the secret exponent comes from aws-lc's
+//! RNG.
 
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
 use crypto_bigint::zeroize::Zeroize;
@@ -26,8 +27,8 @@ use rustls::{
 
 /// Bits of the secret exponent. RFC 7919 §5.2 allows a short exponent of at least twice the
 /// group's security strength, and Appendix A gives the minimum per group: 225 bits for
-/// ffdhe2048, 275 for ffdhe3072. 512 is well above both and keeps a handshake's two
-/// exponentiations a few milliseconds.
+/// ffdhe2048, 275 for ffdhe3072. 512 is well above both and a quarter of the work of a
+/// full-width exponent for ffdhe2048.
 const EXPONENT_BITS: u32 = U512::BITS;
 
 /// The FFDHE groups, strongest last: rustls uses the provider's first FFDHE group when the

@@ -560,9 +560,8 @@ fn ipxe_efi_fetches_script_kernel_initrd_and_overlay_over_https_trusting_the_ca_
         assert_node_marker(&marker, node, &rack);
     }
     let log = access_log(&rack);
-    // Both iPXEs (one from TFTP, one from UEFI HTTP boot) fetched script, kernel, initrd and
-    // overlay over HTTPS; only OVMF's loader download went over plain HTTP (see
-    // `rack::lab_config` for why).
+    // Both iPXEs (one from TFTP, one from UEFI HTTP boot over https) fetched script, kernel,
+    // initrd and overlay over HTTPS.
     for path in ["/boot.ipxe", "/boot/kernel", "/boot/initrd/0"] {
         assert!(
             log.iter()
@@ -580,11 +579,91 @@ fn ipxe_efi_fetches_script_kernel_initrd_and_overlay_over_https_trusting_the_ca_
         );
     }
     assert!(
-        log.iter().all(|a| a.scheme == "https"
-            || ["/ipxe-amd64.efi", "/autoexec.ipxe"].contains(&a.path.as_str())),
-        // iPXE 1.21 started by UEFI HTTP boot looks for autoexec.ipxe beside itself first.
-        "nothing but OVMF's loader (and iPXE's autoexec.ipxe probe) over plain http: {log:#?}"
+        log.iter().all(|a| a.scheme == "https"),
+        "nothing over plain http: {log:#?}"
     );
+}
+
+#[test]
+fn ovmf_https_boot_fetches_ipxe_over_tls12_dhe_trusting_the_ca_from_fw_cfg() {
+    let node = Node::numbered(1, Firmware::UefiHttp);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    setup.https = true;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let marker = wait_for_marker(&mut rack, 0);
+    assert_node_marker(&marker, &node, &rack);
+    // Debian 12's OVMF offers only DHE-RSA and static-RSA suites, and rustls has no static
+    // RSA: a loader served over https went through xdpboot's FFDHE key exchange.
+    let log = access_log(&rack);
+    assert!(
+        log.iter()
+            .any(|a| a.path == "/ipxe-amd64.efi" && a.scheme == "https" && a.status == 200),
+        "OVMF fetched iPXE over https: {log:#?}"
+    );
+    assert!(
+        log.iter().all(|a| a.scheme == "https"),
+        "nothing over plain http: {log:#?}"
+    );
+}
+
+/// Waits for OVMF's HTTP boot to give up and checks that no loader was served.
+fn ovmf_gives_up_on_https_boot(rack: &mut Rack) -> String {
+    let refused = rack.vms[0].wait_for_line("OVMF giving up on HTTPS boot", BOOT_TIMEOUT, |l| {
+        l.contains("Error") || l.contains("failed to load Boot")
+    });
+    let refused = refused.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    eprintln!("OVMF: {refused}");
+    assert!(
+        !access_log(rack).iter().any(|a| a.path == "/ipxe-amd64.efi"),
+        "no loader was served to a firmware that does not trust the server"
+    );
+    refused
+}
+
+#[test]
+fn ovmf_https_boot_refuses_the_server_when_the_firmware_was_not_given_the_ca() {
+    let node = Node::numbered(1, Firmware::UefiHttp);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node]);
+    setup.https = true;
+    setup.firmware_trusts_ca = false;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    // Debian 12's OVMF with no CA does not even connect.
+    ovmf_gives_up_on_https_boot(&mut rack);
+}
+
+#[test]
+fn ovmf_https_boot_refuses_a_server_certificate_from_another_ca() {
+    let node = Node::numbered(1, Firmware::UefiHttp);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node]);
+    setup.https = true;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    // The firmware gets the first CA; xdpboot, its files removed, makes a second one and
+    // presents a certificate from it.
+    let first_ca = std::fs::read(rack.ca_esl()).expect("the first CA");
+    rack.stop_daemon();
+    let tls = rack
+        .ca_esl()
+        .parent()
+        .expect("ca.esl is in tls/")
+        .to_owned();
+    std::fs::remove_dir_all(&tls).expect("removing the first PKI");
+    rack.start_daemon().expect("xdpboot starts again");
+    assert_ne!(
+        std::fs::read(rack.ca_esl()).expect("the second CA"),
+        first_ca
+    );
+    std::fs::write(rack.ca_esl(), &first_ca).expect("giving the firmware the first CA");
+    rack.boot_all().expect("the VM starts");
+    ovmf_gives_up_on_https_boot(&mut rack);
+    // It got as far as the handshake (so it was the certificate it refused).
+    let log = rack.daemon_log();
+    let broken_off = log
+        .lines()
+        .find(|l| l.contains("TLS handshake failed"))
+        .unwrap_or_else(|| panic!("OVMF broke off a TLS handshake:\n{}", tail(&log, 30)));
+    eprintln!("xdpboot: {broken_off}");
 }
 
 #[test]

@@ -583,18 +583,17 @@ pub fn lab_config(
     if let Some(policy) = &setup.policy {
         text.push_str(policy);
     } else if setup.https {
-        // The default table with https for iPXE's EFI builds: Debian 13's read the lab's CA
-        // from the TlsCaCertificate variable OVMF fills from fw_cfg. BIOS iPXE has no TLS, and
-        // UEFI HTTP boot keeps plain HTTP for the loader: Debian 12's OVMF offers no elliptic
-        // curve key exchange (its OpenSSL is built without EC), which rustls requires
-        // (`NoKxGroupsInCommon`).
+        // The default table with https for iPXE's EFI builds and for UEFI HTTP boot: OVMF
+        // trusts the lab's CA from fw_cfg and fetches the loader over TLS 1.2 DHE (Debian 12's
+        // OVMF has no elliptic curves: xdpboot's `http::ffdhe`), and Debian 13's iPXE reads the
+        // CA from the TlsCaCertificate variable OVMF fills. BIOS iPXE has no TLS.
         text.push_str(
             "[[policy]]\nname = \"ipxe-efi-https\"\nipxe = true\narch = [\"uefi-x64\"]\n\
              http = \"https://{server}:{https_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
              [[policy]]\nname = \"ipxe\"\nipxe = true\n\
              http = \"http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
              [[policy]]\nname = \"uefi-http-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
-             http = \"http://{server}:{http_port}/ipxe-amd64.efi\"\n\n\
+             http = \"https://{server}:{https_port}/ipxe-amd64.efi\"\n\n\
              [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
              [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n\n\
              [[policy]]\nname = \"uefi-arm64\"\narch = [\"uefi-arm64\"]\ntftp = \"ipxe-arm64.efi\"\n",

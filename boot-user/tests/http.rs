@@ -261,6 +261,30 @@ fn an_ipxe_style_tls_1_2_ecdhe_rsa_aes_gcm_x25519_client_is_accepted() {
 }
 
 #[test]
+fn an_ovmf_style_tls_1_2_dhe_rsa_aes_gcm_client_without_elliptic_curves_is_accepted() {
+    let lab = Lab::start(|_| {});
+    // TLS 1.2 and DHE suites only: curl's OpenSSL then sends no supported_groups extension,
+    // like Debian 12's OVMF (DESIGN.md); the server picks ffdhe2048 (src/http/ffdhe.rs).
+    for cipher in ["DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-AES128-GCM-SHA256"] {
+        let reply = lab.curl(&[
+            "--verbose",
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            cipher,
+            &lab.https_url("/hello.txt"),
+        ]);
+        assert_eq!(reply.body, b"hello, node\n", "{cipher}: {}", reply.stderr);
+        assert!(
+            reply.stderr.contains(&format!("TLSv1.2 / {cipher}")),
+            "{cipher} negotiated: {}",
+            reply.stderr
+        );
+    }
+}
+
+#[test]
 fn head_reports_the_length_and_sends_no_body() {
     let lab = Lab::start(|_| {});
     for url in [lab.url("/image.bin"), lab.https_url("/image.bin")] {

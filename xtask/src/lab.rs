@@ -94,9 +94,10 @@ pub struct Args {
     /// Lab: machines to boot at once, each with its own MAC, hostname and overlay.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_NODES as i64))]
     nodes: u8,
-    /// Lab: iPXE's EFI builds fetch script, kernel, initrds and overlay over HTTPS, trusting
-    /// the lab's generated CA that OVMF gets through fw_cfg. BIOS iPXE has no TLS, and OVMF's
-    /// own HTTP boot of the loader stays plain (Debian 12's OVMF has no ECDHE for rustls).
+    /// Lab: OVMF's HTTP boot fetches the loader over HTTPS (TLS 1.2 DHE: Debian 12's OVMF has
+    /// no elliptic curves) and iPXE's EFI builds fetch script, kernel, initrds and overlay over
+    /// HTTPS, both trusting the lab's generated CA that OVMF gets through fw_cfg. BIOS iPXE has
+    /// no TLS.
     #[arg(long)]
     https: bool,
     /// Lab: leave it up after the boots (the nodes keep a shell on their console) and print
@@ -393,9 +394,8 @@ fn summary(rack: &Rack, args: &Args, outcome: &anyhow::Result<()>, logs: &std::p
             (_, false) => "HTTP",
         };
         let first_stage = match (vm.spec.firmware, https) {
-            // Debian 12's OVMF has no elliptic-curve TLS, which rustls needs (tests/rack.rs).
             (Firmware::UefiHttp, true) => {
-                "UEFI HTTP boot of ipxe-amd64.efi over plain HTTP (OVMF 2022.11's TLS has no ECDHE), no TFTP"
+                "UEFI HTTPS boot of ipxe-amd64.efi (TLS 1.2 DHE: OVMF 2022.11 has no ECDHE), no TFTP"
             }
             (firmware, _) => firmware.first_stage(),
         };

@@ -21,6 +21,7 @@
 //! within its bound.
 
 mod body;
+mod ffdhe;
 pub mod files;
 pub mod overlay;
 pub mod scripts;

@@ -93,6 +93,12 @@ impl IronicRoot {
             format!("#!ipxe\necho {FALLBACK_MARKER} for ${{mac}}\nsleep 600\n"),
         )
         .expect("inspector.ipxe");
+        // UEFI HTTP boot fetches iPXE from the HTTP root (the lab serves no package loaders).
+        std::fs::copy(
+            assets.http_root.join("snponly.efi"),
+            dir.join("http/snponly.efi"),
+        )
+        .expect("snponly.efi in the HTTP root");
         IronicRoot { dir, layout }
     }
 
@@ -102,10 +108,13 @@ impl IronicRoot {
 }
 
 /// The policy of the README's worked example: iPXE (the NIC's ROM, or the one UEFI PXE got) to
-/// Ironic's master script, UEFI PXE to snponly.efi, BIOS PXE to undionly.kpxe.
+/// Ironic's master script, UEFI HTTP boot to snponly.efi by URL (Ironic's `http-ipxe`), UEFI
+/// PXE to snponly.efi over TFTP, BIOS PXE to undionly.kpxe.
 fn ironic_policy() -> String {
     "[[policy]]\nname = \"ironic-ipxe\"\nipxe = true\n\
      http = \"http://{server}:{http_port}/ironic/boot.ipxe\"\n\n\
+     [[policy]]\nname = \"uefi-http\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
+     http = \"http://{server}:{http_port}/snponly.efi\"\n\n\
      [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
      [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"snponly.efi\"\n"
         .to_owned()
@@ -437,4 +446,33 @@ fn seabios_ipxe_reaches_ironics_deploy_ramdisk_under_bifrosts_http_url_and_an_un
         rack.access_log()
     );
     eprintln!("SeaBIOS lab: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Ironic's `http-ipxe` interface: OVMF's UEFI HTTP boot (no PXE, no TFTP) gets snponly.efi by
+/// URL from xdpboot's HTTP root, and that iPXE goes on to Ironic's master script and the deploy
+/// ramdisk as over PXE.
+#[test]
+fn ovmf_http_boot_gets_snponly_by_url_and_reaches_ironics_deploy_ramdisk() {
+    let started = Instant::now();
+    let assets = Assets::get().expect("the firmware test assets");
+    let node = Node::numbered(1, Firmware::UefiHttp);
+    let root = IronicRoot::new(assets, &[&node], &format!("http://{SERVER}/ironic"));
+    let mut rack = start_rack(&root, vec![node.clone()]);
+    rack.boot_all().expect("the VM starts");
+    let cmdline = wait_for_ramdisk(&mut rack, 0, DEPLOY_MARKER);
+    eprintln!(
+        "deploy ramdisk after {:.1} s: {cmdline}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_deploy_cmdline(&cmdline, node.mac);
+    assert!(served(&rack, "/snponly.efi"), "{:#?}", rack.access_log());
+    assert!(
+        served(&rack, "/ironic/boot.ipxe"),
+        "{:#?}",
+        rack.access_log()
+    );
+    assert!(
+        !rack.daemon_log().contains("tftp transfer"),
+        "no TFTP for UEFI HTTP boot"
+    );
 }

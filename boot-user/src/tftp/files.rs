@@ -364,12 +364,22 @@ mod tests {
         std::fs::write(d.0.join("outside/config"), b"secret").unwrap();
         std::os::unix::fs::symlink(d.0.join("outside"), root.join("escape")).unwrap();
         std::os::unix::fs::symlink("../../outside", root.join("sub/up")).unwrap();
+        // Ironic's master grub.cfg sources `<tftp_root>/$net_default_mac.conf` by its absolute
+        // path on the conductor: a `tftpboot` → `.` link in the root serves it (README, "Ironic,
+        // Metal3, Bifrost"), as tftpd-hpa's remap file does in Ironic's install guide.
+        std::os::unix::fs::symlink(".", root.join("tftpboot")).unwrap();
         let cache = FileCache::new(&root, LoaderSearch::default());
 
-        assert_eq!(
-            &*block_on(cache.open(&name("ironic/pxelinux.cfg/01-52-54-00-18-01-01"))).unwrap(),
-            b"config"
-        );
+        for path in [
+            "ironic/pxelinux.cfg/01-52-54-00-18-01-01",
+            "/tftpboot/ironic/pxelinux.cfg/01-52-54-00-18-01-01",
+        ] {
+            assert_eq!(
+                &*block_on(cache.open(&name(path))).unwrap(),
+                b"config",
+                "{path}"
+            );
+        }
         let code = |n: &str| block_on(cache.open(&name(n))).unwrap_err().error_code();
         assert_eq!(code("escape/config"), ErrorCode::AccessViolation);
         assert_eq!(code("sub/up/config"), ErrorCode::AccessViolation);

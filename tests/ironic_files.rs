@@ -329,6 +329,9 @@ fn json_string(text: &str) -> String {
 /// A ramdisk whose /init prints `marker` and its /proc/cmdline on one line, then powers off
 /// (QEMU exits): `<marker> cmdline: <the kernel's command line>`.
 pub fn ramdisk(dir: &Path, marker: &str) -> Result<PathBuf> {
+    if marker.contains(['"', '$', '`', '\\']) {
+        bail!("{marker:?} would not print as written");
+    }
     let init = format!(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s /bin\n\
@@ -338,9 +341,6 @@ pub fn ramdisk(dir: &Path, marker: &str) -> Result<PathBuf> {
          echo \"{marker} cmdline: $(cat /proc/cmdline)\"\n\
          poweroff -f\n"
     );
-    if marker.contains(['"', '$', '`', '\\']) {
-        bail!("{marker:?} would not print as written");
-    }
     let out = dir.join(format!("{}.img", marker.to_lowercase()));
     crate::assets::build_initrd_with(
         &dir.join(format!("{}-root", marker.to_lowercase())),

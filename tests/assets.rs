@@ -66,7 +66,7 @@ const ARM64_GRUB_PACKAGE: &str = "grub-efi-arm64-signed";
 const ARM64_SHIM: &str = "usr/lib/shim/shimaa64.efi.signed";
 const ARM64_GRUB: &str = "usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed";
 /// busybox-static's binary, the one program in the initrd.
-const BUSYBOX: &str = "/bin/busybox";
+pub const BUSYBOX: &str = "/bin/busybox";
 /// The file of the shared initrd in the HTTP root (`[boot] initrds`).
 pub const SHARED_INITRD: &str = "shared-initrd.img";
 /// The kernel in the HTTP root (`[boot] kernel`).
@@ -606,12 +606,18 @@ fn build_lab(lab: &Path, ipxe: &Path, kernel: &Path, stamp: &str) -> Result<()> 
 /// is made not to be a multiple of 4, so that only the server's padding lets an uncompressed
 /// overlay behind it be found on EFI.
 fn build_initrd(root: &Path, out: &Path, busybox: &Path) -> Result<()> {
+    build_initrd_with(root, out, busybox, INIT)
+}
+
+/// An initrd like the shared one (busybox, gzip-compressed newc cpio, its length not a
+/// multiple of 4) whose /init is `init`: other tests' ramdisks (tests/ironic_files.rs).
+pub fn build_initrd_with(root: &Path, out: &Path, busybox: &Path, init: &str) -> Result<()> {
     let _ = fs::remove_dir_all(root);
     for dir in ["bin", "dev", "etc", "proc", "sys", "root", "tmp"] {
         fs::create_dir_all(root.join(dir))?;
     }
     fs::copy(busybox, root.join("bin/busybox"))?;
-    fs::write(root.join("init"), INIT)?;
+    fs::write(root.join("init"), init)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
     // The console must exist before devtmpfs is mounted: the kernel opens /dev/console for
     // init's stdio right after unpacking.

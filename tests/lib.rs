@@ -52,6 +52,9 @@ pub mod assets;
 pub mod rack;
 pub mod vm;
 
+// OpenStack Ironic's own boot files, rendered by the wheel's code (tests/ironic.rs).
+pub mod ironic_files;
+
 /// How long a command from this harness (`ip`, ...) may take before it is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon or dnsmasq may take to bind its ports.

@@ -159,6 +159,9 @@ pub struct RackSetup {
     pub tftp_files: Vec<(String, PathBuf)>,
     /// A `[[policy]]` table of the test's own (TOML), replacing the embedded default's.
     pub policy: Option<String>,
+    /// An HTTP root of the test's own instead of the cache's (`.cache/lab/http`), e.g. one
+    /// that Ironic writes into (tests/ironic.rs).
+    pub http_root: Option<PathBuf>,
 }
 
 impl RackSetup {
@@ -177,6 +180,7 @@ impl RackSetup {
             ipxe_2019_efi: false,
             tftp_files: Vec::new(),
             policy: None,
+            http_root: None,
         }
     }
 }
@@ -390,6 +394,26 @@ exec "$@"
             .join("")
     }
 
+    /// xdpboot's HTTP access log so far, one entry a request.
+    pub fn access_log(&self) -> Vec<Access> {
+        self.daemon_log()
+            .lines()
+            .filter(|l| l.contains("xdpboot::http::access"))
+            .filter_map(|l| {
+                let field = |key: &str| {
+                    l.split_whitespace()
+                        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                        .map(|v| v.trim_matches('"').to_owned())
+                };
+                Some(Access {
+                    scheme: field("scheme")?,
+                    path: field("path")?,
+                    status: field("status")?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
     /// The generated CA as an EFI signature list.
     pub fn ca_esl(&self) -> PathBuf {
         self.dir.join("tls/ca.esl")
@@ -429,6 +453,18 @@ exec "$@"
         let vm = Vm::start(&self.rack, &tap, spec, self.dir.path())?;
         self.vms.push(vm);
         Ok(index)
+    }
+
+    /// Powers VM `index` off (if it still runs) and on again on its tap, with fresh firmware
+    /// variables: what a node's BMC does when Ironic reboots it.
+    pub fn reboot(&mut self, index: usize) -> Result<()> {
+        let old = self.vms.remove(index);
+        let spec = old.spec.clone();
+        // The old QEMU lets go of the tap before the new one opens it.
+        drop(old);
+        let vm = Vm::start(&self.rack, &format!("tap{index}"), spec, self.dir.path())?;
+        self.vms.insert(index, vm);
+        Ok(())
     }
 
     /// `curl` from the probe host (a machine on the rack's link that is no node): the HTTP
@@ -505,6 +541,14 @@ exec "$@"
     }
 }
 
+/// One line of xdpboot's HTTP access log.
+#[derive(Debug)]
+pub struct Access {
+    pub scheme: String,
+    pub path: String,
+    pub status: u16,
+}
+
 /// The lab's xdpboot config: the embedded default with the roots, TLS files and URL secret
 /// moved into the lab, plus what to boot: `[boot]` for x86-64 nodes, and
 /// `[boot.arch.uefi-arm64]` with `arm64`'s kernel and initrd when the rack has arm64 nodes.
@@ -533,7 +577,7 @@ pub fn lab_config(
     let _ = writeln!(
         text,
         "[http]\nroot = {}\nhttps_port = {}\ntls_cert = {}\ntls_key = {}\ntls_names = [\"{SERVER}\"]\npacing_mbit = {}\n",
-        q(&assets.http_root),
+        q(setup.http_root.as_deref().unwrap_or(&assets.http_root)),
         if setup.https { 443 } else { 0 },
         q(&dir.join("tls/server.pem")),
         q(&dir.join("tls/server.key")),

@@ -69,6 +69,8 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "dpkg",
             // `cargo xtask run --keep`: a shell on a kept node's serial console socket.
             "socat",
+            // The virtualenv that holds Ironic's wheel (tests/ironic.rs, see `ironic_venv`).
+            "python3-venv",
         ],
     ),
 ];
@@ -122,6 +124,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         missing.push(absent);
     }
     if let Some(absent) = browser_test_deps(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = ironic_venv(args.check)? {
         missing.push(absent);
     }
     if !missing.is_empty() {
@@ -325,6 +330,29 @@ fn boot_files(check_only: bool) -> anyhow::Result<Option<String>> {
     boot_tests::assets::Arm64Assets::prepare(&mut |line| {
         step(format!("boot files (arm64): {line}"))
     })?;
+    Ok(None)
+}
+
+/// OpenStack Ironic's wheel (pinned) and Jinja2 from PyPI in a throwaway virtualenv under
+/// `target/`, so tests/ironic.rs renders and lays out Ironic's own files without downloading
+/// mid-test (`boot_tests::ironic_files`).
+fn ironic_venv(check_only: bool) -> anyhow::Result<Option<String>> {
+    use boot_tests::ironic_files::{IRONIC_VERSION, Ironic, venv_dir};
+    if check_only {
+        if Ironic::is_prepared() {
+            step(format!(
+                "ironic {IRONIC_VERSION} (Ironic tests): {} (already there)",
+                venv_dir().display()
+            ));
+            return Ok(None);
+        }
+        step(format!(
+            "ironic {IRONIC_VERSION} (Ironic tests): missing {}",
+            venv_dir().display()
+        ));
+        return Ok(Some(format!("ironic {IRONIC_VERSION} virtualenv")));
+    }
+    Ironic::prepare(&mut |line| step(line))?;
     Ok(None)
 }
 

@@ -111,7 +111,8 @@ impl BootContent {
 
     /// `/boot.ipxe?mac=…&uuid=…&arch=…`, fetched over a `scheme` connection to `local`. In
     /// API mode the kernel, initrds and command line come from the boot API (waited for here:
-    /// HTTP can wait, unlike DHCP).
+    /// HTTP can wait, unlike DHCP), or the whole script does; serving a boot-once answer
+    /// spends it ([`crate::bootapi::BootApi::spend`]).
     pub async fn script(
         &self,
         query: Option<&str>,
@@ -132,9 +133,15 @@ impl BootContent {
         }
         self.remember(&node);
         let api = self.decisions.load().api.clone();
-        let from_api = match api {
+        let from_api = match &api {
             Some(api) => match api.lookup(node.mac).await {
                 Ok(ApiDecision::Boot(spec)) => Some(spec),
+                Ok(ApiDecision::Script(script)) => {
+                    if let Some(once) = script.once {
+                        api.spend(node.mac, once);
+                    }
+                    return script_response(script.render(&node.mac));
+                }
                 Ok(ApiDecision::NotOurs) => {
                     return nothing_to_boot(&node.mac, "the boot API has nothing for this machine");
                 }
@@ -219,7 +226,12 @@ impl BootContent {
             vars.insert(name.to_owned(), value);
         }
         match boot.script.render(&vars) {
-            Ok(script) => script_response(script),
+            Ok(script) => {
+                if let (Some(api), Some(once)) = (&api, from_api.as_ref().and_then(|s| s.once)) {
+                    api.spend(node.mac, once);
+                }
+                script_response(script)
+            }
             Err(e) => {
                 tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "rendering the boot script failed");
                 text(

@@ -2,7 +2,9 @@
 //! loader shares one copy (`Arc<[u8]>`) however many clients boot at once.
 //!
 //! Resolution canonicalizes `root/name` and requires the result to lie inside the canonical
-//! root, so a symlink pointing out of the root is refused; only regular files are served.
+//! root: symlinks, of files or of directories, are followed while their target stays inside
+//! the root (Ironic's `pxelinux.cfg/01-<mac>` → `../<uuid>/config`), and one pointing out of it
+//! is refused; only regular files are served.
 //! Missing files get ERROR 1, refused ones ERROR 2.
 //!
 //! Each request checks the file's identity (device, inode, size, mtime, ctime) with one
@@ -340,6 +342,47 @@ mod tests {
         assert_eq!(code("missing.efi"), ErrorCode::FileNotFound);
         assert_eq!(code("dangling"), ErrorCode::FileNotFound);
         assert_eq!(code("undionly.kpxe/x"), ErrorCode::FileNotFound);
+    }
+
+    /// Ironic's `pxe` interface links `pxelinux.cfg/01-<mac>`, `grub.cfg-01-<mac>` and
+    /// `<mac>.conf` to `<uuid>/config` with relative symlinks; a directory symlinked inside the
+    /// root is followed like a file one; one leading out of the root stays refused.
+    #[test]
+    fn symlinked_directories_inside_the_tftp_root_are_followed_and_ones_out_of_it_refused() {
+        let d = dir("symlinked-dirs");
+        let root = d.0.join("root");
+        std::fs::create_dir_all(root.join("ironic-39/uuid")).unwrap();
+        std::fs::create_dir_all(root.join("ironic-39/pxelinux.cfg")).unwrap();
+        std::fs::write(root.join("ironic-39/uuid/config"), b"config").unwrap();
+        std::os::unix::fs::symlink(
+            "../uuid/config",
+            root.join("ironic-39/pxelinux.cfg/01-52-54-00-18-01-01"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("ironic-39", root.join("ironic")).unwrap();
+        std::fs::create_dir_all(d.0.join("outside")).unwrap();
+        std::fs::write(d.0.join("outside/config"), b"secret").unwrap();
+        std::os::unix::fs::symlink(d.0.join("outside"), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../outside", root.join("sub/up")).unwrap();
+        // Ironic's master grub.cfg sources `<tftp_root>/$net_default_mac.conf` by its absolute
+        // path on the conductor: a `tftpboot` → `.` link in the root serves it (README, "Ironic,
+        // Metal3, Bifrost"), as tftpd-hpa's remap file does in Ironic's install guide.
+        std::os::unix::fs::symlink(".", root.join("tftpboot")).unwrap();
+        let cache = FileCache::new(&root, LoaderSearch::default());
+
+        for path in [
+            "ironic/pxelinux.cfg/01-52-54-00-18-01-01",
+            "/tftpboot/ironic/pxelinux.cfg/01-52-54-00-18-01-01",
+        ] {
+            assert_eq!(
+                &*block_on(cache.open(&name(path))).unwrap(),
+                b"config",
+                "{path}"
+            );
+        }
+        let code = |n: &str| block_on(cache.open(&name(n))).unwrap_err().error_code();
+        assert_eq!(code("escape/config"), ErrorCode::AccessViolation);
+        assert_eq!(code("sub/up/config"), ErrorCode::AccessViolation);
     }
 
     #[test]

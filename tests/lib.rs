@@ -774,19 +774,35 @@ impl Dnsmasq {
         dir: &Path,
         binding: Binding,
     ) -> Result<Dnsmasq> {
+        Dnsmasq::start_ranges(ns, iface, &[range], dir, binding)
+    }
+
+    /// dnsmasq with an address range (a /24) per subnet: its own, and subnets behind relay
+    /// agents, which it tells apart by giaddr (RFC 2131 §4.3.1).
+    pub fn start_ranges(
+        ns: &NetNs,
+        iface: &str,
+        ranges: &[(Ipv4Addr, Ipv4Addr)],
+        dir: &Path,
+        binding: Binding,
+    ) -> Result<Dnsmasq> {
         let mut args = vec![
             "--keep-in-foreground".to_owned(),
             "--conf-file=/dev/null".to_owned(),
             "--port=0".to_owned(),
             format!("--interface={iface}"),
-            format!("--dhcp-range={},{},255.255.255.0,1h", range.0, range.1),
+        ];
+        for (low, high) in ranges {
+            args.push(format!("--dhcp-range={low},{high},255.255.255.0,1h"));
+        }
+        args.extend([
             // The ping check delays every first offer by ~3 s (DESIGN.md, test lab facts).
             "--no-ping".to_owned(),
             format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
             format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
             "--log-dhcp".to_owned(),
             "--log-facility=-".to_owned(),
-        ];
+        ]);
         if binding == Binding::Interfaces {
             args.push("--bind-interfaces".to_owned());
         }

@@ -738,6 +738,19 @@ pub fn write_config(path: &Path, tftp_root: &Path, http_port: u16) -> Result<()>
 }
 
 // ---------------------------------------------------------------------------------------------
+// kubernetes-validate (tests/kubernetes.rs), installed by `cargo xtask setup`
+
+/// The kubernetes-validate release `cargo xtask setup` installs from PyPI. Its wheel carries
+/// the Kubernetes JSON schemas (1.25 to 1.37, strict and not), so validating needs no network.
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// The virtualenv (Debian's python3 -m venv) that holds it: `target/venv/kubernetes-validate`
+/// under the workspace.
+pub fn kubernetes_validate_venv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv/kubernetes-validate")
+}
+
+// ---------------------------------------------------------------------------------------------
 // The site DHCP server
 
 /// dnsmasq as an address-only DHCP server on one interface (no DNS, no PXE), in the

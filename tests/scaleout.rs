@@ -735,3 +735,246 @@ fn a_third_instance_boots_a_subnet_behind_a_relay_from_the_same_inventory() -> R
     assert_eq!(site.inventory.asked_about(RELAYED_MAC), vec![BOOT3]);
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// An HTTP cache in front
+
+/// An HTTP answer as curl got it.
+struct Fetched {
+    status: u16,
+    /// Header names in lower case, the last value of each.
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// `curl URL` from `ns` with extra request headers.
+fn fetch_with(ns: &NetNs, dir: &TempDir, url: &str, headers: &[&str]) -> Result<Fetched> {
+    let n = boot_tests::next_id();
+    let (head, body) = (dir.join(format!("head-{n}")), dir.join(format!("body-{n}")));
+    let (head_arg, body_arg) = (head.display().to_string(), body.display().to_string());
+    let mut args = vec![
+        "-sS",
+        "-g",
+        "--max-time",
+        "5",
+        "-D",
+        &head_arg,
+        "-o",
+        &body_arg,
+        "-w",
+        "%{http_code}",
+    ];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    args.push(url);
+    let status = ns.exec(Path::new("curl"), &args)?.trim().parse()?;
+    let headers = std::fs::read_to_string(&head)?
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = std::fs::read(&body).unwrap_or_default();
+    Ok(Fetched {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl Fetched {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+/// nginx as a caching reverse proxy for `origin` on `listen`: every response cached, fresh
+/// for `fresh`, then revalidated with a conditional request (If-None-Match from the cached
+/// ETag) rather than fetched again; `X-Cache-Status` says what the cache did.
+fn nginx_cache_config(
+    dir: &Path,
+    listen: SocketAddrV4,
+    origin: SocketAddrV4,
+    fresh: u32,
+) -> String {
+    let d = dir.display();
+    format!(
+        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n\
+           client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           proxy_cache_path {d}/cache levels=1 keys_zone=boot:1m max_size=64m inactive=10m use_temp_path=off;\n\
+           server {{\n    listen {listen};\n    location / {{\n\
+               proxy_pass http://{origin};\n      proxy_cache boot;\n\
+               proxy_cache_valid 200 {fresh}s;\n      proxy_cache_revalidate on;\n\
+               proxy_cache_lock on;\n\
+               add_header X-Cache-Status $upstream_cache_status always;\n    }}\n  }}\n}}\n"
+    )
+}
+
+#[test]
+fn an_nginx_cache_in_front_of_an_instance_keeps_etags_and_ranges_right() -> Result<()> {
+    // origin (xdpboot, 198.18.4.1:8080) ── edge (nginx, 198.18.4.2:8081, and the client)
+    let origin_ip = Ipv4Addr::new(198, 18, 4, 1);
+    let edge_ip = Ipv4Addr::new(198, 18, 4, 2);
+    let files = BootFiles::new(DEFAULT_LOADERS)?;
+    let scratch = TempDir::new("scratch")?;
+    let origin = NetNs::new("origin")?;
+    let edge = NetNs::new("edge")?;
+    veth(&origin, "eth0", &edge, "eth0")?;
+    origin.add_address("eth0", &format!("{origin_ip}/24"))?;
+    edge.add_address("eth0", &format!("{edge_ip}/24"))?;
+    // The shared initrd (2 MiB of varied bytes, so a wrong range cannot look right), and a
+    // second image the cache first sees as a range request.
+    let image: Vec<u8> = (0u32..2 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(files.dir.join("initrd.img"), &image)?;
+    std::fs::write(files.dir.join("second.img"), &image[..1 << 20])?;
+    let daemon = Daemon::start(
+        &origin,
+        &["eth0"],
+        &files.config(),
+        files.dir.join("xdpboot.log"),
+    )?;
+    let nginx_dir = scratch.join("nginx");
+    std::fs::create_dir_all(&nginx_dir)?;
+    let listen = SocketAddrV4::new(edge_ip, 8081);
+    std::fs::write(
+        nginx_dir.join("nginx.conf"),
+        nginx_cache_config(
+            &nginx_dir,
+            listen,
+            SocketAddrV4::new(origin_ip, HTTP_PORT),
+            2,
+        ),
+    )?;
+    let conf = nginx_dir.join("nginx.conf");
+    let mut nginx = edge.spawn(
+        "nginx",
+        Path::new("nginx"),
+        &[
+            "-c".as_ref(),
+            conf.as_os_str(),
+            "-g".as_ref(),
+            "daemon off;".as_ref(),
+        ],
+        &[],
+        nginx_dir.join("nginx.log"),
+    )?;
+    let direct = format!("http://{origin_ip}:{HTTP_PORT}/initrd.img");
+    let cached = format!("http://{listen}/initrd.img");
+    nginx.wait_until("serving through to xdpboot", STARTUP_TIMEOUT, || {
+        Ok(
+            fetch_with(&edge, &scratch, &direct, &[]).is_ok_and(|f| f.status == 200)
+                && fetch_with(&edge, &scratch, &format!("http://{listen}/nothing"), &[]).is_ok(),
+        )
+    })?;
+    // The origin's access log from here on.
+    let seen_before = daemon.log().lines().count();
+    let origin_requests = || -> Vec<String> {
+        daemon
+            .log()
+            .lines()
+            .skip(seen_before)
+            .filter(|l| l.contains("path=/initrd.img "))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let origin_view = fetch_with(&edge, &scratch, &direct, &[])?;
+    let etag = origin_view.header("etag").to_owned();
+    ensure!(
+        etag.starts_with('"'),
+        "xdpboot sends a strong ETag: {etag:?}"
+    );
+
+    // A miss, then hits: the origin's ETag and bytes, the origin asked once.
+    let miss = fetch_with(&edge, &scratch, &cached, &[])?;
+    assert_eq!((miss.status, miss.header("x-cache-status")), (200, "MISS"));
+    assert_eq!(miss.header("etag"), etag, "the cache passes the ETag on");
+    assert!(miss.body == image, "the cache's first answer is the image");
+    let hit = fetch_with(&edge, &scratch, &cached, &[])?;
+    assert_eq!((hit.status, hit.header("x-cache-status")), (200, "HIT"));
+    assert_eq!(hit.header("etag"), etag);
+    assert!(hit.body == image, "the cached copy is the image");
+
+    // Ranges from the cached copy: the right bytes, Content-Range, and If-Range by ETag.
+    let range = fetch_with(&edge, &scratch, &cached, &["Range: bytes=1000-1999"])?;
+    assert_eq!(range.status, 206);
+    assert_eq!(
+        range.header("content-range"),
+        format!("bytes 1000-1999/{}", image.len())
+    );
+    assert!(range.body == image[1000..2000], "the range's bytes");
+    let if_range = |tag: &str| {
+        fetch_with(
+            &edge,
+            &scratch,
+            &cached,
+            &["Range: bytes=-100", &format!("If-Range: {tag}")],
+        )
+    };
+    let same = if_range(&etag)?;
+    assert_eq!(
+        same.status, 206,
+        "If-Range with the current ETag gets the range"
+    );
+    assert!(same.body == image[image.len() - 100..]);
+    let changed = if_range("\"not-the-etag\"")?;
+    assert_eq!(
+        changed.status, 200,
+        "If-Range with another ETag gets the whole file"
+    );
+    assert_eq!(changed.body.len(), image.len());
+
+    // Conditional GETs: 304 from the cache while fresh; once stale, the cache revalidates
+    // with the origin by ETag (a 304 from xdpboot) instead of fetching the image again.
+    let not_modified = fetch_with(
+        &edge,
+        &scratch,
+        &cached,
+        &[&format!("If-None-Match: {etag}")],
+    )?;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+    std::thread::sleep(Duration::from_millis(2500));
+    let revalidated = fetch_with(&edge, &scratch, &cached, &[])?;
+    assert_eq!(
+        (revalidated.status, revalidated.header("x-cache-status")),
+        (200, "REVALIDATED"),
+        "{}",
+        daemon.log()
+    );
+    assert!(revalidated.body == image);
+
+    // A range as the cache's first sight of a file: the client gets its bytes, and the cache
+    // keeps the whole file, not the range.
+    let second = &image[..1 << 20];
+    let url = format!("http://{listen}/second.img");
+    let cold = fetch_with(&edge, &scratch, &url, &["Range: bytes=4096-8191"])?;
+    assert_eq!(cold.status, 206, "{}", cold.header("x-cache-status"));
+    assert!(cold.body == second[4096..8192], "the cold range's bytes");
+    let whole = fetch_with(&edge, &scratch, &url, &[])?;
+    assert_eq!((whole.status, whole.header("x-cache-status")), (200, "HIT"));
+    assert!(whole.body == second, "the cache kept the whole file");
+
+    // The origin sent the image once in full to the cache (and once to the direct fetch
+    // above); the revalidation was a conditional request it answered 304.
+    let requests = origin_requests();
+    let with_status = |status: &str| {
+        requests
+            .iter()
+            .filter(|l| l.contains(&format!("status={status} ")))
+            .count()
+    };
+    assert_eq!(
+        (requests.len(), with_status("200"), with_status("304")),
+        (3, 2, 1),
+        "the origin should see the direct fetch, the miss and the revalidation only:\n{}",
+        requests.join("\n")
+    );
+    drop(nginx);
+    Ok(())
+}

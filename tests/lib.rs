@@ -234,6 +234,16 @@ impl NetNs {
         Ok(())
     }
 
+    /// `sysctl -w SETTING` (e.g. "net.ipv4.ip_forward=1") for this namespace's network stack.
+    pub fn sysctl(&self, setting: &str) -> Result<()> {
+        run_command(
+            Command::new("ip").args(["netns", "exec", &self.name, "sysctl", "-qw", setting]),
+            COMMAND_TIMEOUT,
+        )
+        .with_context(|| format!("sysctl {setting} in {}", self.name))?;
+        Ok(())
+    }
+
     /// Puts `port` into `bridge`.
     pub fn attach(&self, port: &str, bridge: &str) -> Result<()> {
         self.ip(&format!("link set {port} master {bridge} up"))?;

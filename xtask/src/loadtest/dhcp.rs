@@ -84,7 +84,8 @@ struct Inner {
     udp: tokio::net::UdpSocket,
     pending: Mutex<HashMap<u32, Pending>>,
     strays: AtomicU64,
-    /// Every OFFER and ACK that arrived, taken or not, by the server that sent it.
+    /// Every OFFER and ACK that arrived, taken or not, by the server that sent it: an entry per
+    /// server on the lab's segment (at most `--instances`).
     by_server: Mutex<HashMap<Ipv4Addr, ServerCounts>>,
 }
 

@@ -22,11 +22,10 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use boot_tests::{ChildGuard, NetNs, TempDir, run_command, unique_ifindex, veth, veth_with_index};
+use boot_tests::{ChildGuard, NetNs, TempDir, unique_ifindex, veth, veth_with_index};
 
 use super::{ARCHES, Args, Backend};
 use crate::bench_http;
@@ -110,7 +109,7 @@ impl Lab {
         rtr.add_address("eth1", &format!("{ROUTER_UP_IP}/24"))?;
         far.add_address("eth0", &format!("{FAR_IP}/24"))?;
         far.ip(&format!("route add default via {ROUTER_UP_IP}"))?;
-        sysctl(&rtr, "net.ipv4.ip_forward=1")?;
+        rtr.sysctl("net.ipv4.ip_forward=1")?;
         let mut srv = Vec::new();
         for i in 0..args.instances {
             let ns = NetNs::new(&format!("srv{}", i + 1))?;
@@ -128,7 +127,7 @@ impl Lab {
         // Every node opens a TCP connection (far) and a TFTP socket (cli): room for more than
         // the default 28,000 ephemeral ports.
         for ns in [&far, &cli] {
-            sysctl(ns, "net.ipv4.ip_local_port_range=1024 65535")?;
+            ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
         }
         Ok(Lab {
             cli,
@@ -422,15 +421,6 @@ impl Running {
         }
         out
     }
-}
-
-fn sysctl(ns: &NetNs, setting: &str) -> anyhow::Result<()> {
-    run_command(
-        Command::new("ip").args(["netns", "exec", ns.name(), "sysctl", "-qw", setting]),
-        Duration::from_secs(10),
-    )
-    .with_context(|| format!("sysctl {setting} in {}", ns.name()))?;
-    Ok(())
 }
 
 /// The loaders (one per architecture, all the same size), the kernel, the shared initrd, and

@@ -459,8 +459,7 @@ fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow:
         let killer = args.kill_one_after.map(|after| {
             let progress = progress.clone();
             scope.spawn(move || -> anyhow::Result<Option<std::time::Instant>> {
-                let at = began + Duration::from_secs_f64(after);
-                match killer_wait.recv_timeout(at.saturating_duration_since(began)) {
+                match killer_wait.recv_timeout(Duration::from_secs_f64(after)) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         running.kill(KILLED)?;
                         progress.println(format!(

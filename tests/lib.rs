@@ -757,7 +757,10 @@ pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 /// The virtualenv (Debian's python3 -m venv) that holds it: `target/venv/kubernetes-validate`
 /// under the workspace.
 pub fn kubernetes_validate_venv() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv/kubernetes-validate")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .join("target/venv/kubernetes-validate")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,6 +22,14 @@
 //! of simulated nodes share one client address. Behind a router the server has no neighbour
 //! entry for the client, so the check does not apply; the overlay's signature still does.
 //!
+//! Scale-out (`--instances N`): N xdpboot instances on the nodes' segment, one config and one
+//! URL secret, no coordination; every instance answers every DISCOVER and a node goes on with
+//! the first offer it gets, as firmware does. `--kill-one-after S` kills the first instance S
+//! seconds in; with `--reboots` a node whose attempt failed starts over from its DISCOVER, as a
+//! machine retrying its boot entry does, and the report says whom the kill hit and how long
+//! they and the survivors took. `--prometheus` has Debian's Prometheus scrape every instance
+//! and compares its sums with the storm's counts (`prometheus.rs`).
+//!
 //! Every run is bounded: `--nodes`, `--concurrency`, per-stage timeouts and retries, and
 //! `--time-limit` (no node starts after it; nodes still running get `STOP_GRACE` more, then
 //! count as failed at the stage they were in).

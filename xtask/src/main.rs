@@ -51,7 +51,9 @@ enum Command {
     /// DISCOVER, 4011 REQUEST, TFTP loader, iPXE DHCP, HTTP script, kernel, shared initrd,
     /// overlay) against xdpboot in network namespaces; per stage completions, failures,
     /// rate and latency, the server's CPU and peak RSS. --against dnsmasq+nginx runs the same
-    /// storm against dnsmasq (proxy DHCP, TFTP) and nginx in the same run. Needs root.
+    /// storm against dnsmasq (proxy DHCP, TFTP) and nginx in the same run. --instances N runs
+    /// N xdpboot instances on the nodes' segment (--kill-one-after kills one midway,
+    /// --prometheus has Prometheus scrape them and checks its sums). Needs root.
     Loadtest(loadtest::Args),
     /// Benchmark: ns per packet of the XDP program's decision for boot and non-boot frames
     /// (BPF_PROG_TEST_RUN with a repeat count). Needs root and the eBPF toolchain.

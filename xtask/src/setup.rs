@@ -69,7 +69,11 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "dpkg",
             // `cargo xtask run --keep`: a shell on a kept node's serial console socket.
             "socat",
-            // The virtualenv that holds Ironic's wheel (tests/ironic.rs, see `ironic_venv`).
+            // Scale-out: Prometheus scraping every instance of a storm (`cargo xtask loadtest
+            // --prometheus`, xtask/tests/storm.rs).
+            "prometheus",
+            // The virtualenvs that hold Ironic's wheel (tests/ironic.rs, see `ironic_venv`) and
+            // kubernetes-validate (tests/kubernetes.rs, see `kubernetes_validate`).
             "python3-venv",
         ],
     ),
@@ -127,6 +131,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         missing.push(absent);
     }
     if let Some(absent) = ironic_venv(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = kubernetes_validate(args.check)? {
         missing.push(absent);
     }
     if !missing.is_empty() {
@@ -382,6 +389,49 @@ fn browser_test_deps(check_only: bool) -> anyhow::Result<Option<String>> {
             .current_dir(&dir)
             .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
     )?;
+    Ok(None)
+}
+
+/// kubernetes-validate from PyPI in a virtualenv of Debian's python3, for the offline check of
+/// docs/kubernetes/ (tests/kubernetes.rs).
+fn kubernetes_validate(check_only: bool) -> anyhow::Result<Option<String>> {
+    let venv = boot_tests::kubernetes_validate_venv();
+    let wanted = format!(
+        "kubernetes-validate {}",
+        boot_tests::KUBERNETES_VALIDATE_VERSION
+    );
+    let installed = Command::new(venv.join("bin/kubernetes-validate"))
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed
+        .as_deref()
+        .is_some_and(|v| v.ends_with(boot_tests::KUBERNETES_VALIDATE_VERSION))
+    {
+        step(format!("{wanted}: {} (already installed)", venv.display()));
+        return Ok(None);
+    }
+    if check_only {
+        step(format!("{wanted}: missing ({})", venv.display()));
+        return Ok(Some(wanted));
+    }
+    step(format!("{wanted}: installing into {}…", venv.display()));
+    run_command(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
+    run_command(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!(
+            "kubernetes-validate=={}",
+            boot_tests::KUBERNETES_VALIDATE_VERSION
+        ),
+    ]))?;
     Ok(None)
 }
 

@@ -22,6 +22,14 @@
 //! of simulated nodes share one client address. Behind a router the server has no neighbour
 //! entry for the client, so the check does not apply; the overlay's signature still does.
 //!
+//! Scale-out (`--instances N`): N xdpboot instances on the nodes' segment, one config and one
+//! URL secret, no coordination; every instance answers every DISCOVER and a node goes on with
+//! the first offer it gets, as firmware does. `--kill-one-after S` kills the first instance S
+//! seconds in; with `--reboots` a node whose attempt failed starts over from its DISCOVER, as a
+//! machine retrying its boot entry does, and the report says whom the kill hit and how long
+//! they and the survivors took. `--prometheus` has Debian's Prometheus scrape every instance
+//! and compares its sums with the storm's counts (`prometheus.rs`).
+//!
 //! Every run is bounded: `--nodes`, `--concurrency`, per-stage timeouts and retries, and
 //! `--time-limit` (no node starts after it; nodes still running get `STOP_GRACE` more, then
 //! count as failed at the stage they were in).
@@ -29,6 +37,7 @@
 mod dhcp;
 mod http;
 mod lab;
+mod prometheus;
 mod report;
 pub(crate) mod tftp;
 
@@ -58,6 +67,12 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 const MAX_CONCURRENCY: usize = 4096;
 /// Largest file sizes (MiB): the files are written to the lab's directory.
 const MAX_FILE_MIB: u64 = 4096;
+/// Most xdpboot instances on the nodes' segment (`--instances`).
+const MAX_INSTANCES: usize = 8;
+/// Most times a node starts over (`--reboots`): four attempts fit its block of xids.
+const MAX_REBOOTS: u32 = 3;
+/// The instance `--kill-one-after` kills: the first.
+const KILLED: usize = 0;
 
 /// Who serves the storm besides xdpboot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -131,6 +146,27 @@ pub struct Args {
     /// The nginx binary.
     #[arg(long, value_name = "PATH", default_value = "nginx")]
     nginx: PathBuf,
+    /// xdpboot instances on the nodes' segment, each in a namespace and with an address of its
+    /// own, one config for all: every instance answers every node, and a node boots through
+    /// the one whose offer reached it first (at most 8).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Kill the first instance (SIGKILL) this many seconds into the storm: the nodes mid-boot
+    /// through it fail and, with --reboots, start over and boot through the others.
+    #[arg(long, value_name = "SECS")]
+    kill_one_after: Option<f64>,
+    /// A node whose boot failed powers on again from its PXE DISCOVER, up to this many times,
+    /// as a machine does whose firmware gives up and retries its boot entry (at most 3).
+    #[arg(long, default_value_t = 0)]
+    reboots: u32,
+    /// Fail (exit status 1) unless every node booted.
+    #[arg(long)]
+    require_all: bool,
+    /// Start Prometheus (this binary; Debian's `prometheus` package) scraping every instance's
+    /// /metrics, then query it for the counts summed over the instances and compare them with
+    /// what the storm did; a mismatch fails the run.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "prometheus")]
+    prometheus: Option<PathBuf>,
 }
 
 impl Args {
@@ -175,6 +211,32 @@ impl Args {
             "--time-limit must be 1..={} seconds",
             MAX_TIME_LIMIT.as_secs()
         );
+        ensure!(
+            (1..=MAX_INSTANCES).contains(&self.instances),
+            "--instances must be 1..={MAX_INSTANCES}"
+        );
+        ensure!(
+            self.instances == 1 || self.against.is_none(),
+            "--against runs its peer as one instance: leave out --instances"
+        );
+        if let Some(after) = self.kill_one_after {
+            ensure!(
+                after.is_finite() && after >= 0.0 && after < self.time_limit as f64,
+                "--kill-one-after must be 0 or more seconds, before --time-limit"
+            );
+            ensure!(
+                self.instances >= 2,
+                "--kill-one-after needs --instances 2 or more: someone must survive"
+            );
+            ensure!(
+                self.prometheus.is_none(),
+                "--prometheus compares every instance's counts: a killed one's last ones are lost"
+            );
+        }
+        ensure!(
+            self.reboots <= MAX_REBOOTS,
+            "--reboots must be at most {MAX_REBOOTS}"
+        );
         Ok(())
     }
 
@@ -201,6 +263,18 @@ impl Args {
         }
         if self.against.is_some() {
             command.push_str(" --against dnsmasq+nginx");
+        }
+        if self.instances > 1 {
+            command.push_str(&format!(" --instances {}", self.instances));
+        }
+        if let Some(after) = self.kill_one_after {
+            command.push_str(&format!(" --kill-one-after {after}"));
+        }
+        if self.reboots > 0 {
+            command.push_str(&format!(" --reboots {}", self.reboots));
+        }
+        if self.prometheus.is_some() {
+            command.push_str(" --prometheus");
         }
         command
     }
@@ -258,6 +332,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the load test creates network namespaces: run it as root");
     }
+    if let Some(prometheus) = &args.prometheus {
+        ensure!(
+            which(prometheus),
+            "`{}` is not installed (cargo xtask setup installs Debian's prometheus)",
+            prometheus.display()
+        );
+    }
     if args.against.is_some() {
         for tool in [&args.dnsmasq, &args.nginx] {
             ensure!(
@@ -285,19 +366,65 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         servers.push(ServerKind::DnsmasqNginx);
     }
     let mut reports = Vec::new();
+    let mut scraped = None;
     for kind in servers {
         let running = lab.start(kind, args, &xdpboot)?;
         say(&format!(
-            "{} ready; storm of {} nodes",
+            "{} ready{}; storm of {} nodes",
             kind.name(),
+            match running.addresses.len() {
+                1 => String::new(),
+                n => format!(" ({n} instances)"),
+            },
             args.nodes
         ));
+        // Only xdpboot has /metrics; the storm against the peer is not scraped.
+        let prometheus = match (&args.prometheus, kind) {
+            (Some(binary), ServerKind::Xdpboot(_)) => {
+                let targets: Vec<SocketAddrV4> = running
+                    .addresses
+                    .iter()
+                    .map(|ip| SocketAddrV4::new(*ip, lab::ADMIN_PORT))
+                    .collect();
+                let prometheus =
+                    prometheus::Prometheus::start(&lab.cli, &lab.dir, binary, &targets)?;
+                say(&format!(
+                    "{} scrapes {} instance(s) every {:?}",
+                    prometheus.version(),
+                    targets.len(),
+                    prometheus::SCRAPE_INTERVAL
+                ));
+                Some(prometheus)
+            }
+            _ => None,
+        };
         let report = storm(&lab, &running, args, &mix)?;
+        if let Some(prometheus) = prometheus {
+            scraped = Some(prometheus.compare(&lab.cli, &report)?);
+        }
         reports.push(report);
         drop(running);
     }
     println!();
     print!("{}", report::summary(args, &reports));
+    if let Some(comparison) = &scraped {
+        print!("{comparison}");
+        ensure!(
+            comparison.agrees(),
+            "Prometheus's sums over the instances disagree with what the storm did (above)"
+        );
+    }
+    if args.require_all {
+        for report in &reports {
+            ensure!(
+                report.tally.failed == 0 && report.started == args.nodes,
+                "{}: {} of {} nodes did not boot (--require-all)",
+                report.server.name(),
+                u64::from(args.nodes) - report.tally.booted(),
+                args.nodes
+            );
+        }
+    }
     Ok(())
 }
 
@@ -318,20 +445,89 @@ struct Storm {
     blksize: u16,
     dhcp_timeout: Duration,
     dhcp_retries: u32,
+    /// Times a failed node starts over.
+    reboots: u32,
     /// Makes this storm's MACs and xids its own.
     salt: u32,
 }
 
-/// Runs one storm against the servers of `running` and measures it.
+/// Runs one storm against the servers of `running` and measures it; with `--kill-one-after`,
+/// kills the first instance that far into it.
 fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow::Result<RunReport> {
     let dhcp_sockets = lab.cli.run(|| dhcp::Sockets::open(lab::CLIENT_IF))?;
     let tftp = tftp::SocketFactory::start(&lab.cli)?;
     let nodes = args.nodes;
     let progress = report::progress_bar(u64::from(nodes));
     let before = report::Usage::take(running);
+    let began = std::time::Instant::now();
+    // The killer waits on a channel that the storm's end closes: a storm shorter than the
+    // delay ends with every instance alive.
+    let (storm_over, killer_wait) = std::sync::mpsc::channel::<()>();
+    let (storm_result, killed_at) = std::thread::scope(|scope| {
+        let killer = args.kill_one_after.map(|after| {
+            let progress = progress.clone();
+            scope.spawn(move || -> anyhow::Result<Option<std::time::Instant>> {
+                match killer_wait.recv_timeout(Duration::from_secs_f64(after)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        running.kill(KILLED)?;
+                        progress.println(format!(
+                            "[loadtest] killed instance {} ({}) with SIGKILL",
+                            KILLED + 1,
+                            running.addresses[KILLED]
+                        ));
+                        Ok(Some(std::time::Instant::now()))
+                    }
+                    _ => Ok(None),
+                }
+            })
+        });
+        let result = run_nodes(lab, args, mix, dhcp_sockets, tftp, &progress);
+        drop(storm_over);
+        let killed_at = match killer {
+            Some(killer) => killer.join().expect("the killer thread does not panic"),
+            None => Ok(None),
+        };
+        (result, killed_at)
+    });
+    progress.finish_and_clear();
+    let (started, wall, tally, dhcp_counts) = storm_result?;
+    let killed_at = killed_at?;
+    let after = report::Usage::take(running);
+    Ok(RunReport {
+        server: running.kind,
+        instances: running.addresses.clone(),
+        killed: killed_at.map(|at| report::Kill {
+            instance: KILLED,
+            after: at.saturating_duration_since(began),
+            at: Instant::from_std(at),
+        }),
+        nodes: args.nodes,
+        started,
+        wall,
+        tally,
+        usage: after.since(&before),
+        dhcp: dhcp_counts,
+        server_log_tail: running.log_tail(),
+    })
+}
+
+/// What [`run_nodes`] measured: nodes started, wall time, their outcomes, and the DHCP
+/// replies the load generator saw.
+type NodesRun = (u32, Duration, Tally, dhcp::Counts);
+
+/// Starts the nodes (at `--ramp`, at most `--concurrency` at once) and waits for them.
+fn run_nodes(
+    lab: &Lab,
+    args: &Args,
+    mix: &[u16],
+    dhcp_sockets: dhcp::Sockets,
+    tftp: tftp::SocketFactory,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<NodesRun> {
+    let nodes = args.nodes;
     // The nodes run on threads in `far` (where their TCP connections must start); their DHCP
     // and TFTP sockets were made in `cli` and stay there.
-    let storm_result = lab.far.run(|| {
+    lab.far.run(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -353,6 +549,7 @@ fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow:
                 blksize: args.tftp_blksize,
                 dhcp_timeout: Duration::from_secs_f64(args.dhcp_timeout),
                 dhcp_retries: args.dhcp_retries,
+                reboots: args.reboots,
                 salt: dhcp::random_u32(),
             });
             let receiver = tokio::spawn(storm.dhcp.clone().receive());
@@ -394,23 +591,10 @@ fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow:
             while tasks.join_next().await.is_some() {}
             let wall = start.elapsed();
             receiver.abort();
-            let strays = storm.dhcp.strays();
+            let counts = storm.dhcp.counts();
             let tally = std::mem::take(&mut *storm.tally.lock().expect("no node panics"));
-            anyhow::Ok((started, wall, tally, strays))
+            anyhow::Ok((started, wall, tally, counts))
         })
-    });
-    progress.finish_and_clear();
-    let (started, wall, tally, strays) = storm_result?;
-    let after = report::Usage::take(running);
-    Ok(RunReport {
-        server: running.kind,
-        nodes: args.nodes,
-        started,
-        wall,
-        tally,
-        usage: after.since(&before),
-        dhcp_strays: strays,
-        server_log_tail: running.log_tail(),
     })
 }
 
@@ -439,11 +623,21 @@ impl Storm {
         MacAddr([0x02, 0x5b, self.salt as u8, n[1], n[2], n[3]])
     }
 
-    /// A transaction id for node `i`'s `k`-th exchange, unique in the storm.
+    /// A transaction id for node `i`'s `k`-th exchange (fewer than [`XIDS_PER_NODE`]), unique
+    /// in the storm.
     fn xid(&self, i: u32, k: u32) -> u32 {
-        self.salt.wrapping_add(i.wrapping_mul(8)).wrapping_add(k)
+        debug_assert!(k < XIDS_PER_NODE);
+        self.salt
+            .wrapping_add(i.wrapping_mul(XIDS_PER_NODE))
+            .wrapping_add(k)
     }
 }
+
+/// Exchanges one boot attempt has at most: the ROM's DISCOVER and 4011 REQUEST, iPXE's
+/// DISCOVER and 4011 REQUEST.
+const EXCHANGES_PER_ATTEMPT: u32 = 4;
+/// Transaction ids each node owns: room for every attempt ([`MAX_REBOOTS`] + 1).
+const XIDS_PER_NODE: u32 = EXCHANGES_PER_ATTEMPT * (MAX_REBOOTS + 1);
 
 /// One simulated machine.
 struct Node {
@@ -453,8 +647,22 @@ struct Node {
 }
 
 impl Node {
+    /// The node's boot: attempts until one gets through every stage, at most `--reboots` + 1,
+    /// each starting over from the PXE DISCOVER.
     async fn boot(&self, storm: &Storm) -> NodeOutcome {
         let mut outcome = NodeOutcome::new(Instant::now());
+        for attempt in 0..=storm.reboots {
+            outcome.begin_attempt(attempt);
+            if self.attempt(storm, attempt, &mut outcome).await || Instant::now() >= storm.deadline
+            {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// One boot attempt, its stages recorded in `outcome`; whether it got through.
+    async fn attempt(&self, storm: &Storm, attempt: u32, outcome: &mut NodeOutcome) -> bool {
         // Each stage is bounded by its own timeouts and by the storm's deadline.
         macro_rules! stage {
             ($stage:expr, $future:expr) => {{
@@ -466,15 +674,16 @@ impl Node {
                     }
                     Ok(Err(reason)) => {
                         outcome.record($stage, began, Outcome::Failed(reason));
-                        return outcome;
+                        return false;
                     }
                     Err(_) => {
                         outcome.record($stage, began, Outcome::Failed("time limit".into()));
-                        return outcome;
+                        return false;
                     }
                 }
             }};
         }
+        let exchange = |k: u32| attempt * EXCHANGES_PER_ATTEMPT + k;
         let mac = storm.mac(self.index);
         let rom = BootRequest {
             mac,
@@ -483,7 +692,7 @@ impl Node {
         // 1. The ROM's DISCOVER, broadcast from 0.0.0.0:68.
         let offer = stage!(
             Stage::Discover,
-            self.exchange(storm, &rom, 0, None, Sent::Broadcast)
+            self.exchange(storm, &rom, exchange(0), None, Sent::Broadcast)
         );
         let Some(server) = offer.server_id().or_else(|| {
             let siaddr = offer.message.siaddr();
@@ -494,8 +703,9 @@ impl Node {
                 Instant::now(),
                 Outcome::Failed("the proxy OFFER names no server".into()),
             );
-            return outcome;
+            return false;
         };
+        outcome.through(server);
         // 2. The REQUEST to the proxy's port 4011 (a boot-server request for the menu's
         // first item where the OFFER carried a PXE menu, as iPXE's ROM sends to dnsmasq).
         let request = rom.clone().request_to(server, storm.client_ip);
@@ -504,7 +714,7 @@ impl Node {
             self.exchange(
                 storm,
                 &request,
-                1,
+                exchange(1),
                 dhcp::boot_item(&offer),
                 Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT))
             )
@@ -539,7 +749,7 @@ impl Node {
         };
         let script_url = stage!(Stage::IpxeDhcp, async {
             let (offer, _) = self
-                .exchange(storm, &ipxe, 2, None, Sent::Broadcast)
+                .exchange(storm, &ipxe, exchange(2), None, Sent::Broadcast)
                 .await?;
             let mut url = offer.file();
             if url.is_empty() {
@@ -549,7 +759,7 @@ impl Node {
                     .exchange(
                         storm,
                         &request,
-                        3,
+                        exchange(3),
                         None,
                         Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT)),
                     )
@@ -561,6 +771,11 @@ impl Node {
             }
             Ok((url, 0))
         });
+        // iPXE took the first offer, maybe another instance's than the ROM did: from here on
+        // the node talks to the one its script URL names.
+        if let Some(host) = url_host(&script_url) {
+            outcome.through(host);
+        }
         // 5. HTTP: the script, then what it names, on one kept-alive connection.
         let mut session = http::Session::default();
         let script = stage!(Stage::Script, async {
@@ -572,7 +787,7 @@ impl Node {
             Ok(files) => files,
             Err(reason) => {
                 outcome.record(Stage::Kernel, Instant::now(), Outcome::Failed(reason));
-                return outcome;
+                return false;
             }
         };
         if self.fetch_images {
@@ -596,7 +811,7 @@ impl Node {
             }
             Ok(((), bytes))
         });
-        outcome
+        true
     }
 
     /// One DHCP exchange (`k` numbers it within the node, for its xid), with `vendor_options`
@@ -625,6 +840,11 @@ impl Node {
             .await?;
         Ok((reply, 0))
     }
+}
+
+/// The IPv4 host of an `http://a.b.c.d[:port]/…` URL.
+fn url_host(url: &str) -> Option<Ipv4Addr> {
+    url.parse::<hyper::Uri>().ok()?.host()?.parse().ok()
 }
 
 fn say(text: &str) {

@@ -1,6 +1,7 @@
 //! What the firmware tests and `cargo xtask run` boot, cached under the workspace's `.cache/`:
 //! Debian 13's iPXE loaders and OVMF (DESIGN.md, "Firmware and TLS facts": Debian 12's iPXE
-//! has no HTTPS), a Debian kernel, and a small busybox initrd built here. Nothing is installed:
+//! has no HTTPS), a Debian kernel (signed by Debian, so the Secure Boot chain boots it too),
+//! Debian 12's signed shim and GRUB and its PXELINUX, and a small busybox initrd built here. Nothing is installed:
 //! the packages are fetched with `apt-get download` through a private apt configuration (its
 //! own sources list, lists and cache under `.cache/apt/`, the system's apt untouched) and
 //! unpacked with `dpkg-deb`.
@@ -8,9 +9,14 @@
 //! Layout (all of it reproducible from a clean checkout; `rm -rf .cache` starts over):
 //! ```text
 //! .cache/apt/                  sources.list (Debian 13 "trixie"), lists/, archives
+//! .cache/apt-bookworm/         the same for Debian 12 "bookworm"
 //! .cache/debs/                 the downloaded .deb files
 //! .cache/debian13/ipxe/        ipxe_<version>.deb unpacked (usr/lib/ipxe/ipxe-amd64.efi, …)
 //! .cache/debian13/ovmf/        ovmf_<version>.deb unpacked
+//! .cache/debian13/<package>/   shim-signed, grub-efi-amd64-signed (GRUB 2.12: the http module)
+//! .cache/debian12/<package>/   shim-signed, grub-efi-amd64-signed (GRUB 2.06: tftp only),
+//!                              pxelinux, syslinux-common
+//! .cache/debs-bookworm/        Debian 12's .deb files
 //! .cache/kernel/vmlinuz        the kernel of linux-image-cloud-amd64 (virtio, EFI stub, 8250)
 //! .cache/lab/tftp/             the lab's TFTP root: undionly.kpxe, ipxe-amd64.efi, snponly.efi
 //! .cache/lab/http/             the lab's HTTP root: the loaders again, vmlinuz, shared-initrd.img
@@ -36,11 +42,39 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::run_command;
 
 /// The suite the firmware packages come from (DESIGN.md: 1.21.1+git20250501 iPXE with TLS).
-const SUITE: &str = "trixie";
-/// The Debian mirror apt-get downloads from; the keyring of Debian 12's
-/// `debian-archive-keyring` holds the trixie keys.
-const SOURCE: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-                      http://deb.debian.org/debian trixie main";
+/// The keyring of Debian 12's `debian-archive-keyring` holds the trixie keys.
+const TRIXIE: Suite = Suite {
+    name: "trixie",
+    release: "Debian 13",
+    apt_dir: "apt",
+    debs_dir: "debs",
+    source: "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian trixie main",
+};
+/// The suite of the signed boot chain and syslinux: Debian 12's shim, GRUB and the Secure Boot
+/// variables of the host's OVMF are the combination seen booting here (DESIGN.md, "Verified
+/// later"), and its syslinux is the one the BIOS chain test uses.
+const BOOKWORM: Suite = Suite {
+    name: "bookworm",
+    release: "Debian 12",
+    apt_dir: "apt-bookworm",
+    debs_dir: "debs-bookworm",
+    source: "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian bookworm main",
+};
+/// The signed boot chain, from both suites, each unpacked under `.cache/debian<N>/` with the
+/// directory the lab's `[loaders] search` points at: the MS-signed shim and the Debian-signed
+/// network GRUB (prefix `/grub`). Debian 13's GRUB (2.12) has the `http` module, Debian 12's
+/// (2.06) only `tftp`, so each suite proves one of xdpboot's two ways to feed GRUB.
+pub const SIGNED_CHAIN_PACKAGES: &[(&str, &str)] = &[
+    ("shim-signed", "usr/lib/shim"),
+    ("grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed"),
+];
+/// Debian 12's PXELINUX and its BIOS modules (`ldlinux.c32`, which lpxelinux loads first).
+pub const PXELINUX_PACKAGES: &[(&str, &str)] = &[
+    ("pxelinux", "usr/lib/PXELINUX"),
+    ("syslinux-common", "usr/lib/syslinux/modules/bios"),
+];
 /// The kernel metapackage; it depends on the versioned image package we download. The cloud
 /// flavour is a third the size of the generic one and has everything a QEMU guest needs.
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -114,6 +148,11 @@ pub struct Assets {
     pub kernel_version: String,
     /// Package versions, for the log: `ipxe 1.21.1+…`, `ovmf 2025.02-…`.
     pub versions: Vec<(String, String)>,
+    /// What the lab's `[loaders] search` names for the shim, GRUB and PXELINUX chains: the
+    /// directories of Debian 13's [`SIGNED_CHAIN_PACKAGES`] and of [`PXELINUX_PACKAGES`].
+    pub chain_loaders: Vec<PathBuf>,
+    /// The same with Debian 12's shim and GRUB (no `http` module: GRUB fetches over TFTP).
+    pub chain_loaders_debian12: Vec<PathBuf>,
     /// The lab's TFTP root.
     pub tftp_root: PathBuf,
     /// The lab's HTTP root.
@@ -145,7 +184,7 @@ impl Assets {
             .map_err(|(_, e)| e)
             .context("locking .cache/.lock")?;
 
-        let apt = PrivateApt::new(&cache)?;
+        let apt = PrivateApt::new(&cache, TRIXIE)?;
         let ipxe_deb = apt.package("ipxe", progress)?;
         let ovmf_deb = apt.package("ovmf", progress)?;
         let kernel_package = apt.kernel_package(progress)?;
@@ -163,7 +202,7 @@ impl Assets {
                 ipxe_deb.display()
             );
         }
-        let versions = [
+        let mut versions: Vec<(String, String)> = [
             ("ipxe", &ipxe_deb),
             ("ovmf", &ovmf_deb),
             ("kernel", &kernel_deb),
@@ -171,6 +210,27 @@ impl Assets {
         .into_iter()
         .map(|(name, deb)| (name.to_owned(), deb_version(deb)))
         .collect();
+        let bookworm = PrivateApt::new(&cache, BOOKWORM)?;
+        let mut unpack = |apt: &PrivateApt, release: &str, packages: &[(&str, &str)]| {
+            let mut dirs = Vec::new();
+            for (package, dir) in packages {
+                let deb = apt.package(package, progress)?;
+                let unpacked = unpacked(&cache.join(release).join(package), &deb, progress)?;
+                ensure!(
+                    unpacked.join(dir).is_dir(),
+                    "{} has no {dir}",
+                    deb.display()
+                );
+                dirs.push(unpacked.join(dir));
+                versions.push((format!("{package} ({release})"), deb_version(&deb)));
+            }
+            Ok::<_, anyhow::Error>(dirs)
+        };
+        let signed13 = unpack(&apt, "debian13", SIGNED_CHAIN_PACKAGES)?;
+        let signed12 = unpack(&bookworm, "debian12", SIGNED_CHAIN_PACKAGES)?;
+        let pxelinux = unpack(&bookworm, "debian12", PXELINUX_PACKAGES)?;
+        let chain_loaders = [signed13, pxelinux.clone()].concat();
+        let chain_loaders_debian12 = [signed12, pxelinux].concat();
 
         let lab = cache.join("lab");
         let stamp = format!(
@@ -191,6 +251,8 @@ impl Assets {
             kernel,
             kernel_version,
             versions,
+            chain_loaders,
+            chain_loaders_debian12,
             tftp_root: lab.join("tftp"),
             http_root,
             shared_initrd_len,
@@ -211,22 +273,37 @@ impl Assets {
     }
 }
 
-/// apt-get with a configuration of its own under `.cache/apt/`.
+/// A Debian suite packages are downloaded from, each through an apt configuration of its own.
+#[derive(Debug, Clone, Copy)]
+struct Suite {
+    name: &'static str,
+    /// For progress lines: "Debian 13".
+    release: &'static str,
+    /// Its configuration's directory under `.cache/`.
+    apt_dir: &'static str,
+    /// Where its `.deb` files go under `.cache/` (one per suite: both have a `shim-signed`).
+    debs_dir: &'static str,
+    /// Its sources.list line.
+    source: &'static str,
+}
+
+/// apt-get with a configuration of its own under `.cache/<suite's apt_dir>/`.
 struct PrivateApt {
+    suite: Suite,
     dir: PathBuf,
     debs: PathBuf,
 }
 
 impl PrivateApt {
-    fn new(cache: &Path) -> Result<PrivateApt> {
-        let dir = cache.join("apt");
+    fn new(cache: &Path, suite: Suite) -> Result<PrivateApt> {
+        let dir = cache.join(suite.apt_dir);
         for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
             fs::create_dir_all(dir.join(sub))?;
         }
-        fs::write(dir.join("sources.list"), format!("{SOURCE}\n"))?;
-        let debs = cache.join("debs");
+        fs::write(dir.join("sources.list"), format!("{}\n", suite.source))?;
+        let debs = cache.join(suite.debs_dir);
         fs::create_dir_all(&debs)?;
-        Ok(PrivateApt { dir, debs })
+        Ok(PrivateApt { suite, dir, debs })
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -259,13 +336,14 @@ impl PrivateApt {
         fs::read_dir(self.dir.join("lists")).is_ok_and(|entries| {
             entries
                 .flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(SUITE))
+                .any(|e| e.file_name().to_string_lossy().contains(self.suite.name))
         })
     }
 
     fn update(&self, progress: &mut dyn FnMut(&str)) -> Result<()> {
         progress(&format!(
-            "apt-get update (private configuration, Debian 13 {SUITE})"
+            "apt-get update (private configuration, {} {})",
+            self.suite.release, self.suite.name
         ));
         run_command(self.command("apt-get").arg("update"), APT_TIMEOUT)?;
         Ok(())
@@ -280,7 +358,10 @@ impl PrivateApt {
         if !self.has_lists() {
             self.update(progress)?;
         }
-        progress(&format!("{package}: apt-get download from Debian 13"));
+        progress(&format!(
+            "{package}: apt-get download from {}",
+            self.suite.release
+        ));
         let download = |apt: &PrivateApt| {
             run_command(
                 apt.command("apt-get")

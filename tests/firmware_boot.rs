@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use boot_tests::assets::Assets;
 use boot_tests::rack::{Backend, Node, Rack, RackSetup, SERVER, Start};
-use boot_tests::vm::{Firmware, Marker};
+use boot_tests::vm::{Chain, Firmware, Marker};
 
 /// Longest a boot to the marker may take under TCG, two machines sharing two cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
@@ -58,6 +58,9 @@ fn boots_with_its_overlay(firmware: Firmware, backend: Backend) {
         Firmware::UefiPxe => assert!(tftp_loader, "ipxe-amd64.efi went over TFTP:\n{log}"),
         Firmware::Bios | Firmware::UefiHttp => {
             assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name())
+        }
+        Firmware::UefiPxeSecureBoot | Firmware::UefiHttpSecureBoot => {
+            unreachable!("Secure Boot machines boot through shim, not iPXE")
         }
     }
     if firmware == Firmware::UefiHttp {
@@ -154,7 +157,7 @@ fn reaches_ipxe_with_no_config(firmware: Firmware) -> Rack {
 /// The loader the daemon said it serves from the package, for `file`.
 fn served_from_the_package(rack: &Rack, file: &str) -> bool {
     rack.daemon_log().lines().any(|l| {
-        l.contains("serving the ipxe package's")
+        l.contains("serving the package's")
             && l.contains(&format!("file=\"{file}\""))
             && l.contains("from=/")
     })
@@ -507,5 +510,168 @@ fn ipxe_efi_refuses_the_https_server_when_the_firmware_was_not_given_the_ca() {
             .iter()
             .any(|a| a.path.starts_with("/boot.ipxe")),
         "no script was served to an iPXE that does not trust the server"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Third-stage chains: shim and GRUB under Secure Boot, PXELINUX, iPXE chaining GRUB, local boot
+
+/// Whether xdpboot's log shows a complete TFTP transfer of `file`.
+fn tftp_sent(rack: &Rack, file: &str) -> bool {
+    rack.daemon_log().lines().any(|l| {
+        l.contains("tftp transfer")
+            && l.contains(&format!("file=\"{file}\""))
+            && l.contains("outcome=\"complete\"")
+    })
+}
+
+/// Boots `node` through its chain in a rack set up by `setup`; checks its marker and every
+/// stage of its firmware and chain, and prints the time each took.
+fn boots_through_its_chain(node: Node, setup: impl FnOnce(&mut RackSetup)) -> Rack {
+    let mut rack_setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    setup(&mut rack_setup);
+    let mut rack = Rack::start(assets(), rack_setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let marker = wait_for_marker(&mut rack, 0);
+    assert_node_marker(&marker, &node, &rack);
+    let vm = &rack.vms[0];
+    for stage in node.firmware.stages_through(node.chain) {
+        assert!(
+            vm.reached(stage.name).is_some(),
+            "stage {:?} seen on the console: {:?}\n{}",
+            stage.name,
+            vm.reached,
+            vm.console_tail(60)
+        );
+    }
+    eprintln!(
+        "{} through {}: {:?}",
+        node.firmware.name(),
+        node.chain.name(),
+        vm.reached
+    );
+    rack
+}
+
+/// The console shows the kernel verified and Secure Boot on (the EFI stub and the kernel both
+/// say so), and the kernel locked down.
+fn assert_secure_boot_on(rack: &Rack) {
+    let lines = &rack.vms[0].lines;
+    for expected in [
+        "EFI stub: UEFI Secure Boot is enabled.",
+        "secureboot: Secure boot enabled",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(expected)),
+            "{expected:?} on the console:\n{}",
+            rack.vms[0].console_tail(80)
+        );
+    }
+}
+
+#[test]
+fn secure_boot_pxe_chains_the_signed_shim_and_grub_to_the_signed_kernel_and_its_overlay_over_http()
+{
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    assert_secure_boot_on(&rack);
+    // shim over TFTP, and the GRUB shim fetched from the TFTP root by its own name.
+    for file in ["shimx64.efi", "grubx64.efi"] {
+        assert!(tftp_sent(&rack, file), "{file} over TFTP:\n{}", rack.daemon_log());
+    }
+    // GRUB read its bootstrap and the node's own config over TFTP, and fetched the kernel,
+    // the shared initrd and the overlay over HTTP (Debian 13's GRUB has the http module).
+    let own = format!("grub/x86_64-efi/grub.cfg-01-{}", node.mac);
+    for file in ["grub/grub.cfg", own.as_str()] {
+        assert!(tftp_sent(&rack, file), "{file} over TFTP:\n{}", rack.daemon_log());
+    }
+    let log = access_log(&rack);
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200 && a.scheme == "http"),
+            "{path} over HTTP: {log:#?}"
+        );
+    }
+}
+
+#[test]
+fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone() {
+    let node = Node::numbered(1, Firmware::UefiHttpSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    assert_secure_boot_on(&rack);
+    let log = access_log(&rack);
+    // OVMF fetched shim by the URL xdpboot offered; shim fetched GRUB beside it (shim
+    // `httpboot.c` joins the directory and the name with a second slash), GRUB its configs,
+    // the kernel, the initrd and the overlay from the same server.
+    let own = format!("/grub/x86_64-efi/grub.cfg-01-{}", node.mac);
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in [
+        "/shimx64.efi",
+        "//grubx64.efi",
+        "/grub/grub.cfg",
+        own.as_str(),
+        "/boot/kernel",
+        "/boot/initrd/0",
+        overlay.as_str(),
+    ] {
+        assert!(
+            log.iter().any(|a| path_is(&a.path, path) && a.status == 200),
+            "{path} over HTTP: {log:#?}"
+        );
+    }
+    let daemon = rack.daemon_log();
+    assert!(
+        !daemon.lines().any(|l| l.contains("tftp transfer")),
+        "no TFTP at all:\n{daemon}"
+    );
+}
+
+#[test]
+fn secure_boot_with_debian_12s_grub_fetches_kernel_initrd_and_overlay_over_tftp() {
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |setup| setup.debian12_chain = true);
+    assert_secure_boot_on(&rack);
+    // Debian 12's network GRUB (2.06) has no http module: xdpboot read that in the image it
+    // serves and named every file by TFTP.
+    let overlay = format!("nodes/{}/overlay.cpio?", node.mac);
+    let daemon = rack.daemon_log();
+    for file in ["boot/kernel", "boot/initrd/0", overlay.as_str()] {
+        assert!(
+            daemon.lines().any(|l| l.contains("tftp transfer")
+                && l.contains(&format!("file=\"{file}"))
+                && l.contains("outcome=\"complete\"")),
+            "{file} over TFTP:\n{daemon}"
+        );
+    }
+    assert!(
+        !access_log(&rack).iter().any(|a| a.path.starts_with("/boot/")),
+        "nothing over HTTP"
+    );
+}
+
+#[test]
+fn secure_boot_firmware_refuses_an_unsigned_loader_that_xdpboot_hands_it() {
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot).through(Chain::Ipxe);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    // Debian 13's iPXE is not signed: the same machine, the same policy table as the iPXE
+    // tests, and the firmware's own check says no.
+    setup.policy = None;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let refused = rack.vms[0].wait_for_line("the firmware refusing iPXE", BOOT_TIMEOUT, |l| {
+        l.contains("Access Denied")
+    });
+    let refused = refused.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    eprintln!("OVMF: {refused}");
+    assert!(
+        tftp_sent(&rack, "ipxe-amd64.efi"),
+        "xdpboot did hand it out: {}",
+        rack.daemon_log()
+    );
+    assert!(
+        !rack.vms[0].lines.iter().any(|l| l.contains("iPXE")),
+        "iPXE never ran"
     );
 }

@@ -37,7 +37,7 @@ use boot_common::wire::MacAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::assets::{Assets, KERNEL, NODE_FILE, SHARED_INITRD};
-use crate::vm::{Firmware, Vm, VmSpec};
+use crate::vm::{Chain, Firmware, Vm, VmSpec};
 use crate::{
     Binding, COMMAND_TIMEOUT, Daemon, Dnsmasq, NetNs, STARTUP_TIMEOUT, TempDir, run_command,
     unique_ifindex, veth, veth_with_index,
@@ -92,6 +92,11 @@ pub struct Node {
     pub hostname: String,
     pub mac: MacAddr,
     pub firmware: Firmware,
+    /// The loaders after the firmware's network boot (the lab's policy gives the node a rule
+    /// of its own for any chain but iPXE).
+    pub chain: Chain,
+    /// A disk second in its boot order (local-boot tests).
+    pub disk: Option<PathBuf>,
     /// `vars = { rack = … }` of its `[[node]]` entry, shown in its overlay.
     pub rack_label: String,
 }
@@ -103,8 +108,16 @@ impl Node {
             hostname: format!("n{n:02}"),
             mac: MacAddr([0x52, 0x54, 0x00, 0x18, 0x01, n]),
             firmware,
+            chain: firmware.default_chain(),
+            disk: None,
             rack_label: "lab".to_owned(),
         }
+    }
+
+    /// The same node booting through `chain`.
+    pub fn through(mut self, chain: Chain) -> Node {
+        self.chain = chain;
+        self
     }
 }
 
@@ -152,6 +165,12 @@ pub struct RackSetup {
     /// stub joins back to back, so only the server's 4-byte padding of the gzip initrd lets the
     /// overlay behind it be found (DESIGN.md, "EFI initrds").
     pub ipxe_2019_efi: bool,
+    /// `[[policy]]` rules (TOML) put before the lab's table, after each node's own chain rule;
+    /// `None`: none.
+    pub policy: Option<String>,
+    /// Serve Debian 12's shim and GRUB (2.06: no `http` module, so GRUB fetches its kernel,
+    /// initrds and overlay over TFTP) instead of Debian 13's (2.12: over HTTP).
+    pub debian12_chain: bool,
 }
 
 impl RackSetup {
@@ -168,6 +187,8 @@ impl RackSetup {
             http_pacing_mbit: 0,
             firmware_trusts_ca: true,
             ipxe_2019_efi: false,
+            policy: None,
+            debian12_chain: false,
         }
     }
 }
@@ -391,6 +412,8 @@ exec "$@"
         self.rack.ip(&format!("tuntap add dev {tap} mode tap"))?;
         self.rack.attach(&tap, "br0")?;
         let mut spec = VmSpec::new(&node.hostname, node.mac, node.firmware);
+        spec.chain = node.chain;
+        spec.disk = node.disk.clone();
         if self.setup.https && self.setup.firmware_trusts_ca && node.firmware != Firmware::Bios {
             spec.https_ca = Some(self.ca_esl());
         }
@@ -491,9 +514,16 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
     // (tests/firmware_boot.rs stops it mid-download), rather than draining them first.
     let _ = writeln!(text, "[server]\ndrain_secs = 0\n");
     let _ = writeln!(text, "[tftp]\nroot = {}\n", q(tftp_root));
-    // The lab serves exactly its own loaders (Debian 13's, in the cache), never the host's
-    // `ipxe` package behind them ([`Start::NoConfig`] shows that path).
-    let _ = writeln!(text, "[loaders]\nsearch = []\n");
+    // The lab serves exactly its own loaders (Debian 13's iPXE in its roots; Debian 12's shim,
+    // GRUB and PXELINUX from their unpacked packages, found by the package search), never the
+    // host's `ipxe` package behind them ([`Start::NoConfig`] shows that path).
+    let chain = if setup.debian12_chain {
+        &assets.chain_loaders_debian12
+    } else {
+        &assets.chain_loaders
+    };
+    let search: Vec<String> = chain.iter().map(|d| q(d)).collect();
+    let _ = writeln!(text, "[loaders]\nsearch = [{}]\n", search.join(", "));
     let _ = writeln!(
         text,
         "[http]\nroot = {}\nhttps_port = {}\ntls_cert = {}\ntls_key = {}\ntls_names = [\"{SERVER}\"]\npacing_mbit = {}\n",
@@ -532,25 +562,56 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
             node.mac, node.hostname, node.rack_label
         );
     }
+    // Each node boots through its own chain: a rule for it (by MAC) ahead of the table.
+    let mut rules = String::new();
+    for node in &setup.nodes {
+        let rule = match node.chain {
+            Chain::Ipxe => continue,
+            Chain::ShimGrub => "loader = \"shim\"",
+            Chain::Pxelinux => "loader = \"pxelinux\"",
+            Chain::LocalDisk => "local = true",
+            // The firmware gets iPXE from the table below; iPXE chains GRUB by its URL.
+            Chain::IpxeGrub => "ipxe = true\nhttp = \"http://{server}/grubx64.efi\"",
+        };
+        let _ = writeln!(
+            rules,
+            "[[policy]]\nname = \"{}-{}\"\nmac = [\"{}\"]\n{rule}\n",
+            node.hostname,
+            node.chain.name(),
+            node.mac
+        );
+    }
+    if let Some(policy) = &setup.policy {
+        rules.push_str(policy);
+        rules.push('\n');
+    }
     if setup.https {
         // The default table with https for iPXE's EFI builds: Debian 13's read the lab's CA
         // from the TlsCaCertificate variable OVMF fills from fw_cfg. BIOS iPXE has no TLS, and
         // UEFI HTTP boot keeps plain HTTP for the loader: Debian 12's OVMF offers no elliptic
         // curve key exchange (its OpenSSL is built without EC), which rustls requires
         // (`NoKxGroupsInCommon`).
+        text.push_str(&rules);
         text.push_str(
             "[[policy]]\nname = \"ipxe-efi-https\"\nipxe = true\narch = [\"uefi-x64\"]\n\
-             http = \"https://{server}:{https_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
-             [[policy]]\nname = \"ipxe\"\nipxe = true\n\
-             http = \"http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
-             [[policy]]\nname = \"uefi-http-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
-             http = \"http://{server}:{http_port}/ipxe-amd64.efi\"\n\n\
-             [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
-             [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n",
+             http = \"https://{server}:{https_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n",
         );
+        text.push_str(LAB_TABLE);
+    } else if !rules.is_empty() {
+        // A [[policy]] list replaces the default table: write it out after the nodes' rules.
+        text.push_str(&rules);
+        text.push_str(LAB_TABLE);
     }
     text
 }
+
+/// The embedded default's policy table, as far as the lab's machines need it.
+const LAB_TABLE: &str = "[[policy]]\nname = \"ipxe\"\nipxe = true\n\
+     http = \"http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
+     [[policy]]\nname = \"uefi-http-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
+     http = \"http://{server}:{http_port}/ipxe-amd64.efi\"\n\n\
+     [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
+     [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n";
 
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {

@@ -26,6 +26,11 @@ pub const OVMF_CODE: &str = "OVMF_CODE_4M.fd";
 /// The empty variable store (no Secure Boot keys: Debian's unsigned iPXE would be refused),
 /// copied per VM.
 pub const OVMF_VARS: &str = "OVMF_VARS_4M.fd";
+/// The Secure Boot build of the firmware code (SMM; Debian links `.ms.fd` to `.secboot.fd`).
+pub const OVMF_CODE_SECURE_BOOT: &str = "OVMF_CODE_4M.ms.fd";
+/// A variable store with Microsoft's keys enrolled and Secure Boot enforced (Debian's
+/// `ovmf`), copied per VM: what servers ship with.
+pub const OVMF_VARS_SECURE_BOOT: &str = "OVMF_VARS_4M.ms.fd";
 
 /// What xdpboot's default script (ipxe/boot.ipxe) prints when its last attempt failed.
 pub const SCRIPT_GAVE_UP: &str = "xdpboot: giving up after";
@@ -39,6 +44,10 @@ pub enum Firmware {
     UefiPxe,
     /// OVMF UEFI HTTP boot (PXE disabled): the loader over HTTP(S), no TFTP at all.
     UefiHttp,
+    /// [`Firmware::UefiPxe`] with Secure Boot enforced and Microsoft's keys enrolled.
+    UefiPxeSecureBoot,
+    /// [`Firmware::UefiHttp`] with Secure Boot enforced and Microsoft's keys enrolled.
+    UefiHttpSecureBoot,
 }
 
 impl Firmware {
@@ -47,6 +56,35 @@ impl Firmware {
             Firmware::Bios => "bios",
             Firmware::UefiPxe => "uefi",
             Firmware::UefiHttp => "uefi-http",
+            Firmware::UefiPxeSecureBoot => "uefi-secureboot",
+            Firmware::UefiHttpSecureBoot => "uefi-http-secureboot",
+        }
+    }
+
+    /// OVMF (as opposed to SeaBIOS).
+    pub fn is_uefi(self) -> bool {
+        self != Firmware::Bios
+    }
+
+    /// UEFI HTTP boot rather than PXE.
+    pub fn is_http_boot(self) -> bool {
+        matches!(self, Firmware::UefiHttp | Firmware::UefiHttpSecureBoot)
+    }
+
+    /// Secure Boot enforced, Microsoft's keys enrolled.
+    pub fn secure_boot(self) -> bool {
+        matches!(
+            self,
+            Firmware::UefiPxeSecureBoot | Firmware::UefiHttpSecureBoot
+        )
+    }
+
+    /// The chain the lab boots this firmware through by default.
+    pub fn default_chain(self) -> Chain {
+        if self.secure_boot() {
+            Chain::ShimGrub
+        } else {
+            Chain::Ipxe
         }
     }
 
@@ -56,57 +94,120 @@ impl Firmware {
             Firmware::Bios => "NIC ROM iPXE (no first-stage download)",
             Firmware::UefiPxe => "PXE, TFTP ipxe-amd64.efi",
             Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
+            Firmware::UefiPxeSecureBoot => "PXE with Secure Boot, TFTP shimx64.efi and grubx64.efi",
+            Firmware::UefiHttpSecureBoot => {
+                "UEFI HTTP boot with Secure Boot of shimx64.efi and grubx64.efi"
+            }
         }
     }
 
-    /// The stages a boot of this firmware goes through, each with the serial-console text
-    /// that shows it was reached (the first that appears counts).
-    pub fn stages(self) -> &'static [Stage] {
-        const IPXE_TAIL: [Stage; 5] = [
-            Stage::new("iPXE DHCP done", &["net0: 198."]),
-            Stage::new("script fetched", &["xdpboot: booting"]),
-            Stage::new("kernel started", &["Linux version"]),
-            Stage::new("/init running", &["xdpboot-initrd: /init running"]),
-            Stage::new("marker", &[crate::assets::MARKER]),
-        ];
-        const BIOS: [Stage; 6] = [
-            Stage::new(
-                "NIC ROM iPXE",
-                &["iPXE (http://ipxe.org)", "iPXE (https://ipxe.org)"],
-            ),
-            IPXE_TAIL[0],
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
-        ];
-        const UEFI_PXE: [Stage; 8] = [
+    /// The stages up to the first-stage loader, each with the serial-console text that shows
+    /// it was reached (the first that appears counts).
+    fn first_stages(self) -> &'static [Stage] {
+        const BIOS: [Stage; 1] = [Stage::new(
+            "NIC ROM iPXE",
+            &["iPXE (http://ipxe.org)", "iPXE (https://ipxe.org)"],
+        )];
+        const UEFI_PXE: [Stage; 3] = [
             Stage::new("OVMF PXE started", &["Start PXE over IPv4"]),
             Stage::new("PXE DHCP done", &["Station IP address is"]),
             Stage::new("TFTP loader", &["NBP file downloaded successfully"]),
-            IPXE_TAIL[0],
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
         ];
-        const UEFI_HTTP: [Stage; 8] = [
+        const UEFI_HTTP: [Stage; 3] = [
             Stage::new("OVMF HTTP boot started", &["Start HTTP Boot over IPv4"]),
             Stage::new("HTTP boot DHCP done", &["Station IP address is"]),
             Stage::new("HTTP loader", &["Downloading...100%"]),
-            IPXE_TAIL[0],
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
         ];
         match self {
             Firmware::Bios => &BIOS,
-            Firmware::UefiPxe => &UEFI_PXE,
-            Firmware::UefiHttp => &UEFI_HTTP,
+            Firmware::UefiPxe | Firmware::UefiPxeSecureBoot => &UEFI_PXE,
+            Firmware::UefiHttp | Firmware::UefiHttpSecureBoot => &UEFI_HTTP,
+        }
+    }
+
+    /// The stages of a boot of this firmware through `chain`.
+    pub fn stages_through(self, chain: Chain) -> Vec<Stage> {
+        let mut stages = self.first_stages().to_vec();
+        stages.extend_from_slice(chain.stages());
+        stages
+    }
+
+    /// The stages of a boot of this firmware through its [`Firmware::default_chain`].
+    pub fn stages(self) -> Vec<Stage> {
+        self.stages_through(self.default_chain())
+    }
+}
+
+/// What runs after the firmware's own network boot: the loaders a node goes through to its
+/// kernel (or to its disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Chain {
+    /// iPXE and xdpboot's per-node iPXE script.
+    Ipxe,
+    /// shim (signed by Microsoft), then GRUB (signed by Debian) with its per-node config.
+    ShimGrub,
+    /// iPXE chains GRUB by URL; GRUB reads its per-node config.
+    IpxeGrub,
+    /// PXELINUX (lpxelinux.0) with its per-node config; kernel and initrds over HTTP.
+    Pxelinux,
+    /// xdpboot sends the machine to its own disk.
+    LocalDisk,
+}
+
+impl Chain {
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Ipxe => "ipxe",
+            Chain::ShimGrub => "shim-grub",
+            Chain::IpxeGrub => "ipxe-grub",
+            Chain::Pxelinux => "pxelinux",
+            Chain::LocalDisk => "local-disk",
+        }
+    }
+
+    /// The stages after the first-stage loader.
+    pub fn stages(self) -> &'static [Stage] {
+        const KERNEL: Stage = Stage::new("kernel started", &["Linux version"]);
+        const INIT: Stage = Stage::new("/init running", &["xdpboot-initrd: /init running"]);
+        const MARKER: Stage = Stage::new("marker", &[crate::assets::MARKER]);
+        // What ipxe/grub.cfg and ipxe/pxelinux.cfg print.
+        const GRUB: Stage = Stage::new("GRUB config", &["xdpboot: GRUB booting"]);
+        const IPXE_DHCP: Stage = Stage::new("iPXE DHCP done", &["net0: 198."]);
+        const IPXE: [Stage; 5] = [
+            IPXE_DHCP,
+            Stage::new("script fetched", &["xdpboot: booting"]),
+            KERNEL,
+            INIT,
+            MARKER,
+        ];
+        const SHIM_GRUB: [Stage; 5] = [
+            GRUB,
+            KERNEL,
+            Stage::new("Secure Boot on", &["secureboot: Secure boot enabled"]),
+            INIT,
+            MARKER,
+        ];
+        const IPXE_GRUB: [Stage; 5] = [IPXE_DHCP, GRUB, KERNEL, INIT, MARKER];
+        const PXELINUX: [Stage; 5] = [
+            Stage::new("PXELINUX", &["PXELINUX 6."]),
+            Stage::new("PXELINUX config", &["xdpboot: PXELINUX booting"]),
+            KERNEL,
+            INIT,
+            MARKER,
+        ];
+        const LOCAL_DISK: [Stage; 1] = [Stage::new("disk loader", &[LOCAL_DISK_MARKER])];
+        match self {
+            Chain::Ipxe => &IPXE,
+            Chain::ShimGrub => &SHIM_GRUB,
+            Chain::IpxeGrub => &IPXE_GRUB,
+            Chain::Pxelinux => &PXELINUX,
+            Chain::LocalDisk => &LOCAL_DISK,
         }
     }
 }
+
+/// What the loader on a local-boot test's disk prints.
+pub const LOCAL_DISK_MARKER: &str = "XDPBOOT-LOCAL-DISK";
 
 /// A step of a boot, recognised by text on the serial console.
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +230,11 @@ pub struct VmSpec {
     /// SMBIOS UUID.
     pub uuid: String,
     pub firmware: Firmware,
+    /// The loaders after the firmware's network boot: which stages its console shows.
+    pub chain: Chain,
+    /// A disk, second in the boot order after the network (a raw image; the VM writes to a
+    /// copy of its own).
+    pub disk: Option<PathBuf>,
     /// For OVMF: the CA as an EFI signature list, given through fw_cfg
     /// `etc/edk2/https/cacerts` (OVMF's HTTPS boot trusts it, and so does Debian 13's iPXE,
     /// which reads the `TlsCaCertificate` variable OVMF makes of it).
@@ -155,6 +261,8 @@ impl VmSpec {
                 mac.to_string().replace(':', "")
             ),
             firmware,
+            chain: firmware.default_chain(),
+            disk: None,
             https_ca: None,
             memory_mb: 512,
             console_socket: None,
@@ -198,6 +306,8 @@ pub struct Vm {
     pub serial: PathBuf,
     pub started: Instant,
     child: ChildGuard,
+    /// The stages its console may show ([`Firmware::stages_through`] its chain).
+    stages: Vec<Stage>,
     /// Stages seen so far, with the time since start.
     pub reached: Vec<(&'static str, Duration)>,
     /// How much of the serial log has been read into `lines`.
@@ -244,25 +354,39 @@ impl Vm {
         }
         match spec.firmware {
             Firmware::Bios => {
-                args.extend([
-                    "-M".into(),
-                    "pc,graphics=off".into(),
-                    "-boot".into(),
-                    "order=n".into(),
-                ]);
+                args.extend(["-M".into(), "pc,graphics=off".into()]);
                 args.extend([
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                    format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1"),
                 ]);
             }
-            Firmware::UefiPxe | Firmware::UefiHttp => {
+            Firmware::UefiPxe
+            | Firmware::UefiHttp
+            | Firmware::UefiPxeSecureBoot
+            | Firmware::UefiHttpSecureBoot => {
+                let secure_boot = spec.firmware.secure_boot();
                 let vars = dir.join(format!("{}.vars.fd", spec.name));
-                let (code, vars_template) = (spec.ovmf.join(OVMF_CODE), spec.ovmf.join(OVMF_VARS));
+                let (code, vars_template) = if secure_boot {
+                    (OVMF_CODE_SECURE_BOOT, OVMF_VARS_SECURE_BOOT)
+                } else {
+                    (OVMF_CODE, OVMF_VARS)
+                };
+                let (code, vars_template) = (spec.ovmf.join(code), spec.ovmf.join(vars_template));
                 std::fs::copy(&vars_template, &vars)
                     .with_context(|| format!("copying {}", vars_template.display()))?;
+                if secure_boot {
+                    // The Secure Boot build keeps its variables in SMM, behind a flash that
+                    // only SMM may write (DESIGN.md, "Verified later").
+                    args.extend([
+                        "-M".into(),
+                        "q35,smm=on".into(),
+                        "-global".into(),
+                        "driver=cfi.pflash01,property=secure,value=on".into(),
+                    ]);
+                } else {
+                    args.extend(["-M".into(), "q35".into()]);
+                }
                 args.extend([
-                    "-M".into(),
-                    "q35".into(),
                     "-drive".into(),
                     format!(
                         "if=pflash,format=raw,unit=0,readonly=on,file={}",
@@ -273,15 +397,15 @@ impl Vm {
                     // romfile= : no iPXE ROM, so EDK2's own network stack boots.
                     "-device".into(),
                     if std::env::var_os("XDPBOOT_NIC_ROM").is_some() {
-                        format!("virtio-net-pci,netdev=n0,mac={mac}")
+                        format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1")
                     } else {
-                        format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")
+                        format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1")
                     },
                     // PXE over IPv6 would only add minutes to a failing boot.
                     "-fw_cfg".into(),
                     "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
                 ]);
-                if spec.firmware == Firmware::UefiHttp {
+                if spec.firmware.is_http_boot() {
                     // EDK2 tries PXE before HTTP (~95 s); without PXE, HTTP boot goes first.
                     args.extend([
                         "-fw_cfg".into(),
@@ -296,6 +420,19 @@ impl Vm {
                 }
             }
         }
+        if let Some(disk) = &spec.disk {
+            // Second in the boot order (SeaBIOS and OVMF both follow QEMU's bootindex); the
+            // image itself is never written (snapshot).
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "file={},if=none,id=disk0,format=raw,snapshot=on",
+                    disk.display()
+                ),
+                "-device".into(),
+                "virtio-blk-pci,drive=disk0,bootindex=2".into(),
+            ]);
+        }
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let child = rack.spawn(
             &format!("qemu {}", spec.name),
@@ -305,6 +442,7 @@ impl Vm {
             dir.join(format!("{}.qemu.log", spec.name)),
         )?;
         Ok(Vm {
+            stages: spec.firmware.stages_through(spec.chain),
             spec,
             serial,
             started: Instant::now(),
@@ -350,7 +488,7 @@ impl Vm {
 
     fn note(&mut self, line: &str) {
         let elapsed = self.started.elapsed();
-        for stage in self.spec.firmware.stages() {
+        for stage in &self.stages {
             if !self.reached.iter().any(|(name, _)| *name == stage.name)
                 && stage.patterns.iter().any(|p| line.contains(p))
             {

@@ -3,6 +3,11 @@
 //! "message": …}` to boot it, or 404 to leave it alone. This is how Ironic-, Tinkerbell- or
 //! CMDB-driven sites keep boot control in their own system while xdpboot does the network part.
 //!
+//! One answer is xdpboot's own: `{"local": true}` (no kernel) sends the machine to its own disk
+//! at once, as Ironic does with a deployed node while network boot stays first in its boot
+//! order: a PXE ROM gets a boot menu whose only item is local boot, iPXE a script that exits,
+//! GRUB a config that exits and PXELINUX one that does `LOCALBOOT 0`.
+//!
 //! DHCP must answer within the firmware's offer window and never waits on a network call: a
 //! machine not yet in the cache is looked up in the background and answered on its next
 //! DISCOVER (firmware retries every 1–4 s). Answers are cached for a short time, errors for
@@ -45,6 +50,8 @@ const ERROR_TTL: Duration = Duration::from_secs(2);
 pub enum ApiDecision {
     /// Boot it with this.
     Boot(ApiBoot),
+    /// `{"local": true}`: boot it from its own disk.
+    Local,
     /// 404: not ours; stay silent.
     NotOurs,
 }
@@ -62,7 +69,10 @@ pub struct ApiBoot {
 /// templates is not supported and is refused with a clear error).
 #[derive(Debug, Deserialize)]
 struct Spec {
-    kernel: String,
+    #[serde(default)]
+    kernel: Option<String>,
+    #[serde(default)]
+    local: bool,
     #[serde(default)]
     initrd: Vec<String>,
     #[serde(default)]
@@ -126,6 +136,7 @@ impl crate::dhcp::Admission for Arc<BootApi> {
         };
         match self.lookup_now(mac) {
             Lookup::Decided(ApiDecision::Boot(_)) => Admit::Yes,
+            Lookup::Decided(ApiDecision::Local) => Admit::Local,
             Lookup::Decided(ApiDecision::NotOurs) => Admit::NotOurs,
             // Either way the firmware's next DISCOVER is the one answered.
             Lookup::Pending | Lookup::Deferred => Admit::Pending,
@@ -484,15 +495,25 @@ impl BootApi {
             .to_bytes();
         driver.abort();
         match status.as_u16() {
-            200 => self.parse_spec(&body).map(ApiDecision::Boot),
+            200 => self.parse_spec(&body),
             404 => Ok(ApiDecision::NotOurs),
             other => Err(ApiError::Status(other)),
         }
     }
 
-    fn parse_spec(&self, body: &[u8]) -> Result<ApiBoot, ApiError> {
+    fn parse_spec(&self, body: &[u8]) -> Result<ApiDecision, ApiError> {
         let spec: Spec =
             serde_json::from_slice(body).map_err(|e| ApiError::BadSpec(e.to_string()))?;
+        let kernel = match (spec.kernel, spec.local) {
+            (None, true) => return Ok(ApiDecision::Local),
+            (Some(_), true) => {
+                return Err(ApiError::BadSpec(
+                    "local: true boots the machine's own disk; it takes no kernel".into(),
+                ));
+            }
+            (None, false) => return Err(ApiError::BadSpec("no kernel (and not local)".into())),
+            (Some(kernel), false) => kernel,
+        };
         let cmdline = match spec.cmdline {
             None | Some(serde_json::Value::Null) => String::new(),
             Some(serde_json::Value::String(s)) => s,
@@ -502,11 +523,11 @@ impl BootApi {
                 ));
             }
         };
-        if spec.kernel.is_empty() {
+        if kernel.is_empty() {
             return Err(ApiError::BadSpec("kernel is empty".into()));
         }
-        Ok(ApiBoot {
-            kernel: self.resolve(&spec.kernel)?,
+        Ok(ApiDecision::Boot(ApiBoot {
+            kernel: self.resolve(&kernel)?,
             initrds: spec
                 .initrd
                 .iter()
@@ -514,7 +535,7 @@ impl BootApi {
                 .collect::<Result<_, _>>()?,
             cmdline,
             message: spec.message,
-        })
+        }))
     }
 
     /// pixiecore resolves relative URLs against the API's URL; absolute http(s) URLs pass.
@@ -1045,9 +1066,11 @@ mod tests {
             8,
         )
         .unwrap();
-        let spec = api
+        let Ok(ApiDecision::Boot(spec)) = api
             .parse_spec(br#"{"kernel": "k/vmlinuz", "initrd": ["http://x/i.img"], "cmdline": "a=b", "message": "hi"}"#)
-            .unwrap();
+        else {
+            panic!("a boot spec")
+        };
         assert_eq!(spec.kernel, "http://10.0.0.1:8080/api/k/vmlinuz");
         assert_eq!(spec.initrds, ["http://x/i.img"]);
         assert_eq!(spec.cmdline, "a=b");
@@ -1061,5 +1084,26 @@ mod tests {
         );
         assert!(api.parse_spec(b"not json").is_err());
         assert!(api.parse_spec(br#"{"initrd": []}"#).is_err());
+    }
+
+    #[test]
+    fn local_true_without_a_kernel_sends_the_machine_to_its_disk() {
+        let api = BootApi::new(
+            "http://10.0.0.1:8080",
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            8,
+        )
+        .unwrap();
+        assert_eq!(
+            api.parse_spec(br#"{"local": true, "message": "deployed"}"#),
+            Ok(ApiDecision::Local)
+        );
+        assert!(
+            api.parse_spec(br#"{"local": true, "kernel": "k"}"#)
+                .is_err(),
+            "a kernel and local at once is ambiguous"
+        );
+        assert!(api.parse_spec(br#"{"local": false}"#).is_err());
     }
 }

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::dhcp::UrlPorts;
 use crate::dhcp::classify::{BootProtocol, ClientArch};
-use crate::dhcp::policy::{self, Action, Match, Policy, Rule, UrlTemplate};
+use crate::dhcp::policy::{self, Action, Loader, Match, Policy, Rule, UrlTemplate};
 use crate::loaders::LoaderSearch;
 use crate::template::Template;
 
@@ -97,6 +97,10 @@ pub struct Boot {
     pub cmdline: String,
     /// The iPXE script template, parsed; the default is `ipxe/boot.ipxe`.
     pub script: Template,
+    /// The per-node GRUB config template; the default is `ipxe/grub.cfg`.
+    pub grub_config: Template,
+    /// The per-node PXELINUX config template; the default is `ipxe/pxelinux.cfg`.
+    pub pxelinux_config: Template,
     pub retries: u32,
     pub retry_delay: u32,
     /// Hand out https URLs in scripts (for iPXE builds with TLS and a trusted CA).
@@ -121,6 +125,10 @@ pub struct Node {
 
 /// The embedded default iPXE script template.
 pub const DEFAULT_SCRIPT: &str = include_str!("../../ipxe/boot.ipxe");
+/// The embedded default per-node GRUB config template.
+pub const DEFAULT_GRUB_CONFIG: &str = include_str!("../../ipxe/grub.cfg");
+/// The embedded default per-node PXELINUX config template.
+pub const DEFAULT_PXELINUX_CONFIG: &str = include_str!("../../ipxe/pxelinux.cfg");
 
 /// Variables every script template may use; node `vars` add their own names.
 pub const SCRIPT_VARIABLES: &[&str] = &[
@@ -134,10 +142,16 @@ pub const SCRIPT_VARIABLES: &[&str] = &[
     "initrd_urls",
     "initrd_names",
     "overlay_url",
+    "overlay_path",
+    "all_initrd_urls",
+    "initrd_list",
     "cmdline",
     "retries",
     "retry_delay",
     "token",
+    "grub_kernel",
+    "grub_initrds",
+    "grub_fetch",
 ];
 /// Variables every overlay file template may use; node `vars` add their own names.
 pub const OVERLAY_VARIABLES: &[&str] = &["mac", "uuid", "arch", "hostname", "token", "server"];
@@ -298,11 +312,21 @@ impl Config {
         macs
     }
 
-    /// The TFTP loaders the policy refers to, with the rule naming each.
+    /// The loaders the policy refers to, with the rule naming each: TFTP files, and the first
+    /// stages of loader chains (with the files their first stage fetches next) for the arches
+    /// the rule can match.
     pub fn tftp_loaders(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.policy.rules.iter().filter_map(|r| match &r.action {
-            Action::Tftp(file) => Some((r.name.as_str(), file.as_str())),
-            _ => None,
+        self.policy.rules.iter().flat_map(|r| {
+            let files: Vec<&str> = match &r.action {
+                Action::Tftp(file) => vec![file.as_str()],
+                Action::Loader(loader) => loader
+                    .arches()
+                    .filter(|arch| r.matches.arch.as_ref().is_none_or(|a| a.contains(arch)))
+                    .flat_map(|arch| loader.first_stage(arch).into_iter().chain(loader.next_stages(arch).iter().copied()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            files.into_iter().map(|file| (r.name.as_str(), file))
         })
     }
 }
@@ -378,6 +402,8 @@ struct FileBoot {
     initrds: Option<Vec<Spanned<String>>>,
     cmdline: Option<String>,
     script: Option<Spanned<String>>,
+    grub_config: Option<Spanned<String>>,
+    pxelinux_config: Option<Spanned<String>>,
     retries: Option<Spanned<u32>>,
     retry_delay: Option<u32>,
     https: Option<bool>,
@@ -459,6 +485,8 @@ struct FileRule {
     uuid: Option<Vec<Spanned<String>>>,
     tftp: Option<Spanned<String>>,
     http: Option<Spanned<String>>,
+    loader: Option<Spanned<String>>,
+    local: Option<Spanned<bool>>,
     silent: Option<Spanned<bool>>,
 }
 
@@ -865,24 +893,30 @@ impl Resolver<'_> {
             .cmdline
             .or(db.cmdline)
             .ok_or_else(|| incomplete("cmdline"))?;
-        let (src, script) = self
-            .pick(ub.script, db.script)
-            .ok_or_else(|| incomplete("script"))?;
         let mut known: Vec<&str> = SCRIPT_VARIABLES.to_vec();
         known.extend_from_slice(node_vars);
-        let script = if script.get_ref().is_empty() {
-            Template::parse(DEFAULT_SCRIPT, &known).map_err(|e| ConfigError {
-                file: "ipxe/boot.ipxe".into(),
-                line: Some(e.line),
-                key: String::new(),
-                message: e.problem.to_string(),
-            })?
-        } else {
-            let file = path(script.get_ref());
+        let template = |value: Option<Spanned<String>>,
+                        default_value: Option<Spanned<String>>,
+                        key: &str,
+                        default_text: &str,
+                        default_file: &str|
+         -> Result<Template, ConfigError> {
+            let (src, value) = self
+                .pick(value, default_value)
+                .ok_or_else(|| incomplete(key))?;
+            if value.get_ref().is_empty() {
+                return Template::parse(default_text, &known).map_err(|e| ConfigError {
+                    file: default_file.into(),
+                    line: Some(e.line),
+                    key: String::new(),
+                    message: e.problem.to_string(),
+                });
+            }
+            let file = path(value.get_ref());
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 src.error(
-                    script.span(),
-                    "boot.script",
+                    value.span(),
+                    format!("boot.{key}"),
                     format!("cannot read {}: {e}", file.display()),
                 )
             })?;
@@ -891,8 +925,29 @@ impl Resolver<'_> {
                 line: Some(e.line),
                 key: String::new(),
                 message: e.problem.to_string(),
-            })?
+            })
         };
+        let script = template(
+            ub.script,
+            db.script,
+            "script",
+            DEFAULT_SCRIPT,
+            "ipxe/boot.ipxe",
+        )?;
+        let grub_config = template(
+            ub.grub_config,
+            db.grub_config,
+            "grub_config",
+            DEFAULT_GRUB_CONFIG,
+            "ipxe/grub.cfg",
+        )?;
+        let pxelinux_config = template(
+            ub.pxelinux_config,
+            db.pxelinux_config,
+            "pxelinux_config",
+            DEFAULT_PXELINUX_CONFIG,
+            "ipxe/pxelinux.cfg",
+        )?;
         let (src, retries) = self
             .pick(ub.retries, db.retries)
             .ok_or_else(|| incomplete("retries"))?;
@@ -923,6 +978,8 @@ impl Resolver<'_> {
             initrds: initrd_paths,
             cmdline,
             script,
+            grub_config,
+            pxelinux_config,
             retries: retries.into_inner(),
             retry_delay,
             https,
@@ -1301,26 +1358,60 @@ fn validate_rule(
     }
 
     let silent = rule.silent.as_ref().is_some_and(|s| *s.get_ref());
-    let action = match (rule.tftp, rule.http, silent) {
-        (Some(file), None, false) => {
+    let local = rule.local.as_ref().is_some_and(|s| *s.get_ref());
+    let action = match (rule.tftp, rule.http, rule.loader, local, silent) {
+        (Some(file), None, None, false, false) => {
             let span = file.span();
             let file = file.into_inner();
             validate_loader_name(&file).map_err(|why| src.error(span, key("tftp"), why))?;
             Action::Tftp(file)
         }
-        (None, Some(url), false) => {
+        (None, Some(url), None, false, false) => {
             let span = url.span();
             Action::Http(
                 UrlTemplate::parse(url.get_ref())
                     .map_err(|e| src.error(span, key("http"), e.to_string()))?,
             )
         }
-        (None, None, true) => Action::Silent,
+        (None, None, Some(loader), false, false) => {
+            let parsed = Loader::from_name(loader.get_ref()).ok_or_else(|| {
+                src.error(
+                    loader.span(),
+                    key("loader"),
+                    format!(
+                        "unknown loader {:?}; known: {}",
+                        loader.get_ref(),
+                        Loader::NAMES.join(", ")
+                    ),
+                )
+            })?;
+            // A rule for arches the chain has no build for would never match: say so now.
+            if let Some(arches) = &matches.arch
+                && !arches.iter().any(|&a| parsed.first_stage(a).is_some())
+            {
+                let served: Vec<&str> = parsed.arches().map(ClientArch::name).collect();
+                return Err(src.error(
+                    loader.span(),
+                    key("loader"),
+                    format!(
+                        "loader {:?} has a first stage only for {}: this rule's arch never matches",
+                        parsed.name(),
+                        served.join(", ")
+                    ),
+                ));
+            }
+            Action::Loader(parsed)
+        }
+        (None, None, None, true, false) => Action::Local,
+        (None, None, None, false, true) => Action::Silent,
         _ => {
             return Err(src.error(
                 rule_span,
                 format!("policy[{index}]"),
-                format!("rule {name:?} needs exactly one action: tftp = \"file\", http = \"url\" or silent = true"),
+                format!(
+                    "rule {name:?} needs exactly one action: tftp = \"file\", http = \"url\", \
+                     loader = \"shim\" (or grub, pxelinux, ipxe), local = true or silent = true"
+                ),
             ));
         }
     };

@@ -1,17 +1,20 @@
 //! What iPXE fetches after DHCP: the per-node boot script (`/boot.ipxe?mac=…`), the kernel and
 //! initrds it names (`/boot/kernel`, `/boot/initrd/<n>`), and the node's signed overlay
-//! (`/nodes/<mac>/overlay.cpio?expires=…&sig=…`).
+//! (`/nodes/<mac>/overlay.cpio?expires=…&sig=…`). The same for the other loaders a chain may
+//! go through ([`thirdstage`](super::thirdstage)): GRUB's and PXELINUX's per-node configs, over
+//! HTTP and TFTP, and the kernel, initrds and overlay over TFTP for a GRUB without `http`.
 //!
-//! The script is rendered from a template (`ipxe/boot.ipxe` by default) with the node's
-//! variables: those of its `[[node]]` entry, matched by MAC or UUID, and defaults otherwise.
-//! Every URL in it points back at the address the script was fetched from, so a multi-homed
-//! server hands each rack its own address, as the DHCP side does.
+//! Scripts and configs are rendered from templates (`ipxe/boot.ipxe`, `ipxe/grub.cfg`,
+//! `ipxe/pxelinux.cfg` by default) with the node's variables: those of its `[[node]]` entry,
+//! matched by MAC or UUID, and defaults otherwise. Every URL in them points back at the address
+//! the request came to, so a multi-homed server hands each rack its own address, as the DHCP
+//! side does. A node may fetch only its own script, config and overlay (see `requester_is`).
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -20,13 +23,15 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::files::{Delivery, StaticRoot, respond_open};
-use super::overlay::{OverlayCache, hex};
+use super::overlay::{Overlay, OverlayCache, hex};
 use super::signed::UrlSigner;
+use super::thirdstage::{self, GrubFetch, GrubPlatform, ThirdStageName};
 use super::{Body, Scheme};
-use crate::bootapi::ApiDecision;
+use crate::bootapi::{ApiBoot, ApiDecision};
 use crate::config::{Config, Node};
 use crate::dhcp::classify::{MacDisplay, UuidDisplay};
 use crate::dhcp::policy::{parse_mac, parse_uuid};
+use crate::loaders::grub_modules;
 use crate::reload::{Decisions, Swap};
 use crate::template::{Value, Vars};
 
@@ -59,13 +64,65 @@ pub struct BootContent {
     /// UUID and arch each node gave with its script request, for its overlay's templates (the
     /// overlay URL names only the MAC). Bounded; starts over when full.
     identities: Mutex<HashMap<[u8; 6], Identity>>,
+    /// GRUB images read, with how they fetch ([`BootContent::grub_fetch`]): by path, for the
+    /// length and mtime read.
+    grub_images: Mutex<HashMap<PathBuf, (GrubImageStamp, GrubFetch)>>,
 }
+
+/// Which version of a GRUB image was read: its length and mtime.
+type GrubImageStamp = (u64, Option<SystemTime>);
 
 /// A node's UUID and arch, as its script request gave them.
 type Identity = (Option<[u8; 16]>, Option<String>);
 
 /// Nodes whose script-request identity is remembered for their overlays.
 const MAX_IDENTITIES: usize = 100_000;
+/// Largest GRUB image read to see which modules it has (Debian's are about 4 MB).
+const MAX_GRUB_IMAGE_LEN: u64 = 64 << 20;
+
+/// What a node is to boot.
+enum Plan {
+    /// `[boot]` (`None`) or the boot API's spec.
+    Boot(Option<ApiBoot>),
+    /// Its own disk (the boot API said so).
+    Local,
+    /// Nothing, and why.
+    Nothing(&'static str),
+}
+
+/// Why a per-node file is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ThirdStageRefusal {
+    /// Another node's file, or an overlay URL not signed for it (HTTP 403, TFTP ERROR 2).
+    #[error("not this client's")]
+    Forbidden,
+    #[error("no such file")]
+    NotFound,
+    /// Rendering or building failed (logged where it happened).
+    #[error("could not be made")]
+    Failed,
+}
+
+impl ThirdStageRefusal {
+    pub fn response(self) -> Response<Body> {
+        match self {
+            ThirdStageRefusal::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
+            ThirdStageRefusal::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+            ThirdStageRefusal::Failed => {
+                text(StatusCode::INTERNAL_SERVER_ERROR, "could not be made\n")
+            }
+        }
+    }
+}
+
+/// A boot file by its TFTP name ([`BootContent::tftp_boot_file`]).
+#[derive(Debug, Clone)]
+pub enum TftpBootFile {
+    /// A file `[boot]` names, wherever it is (trusted, as over HTTP).
+    File(PathBuf),
+    /// A node's overlay.
+    Bytes(Arc<[u8]>),
+}
 
 impl std::fmt::Debug for BootContent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +151,7 @@ impl BootContent {
             decisions,
             overlays: OverlayCache::default(),
             identities: Mutex::new(HashMap::new()),
+            grub_images: Mutex::new(HashMap::new()),
         })
     }
 
@@ -131,24 +189,11 @@ impl BootContent {
             return *refused;
         }
         self.remember(&node);
-        let api = self.decisions.load().api.clone();
-        let from_api = match api {
-            Some(api) => match api.lookup(node.mac).await {
-                Ok(ApiDecision::Boot(spec)) => Some(spec),
-                Ok(ApiDecision::NotOurs) => {
-                    return nothing_to_boot(&node.mac, "the boot API has nothing for this machine");
-                }
-                Err(e) => {
-                    tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "no boot script: the boot API failed");
-                    return nothing_to_boot(&node.mac, "the boot API is unavailable");
-                }
-            },
-            None => None,
+        let spec = match self.plan(&config, &node.mac).await {
+            Plan::Boot(spec) => spec,
+            Plan::Local => return script_response(thirdstage::LOCAL_SCRIPT.to_owned()),
+            Plan::Nothing(why) => return nothing_to_boot(&node.mac, why),
         };
-        if from_api.is_none() && boot.kernel.is_none() {
-            tracing::warn!(mac = %MacDisplay(&node.mac), "a node asked for its boot script, but [boot] kernel is not set");
-            return nothing_to_boot(&node.mac, "no kernel is configured ([boot] kernel)");
-        }
         let entry = find_node(&config, &node);
         let server = local.ip().to_canonical();
         // URLs use the scheme the script was fetched with (an iPXE without TLS fetches over
@@ -165,14 +210,58 @@ impl BootContent {
         } else {
             configured_port
         };
-        let scheme = wanted.as_str();
-        let host = match server {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        };
-        let base = format!("{scheme}://{host}:{port}");
-        let mut vars = self.node_vars(&node, entry, &server.to_string());
-        let (kernel_url, initrd_urls, base_cmdline) = match &from_api {
+        let base = base_url(wanted, server, port);
+        let vars = self.boot_vars(&config, &node, entry, server, &base, spec.as_ref());
+        match boot.script.render(&vars) {
+            Ok(script) => script_response(script),
+            Err(e) => {
+                tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "rendering the boot script failed");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "script rendering failed\n",
+                )
+            }
+        }
+    }
+
+    /// What `mac` is to boot: `[boot]`, the boot API's answer (waited for), or nothing.
+    async fn plan(&self, config: &Config, mac: &[u8; 6]) -> Plan {
+        let api = self.decisions.load().api.clone();
+        match api {
+            Some(api) => match api.lookup(*mac).await {
+                Ok(ApiDecision::Boot(spec)) => Plan::Boot(Some(spec)),
+                Ok(ApiDecision::Local) => Plan::Local,
+                Ok(ApiDecision::NotOurs) => {
+                    Plan::Nothing("the boot API has nothing for this machine")
+                }
+                Err(e) => {
+                    tracing::warn!(mac = %MacDisplay(mac), error = %e, "nothing to boot: the boot API failed");
+                    Plan::Nothing("the boot API is unavailable")
+                }
+            },
+            None if config.boot.kernel.is_none() => {
+                tracing::warn!(mac = %MacDisplay(mac), "a node asked what to boot, but [boot] kernel is not set");
+                Plan::Nothing("no kernel is configured ([boot] kernel)")
+            }
+            None => Plan::Boot(None),
+        }
+    }
+
+    /// The variables of every per-node template: the node's own ([`BootContent::node_vars`]),
+    /// what it boots (`spec`, else `[boot]`) and where from (`base`: this server's URL as the
+    /// node reaches it).
+    fn boot_vars(
+        &self,
+        config: &Config,
+        node: &NodeQuery,
+        entry: Option<&Node>,
+        server: IpAddr,
+        base: &str,
+        spec: Option<&ApiBoot>,
+    ) -> Vars {
+        let boot = &config.boot;
+        let mut vars = self.node_vars(node, entry, &server.to_string());
+        let (kernel_url, initrd_urls, base_cmdline) = match spec {
             Some(spec) => (
                 spec.kernel.clone(),
                 spec.initrds.clone(),
@@ -188,16 +277,17 @@ impl BootContent {
         };
         let mut initrd_names: Vec<String> =
             (0..initrd_urls.len()).map(|i| format!("{i}.img")).collect();
-        let overlay_url = if config.overlay.is_empty() {
-            String::new()
+        let mut all_initrd_urls = initrd_urls.clone();
+        let (overlay_url, overlay_path) = if config.overlay.is_empty() {
+            (String::new(), String::new())
         } else {
             initrd_names.push("overlay.cpio".into());
             let path = format!("/nodes/{}/overlay.cpio", MacDisplay(&node.mac));
-            format!(
-                "{base}{}",
-                self.signer
-                    .sign(&path, SystemTime::now(), boot.url_lifetime)
-            )
+            let signed = self
+                .signer
+                .sign(&path, SystemTime::now(), boot.url_lifetime);
+            all_initrd_urls.push(format!("{base}{signed}"));
+            (format!("{base}{signed}"), signed)
         };
         let cmdline = match entry.and_then(|n| n.cmdline.as_deref()) {
             Some(extra) if !base_cmdline.is_empty() => format!("{base_cmdline} {extra}"),
@@ -205,27 +295,229 @@ impl BootContent {
             None => base_cmdline,
         };
         for (name, value) in [
-            ("base_url", Value::Text(base.clone())),
+            ("base_url", Value::Text(base.to_owned())),
             ("kernel_url", Value::Text(kernel_url)),
             ("initrd_urls", Value::List(initrd_urls)),
             ("initrd_names", Value::List(initrd_names)),
             ("overlay_url", Value::Text(overlay_url)),
+            ("overlay_path", Value::Text(overlay_path)),
+            ("initrd_list", Value::Text(all_initrd_urls.join(","))),
+            ("all_initrd_urls", Value::List(all_initrd_urls)),
             ("cmdline", Value::Text(cmdline)),
             ("retries", Value::Text(boot.retries.to_string())),
             ("retry_delay", Value::Text(boot.retry_delay.to_string())),
         ] {
             vars.insert(name.to_owned(), value);
         }
-        match boot.script.render(&vars) {
-            Ok(script) => script_response(script),
-            Err(e) => {
-                tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "rendering the boot script failed");
-                text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "script rendering failed\n",
-                )
+        vars
+    }
+
+    /// A file a loader after the firmware asks for by name ([`ThirdStageName`]): GRUB's and
+    /// PXELINUX's per-node configs, GRUB's bootstrap, iPXE's local-boot script. `relative` is
+    /// the path inside the roots (no leading `/`, percent-decoded), asked for by `client`
+    /// over a connection (or TFTP exchange) to `local`. `None`: not such a name.
+    pub async fn third_stage(
+        &self,
+        relative: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Result<String, ThirdStageRefusal>> {
+        let name = ThirdStageName::parse(relative)?;
+        Some(match name {
+            ThirdStageName::LocalScript => Ok(thirdstage::LOCAL_SCRIPT.to_owned()),
+            ThirdStageName::GrubBootstrap { platform } => Ok(thirdstage::grub_bootstrap(platform)),
+            ThirdStageName::GrubConfig { platform, mac } => {
+                self.grub_config(platform.unwrap_or(GrubPlatform::X86_64Efi), mac, client, local)
+                    .await
             }
+            ThirdStageName::PxelinuxConfig { mac } => {
+                self.pxelinux_config(mac, client, local).await
+            }
+        })
+    }
+
+    /// The node's GRUB config, rendered from `[boot] grub_config` (`ipxe/grub.cfg`): its
+    /// kernel, initrds and overlay by GRUB file names, on xdpboot over HTTP where this GRUB can
+    /// ([`BootContent::grub_fetch`]), else over TFTP.
+    async fn grub_config(
+        &self,
+        platform: GrubPlatform,
+        mac: [u8; 6],
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<String, ThirdStageRefusal> {
+        if requester_is(&mac, client).is_err() {
+            return Err(ThirdStageRefusal::Forbidden);
         }
+        let config = self.config.load();
+        let node = self.remember_loader(mac, platform.arch());
+        let spec = match self.plan(&config, &mac).await {
+            Plan::Boot(spec) => spec,
+            Plan::Local => return Ok(thirdstage::grub_exit("booting from the local disk")),
+            Plan::Nothing(why) => return Ok(thirdstage::grub_exit(why)),
+        };
+        let entry = find_node(&config, &node);
+        let server = local.ip().to_canonical();
+        let base = base_url(Scheme::Http, server, config.http.port);
+        let mut vars = self.boot_vars(&config, &node, entry, server, &base, spec.as_ref());
+        let fetch = self.grub_fetch(&config, platform);
+        let device = fetch.device(server);
+        let on_us = |path: &str| format!("{device}{path}");
+        let (kernel, mut initrds) = match &spec {
+            Some(spec) => {
+                let files: Option<Vec<String>> = std::iter::once(&spec.kernel)
+                    .chain(&spec.initrds)
+                    .map(|url| thirdstage::grub_file_of_url(url))
+                    .collect();
+                let Some(mut files) = files else {
+                    return Ok(thirdstage::grub_exit(
+                        "GRUB fetches only http:// URLs on port 80, and the boot API named others",
+                    ));
+                };
+                let kernel = files.remove(0);
+                (kernel, files)
+            }
+            None => (
+                on_us("/boot/kernel"),
+                (0..config.boot.initrds.len())
+                    .map(|i| on_us(&format!("/boot/initrd/{i}")))
+                    .collect(),
+            ),
+        };
+        if let Some(Value::Text(overlay)) = vars.get("overlay_path")
+            && !overlay.is_empty()
+        {
+            initrds.push(on_us(overlay));
+        }
+        vars.insert("grub_kernel".into(), Value::Text(kernel));
+        vars.insert("grub_initrds".into(), Value::List(initrds));
+        vars.insert("grub_fetch".into(), Value::Text(fetch.name().into()));
+        config.boot.grub_config.render(&vars).map_err(|e| {
+            tracing::warn!(mac = %MacDisplay(&mac), error = %e, "rendering the GRUB config failed");
+            ThirdStageRefusal::Failed
+        })
+    }
+
+    /// The node's PXELINUX config, rendered from `[boot] pxelinux_config`
+    /// (`ipxe/pxelinux.cfg`): lpxelinux fetches the URLs in it over HTTP itself.
+    async fn pxelinux_config(
+        &self,
+        mac: [u8; 6],
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<String, ThirdStageRefusal> {
+        if requester_is(&mac, client).is_err() {
+            return Err(ThirdStageRefusal::Forbidden);
+        }
+        let config = self.config.load();
+        let node = self.remember_loader(mac, "bios");
+        let spec = match self.plan(&config, &mac).await {
+            Plan::Boot(spec) => spec,
+            Plan::Local => return Ok(thirdstage::pxelinux_local("booting from the local disk")),
+            Plan::Nothing(why) => return Ok(thirdstage::pxelinux_local(why)),
+        };
+        let entry = find_node(&config, &node);
+        let server = local.ip().to_canonical();
+        // PXELINUX has no TLS: plain HTTP, on the configured port.
+        let base = base_url(Scheme::Http, server, config.http.port);
+        let vars = self.boot_vars(&config, &node, entry, server, &base, spec.as_ref());
+        config.boot.pxelinux_config.render(&vars).map_err(|e| {
+            tracing::warn!(mac = %MacDisplay(&mac), error = %e, "rendering the PXELINUX config failed");
+            ThirdStageRefusal::Failed
+        })
+    }
+
+    /// How `platform`'s GRUB reaches xdpboot: over HTTP when the GRUB image served for it has
+    /// the `http` module and our HTTP port is 80 (the only one GRUB's HTTP client connects
+    /// to), else over TFTP. The image is the one a client gets as `grubx64.efi`: from the TFTP
+    /// root, else the HTTP root, else the package search; read once per version of the file.
+    fn grub_fetch(&self, config: &Config, platform: GrubPlatform) -> GrubFetch {
+        if config.http.port != 80 {
+            return GrubFetch::Tftp;
+        }
+        let name = platform.image();
+        let in_root = |root: &Path| {
+            let root = root.canonicalize().ok()?;
+            let path = root.join(name).canonicalize().ok()?;
+            (path.starts_with(&root) && path.is_file()).then_some(path)
+        };
+        let Some(image) = in_root(&config.tftp.root)
+            .or_else(|| in_root(&config.http.root))
+            .or_else(|| config.loaders.find(name))
+        else {
+            return GrubFetch::Tftp;
+        };
+        let Ok(meta) = std::fs::metadata(&image) else {
+            return GrubFetch::Tftp;
+        };
+        let stamp = (meta.len(), meta.modified().ok());
+        let mut images = self
+            .grub_images
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, fetch)) = images.get(&image)
+            && *seen == stamp
+        {
+            return *fetch;
+        }
+        let has_http = meta.len() <= MAX_GRUB_IMAGE_LEN
+            && std::fs::read(&image).is_ok_and(|bytes| {
+                grub_modules(&bytes).is_some_and(|modules| modules.contains(&"http"))
+            });
+        let fetch = if has_http {
+            GrubFetch::Http
+        } else {
+            GrubFetch::Tftp
+        };
+        tracing::info!(image = %image.display(), fetch = fetch.name(), "GRUB fetches kernels, initrds and overlays over {}", fetch.name());
+        if images.len() >= GrubPlatform::ALL.len() * 4 {
+            images.clear();
+        }
+        images.insert(image, (stamp, fetch));
+        fetch
+    }
+
+    /// A file of `[boot]` or a node's overlay by the name a loader that fetches over TFTP asks
+    /// for (GRUB without `http`): `boot/kernel`, `boot/initrd/<n>`,
+    /// `nodes/<mac>/overlay.cpio?expires=…&sig=…` (signed as over HTTP). `None`: not such a
+    /// name.
+    pub fn tftp_boot_file(
+        &self,
+        name: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Result<TftpBootFile, ThirdStageRefusal>> {
+        let (path, query) = match name.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (name, None),
+        };
+        let config = self.config.load();
+        if path == "boot/kernel" {
+            return Some(
+                config
+                    .boot
+                    .kernel
+                    .clone()
+                    .map(TftpBootFile::File)
+                    .ok_or(ThirdStageRefusal::NotFound),
+            );
+        }
+        if let Some(n) = path.strip_prefix("boot/initrd/") {
+            return Some(
+                n.parse::<usize>()
+                    .ok()
+                    .and_then(|n| config.boot.initrds.get(n).cloned())
+                    .map(TftpBootFile::File)
+                    .ok_or(ThirdStageRefusal::NotFound),
+            );
+        }
+        let mac = path
+            .strip_prefix("nodes/")?
+            .strip_suffix("/overlay.cpio")?;
+        Some(
+            self.node_overlay(&format!("/{path}"), mac, query, client, local)
+                .map(|overlay| TftpBootFile::Bytes(overlay.bytes.clone())),
+        )
     }
 
     /// `/nodes/<mac>/overlay.cpio?expires=…&sig=…`: 403 unless signed for this path and not
@@ -241,38 +533,9 @@ impl BootContent {
         client: SocketAddr,
         local: SocketAddr,
     ) -> Response<Body> {
-        // Signed in decoded form: iPXE 2019 percent-encodes the colons of the MAC in the
-        // path, newer iPXE does not (tests/firmware_boot.rs found it).
-        let path = decode(path).unwrap_or_default();
-        if let Err(refusal) = self.signer.verify(&path, query, SystemTime::now()) {
-            tracing::info!(path, reason = %refusal, "overlay refused");
-            return text(StatusCode::FORBIDDEN, "forbidden\n");
-        }
-        let Some(mac) = decode(mac_text).as_deref().and_then(parse_mac) else {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        };
-        if let Err(refused) = requester_is(&mac, client) {
-            return *refused;
-        }
-        let (uuid, arch) = self
-            .identities
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&mac)
-            .cloned()
-            .unwrap_or_default();
-        let query = NodeQuery { mac, uuid, arch };
-        let config = self.config.load();
-        let entry = find_node(&config, &query);
-        let server = local.ip().to_canonical().to_string();
-        let vars = self.node_vars(&query, entry, &server);
-        let key = MacDisplay(&mac).to_string();
-        let overlay = match self.overlays.get(&key, &config.overlay, &vars) {
+        let overlay = match self.node_overlay(path, mac_text, query, client, local) {
             Ok(overlay) => overlay,
-            Err(e) => {
-                tracing::warn!(mac = key, error = %e, "building the overlay failed");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "overlay failed\n");
-            }
+            Err(refusal) => return refusal.response(),
         };
         let etag = HeaderValue::from_str(&format!("\"{}\"", overlay.hash))
             .expect("a hex digest is a valid header value");
@@ -308,6 +571,49 @@ impl BootContent {
         response
     }
 
+    /// The overlay of the node `mac_text` names, for a request of `path` (signed) by `client`.
+    fn node_overlay(
+        &self,
+        path: &str,
+        mac_text: &str,
+        query: Option<&str>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Arc<Overlay>, ThirdStageRefusal> {
+        // Signed in decoded form: iPXE 2019 percent-encodes the colons of the MAC in the
+        // path, newer iPXE does not (tests/firmware_boot.rs found it).
+        let path = decode(path).unwrap_or_default();
+        if let Err(refusal) = self.signer.verify(&path, query, SystemTime::now()) {
+            tracing::info!(path, reason = %refusal, "overlay refused");
+            return Err(ThirdStageRefusal::Forbidden);
+        }
+        let Some(mac) = decode(mac_text).as_deref().and_then(parse_mac) else {
+            return Err(ThirdStageRefusal::NotFound);
+        };
+        if requester_is(&mac, client).is_err() {
+            return Err(ThirdStageRefusal::Forbidden);
+        }
+        let (uuid, arch) = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&mac)
+            .cloned()
+            .unwrap_or_default();
+        let query = NodeQuery { mac, uuid, arch };
+        let config = self.config.load();
+        let entry = find_node(&config, &query);
+        let server = local.ip().to_canonical().to_string();
+        let vars = self.node_vars(&query, entry, &server);
+        let key = MacDisplay(&mac).to_string();
+        self.overlays
+            .get(&key, &config.overlay, &vars)
+            .map_err(|e| {
+                tracing::warn!(mac = key, error = %e, "building the overlay failed");
+                ThirdStageRefusal::Failed
+            })
+    }
+
     /// `/boot/kernel` and `/boot/initrd/<n>`: the files `[boot]` names, wherever they are.
     /// Initrds are padded to a multiple of 4 bytes (see [`respond_open`]).
     pub fn boot_file(
@@ -339,6 +645,25 @@ impl BootContent {
                 tracing::warn!(path = %path.display(), reason = %refusal, "a [boot] file cannot be served");
                 text(StatusCode::NOT_FOUND, "not found\n")
             }
+        }
+    }
+
+    /// Keeps the arch of a node whose loader (GRUB, PXELINUX) asked for its config, keeping the
+    /// UUID its script request gave, if any; returns the node as its templates see it.
+    fn remember_loader(&self, mac: [u8; 6], arch: &str) -> NodeQuery {
+        let mut identities = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if identities.len() >= MAX_IDENTITIES && !identities.contains_key(&mac) {
+            identities.clear();
+        }
+        let identity = identities.entry(mac).or_default();
+        identity.1 = Some(arch.to_owned());
+        NodeQuery {
+            mac,
+            uuid: identity.0,
+            arch: identity.1.clone(),
         }
     }
 
@@ -384,6 +709,59 @@ impl BootContent {
         }
         vars
     }
+}
+
+/// Over TFTP: GRUB's and PXELINUX's per-node configs, iPXE's local-boot script, and the boot
+/// files and overlay of a GRUB that fetches over TFTP.
+impl crate::tftp::files::Generator for BootContent {
+    fn generate<'a>(
+        &'a self,
+        name: &'a str,
+        client: std::net::SocketAddrV4,
+        local: std::net::Ipv4Addr,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<
+                    Output = Option<
+                        Result<crate::tftp::files::Generated, crate::tftp::files::FileError>,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        use crate::tftp::files::{FileError, Generated};
+        Box::pin(async move {
+            let (client, local) = (SocketAddr::V4(client), SocketAddr::from((local, 0)));
+            let refused = |refusal: ThirdStageRefusal| match refusal {
+                ThirdStageRefusal::Forbidden => FileError::PermissionDenied,
+                ThirdStageRefusal::NotFound => FileError::NotFound,
+                ThirdStageRefusal::Failed => FileError::Io(io::Error::other(refusal)),
+            };
+            if let Some(file) = self.tftp_boot_file(name, client, local) {
+                return Some(
+                    file.map(|file| match file {
+                        TftpBootFile::File(path) => Generated::File(path),
+                        TftpBootFile::Bytes(bytes) => Generated::Bytes(bytes),
+                    })
+                    .map_err(refused),
+                );
+            }
+            let made = self.third_stage(name, client, local).await?;
+            Some(
+                made.map(|text| Generated::Bytes(text.into_bytes().into()))
+                    .map_err(refused),
+            )
+        })
+    }
+}
+
+/// `scheme://server:port`, an IPv6 address in brackets.
+fn base_url(scheme: Scheme, server: IpAddr, port: u16) -> String {
+    let host = match server {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    format!("{}://{host}:{port}", scheme.as_str())
 }
 
 /// Refuses a request for `mac`'s script or overlay from a host on our link whose MAC is

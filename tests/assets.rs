@@ -1,26 +1,35 @@
 //! What the firmware tests and `cargo xtask run` boot, cached under the workspace's `.cache/`:
 //! Debian 13's iPXE loaders and OVMF (DESIGN.md, "Firmware and TLS facts": Debian 12's iPXE
 //! has no HTTPS), a Debian kernel (signed by Debian, so the Secure Boot chain boots it too),
-//! Debian 12's signed shim and GRUB and its PXELINUX, and a small busybox initrd built here. Nothing is installed:
-//! the packages are fetched with `apt-get download` through a private apt configuration (its
-//! own sources list, lists and cache under `.cache/apt/`, the system's apt untouched) and
-//! unpacked with `dpkg-deb`.
+//! Debian's signed shim and GRUB and Debian 12's PXELINUX, and a small busybox initrd built
+//! here. Nothing is installed: the packages are fetched with `apt-get download` through a
+//! private apt configuration per suite (its own sources list, lists and cache under
+//! `.cache/apt/`, the system's apt untouched) and unpacked with `dpkg-deb`.
 //!
 //! Layout (all of it reproducible from a clean checkout; `rm -rf .cache` starts over):
 //! ```text
 //! .cache/apt/                  sources.list (Debian 13 "trixie"), lists/, archives
-//! .cache/apt-bookworm/         the same for Debian 12 "bookworm"
 //! .cache/debs/                 the downloaded .deb files
 //! .cache/debian13/ipxe/        ipxe_<version>.deb unpacked (usr/lib/ipxe/ipxe-amd64.efi, …)
 //! .cache/debian13/ovmf/        ovmf_<version>.deb unpacked
 //! .cache/debian13/<package>/   shim-signed, grub-efi-amd64-signed (GRUB 2.12: the http module)
+//! .cache/apt-bookworm/         the same as apt/ for Debian 12 "bookworm"
+//! .cache/debs-bookworm/        Debian 12's .deb files
 //! .cache/debian12/<package>/   shim-signed, grub-efi-amd64-signed (GRUB 2.06: tftp only),
 //!                              pxelinux, syslinux-common
-//! .cache/debs-bookworm/        Debian 12's .deb files
 //! .cache/kernel/vmlinuz        the kernel of linux-image-cloud-amd64 (virtio, EFI stub, 8250)
-//! .cache/lab/tftp/             the lab's TFTP root: undionly.kpxe, ipxe-amd64.efi, snponly.efi
+//! .cache/lab/tftp/             the lab's TFTP root: undionly.kpxe, ipxe-amd64.efi, snponly.efi,
+//!                              ipxe-arm64.efi
 //! .cache/lab/http/             the lab's HTTP root: the loaders again, vmlinuz, shared-initrd.img
+//! .cache/arm64/                only once an arm64 node boots ([`Arm64Assets`]):
+//!   apt/, debs/                a second private apt configuration, for Debian 13's arm64 packages
+//!   busybox/, kernel/          busybox-static:arm64 and linux-image-cloud-arm64 unpacked
+//!   shim/, grub/               shim-signed:arm64 and grub-efi-arm64-signed unpacked (Secure Boot)
+//!   http/                      vmlinuz and shared-initrd.img for arm64 (the same /init), which the
+//!                              lab serves through `[boot.arch.uefi-arm64]`
 //! ```
+//! The arm64 firmware (AAVMF) is Debian 12's `qemu-efi-aarch64`, installed by `cargo xtask
+//! setup` like OVMF (see [`crate::vm`]).
 //! The lab runs xdpboot with the embedded default plus a config that points `[tftp] root` and
 //! `[http] root` at `.cache/lab/` (never `/var/lib/xdpboot` on the host).
 //!
@@ -46,26 +55,17 @@ use crate::run_command;
 const TRIXIE: Suite = Suite {
     name: "trixie",
     release: "Debian 13",
-    apt_dir: "apt",
-    debs_dir: "debs",
-    source: "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-             http://deb.debian.org/debian trixie main",
 };
-/// The suite of the signed boot chain and syslinux: Debian 12's shim, GRUB and the Secure Boot
-/// variables of the host's OVMF are the combination seen booting here (DESIGN.md, "Verified
-/// later"), and its syslinux is the one the BIOS chain test uses.
+/// The suite of Debian 12's GRUB (2.06, without the `http` module: the TFTP way of feeding
+/// GRUB) and of the syslinux the BIOS chain test uses.
 const BOOKWORM: Suite = Suite {
     name: "bookworm",
     release: "Debian 12",
-    apt_dir: "apt-bookworm",
-    debs_dir: "debs-bookworm",
-    source: "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-             http://deb.debian.org/debian bookworm main",
 };
-/// The signed boot chain, from both suites, each unpacked under `.cache/debian<N>/` with the
-/// directory the lab's `[loaders] search` points at: the MS-signed shim and the Debian-signed
-/// network GRUB (prefix `/grub`). Debian 13's GRUB (2.12) has the `http` module, Debian 12's
-/// (2.06) only `tftp`, so each suite proves one of xdpboot's two ways to feed GRUB.
+/// The signed boot chain, unpacked under `.cache/debian<N>/` with the directory the lab's
+/// `[loaders] search` points at: the MS-signed shim and the Debian-signed network GRUB (prefix
+/// `/grub`). Debian 13's GRUB (2.12) has the `http` module, Debian 12's (2.06) only `tftp`, so
+/// each suite proves one of xdpboot's two ways to feed GRUB.
 pub const SIGNED_CHAIN_PACKAGES: &[(&str, &str)] = &[
     ("shim-signed", "usr/lib/shim"),
     ("grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed"),
@@ -78,6 +78,18 @@ pub const PXELINUX_PACKAGES: &[(&str, &str)] = &[
 /// The kernel metapackage; it depends on the versioned image package we download. The cloud
 /// flavour is a third the size of the generic one and has everything a QEMU guest needs.
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
+/// The same for arm64: virtio, PL011 (ttyAMA0) and the EFI stub, all built in.
+const ARM64_KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64";
+/// The arm64 busybox, the one program of the arm64 initrd (the host's is x86-64).
+const ARM64_BUSYBOX_PACKAGE: &str = "busybox-static";
+/// The Secure Boot chain for arm64: Debian's shim signed by Microsoft, and GRUB signed by
+/// Debian (the kernel of [`ARM64_KERNEL_METAPACKAGE`] is signed by Debian too).
+const ARM64_SHIM_PACKAGE: &str = "shim-signed";
+const ARM64_GRUB_PACKAGE: &str = "grub-efi-arm64-signed";
+/// Where they are in their packages. `grubnetaa64` is the network image (tftp, http, net
+/// modules built in; prefix `/grub` on the server it came from).
+const ARM64_SHIM: &str = "usr/lib/shim/shimaa64.efi.signed";
+const ARM64_GRUB: &str = "usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed";
 /// busybox-static's binary, the one program in the initrd.
 const BUSYBOX: &str = "/bin/busybox";
 /// The file of the shared initrd in the HTTP root (`[boot] initrds`).
@@ -85,7 +97,12 @@ pub const SHARED_INITRD: &str = "shared-initrd.img";
 /// The kernel in the HTTP root (`[boot] kernel`).
 pub const KERNEL: &str = "vmlinuz";
 /// The first-stage loaders the embedded default policy names, and snponly.efi.
-pub const LOADERS: &[&str] = &["undionly.kpxe", "ipxe-amd64.efi", "snponly.efi"];
+pub const LOADERS: &[&str] = &[
+    "undionly.kpxe",
+    "ipxe-amd64.efi",
+    "snponly.efi",
+    "ipxe-arm64.efi",
+];
 /// Where the node's overlay puts its identity; the initrd's /init reads it.
 pub const NODE_FILE: &str = "etc/xdpboot-node";
 /// The line /init prints once it has read the overlay; followed by `node=… mac=… token=…`.
@@ -93,7 +110,7 @@ pub const MARKER: &str = "XDPBOOT-MARKER";
 /// The line /init prints when the overlay did not arrive.
 pub const NO_OVERLAY: &str = "XDPBOOT-NO-OVERLAY";
 /// Bump when the initrd or the lab roots change shape: a cache with another stamp is rebuilt.
-const LAB_STAMP_VERSION: u32 = 2;
+const LAB_STAMP_VERSION: u32 = 3;
 /// How long apt may take for one command (a slow mirror, a 35 MB kernel package).
 const APT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long unpacking or building one piece may take.
@@ -184,10 +201,10 @@ impl Assets {
             .map_err(|(_, e)| e)
             .context("locking .cache/.lock")?;
 
-        let apt = PrivateApt::new(&cache, TRIXIE)?;
+        let apt = PrivateApt::new(&cache.join("apt"), &cache.join("debs"), TRIXIE, None)?;
         let ipxe_deb = apt.package("ipxe", progress)?;
         let ovmf_deb = apt.package("ovmf", progress)?;
-        let kernel_package = apt.kernel_package(progress)?;
+        let kernel_package = apt.kernel_package(KERNEL_METAPACKAGE, progress)?;
         let kernel_deb = apt.package(&kernel_package, progress)?;
 
         let ipxe =
@@ -210,7 +227,12 @@ impl Assets {
         .into_iter()
         .map(|(name, deb)| (name.to_owned(), deb_version(deb)))
         .collect();
-        let bookworm = PrivateApt::new(&cache, BOOKWORM)?;
+        let bookworm = PrivateApt::new(
+            &cache.join("apt-bookworm"),
+            &cache.join("debs-bookworm"),
+            BOOKWORM,
+            None,
+        )?;
         let mut unpack = |apt: &PrivateApt, release: &str, packages: &[(&str, &str)]| {
             let mut dirs = Vec::new();
             for (package, dir) in packages {
@@ -237,7 +259,7 @@ impl Assets {
             "v{LAB_STAMP_VERSION} {} {} {}\n",
             file_name(&ipxe_deb),
             file_name(&kernel_deb),
-            busybox_identity()?
+            busybox_identity(Path::new(BUSYBOX))?
         );
         if fs::read_to_string(lab.join("stamp")).ok().as_deref() != Some(stamp.as_str()) {
             progress("building the lab's boot files: busybox initrd, TFTP and HTTP roots");
@@ -273,42 +295,184 @@ impl Assets {
     }
 }
 
+/// What an arm64 node of the lab boots, besides `ipxe-arm64.efi` in the lab's TFTP root:
+/// Debian 13's arm64 cloud kernel and an initrd of busybox-static:arm64 with the same /init as
+/// the x86-64 one (so the same marker proves the chain). Fetched on first use only: an x86-only
+/// run of the firmware tests downloads none of it.
+#[derive(Debug, Clone)]
+pub struct Arm64Assets {
+    /// `.cache/arm64/http/vmlinuz`.
+    pub kernel: PathBuf,
+    /// e.g. `6.12.117+deb13-cloud-arm64`.
+    pub kernel_version: String,
+    /// `.cache/arm64/http/shared-initrd.img`: gzip, its length not a multiple of 4.
+    pub initrd: PathBuf,
+    /// Debian 13's `shimaa64.efi.signed` (Microsoft's signature) and `grubnetaa64.efi.signed`
+    /// (Debian's), unpacked under `.cache/arm64/shim` and `.cache/arm64/grub`.
+    pub shim: PathBuf,
+    pub grub: PathBuf,
+    /// Package versions, for the log.
+    pub versions: Vec<(String, String)>,
+}
+
+impl Arm64Assets {
+    /// Downloads, unpacks and builds whatever is missing (under the same lock as
+    /// [`Assets::prepare`]).
+    pub fn prepare(progress: &mut dyn FnMut(&str)) -> Result<Arm64Assets> {
+        let cache = cache_dir();
+        let dir = cache.join("arm64");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock_file = fs::File::create(cache.join(".lock"))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("locking .cache/.lock")?;
+
+        let apt = PrivateApt::new(&dir.join("apt"), &dir.join("debs"), TRIXIE, Some("arm64"))?;
+        let busybox_deb = apt.package(ARM64_BUSYBOX_PACKAGE, progress)?;
+        let kernel_package = apt.kernel_package(ARM64_KERNEL_METAPACKAGE, progress)?;
+        let kernel_deb = apt.package(&kernel_package, progress)?;
+        let unpacked_busybox = unpacked(&dir.join("busybox"), &busybox_deb, progress)?;
+        // Debian 13 ships it in /usr/bin (merged /usr), Debian 12 in /bin.
+        let busybox = ["usr/bin/busybox", "bin/busybox"]
+            .iter()
+            .map(|p| unpacked_busybox.join(p))
+            .find(|p| p.is_file())
+            .with_context(|| format!("{} has no busybox binary", busybox_deb.display()))?;
+        let (kernel, kernel_version) = kernel_image(&dir.join("kernel"), &kernel_deb, progress)?;
+        let shim_deb = apt.package(ARM64_SHIM_PACKAGE, progress)?;
+        let grub_deb = apt.package(ARM64_GRUB_PACKAGE, progress)?;
+        let shim = unpacked(&dir.join("shim"), &shim_deb, progress)?.join(ARM64_SHIM);
+        let grub = unpacked(&dir.join("grub"), &grub_deb, progress)?.join(ARM64_GRUB);
+        for (file, deb) in [(&shim, &shim_deb), (&grub, &grub_deb)] {
+            ensure!(
+                file.is_file(),
+                "{} has no {}",
+                deb.display(),
+                file.display()
+            );
+        }
+        let versions = [
+            ("busybox-static:arm64", &busybox_deb),
+            ("kernel:arm64", &kernel_deb),
+            ("shim-signed:arm64", &shim_deb),
+            ("grub-efi-arm64-signed", &grub_deb),
+        ]
+        .into_iter()
+        .map(|(name, deb)| (name.to_owned(), deb_version(deb)))
+        .collect();
+
+        let http = dir.join("http");
+        let stamp = format!(
+            "v{LAB_STAMP_VERSION} {} {}\n",
+            file_name(&kernel_deb),
+            file_name(&busybox_deb)
+        );
+        if fs::read_to_string(http.join("stamp")).ok().as_deref() != Some(stamp.as_str()) {
+            progress("building the arm64 boot files: kernel and busybox:arm64 initrd");
+            let tmp = http.with_extension("new");
+            let _ = fs::remove_dir_all(&tmp);
+            fs::create_dir_all(&tmp)?;
+            fs::copy(&kernel, tmp.join(KERNEL))?;
+            build_initrd(&dir.join("initrd-root"), &tmp.join(SHARED_INITRD), &busybox)?;
+            fs::remove_dir_all(dir.join("initrd-root"))?;
+            fs::write(tmp.join("stamp"), &stamp)?;
+            let _ = fs::remove_dir_all(&http);
+            fs::rename(&tmp, &http)?;
+        }
+        Ok(Arm64Assets {
+            kernel: http.join(KERNEL),
+            kernel_version,
+            initrd: http.join(SHARED_INITRD),
+            shim,
+            grub,
+            versions,
+        })
+    }
+
+    /// The directories of the signed shim and GRUB, for `[loaders] search` (xdpboot serves
+    /// them as `shimaa64.efi` and `grubaa64.efi`).
+    pub fn chain_loaders(&self) -> Vec<PathBuf> {
+        [&self.shim, &self.grub]
+            .into_iter()
+            .filter_map(|file| file.parent().map(Path::to_owned))
+            .collect()
+    }
+
+    /// [`Arm64Assets::prepare`] once per process, quietly (tests).
+    pub fn get() -> Result<&'static Arm64Assets> {
+        static ASSETS: OnceLock<Result<Arm64Assets, String>> = OnceLock::new();
+        ASSETS
+            .get_or_init(|| {
+                Arm64Assets::prepare(&mut |line| eprintln!("[assets] {line}"))
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("preparing the arm64 firmware test assets: {e}"))
+    }
+}
+
 /// A Debian suite packages are downloaded from, each through an apt configuration of its own.
 #[derive(Debug, Clone, Copy)]
 struct Suite {
     name: &'static str,
     /// For progress lines: "Debian 13".
     release: &'static str,
-    /// Its configuration's directory under `.cache/`.
-    apt_dir: &'static str,
-    /// Where its `.deb` files go under `.cache/` (one per suite: both have a `shim-signed`).
-    debs_dir: &'static str,
-    /// Its sources.list line.
-    source: &'static str,
 }
 
-/// apt-get with a configuration of its own under `.cache/<suite's apt_dir>/`.
+impl Suite {
+    /// Its sources.list line, for `arch`'s packages (`None`: the host's).
+    fn source(self, arch: Option<&str>) -> String {
+        let arch = arch.map(|a| format!("arch={a} ")).unwrap_or_default();
+        format!(
+            "deb [{arch}signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian {} main",
+            self.name
+        )
+    }
+}
+
+/// apt-get with a configuration of its own (`.cache/apt/`, `.cache/apt-bookworm/`, or
+/// `.cache/arm64/apt/` for another architecture's packages).
 struct PrivateApt {
     suite: Suite,
     dir: PathBuf,
     debs: PathBuf,
+    /// A Debian architecture other than the host's, e.g. `arm64`.
+    arch: Option<&'static str>,
 }
 
 impl PrivateApt {
-    fn new(cache: &Path, suite: Suite) -> Result<PrivateApt> {
-        let dir = cache.join(suite.apt_dir);
+    fn new(
+        dir: &Path,
+        debs: &Path,
+        suite: Suite,
+        arch: Option<&'static str>,
+    ) -> Result<PrivateApt> {
         for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
             fs::create_dir_all(dir.join(sub))?;
         }
-        fs::write(dir.join("sources.list"), format!("{}\n", suite.source))?;
-        let debs = cache.join(suite.debs_dir);
-        fs::create_dir_all(&debs)?;
-        Ok(PrivateApt { suite, dir, debs })
+        fs::write(
+            dir.join("sources.list"),
+            format!("{}\n", suite.source(arch)),
+        )?;
+        fs::create_dir_all(debs)?;
+        Ok(PrivateApt {
+            suite,
+            dir: dir.to_owned(),
+            debs: debs.to_owned(),
+            arch,
+        })
     }
 
     fn command(&self, tool: &str) -> Command {
         let mut command = Command::new(tool);
         let d = |sub: &str| self.dir.join(sub).display().to_string();
+        if let Some(arch) = self.arch {
+            // Lists and downloads of this architecture only, as if apt ran on it.
+            for key in ["APT::Architecture", "APT::Architectures"] {
+                command.arg("-o").arg(format!("{key}={arch}"));
+            }
+        }
         for (key, value) in [
             ("Dir::Etc::sourcelist", d("sources.list")),
             ("Dir::Etc::sourceparts", d("sources.list.d")),
@@ -342,8 +506,10 @@ impl PrivateApt {
 
     fn update(&self, progress: &mut dyn FnMut(&str)) -> Result<()> {
         progress(&format!(
-            "apt-get update (private configuration, {} {})",
-            self.suite.release, self.suite.name
+            "apt-get update (private configuration, {} {}{})",
+            self.suite.release,
+            self.suite.name,
+            self.arch.map(|a| format!(", {a}")).unwrap_or_default()
         ));
         run_command(self.command("apt-get").arg("update"), APT_TIMEOUT)?;
         Ok(())
@@ -395,8 +561,8 @@ impl PrivateApt {
         found.pop()
     }
 
-    /// The versioned image package the kernel metapackage depends on; a cached one if any.
-    fn kernel_package(&self, progress: &mut dyn FnMut(&str)) -> Result<String> {
+    /// The versioned image package `metapackage` depends on; a cached one if any.
+    fn kernel_package(&self, metapackage: &str, progress: &mut dyn FnMut(&str)) -> Result<String> {
         if let Some(deb) = fs::read_dir(&self.debs)?
             .flatten()
             .map(|e| file_name(&e.path()))
@@ -408,7 +574,7 @@ impl PrivateApt {
             self.update(progress)?;
         }
         let show = run_command(
-            self.command("apt-cache").args(["show", KERNEL_METAPACKAGE]),
+            self.command("apt-cache").args(["show", metapackage]),
             APT_TIMEOUT,
         )?;
         show.lines()
@@ -418,7 +584,7 @@ impl PrivateApt {
                     .find(|d| d.starts_with("linux-image-"))
             })
             .map(str::to_owned)
-            .with_context(|| format!("{KERNEL_METAPACKAGE} names no linux-image package"))
+            .with_context(|| format!("{metapackage} names no linux-image package"))
     }
 }
 
@@ -497,9 +663,9 @@ fn kernel_image(
 }
 
 /// Size and mtime of busybox, so an upgrade of busybox-static rebuilds the initrd.
-fn busybox_identity() -> Result<String> {
-    let meta = fs::metadata(BUSYBOX)
-        .with_context(|| format!("{BUSYBOX} is missing: install busybox-static"))?;
+fn busybox_identity(busybox: &Path) -> Result<String> {
+    let meta = fs::metadata(busybox)
+        .with_context(|| format!("{} is missing: install busybox-static", busybox.display()))?;
     let mtime = meta
         .modified()
         .ok()
@@ -520,7 +686,11 @@ fn build_lab(lab: &Path, ipxe: &Path, kernel: &Path, stamp: &str) -> Result<()> 
         fs::copy(ipxe.join(loader), http.join(loader))?;
     }
     fs::copy(kernel, http.join(KERNEL))?;
-    build_initrd(&tmp.join("initrd-root"), &http.join(SHARED_INITRD))?;
+    build_initrd(
+        &tmp.join("initrd-root"),
+        &http.join(SHARED_INITRD),
+        Path::new(BUSYBOX),
+    )?;
     fs::remove_dir_all(tmp.join("initrd-root"))?;
     fs::write(tmp.join("stamp"), stamp)?;
     let _ = fs::remove_dir_all(lab);
@@ -528,16 +698,17 @@ fn build_lab(lab: &Path, ipxe: &Path, kernel: &Path, stamp: &str) -> Result<()> 
     Ok(())
 }
 
-/// The shared initrd: busybox and /init, as a gzip-compressed newc cpio (what Debian's
+/// The shared initrd: `busybox` and /init, as a gzip-compressed newc cpio (what Debian's
 /// initramfs-tools ships, and the case DESIGN.md's EFI alignment fact is about), byte for byte
 /// the same on every machine with the same busybox (mtimes 0, inode numbers renumbered). Its length
 /// is made not to be a multiple of 4, so that only the server's padding lets an uncompressed
 /// overlay behind it be found on EFI.
-fn build_initrd(root: &Path, out: &Path) -> Result<()> {
+fn build_initrd(root: &Path, out: &Path, busybox: &Path) -> Result<()> {
+    let _ = fs::remove_dir_all(root);
     for dir in ["bin", "dev", "etc", "proc", "sys", "root", "tmp"] {
         fs::create_dir_all(root.join(dir))?;
     }
-    fs::copy(BUSYBOX, root.join("bin/busybox"))?;
+    fs::copy(busybox, root.join("bin/busybox"))?;
     fs::write(root.join("init"), INIT)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
     // The console must exist before devtmpfs is mounted: the kernel opens /dev/console for

@@ -46,22 +46,36 @@ fn boots_with_its_overlay(firmware: Firmware, backend: Backend) {
             vm.reached
         );
     }
-    // The first stage took the path this firmware should take: TFTP only for OVMF's PXE.
+    // The first stage took the path this firmware should take: TFTP only for EDK2's PXE.
     let log = rack.daemon_log();
-    let tftp_loader = log.lines().any(|l| {
-        l.contains("tftp transfer")
-            && l.contains("ipxe-amd64.efi")
-            && l.contains("outcome=\"complete\"")
-    });
     let tftp_any = log.lines().any(|l| l.contains("tftp transfer"));
-    match firmware {
-        Firmware::UefiPxe => assert!(tftp_loader, "ipxe-amd64.efi went over TFTP:\n{log}"),
-        Firmware::Bios | Firmware::UefiHttp => {
-            assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name())
+    match firmware.tftp_loader() {
+        Some(loader) => assert!(
+            log.lines().any(|l| l.contains("tftp transfer")
+                && l.contains(loader)
+                && l.contains("outcome=\"complete\"")),
+            "{loader} went over TFTP:\n{log}"
+        ),
+        None => assert!(!tftp_any, "no TFTP at all for {}:\n{log}", firmware.name()),
+    }
+    if firmware == Firmware::Arm64UefiPxe {
+        let log = access_log(&rack);
+        for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
+            assert!(
+                log.iter().any(|a| a.path == path && a.status == 200),
+                "iPXE fetched {path}, the arm64 section's: {log:#?}"
+            );
         }
-        Firmware::UefiPxeSecureBoot | Firmware::UefiHttpSecureBoot => {
-            unreachable!("Secure Boot machines boot through shim, not iPXE")
-        }
+        assert!(
+            !log.iter().any(|a| a.path == "/boot/kernel"),
+            "the x86 kernel of [boot] was not fetched: {log:#?}"
+        );
+        let kernel = vm
+            .lines
+            .iter()
+            .find(|l| l.contains("Linux version"))
+            .expect("the kernel stage was seen");
+        assert!(kernel.contains("arm64"), "an arm64 kernel: {kernel}");
     }
     if firmware == Firmware::UefiHttp {
         assert!(
@@ -96,6 +110,20 @@ fn assert_node_marker(marker: &Marker, node: &Node, rack: &Rack) {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An arm64 machine (AAVMF on QEMU's `virt`, TCG) in a rack whose `[boot]` is the x86-64
+/// kernel: AAVMF's PXE (arch 11) gets ipxe-arm64.efi over TFTP, iPXE gets the script, and the
+/// script names the kernel and initrd of `[boot.arch.uefi-arm64]` (an x86 kernel could not
+/// start), which end at the marker from the node's own overlay.
+#[test]
+fn aavmf_pxe_chains_ipxe_arm64_and_boots_the_arm64_kernel_of_its_arch_with_its_overlay_over_xdp() {
+    let started = Instant::now();
+    boots_with_its_overlay(Firmware::Arm64UefiPxe, Backend::Xdp);
+    eprintln!(
+        "arm64 lab and boot: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -402,9 +430,8 @@ fn ipxe_efi_fetches_script_kernel_initrd_and_overlay_over_https_trusting_the_ca_
         assert_node_marker(&marker, node, &rack);
     }
     let log = access_log(&rack);
-    // Both iPXEs (one from TFTP, one from UEFI HTTP boot) fetched script, kernel, initrd and
-    // overlay over HTTPS; only OVMF's loader download went over plain HTTP (see
-    // `rack::lab_config` for why).
+    // Both iPXEs (one from TFTP, one from UEFI HTTP boot over https) fetched script, kernel,
+    // initrd and overlay over HTTPS.
     for path in ["/boot.ipxe", "/boot/kernel", "/boot/initrd/0"] {
         assert!(
             log.iter()
@@ -422,11 +449,91 @@ fn ipxe_efi_fetches_script_kernel_initrd_and_overlay_over_https_trusting_the_ca_
         );
     }
     assert!(
-        log.iter().all(|a| a.scheme == "https"
-            || ["/ipxe-amd64.efi", "/autoexec.ipxe"].contains(&a.path.as_str())),
-        // iPXE 1.21 started by UEFI HTTP boot looks for autoexec.ipxe beside itself first.
-        "nothing but OVMF's loader (and iPXE's autoexec.ipxe probe) over plain http: {log:#?}"
+        log.iter().all(|a| a.scheme == "https"),
+        "nothing over plain http: {log:#?}"
     );
+}
+
+#[test]
+fn ovmf_https_boot_fetches_ipxe_over_tls12_dhe_trusting_the_ca_from_fw_cfg() {
+    let node = Node::numbered(1, Firmware::UefiHttp);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    setup.https = true;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    let marker = wait_for_marker(&mut rack, 0);
+    assert_node_marker(&marker, &node, &rack);
+    // Debian 12's OVMF offers only DHE-RSA and static-RSA suites, and rustls has no static
+    // RSA: a loader served over https went through xdpboot's FFDHE key exchange.
+    let log = access_log(&rack);
+    assert!(
+        log.iter()
+            .any(|a| a.path == "/ipxe-amd64.efi" && a.scheme == "https" && a.status == 200),
+        "OVMF fetched iPXE over https: {log:#?}"
+    );
+    assert!(
+        log.iter().all(|a| a.scheme == "https"),
+        "nothing over plain http: {log:#?}"
+    );
+}
+
+/// Waits for OVMF's HTTP boot to give up and checks that no loader was served.
+fn ovmf_gives_up_on_https_boot(rack: &mut Rack) -> String {
+    let refused = rack.vms[0].wait_for_line("OVMF giving up on HTTPS boot", BOOT_TIMEOUT, |l| {
+        l.contains("Error") || l.contains("failed to load Boot")
+    });
+    let refused = refused.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    eprintln!("OVMF: {refused}");
+    assert!(
+        !access_log(rack).iter().any(|a| a.path == "/ipxe-amd64.efi"),
+        "no loader was served to a firmware that does not trust the server"
+    );
+    refused
+}
+
+#[test]
+fn ovmf_https_boot_refuses_the_server_when_the_firmware_was_not_given_the_ca() {
+    let node = Node::numbered(1, Firmware::UefiHttp);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node]);
+    setup.https = true;
+    setup.firmware_trusts_ca = false;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    rack.boot_all().expect("the VM starts");
+    // Debian 12's OVMF with no CA does not even connect.
+    ovmf_gives_up_on_https_boot(&mut rack);
+}
+
+#[test]
+fn ovmf_https_boot_refuses_a_server_certificate_from_another_ca() {
+    let node = Node::numbered(1, Firmware::UefiHttp);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node]);
+    setup.https = true;
+    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
+    // The firmware gets the first CA; xdpboot, its files removed, makes a second one and
+    // presents a certificate from it.
+    let first_ca = std::fs::read(rack.ca_esl()).expect("the first CA");
+    rack.stop_daemon();
+    let tls = rack
+        .ca_esl()
+        .parent()
+        .expect("ca.esl is in tls/")
+        .to_owned();
+    std::fs::remove_dir_all(&tls).expect("removing the first PKI");
+    rack.start_daemon().expect("xdpboot starts again");
+    assert_ne!(
+        std::fs::read(rack.ca_esl()).expect("the second CA"),
+        first_ca
+    );
+    std::fs::write(rack.ca_esl(), &first_ca).expect("giving the firmware the first CA");
+    rack.boot_all().expect("the VM starts");
+    ovmf_gives_up_on_https_boot(&mut rack);
+    // It got as far as the handshake (so it was the certificate it refused).
+    let log = rack.daemon_log();
+    let broken_off = log
+        .lines()
+        .find(|l| l.contains("TLS handshake failed"))
+        .unwrap_or_else(|| panic!("OVMF broke off a TLS handshake:\n{}", tail(&log, 30)));
+    eprintln!("xdpboot: {broken_off}");
 }
 
 #[test]
@@ -525,16 +632,21 @@ fn tftp_sent(rack: &Rack, file: &str) -> bool {
     })
 }
 
-/// Boots `node` through its chain in a rack set up by `setup`; checks its marker and every
-/// stage of its firmware and chain, and prints the time each took.
-fn boots_through_its_chain(node: Node, setup: impl FnOnce(&mut RackSetup)) -> Rack {
-    let mut rack_setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+/// A lab with `nodes` (each through its own chain) set up by `setup`, its VMs started.
+fn chain_rack(nodes: Vec<Node>, setup: impl FnOnce(&mut RackSetup)) -> Rack {
+    let mut rack_setup = RackSetup::new(Backend::Xdp, nodes);
     setup(&mut rack_setup);
     let mut rack = Rack::start(assets(), rack_setup).expect("the lab starts");
-    rack.boot_all().expect("the VM starts");
-    let marker = wait_for_marker(&mut rack, 0);
-    assert_node_marker(&marker, &node, &rack);
-    let vm = &rack.vms[0];
+    rack.boot_all().expect("the VMs start");
+    rack
+}
+
+/// Waits for VM `index`, `node`, to print its marker; checks the marker and every stage of its
+/// firmware and chain, and prints the time each took.
+fn assert_booted_through_its_chain(rack: &mut Rack, index: usize, node: &Node) {
+    let marker = wait_for_marker(rack, index);
+    assert_node_marker(&marker, node, rack);
+    let vm = &rack.vms[index];
     for stage in node.firmware.stages_through(node.chain) {
         assert!(
             vm.reached(stage.name).is_some(),
@@ -550,23 +662,49 @@ fn boots_through_its_chain(node: Node, setup: impl FnOnce(&mut RackSetup)) -> Ra
         node.chain.name(),
         vm.reached
     );
+}
+
+/// Boots `node` through its chain in a rack set up by `setup` ([`chain_rack`],
+/// [`assert_booted_through_its_chain`]).
+fn boots_through_its_chain(node: Node, setup: impl FnOnce(&mut RackSetup)) -> Rack {
+    let mut rack = chain_rack(vec![node.clone()], setup);
+    assert_booted_through_its_chain(&mut rack, 0, &node);
     rack
 }
 
-/// The console shows the kernel verified and Secure Boot on (the EFI stub and the kernel both
-/// say so), and the kernel locked down.
-fn assert_secure_boot_on(rack: &Rack) {
-    let lines = &rack.vms[0].lines;
+/// The console of VM `index` shows the kernel verified and Secure Boot on (the EFI stub and
+/// the kernel both say so), and the kernel locked down.
+fn assert_secure_boot_on(rack: &Rack, index: usize) {
+    let vm = &rack.vms[index];
     for expected in [
         "EFI stub: UEFI Secure Boot is enabled.",
         "secureboot: Secure boot enabled",
     ] {
         assert!(
-            lines.iter().any(|l| l.contains(expected)),
+            vm.lines.iter().any(|l| l.contains(expected)),
             "{expected:?} on the console:\n{}",
-            rack.vms[0].console_tail(80)
+            vm.console_tail(80)
         );
     }
+}
+
+/// VM `index`, with Secure Boot on, was handed the unsigned `loader` in full and its firmware
+/// refused to run it.
+fn assert_firmware_refused(rack: &mut Rack, index: usize, loader: &str) {
+    let refused = rack.vms[index].wait_for_line("the firmware refusing iPXE", BOOT_TIMEOUT, |l| {
+        l.contains("Access Denied")
+    });
+    let refused = refused.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    eprintln!("{}: {refused}", rack.vms[index].spec.firmware.name());
+    assert!(
+        tftp_sent(rack, loader),
+        "xdpboot handed out all of {loader}:\n{}",
+        rack.daemon_log()
+    );
+    assert!(
+        !rack.vms[index].lines.iter().any(|l| l.contains("iPXE")),
+        "iPXE never ran"
+    );
 }
 
 #[test]
@@ -574,16 +712,24 @@ fn secure_boot_pxe_chains_the_signed_shim_and_grub_to_the_signed_kernel_and_its_
 {
     let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);
     let rack = boots_through_its_chain(node.clone(), |_| {});
-    assert_secure_boot_on(&rack);
+    assert_secure_boot_on(&rack, 0);
     // shim over TFTP, and the GRUB shim fetched from the TFTP root by its own name.
     for file in ["shimx64.efi", "grubx64.efi"] {
-        assert!(tftp_sent(&rack, file), "{file} over TFTP:\n{}", rack.daemon_log());
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
     }
     // GRUB read its bootstrap and the node's own config over TFTP, and fetched the kernel,
     // the shared initrd and the overlay over HTTP (Debian 13's GRUB has the http module).
     let own = format!("grub/x86_64-efi/grub.cfg-01-{}", node.mac);
     for file in ["grub/grub.cfg", own.as_str()] {
-        assert!(tftp_sent(&rack, file), "{file} over TFTP:\n{}", rack.daemon_log());
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
     }
     let log = access_log(&rack);
     let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
@@ -600,7 +746,7 @@ fn secure_boot_pxe_chains_the_signed_shim_and_grub_to_the_signed_kernel_and_its_
 fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone() {
     let node = Node::numbered(1, Firmware::UefiHttpSecureBoot);
     let rack = boots_through_its_chain(node.clone(), |_| {});
-    assert_secure_boot_on(&rack);
+    assert_secure_boot_on(&rack, 0);
     let log = access_log(&rack);
     // OVMF fetched shim by the URL xdpboot offered; shim fetched GRUB beside it (shim
     // `httpboot.c` joins the directory and the name with a second slash), GRUB its configs,
@@ -617,7 +763,8 @@ fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone(
         overlay.as_str(),
     ] {
         assert!(
-            log.iter().any(|a| path_is(&a.path, path) && a.status == 200),
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200),
             "{path} over HTTP: {log:#?}"
         );
     }
@@ -632,7 +779,7 @@ fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone(
 fn secure_boot_with_debian_12s_grub_fetches_kernel_initrd_and_overlay_over_tftp() {
     let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);
     let rack = boots_through_its_chain(node.clone(), |setup| setup.debian12_chain = true);
-    assert_secure_boot_on(&rack);
+    assert_secure_boot_on(&rack, 0);
     // Debian 12's network GRUB (2.06) has no http module: xdpboot read that in the image it
     // serves and named every file by TFTP.
     let overlay = format!("nodes/{}/overlay.cpio?", node.mac);
@@ -646,32 +793,66 @@ fn secure_boot_with_debian_12s_grub_fetches_kernel_initrd_and_overlay_over_tftp(
         );
     }
     assert!(
-        !access_log(&rack).iter().any(|a| a.path.starts_with("/boot/")),
+        !access_log(&rack)
+            .iter()
+            .any(|a| a.path.starts_with("/boot/")),
         "nothing over HTTP"
     );
 }
 
 #[test]
 fn secure_boot_firmware_refuses_an_unsigned_loader_that_xdpboot_hands_it() {
-    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot).through(Chain::Ipxe);
-    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
     // Debian 13's iPXE is not signed: the same machine, the same policy table as the iPXE
     // tests, and the firmware's own check says no.
-    setup.policy = None;
-    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
-    rack.boot_all().expect("the VM starts");
-    let refused = rack.vms[0].wait_for_line("the firmware refusing iPXE", BOOT_TIMEOUT, |l| {
-        l.contains("Access Denied")
-    });
-    let refused = refused.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
-    eprintln!("OVMF: {refused}");
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot).through(Chain::Ipxe);
+    let mut rack = chain_rack(vec![node], |_| {});
+    assert_firmware_refused(&mut rack, 0, "ipxe-amd64.efi");
+}
+
+/// Secure Boot on arm64: AAVMF with Microsoft's keys enrolled and Secure Boot on loads Debian's
+/// Microsoft-signed shimaa64 over PXE, shim the Debian-signed GRUB from the TFTP root, and GRUB
+/// (verified through shim) its per-node config, then the Debian-signed arm64 kernel of
+/// `[boot.arch.uefi-arm64]` with the shared initrd and the node's overlay over HTTP. A second
+/// machine with the same firmware and keys is handed unsigned iPXE and must be refused: the
+/// enforcement is real.
+#[test]
+fn aavmf_with_secure_boot_runs_debians_signed_shim_grub_and_arm64_kernel_and_refuses_ipxe() {
+    let started = Instant::now();
+    let node = Node::numbered(1, Firmware::Arm64UefiPxeSecureBoot);
+    let unsigned = Node::numbered(2, Firmware::Arm64UefiPxeSecureBoot).through(Chain::Ipxe);
+    let mut rack = chain_rack(vec![node.clone(), unsigned], |_| {});
+    assert_booted_through_its_chain(&mut rack, 0, &node);
     assert!(
-        tftp_sent(&rack, "ipxe-amd64.efi"),
-        "xdpboot did hand it out: {}",
+        rack.vms[0]
+            .lines
+            .iter()
+            .any(|l| l.contains("EFI stub: UEFI Secure Boot is enabled.")),
+        "the kernel's EFI stub saw Secure Boot on: {}",
+        rack.vms[0].console_tail(80)
+    );
+    for file in ["shimaa64.efi", "grubaa64.efi"] {
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
+    }
+    let own = format!("grub/arm64-efi/grub.cfg-01-{}", node.mac);
+    assert!(
+        tftp_sent(&rack, &own),
+        "{own} over TFTP:\n{}",
         rack.daemon_log()
     );
-    assert!(
-        !rack.vms[0].lines.iter().any(|l| l.contains("iPXE")),
-        "iPXE never ran"
+    let access = access_log(&rack);
+    for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
+        assert!(
+            access.iter().any(|a| a.path == path && a.status == 200),
+            "GRUB fetched {path} over HTTP: {access:#?}"
+        );
+    }
+    assert_firmware_refused(&mut rack, 1, "ipxe-arm64.efi");
+    eprintln!(
+        "arm64 Secure Boot lab and boots: {:.1} s",
+        started.elapsed().as_secs_f64()
     );
 }

@@ -36,8 +36,8 @@ use anyhow::{Context, Result, bail};
 use boot_common::wire::MacAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::assets::{Assets, KERNEL, NODE_FILE, SHARED_INITRD};
-use crate::vm::{Chain, Firmware, Vm, VmSpec};
+use crate::assets::{Arm64Assets, Assets, KERNEL, NODE_FILE, SHARED_INITRD};
+use crate::vm::{Arch, Chain, Firmware, Vm, VmSpec};
 use crate::{
     Binding, COMMAND_TIMEOUT, Daemon, Dnsmasq, NetNs, STARTUP_TIMEOUT, TempDir, run_command,
     unique_ifindex, veth, veth_with_index,
@@ -57,6 +57,8 @@ pub const SERVER_IF: &str = "eth0";
 /// Kernel command line of every node: the console on the serial port, and a kernel that
 /// panics (a broken initrd) reboots at once, which `-no-reboot` turns into QEMU exiting.
 pub const CMDLINE: &str = "console=ttyS0 panic=1";
+/// The same for arm64 nodes, whose serial port is `virt`'s PL011.
+pub const CMDLINE_ARM64: &str = "console=ttyAMA0 panic=1";
 /// Debian 12's iPXE EFI build (package `ipxe`, 2019).
 pub const IPXE_2019_EFI: &str = "/usr/lib/ipxe/ipxe.efi";
 /// How often the lab's router advertisement goes out (besides answers to solicitations).
@@ -165,6 +167,9 @@ pub struct RackSetup {
     /// stub joins back to back, so only the server's 4-byte padding of the gzip initrd lets the
     /// overlay behind it be found (DESIGN.md, "EFI initrds").
     pub ipxe_2019_efi: bool,
+    /// More files for the TFTP root, as (name there, file to copy). The lab then has a TFTP
+    /// root of its own ([`Rack::tftp_root`]).
+    pub tftp_files: Vec<(String, PathBuf)>,
     /// `[[policy]]` rules (TOML) put before the lab's table, after each node's own chain rule;
     /// `None`: none.
     pub policy: Option<String>,
@@ -187,6 +192,7 @@ impl RackSetup {
             http_pacing_mbit: 0,
             firmware_trusts_ca: true,
             ipxe_2019_efi: false,
+            tftp_files: Vec::new(),
             policy: None,
             debian12_chain: false,
         }
@@ -207,6 +213,9 @@ pub struct Rack {
     pub setup: RackSetup,
     pub assets: Assets,
     pub config: PathBuf,
+    /// The TFTP root xdpboot serves: the cache's, or the lab's own copy (files may be added
+    /// while it runs when it is the lab's own).
+    pub tftp_root: PathBuf,
     daemon_starts: u32,
 }
 
@@ -216,7 +225,10 @@ impl Rack {
     pub fn start(assets: &Assets, setup: RackSetup) -> Result<Rack> {
         let dir = TempDir::new("lab")?;
         // The cache's TFTP root, unless this lab serves other loaders.
-        let tftp = if setup.tftp_loaders == crate::assets::LOADERS && !setup.ipxe_2019_efi {
+        let tftp = if setup.tftp_loaders == crate::assets::LOADERS
+            && !setup.ipxe_2019_efi
+            && setup.tftp_files.is_empty()
+        {
             assets.tftp_root.clone()
         } else {
             let tftp = dir.join("tftp");
@@ -229,10 +241,23 @@ impl Rack {
                     format!("copying {IPXE_2019_EFI} (install Debian 12's ipxe)")
                 })?;
             }
+            for (name, source) in &setup.tftp_files {
+                std::fs::copy(source, tftp.join(name))
+                    .with_context(|| format!("copying {} to the TFTP root", source.display()))?;
+            }
             tftp
         };
+        // arm64 nodes boot their own kernel and initrd, fetched only for a rack that has one.
+        let arm64 = if setup.nodes.iter().any(|n| n.firmware.arch() == Arch::Arm64) {
+            Some(Arm64Assets::get()?)
+        } else {
+            None
+        };
         let config = dir.join("xdpboot.toml");
-        std::fs::write(&config, lab_config(assets, &setup, dir.path(), &tftp))?;
+        std::fs::write(
+            &config,
+            lab_config(assets, arm64, &setup, dir.path(), &tftp),
+        )?;
 
         let rack = NetNs::new("rack")?;
         let server = NetNs::new("server")?;
@@ -266,6 +291,7 @@ impl Rack {
             setup,
             assets: assets.clone(),
             config,
+            tftp_root: tftp,
             daemon_starts: 0,
         };
         lab.start_daemon()?;
@@ -414,7 +440,7 @@ exec "$@"
         let mut spec = VmSpec::new(&node.hostname, node.mac, node.firmware);
         spec.chain = node.chain;
         spec.disk = node.disk.clone();
-        if self.setup.https && self.setup.firmware_trusts_ca && node.firmware != Firmware::Bios {
+        if self.setup.https && self.setup.firmware_trusts_ca && node.firmware.is_ovmf() {
             spec.https_ca = Some(self.ca_esl());
         }
         if self.setup.keep {
@@ -500,8 +526,15 @@ exec "$@"
 }
 
 /// The lab's xdpboot config: the embedded default with the roots, TLS files and URL secret
-/// moved into the lab, plus what to boot.
-pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Path) -> String {
+/// moved into the lab, plus what to boot: `[boot]` for x86-64 nodes, and
+/// `[boot.arch.uefi-arm64]` with `arm64`'s kernel and initrd when the rack has arm64 nodes.
+pub fn lab_config(
+    assets: &Assets,
+    arm64: Option<&Arm64Assets>,
+    setup: &RackSetup,
+    dir: &Path,
+    tftp_root: &Path,
+) -> String {
     let mut text = String::new();
     let q = |p: &Path| toml_string(&p.display().to_string());
     let _ = writeln!(
@@ -514,15 +547,22 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
     // (tests/firmware_boot.rs stops it mid-download), rather than draining them first.
     let _ = writeln!(text, "[server]\ndrain_secs = 0\n");
     let _ = writeln!(text, "[tftp]\nroot = {}\n", q(tftp_root));
-    // The lab serves exactly its own loaders (Debian 13's iPXE in its roots; Debian 12's shim,
-    // GRUB and PXELINUX from their unpacked packages, found by the package search), never the
-    // host's `ipxe` package behind them ([`Start::NoConfig`] shows that path).
+    // The lab serves exactly its own loaders (Debian 13's iPXE in its roots; the signed shim and
+    // GRUB and Debian 12's PXELINUX from their unpacked packages, found by the package search),
+    // never the host's `ipxe` package behind them ([`Start::NoConfig`] shows that path).
     let chain = if setup.debian12_chain {
         &assets.chain_loaders_debian12
     } else {
         &assets.chain_loaders
     };
-    let search: Vec<String> = chain.iter().map(|d| q(d)).collect();
+    // arm64's shim and GRUB are in their own packages (shimaa64.efi, grubaa64.efi).
+    let arm64_chain = arm64.into_iter().flat_map(|a| a.chain_loaders());
+    let search: Vec<String> = chain
+        .iter()
+        .cloned()
+        .chain(arm64_chain)
+        .map(|d| q(&d))
+        .collect();
     let _ = writeln!(text, "[loaders]\nsearch = [{}]\n", search.join(", "));
     let _ = writeln!(
         text,
@@ -533,11 +573,14 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
         q(&dir.join("tls/server.key")),
         setup.http_pacing_mbit,
     );
-    let cmdline = if setup.keep {
-        format!("{CMDLINE} xdpboot.keep")
-    } else {
-        CMDLINE.to_owned()
+    let keep = |cmdline: &str| {
+        if setup.keep {
+            format!("{cmdline} xdpboot.keep")
+        } else {
+            cmdline.to_owned()
+        }
     };
+    let cmdline = keep(CMDLINE);
     let _ = writeln!(
         text,
         "[boot]\nkernel = \"{KERNEL}\"\ninitrds = [\"{SHARED_INITRD}\"]\ncmdline = {}\n\
@@ -546,10 +589,19 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
         setup.retries,
         setup.retry_delay,
         // xdpboot puts one scheme in every script's URLs; BIOS iPXE has no TLS (see
-        // `RackSetup::https`).
-        setup.https && setup.nodes.iter().all(|n| n.firmware != Firmware::Bios),
+        // `RackSetup::https`), and arm64 nodes are not given the lab's CA.
+        setup.https && setup.nodes.iter().all(|n| n.firmware.is_ovmf()),
         q(&dir.join("url-secret")),
     );
+    if let Some(arm64) = arm64 {
+        let _ = writeln!(
+            text,
+            "[boot.arch.uefi-arm64]\nkernel = {}\ninitrds = [{}]\ncmdline = {}\n",
+            q(&arm64.kernel),
+            q(&arm64.initrd),
+            toml_string(&keep(CMDLINE_ARM64)),
+        );
+    }
     let _ = writeln!(
         text,
         "[[overlay]]\npath = \"{NODE_FILE}\"\nmode = \"0644\"\n\
@@ -586,15 +638,16 @@ pub fn lab_config(assets: &Assets, setup: &RackSetup, dir: &Path, tftp_root: &Pa
         rules.push('\n');
     }
     if setup.https {
-        // The default table with https for iPXE's EFI builds: Debian 13's read the lab's CA
-        // from the TlsCaCertificate variable OVMF fills from fw_cfg. BIOS iPXE has no TLS, and
-        // UEFI HTTP boot keeps plain HTTP for the loader: Debian 12's OVMF offers no elliptic
-        // curve key exchange (its OpenSSL is built without EC), which rustls requires
-        // (`NoKxGroupsInCommon`).
+        // The default table with https for iPXE's EFI builds and for UEFI HTTP boot: OVMF
+        // trusts the lab's CA from fw_cfg and fetches the loader over TLS 1.2 DHE (Debian 12's
+        // OVMF has no elliptic curves: xdpboot's `http::ffdhe`), and Debian 13's iPXE reads the
+        // CA from the TlsCaCertificate variable OVMF fills. BIOS iPXE has no TLS.
         text.push_str(&rules);
         text.push_str(
             "[[policy]]\nname = \"ipxe-efi-https\"\nipxe = true\narch = [\"uefi-x64\"]\n\
-             http = \"https://{server}:{https_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n",
+             http = \"https://{server}:{https_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
+             [[policy]]\nname = \"uefi-https-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
+             http = \"https://{server}:{https_port}/ipxe-amd64.efi\"\n\n",
         );
         text.push_str(LAB_TABLE);
     } else if !rules.is_empty() {
@@ -611,7 +664,8 @@ const LAB_TABLE: &str = "[[policy]]\nname = \"ipxe\"\nipxe = true\n\
      [[policy]]\nname = \"uefi-http-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
      http = \"http://{server}:{http_port}/ipxe-amd64.efi\"\n\n\
      [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
-     [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n";
+     [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n\n\
+     [[policy]]\nname = \"uefi-arm64\"\narch = [\"uefi-arm64\"]\ntftp = \"ipxe-arm64.efi\"\n";
 
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {

@@ -8,6 +8,11 @@
 //! switched off through fw_cfg for HTTP boot; the HTTPS CA through
 //! `etc/edk2/https/cacerts`. The host's KVM here is a PVM one that OVMF and the iPXE ROM
 //! cannot run on, so [`accelerator`] picks TCG unless a usable KVM is found.
+//!
+//! arm64 machines (DESIGN.md, "arm64 firmware under TCG works") are `qemu-system-aarch64 -M
+//! virt` under TCG (an x86 host's KVM cannot run them) with AAVMF, Debian 12's
+//! `qemu-efi-aarch64`: the code read-only and a per-VM copy of the VARS file, the virtio NIC
+//! with `romfile=` so EDK2's own PXE client runs, and the console on the PL011 (`ttyAMA0`).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -32,6 +37,22 @@ pub const OVMF_CODE_SECURE_BOOT: &str = "OVMF_CODE_4M.ms.fd";
 /// `ovmf`), copied per VM: what servers ship with.
 pub const OVMF_VARS_SECURE_BOOT: &str = "OVMF_VARS_4M.ms.fd";
 
+/// Debian 12's AAVMF (package `qemu-efi-aarch64`): EDK2 for QEMU's arm64 `virt` machine.
+pub const AAVMF_DIR: &str = "/usr/share/AAVMF";
+/// Its code, read-only (64 MiB, the size of `virt`'s flash).
+pub const AAVMF_CODE: &str = "AAVMF_CODE.fd";
+/// Its empty variable store (no Secure Boot keys), copied per VM.
+pub const AAVMF_VARS: &str = "AAVMF_VARS.fd";
+/// The variable store with Microsoft's keys enrolled and Secure Boot on (the same code file
+/// enforces it: Debian's `AAVMF_CODE.ms.fd` is a link to `AAVMF_CODE.fd`).
+pub const AAVMF_VARS_MS: &str = "AAVMF_VARS.ms.fd";
+/// What xdpboot's default GRUB config (ipxe/grub.cfg) prints before it loads the kernel.
+pub const GRUB_CONFIG_READ: &str = "xdpboot: GRUB booting";
+/// What xdpboot's default PXELINUX config (ipxe/pxelinux.cfg) says before the kernel.
+pub const PXELINUX_CONFIG_READ: &str = "xdpboot: PXELINUX booting";
+/// What the loader on a local-boot test's disk prints.
+pub const LOCAL_DISK_MARKER: &str = "XDPBOOT-LOCAL-DISK";
+
 /// What xdpboot's default script (ipxe/boot.ipxe) prints when its last attempt failed.
 pub const SCRIPT_GAVE_UP: &str = "xdpboot: giving up after";
 
@@ -48,6 +69,27 @@ pub enum Firmware {
     UefiPxeSecureBoot,
     /// [`Firmware::UefiHttp`] with Secure Boot enforced and Microsoft's keys enrolled.
     UefiHttpSecureBoot,
+    /// An arm64 machine: AAVMF's own PXE client (arch 11) → TFTP ipxe-arm64.efi → iPXE.
+    Arm64UefiPxe,
+    /// An arm64 machine with Secure Boot enforced (Microsoft's keys): AAVMF's PXE → TFTP
+    /// Debian's shimaa64.efi → grubaa64.efi (Debian-signed GRUB) → the Debian-signed kernel.
+    Arm64UefiPxeSecureBoot,
+}
+
+/// The machine's CPU architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
 }
 
 impl Firmware {
@@ -58,12 +100,31 @@ impl Firmware {
             Firmware::UefiHttp => "uefi-http",
             Firmware::UefiPxeSecureBoot => "uefi-secureboot",
             Firmware::UefiHttpSecureBoot => "uefi-http-secureboot",
+            Firmware::Arm64UefiPxe => "arm64-uefi",
+            Firmware::Arm64UefiPxeSecureBoot => "arm64-uefi-secureboot",
         }
     }
 
-    /// OVMF (as opposed to SeaBIOS).
-    pub fn is_uefi(self) -> bool {
-        self != Firmware::Bios
+    pub fn arch(self) -> Arch {
+        match self {
+            Firmware::Bios
+            | Firmware::UefiPxe
+            | Firmware::UefiHttp
+            | Firmware::UefiPxeSecureBoot
+            | Firmware::UefiHttpSecureBoot => Arch::X86_64,
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => Arch::Arm64,
+        }
+    }
+
+    /// OVMF (x86-64 UEFI): the firmware the lab gives its HTTPS CA through fw_cfg.
+    pub fn is_ovmf(self) -> bool {
+        matches!(
+            self,
+            Firmware::UefiPxe
+                | Firmware::UefiHttp
+                | Firmware::UefiPxeSecureBoot
+                | Firmware::UefiHttpSecureBoot
+        )
     }
 
     /// UEFI HTTP boot rather than PXE.
@@ -75,16 +136,30 @@ impl Firmware {
     pub fn secure_boot(self) -> bool {
         matches!(
             self,
-            Firmware::UefiPxeSecureBoot | Firmware::UefiHttpSecureBoot
+            Firmware::UefiPxeSecureBoot
+                | Firmware::UefiHttpSecureBoot
+                | Firmware::Arm64UefiPxeSecureBoot
         )
     }
 
-    /// The chain the lab boots this firmware through by default.
+    /// The chain the lab boots this firmware through by default: shim and GRUB under Secure
+    /// Boot (Debian's iPXE is not signed), iPXE otherwise.
     pub fn default_chain(self) -> Chain {
         if self.secure_boot() {
             Chain::ShimGrub
         } else {
             Chain::Ipxe
+        }
+    }
+
+    /// The loader this firmware fetches over TFTP through its default chain, if any.
+    pub fn tftp_loader(self) -> Option<&'static str> {
+        match self {
+            Firmware::Bios | Firmware::UefiHttp | Firmware::UefiHttpSecureBoot => None,
+            Firmware::UefiPxe => Some("ipxe-amd64.efi"),
+            Firmware::UefiPxeSecureBoot => Some("shimx64.efi"),
+            Firmware::Arm64UefiPxe => Some("ipxe-arm64.efi"),
+            Firmware::Arm64UefiPxeSecureBoot => Some("shimaa64.efi"),
         }
     }
 
@@ -94,9 +169,15 @@ impl Firmware {
             Firmware::Bios => "NIC ROM iPXE (no first-stage download)",
             Firmware::UefiPxe => "PXE, TFTP ipxe-amd64.efi",
             Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
-            Firmware::UefiPxeSecureBoot => "PXE with Secure Boot, TFTP shimx64.efi and grubx64.efi",
+            Firmware::UefiPxeSecureBoot => {
+                "PXE with Secure Boot, TFTP shimx64.efi, then grubx64.efi"
+            }
             Firmware::UefiHttpSecureBoot => {
-                "UEFI HTTP boot with Secure Boot of shimx64.efi and grubx64.efi"
+                "UEFI HTTP boot with Secure Boot of shimx64.efi, then grubx64.efi"
+            }
+            Firmware::Arm64UefiPxe => "AAVMF PXE, TFTP ipxe-arm64.efi",
+            Firmware::Arm64UefiPxeSecureBoot => {
+                "AAVMF PXE with Secure Boot, TFTP shimaa64.efi, then grubaa64.efi"
             }
         }
     }
@@ -113,6 +194,12 @@ impl Firmware {
             Stage::new("PXE DHCP done", &["Station IP address is"]),
             Stage::new("TFTP loader", &["NBP file downloaded successfully"]),
         ];
+        // AAVMF is the same EDK2 network stack as OVMF and prints the same lines.
+        const AAVMF_PXE: [Stage; 3] = [
+            Stage::new("AAVMF PXE started", &["Start PXE over IPv4"]),
+            UEFI_PXE[1],
+            UEFI_PXE[2],
+        ];
         const UEFI_HTTP: [Stage; 3] = [
             Stage::new("OVMF HTTP boot started", &["Start HTTP Boot over IPv4"]),
             Stage::new("HTTP boot DHCP done", &["Station IP address is"]),
@@ -122,6 +209,7 @@ impl Firmware {
             Firmware::Bios => &BIOS,
             Firmware::UefiPxe | Firmware::UefiPxeSecureBoot => &UEFI_PXE,
             Firmware::UefiHttp | Firmware::UefiHttpSecureBoot => &UEFI_HTTP,
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => &AAVMF_PXE,
         }
     }
 
@@ -144,7 +232,8 @@ impl Firmware {
 pub enum Chain {
     /// iPXE and xdpboot's per-node iPXE script.
     Ipxe,
-    /// shim (signed by Microsoft), then GRUB (signed by Debian) with its per-node config.
+    /// shim (signed by Microsoft), then GRUB (signed by Debian) with its per-node config; the
+    /// kernel (signed by Debian) says Secure Boot held.
     ShimGrub,
     /// iPXE chains GRUB by URL; GRUB reads its per-node config.
     IpxeGrub,
@@ -170,8 +259,7 @@ impl Chain {
         const KERNEL: Stage = Stage::new("kernel started", &["Linux version"]);
         const INIT: Stage = Stage::new("/init running", &["xdpboot-initrd: /init running"]);
         const MARKER: Stage = Stage::new("marker", &[crate::assets::MARKER]);
-        // What ipxe/grub.cfg and ipxe/pxelinux.cfg print.
-        const GRUB: Stage = Stage::new("GRUB config", &["xdpboot: GRUB booting"]);
+        const GRUB: Stage = Stage::new("GRUB config", &[GRUB_CONFIG_READ]);
         const IPXE_DHCP: Stage = Stage::new("iPXE DHCP done", &["net0: 198."]);
         const IPXE: [Stage; 5] = [
             IPXE_DHCP,
@@ -183,14 +271,14 @@ impl Chain {
         const SHIM_GRUB: [Stage; 5] = [
             GRUB,
             KERNEL,
-            Stage::new("Secure Boot on", &["secureboot: Secure boot enabled"]),
+            Stage::new("Secure Boot enforced", &["secureboot: Secure boot enabled"]),
             INIT,
             MARKER,
         ];
         const IPXE_GRUB: [Stage; 5] = [IPXE_DHCP, GRUB, KERNEL, INIT, MARKER];
         const PXELINUX: [Stage; 5] = [
             Stage::new("PXELINUX", &["PXELINUX 6."]),
-            Stage::new("PXELINUX config", &["xdpboot: PXELINUX booting"]),
+            Stage::new("PXELINUX config", &[PXELINUX_CONFIG_READ]),
             KERNEL,
             INIT,
             MARKER,
@@ -205,9 +293,6 @@ impl Chain {
         }
     }
 }
-
-/// What the loader on a local-boot test's disk prints.
-pub const LOCAL_DISK_MARKER: &str = "XDPBOOT-LOCAL-DISK";
 
 /// A step of a boot, recognised by text on the serial console.
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +333,9 @@ pub struct VmSpec {
     /// (Debian 13's OVMF, in `.cache/debian13/ovmf`, has no virtio-net driver of its own: with
     /// `romfile=` it finds no NIC, and with QEMU's NIC ROM it is iPXE that boots.)
     pub ovmf: PathBuf,
+    /// Directory with AAVMF_CODE.fd and AAVMF_VARS.fd (arm64): Debian 12's, or
+    /// `$XDPBOOT_AAVMF_DIR`.
+    pub aavmf: PathBuf,
 }
 
 impl VmSpec {
@@ -268,6 +356,8 @@ impl VmSpec {
             console_socket: None,
             ovmf: std::env::var_os("XDPBOOT_OVMF_DIR")
                 .map_or_else(|| PathBuf::from(OVMF_DIR), PathBuf::from),
+            aavmf: std::env::var_os("XDPBOOT_AAVMF_DIR")
+                .map_or_else(|| PathBuf::from(AAVMF_DIR), PathBuf::from),
         }
     }
 }
@@ -323,13 +413,18 @@ impl Vm {
         let serial = dir.join(format!("{}.serial.log", spec.name));
         let _ = std::fs::remove_file(&serial);
         let mac = spec.mac;
+        let arch = spec.firmware.arch();
         let mut args: Vec<String> = vec![
             "-nodefaults".into(),
             "-display".into(),
             "none".into(),
             "-no-reboot".into(),
             "-accel".into(),
-            accelerator().into(),
+            match arch {
+                Arch::X86_64 => accelerator().into(),
+                // KVM runs guests of the host's architecture only.
+                Arch::Arm64 => "tcg".into(),
+            },
             "-smp".into(),
             "1".into(),
             "-m".into(),
@@ -419,9 +514,45 @@ impl Vm {
                     ]);
                 }
             }
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => {
+                let vars = dir.join(format!("{}.vars.fd", spec.name));
+                let vars_file = if spec.firmware == Firmware::Arm64UefiPxeSecureBoot {
+                    AAVMF_VARS_MS
+                } else {
+                    AAVMF_VARS
+                };
+                let (code, vars_template) =
+                    (spec.aavmf.join(AAVMF_CODE), spec.aavmf.join(vars_file));
+                std::fs::copy(&vars_template, &vars).with_context(|| {
+                    format!(
+                        "copying {} (install qemu-efi-aarch64: cargo xtask setup)",
+                        vars_template.display()
+                    )
+                })?;
+                args.extend([
+                    "-M".into(),
+                    "virt".into(),
+                    // pauth-impdef: QEMU's cheap pointer-authentication algorithm instead of
+                    // QARMA, which costs TCG much of its speed (QEMU docs, "Arm CPU features").
+                    "-cpu".into(),
+                    "max,pauth-impdef=on".into(),
+                    "-drive".into(),
+                    format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        code.display()
+                    ),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                    // romfile= : no option ROM, so EDK2's own network stack boots.
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+                    "-fw_cfg".into(),
+                    "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
+                ]);
+            }
         }
         if let Some(disk) = &spec.disk {
-            // Second in the boot order (SeaBIOS and OVMF both follow QEMU's bootindex); the
+            // Second in the boot order (SeaBIOS and EDK2 both follow QEMU's bootindex); the
             // image itself is never written (snapshot).
             args.extend([
                 "-drive".into(),
@@ -436,7 +567,7 @@ impl Vm {
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let child = rack.spawn(
             &format!("qemu {}", spec.name),
-            Path::new("qemu-system-x86_64"),
+            Path::new(arch.qemu()),
             &args,
             &[],
             dir.join(format!("{}.qemu.log", spec.name)),

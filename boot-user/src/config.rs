@@ -109,6 +109,54 @@ pub struct Boot {
     pub url_lifetime: std::time::Duration,
     /// The HMAC key of signed URLs and node tokens; generated at first start when missing.
     pub secret_file: PathBuf,
+    /// `[boot.arch.<name>]`: what nodes of one architecture boot instead (an arm64 node cannot
+    /// run an x86 kernel); at most one per architecture.
+    pub arch: Vec<ArchBoot>,
+}
+
+/// `[boot.arch.<name>]`: one architecture's own kernel, initrds or command line. A key left
+/// out keeps `[boot]`'s value; read when the node's script is rendered (see [`Boot::files`]),
+/// so quick mode's kernel is inherited as well as the config's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchBoot {
+    pub arch: ClientArch,
+    pub kernel: Option<PathBuf>,
+    pub initrds: Option<Vec<PathBuf>>,
+    pub cmdline: Option<String>,
+}
+
+/// What one node boots: `[boot]`, or its architecture's `[boot.arch.<name>]` over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootFiles<'a> {
+    /// The architecture whose section applied; `None` for plain `[boot]`. Its files are
+    /// served under `/boot/<name>/`.
+    pub arch: Option<ClientArch>,
+    pub kernel: Option<&'a Path>,
+    pub initrds: &'a [PathBuf],
+    pub cmdline: &'a str,
+}
+
+impl Boot {
+    /// The files for a node of architecture `arch` (a [`ClientArch::name`], as the script
+    /// URL's `arch=` carries it): its `[boot.arch.<name>]` section over `[boot]`, or `[boot]`
+    /// alone when there is none or the name is unknown.
+    pub fn files(&self, arch: Option<&str>) -> BootFiles<'_> {
+        let own = arch
+            .and_then(ClientArch::from_name)
+            .and_then(|arch| self.arch.iter().find(|a| a.arch == arch));
+        BootFiles {
+            arch: own.map(|a| a.arch),
+            kernel: own
+                .and_then(|a| a.kernel.as_deref())
+                .or(self.kernel.as_deref()),
+            initrds: own
+                .and_then(|a| a.initrds.as_deref())
+                .unwrap_or(&self.initrds),
+            cmdline: own
+                .and_then(|a| a.cmdline.as_deref())
+                .unwrap_or(&self.cmdline),
+        }
+    }
 }
 
 /// One node's own settings.
@@ -322,7 +370,12 @@ impl Config {
                 Action::Loader(loader) => loader
                     .arches()
                     .filter(|arch| r.matches.arch.as_ref().is_none_or(|a| a.contains(arch)))
-                    .flat_map(|arch| loader.first_stage(arch).into_iter().chain(loader.next_stages(arch).iter().copied()))
+                    .flat_map(|arch| {
+                        loader
+                            .first_stage(arch)
+                            .into_iter()
+                            .chain(loader.next_stages(arch).iter().copied())
+                    })
                     .collect(),
                 _ => Vec::new(),
             };
@@ -409,6 +462,15 @@ struct FileBoot {
     https: Option<bool>,
     url_lifetime: Option<Spanned<u64>>,
     secret_file: Option<Spanned<PathBuf>>,
+    arch: Option<BTreeMap<Spanned<String>, Spanned<FileArchBoot>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileArchBoot {
+    kernel: Option<Spanned<String>>,
+    initrds: Option<Vec<Spanned<String>>>,
+    cmdline: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -973,6 +1035,15 @@ impl Resolver<'_> {
             .pick(ub.secret_file, db.secret_file)
             .ok_or_else(|| incomplete("secret_file"))?;
         let secret_file = validate_root(src, "boot.secret_file", secret_file)?;
+        let arch = match self.pick(ub.arch, db.arch) {
+            Some((src, sections)) => sections
+                .into_iter()
+                .map(|(name, section)| {
+                    resolve_arch_boot(src, name, section, kernel.is_some(), &path)
+                })
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         Ok(Boot {
             kernel,
             initrds: initrd_paths,
@@ -985,6 +1056,7 @@ impl Resolver<'_> {
             https,
             url_lifetime: std::time::Duration::from_secs(lifetime.into_inner()),
             secret_file,
+            arch,
         })
     }
 
@@ -1096,6 +1168,79 @@ impl Resolver<'_> {
             (None, None) => None,
         }
     }
+}
+
+/// One `[boot.arch.<name>]` section; `path` resolves a file name as `[boot]`'s are resolved,
+/// `has_kernel` says whether `[boot]` names a kernel it could inherit.
+fn resolve_arch_boot(
+    src: Source<'_>,
+    name: Spanned<String>,
+    section: Spanned<FileArchBoot>,
+    has_kernel: bool,
+    path: &dyn Fn(&str) -> PathBuf,
+) -> Result<ArchBoot, ConfigError> {
+    let key = format!("boot.arch.{}", name.get_ref());
+    let arch = ClientArch::from_name(name.get_ref()).ok_or_else(|| {
+        src.error(
+            name.span(),
+            key.clone(),
+            format!(
+                "unknown architecture {:?}; known: {}",
+                name.get_ref(),
+                ClientArch::NAMES.join(", ")
+            ),
+        )
+    })?;
+    let span = section.span();
+    let section = section.into_inner();
+    if section.kernel.is_none() && section.initrds.is_none() && section.cmdline.is_none() {
+        return Err(src.error(
+            span,
+            key,
+            "sets nothing: give it a kernel, initrds or a cmdline (or remove it)",
+        ));
+    }
+    let kernel = match section.kernel {
+        Some(kernel) if kernel.get_ref().is_empty() => {
+            return Err(src.error(
+                kernel.span(),
+                format!("{key}.kernel"),
+                "is empty: name the kernel, or leave the key out to keep [boot]'s",
+            ));
+        }
+        Some(kernel) => Some(path(kernel.get_ref())),
+        None => None,
+    };
+    let initrds = match section.initrds {
+        Some(initrds) => {
+            let mut paths = Vec::with_capacity(initrds.len());
+            for initrd in initrds {
+                if initrd.get_ref().is_empty() {
+                    return Err(src.error(
+                        initrd.span(),
+                        format!("{key}.initrds"),
+                        "an initrd path is empty",
+                    ));
+                }
+                paths.push(path(initrd.get_ref()));
+            }
+            Some(paths)
+        }
+        None => None,
+    };
+    if kernel.is_none() && !has_kernel && initrds.as_ref().is_some_and(|i| !i.is_empty()) {
+        return Err(src.error(
+            span,
+            format!("{key}.initrds"),
+            "initrds without a kernel: set a kernel here or in [boot]",
+        ));
+    }
+    Ok(ArchBoot {
+        arch,
+        kernel,
+        initrds,
+        cmdline: section.cmdline,
+    })
 }
 
 fn resolve_nodes(src: Source<'_>, nodes: Vec<Spanned<FileNode>>) -> Result<Vec<Node>, ConfigError> {
@@ -1659,6 +1804,82 @@ mod tests {
             "{e}"
         );
         let e = error("[admin]\nport = 1\n");
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn an_arch_section_gives_its_nodes_their_own_kernel_and_leaves_the_rest_to_boot() {
+        let config = Config::parse(
+            "[http]\nroot = \"/srv/http\"\n\n[boot]\nkernel = \"vmlinuz\"\ninitrds = [\"a.img\"]\n\
+             cmdline = \"console=ttyS0\"\n\n[boot.arch.uefi-arm64]\nkernel = \"arm64/vmlinuz\"\n\
+             initrds = [\"/abs/arm64.img\"]\n\n[boot.arch.uefi-x64]\ncmdline = \"console=ttyS1\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let arm64 = config.boot.files(Some("uefi-arm64"));
+        assert_eq!(arm64.arch, Some(ClientArch::UefiArm64));
+        assert_eq!(arm64.kernel, Some(Path::new("/srv/http/arm64/vmlinuz")));
+        assert_eq!(arm64.initrds, [PathBuf::from("/abs/arm64.img")]);
+        assert_eq!(
+            arm64.cmdline, "console=ttyS0",
+            "a key left out keeps [boot]'s"
+        );
+        let x64 = config.boot.files(Some("uefi-x64"));
+        assert_eq!(x64.arch, Some(ClientArch::UefiX64));
+        assert_eq!(x64.kernel, Some(Path::new("/srv/http/vmlinuz")));
+        assert_eq!(x64.initrds, [PathBuf::from("/srv/http/a.img")]);
+        assert_eq!(x64.cmdline, "console=ttyS1");
+        for other in [Some("bios"), Some("sparc"), None] {
+            let files = config.boot.files(other);
+            assert_eq!(files.arch, None, "{other:?}");
+            assert_eq!(files.kernel, Some(Path::new("/srv/http/vmlinuz")));
+        }
+        assert!(Config::embedded().unwrap().boot.arch.is_empty());
+
+        // An arm64-only rack: nothing in [boot], everything in the arch's section.
+        let config = Config::parse(
+            "[boot.arch.uefi-arm64]\nkernel = \"/k\"\ninitrds = [\"/i\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.boot.files(Some("uefi-arm64")).kernel,
+            Some(Path::new("/k"))
+        );
+        assert_eq!(config.boot.files(Some("uefi-x64")).kernel, None);
+    }
+
+    #[test]
+    fn arch_sections_are_validated_with_their_line() {
+        let e = error("[boot]\nkernel = \"k\"\n\n[boot.arch.sparc64]\nkernel = \"k\"\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(4), "boot.arch.sparc64"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("uefi-arm64"),
+            "lists the known names: {e}"
+        );
+        let e = error("[boot.arch.uefi-arm64]\n\n[admin]\nenabled = true\n");
+        assert_eq!(e.key, "boot.arch.uefi-arm64", "{e}");
+        assert!(e.message.contains("sets nothing"), "{e}");
+        let e = error("[boot.arch.uefi-arm64]\ncmdline = \"x\"\nkernel = \"\"\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(3), "boot.arch.uefi-arm64.kernel"),
+            "{e}"
+        );
+        let e = error("[boot.arch.uefi-arm64]\nkernel = \"k\"\ninitrds = [\"a\", \"\"]\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(3), "boot.arch.uefi-arm64.initrds"),
+            "{e}"
+        );
+        let e = error("[boot.arch.uefi-arm64]\ninitrds = [\"a\"]\n");
+        assert_eq!(e.key, "boot.arch.uefi-arm64.initrds", "{e}");
+        assert!(e.message.contains("without a kernel"), "{e}");
+        let e = error("[boot.arch.uefi-arm64]\nkernal = \"k\"\n");
         assert_eq!(e.line, Some(2), "{e}");
     }
 

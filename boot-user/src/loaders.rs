@@ -44,7 +44,10 @@ pub const KNOWN_LOADERS: &[(&str, &[&str])] = &[
     // The network builds: their prefix is on the server they came from. (`grubx64.efi.signed`
     // is the disk build, whose prefix is on a local disk.)
     ("grubx64.efi", &["grubnetx64.efi.signed", "grubnetx64.efi"]),
-    ("grubaa64.efi", &["grubnetaa64.efi.signed", "grubnetaa64.efi"]),
+    (
+        "grubaa64.efi",
+        &["grubnetaa64.efi.signed", "grubnetaa64.efi"],
+    ),
     ("lpxelinux.0", &["lpxelinux.0"]),
     ("pxelinux.0", &["pxelinux.0"]),
     ("ldlinux.c32", &["ldlinux.c32"]),

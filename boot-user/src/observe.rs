@@ -19,6 +19,7 @@ use crate::dhcp::stats::{Stats as DhcpStats, malformed_name};
 use crate::dhcp::{Ignored, Outcome};
 pub use crate::events::{EventSink, HttpRequest, TftpTransfer};
 use crate::http::Route;
+use crate::http::scripts::{BootFile, BootFilePath};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -399,9 +400,11 @@ pub fn classify_http<'a>(
             ("script", mac.map(Fetched::Script))
         }
         Route::NodeOverlay { mac } => ("overlay", decoded_mac(mac).map(Fetched::Overlay)),
-        Route::BootFile("kernel") => ("kernel", Some(Fetched::Kernel)),
-        Route::BootFile(rest) if rest.starts_with("initrd/") => ("initrd", Some(Fetched::Initrd)),
-        Route::BootFile(rest) => ("file", Some(Fetched::Other(rest))),
+        Route::BootFile(rest) => match BootFilePath::parse(rest).map(|p| p.file) {
+            Some(BootFile::Kernel) => ("kernel", Some(Fetched::Kernel)),
+            Some(BootFile::Initrd(_)) => ("initrd", Some(Fetched::Initrd)),
+            None => ("file", Some(Fetched::Other(rest))),
+        },
         // A loader's per-node config is the node's script in another language.
         Route::ThirdStage(path) => match third_stage_mac(path) {
             Some(mac) => ("script", Some(Fetched::Script(mac))),
@@ -466,6 +469,14 @@ mod tests {
         );
         assert_eq!(
             classify_http("/boot/initrd/1", None),
+            ("initrd", Some(Fetched::Initrd))
+        );
+        assert_eq!(
+            classify_http("/boot/uefi-arm64/kernel", None),
+            ("kernel", Some(Fetched::Kernel))
+        );
+        assert_eq!(
+            classify_http("/boot/uefi-arm64/initrd/0", None),
             ("initrd", Some(Fetched::Initrd))
         );
         assert_eq!(

@@ -61,6 +61,7 @@ impl Lab {
         let root = dir.0.join("root");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("vmlinuz"), b"not really a kernel").unwrap();
+        std::fs::write(root.join("vmlinuz-arm64"), b"not really an arm64 kernel").unwrap();
         let shared = shared_initrd(&dir.0);
         let config_text = format!(
             r#"
@@ -73,6 +74,10 @@ kernel = "{kernel}"
 initrds = [{initrds}]
 cmdline = "console=ttyS0"
 secret_file = "{secret}"
+
+[boot.arch.uefi-arm64]
+kernel = "vmlinuz-arm64"
+cmdline = "console=ttyAMA0"
 
 [[overlay]]
 path = "etc/hostname"
@@ -213,6 +218,44 @@ fn a_configured_node_gets_its_script_with_kernel_initrds_and_a_signed_overlay() 
     );
     // Retries are bounded by the config.
     assert!(script.contains("iseq ${attempt} 5"), "{script}");
+}
+
+#[test]
+fn an_arm64_node_gets_the_kernel_and_cmdline_of_its_arch_section_and_the_shared_initrds() {
+    let lab = Lab::start();
+    let base = format!("http://127.0.0.1:{}", lab.http.port());
+    let (status, body) = lab.get(&format!("/boot.ipxe?mac={NODE_B}&arch=uefi-arm64"), &[]);
+    assert_eq!(status, 200);
+    let script = String::from_utf8(body).unwrap();
+    assert!(
+        script.contains(&format!(
+            "kernel --name kernel {base}/boot/uefi-arm64/kernel initrd=0.img initrd=overlay.cpio console=ttyAMA0 ||"
+        )),
+        "{script}"
+    );
+    // No initrds of its own: [boot]'s, under the arch's path.
+    assert!(
+        script.contains(&format!(
+            "initrd --name 0.img {base}/boot/uefi-arm64/initrd/0"
+        )),
+        "{script}"
+    );
+    let (status, kernel) = lab.get("/boot/uefi-arm64/kernel", &[]);
+    assert_eq!(
+        (status, kernel.as_slice()),
+        (200, &b"not really an arm64 kernel"[..])
+    );
+    let (status, initrd) = lab.get("/boot/uefi-arm64/initrd/0", &[]);
+    assert_eq!((status, initrd), (200, lab.get("/boot/initrd/0", &[]).1));
+    // Other architectures keep [boot]; an arch without a section has no URL of its own.
+    let (_, body) = lab.get(&format!("/boot.ipxe?mac={NODE_B}&arch=uefi-x64"), &[]);
+    let script = String::from_utf8(body).unwrap();
+    assert!(
+        script.contains(&format!("kernel --name kernel {base}/boot/kernel ")),
+        "{script}"
+    );
+    assert_eq!(lab.get("/boot/uefi-x64/kernel", &[]).0, 404);
+    assert_eq!(lab.get("/boot/uefi-arm64/initrd/1", &[]).0, 404);
 }
 
 #[test]
@@ -363,7 +406,10 @@ fn overlays_are_built_once_per_node_and_revalidated_by_etag() {
     let headers = std::fs::read_to_string(headers).unwrap();
     let etag = headers
         .lines()
-        .find_map(|l| l.strip_prefix("etag: "))
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("etag").then_some(value)
+        })
         .expect("an ETag")
         .trim()
         .to_owned();

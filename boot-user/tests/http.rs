@@ -261,6 +261,30 @@ fn an_ipxe_style_tls_1_2_ecdhe_rsa_aes_gcm_x25519_client_is_accepted() {
 }
 
 #[test]
+fn an_ovmf_style_tls_1_2_dhe_rsa_aes_gcm_client_without_elliptic_curves_is_accepted() {
+    let lab = Lab::start(|_| {});
+    // TLS 1.2 and DHE suites only: curl's OpenSSL then sends no supported_groups extension,
+    // like Debian 12's OVMF (DESIGN.md); the server picks ffdhe2048 (src/http/ffdhe.rs).
+    for cipher in ["DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-AES128-GCM-SHA256"] {
+        let reply = lab.curl(&[
+            "--verbose",
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            cipher,
+            &lab.https_url("/hello.txt"),
+        ]);
+        assert_eq!(reply.body, b"hello, node\n", "{cipher}: {}", reply.stderr);
+        assert!(
+            reply.stderr.contains(&format!("TLSv1.2 / {cipher}")),
+            "{cipher} negotiated: {}",
+            reply.stderr
+        );
+    }
+}
+
+#[test]
 fn head_reports_the_length_and_sends_no_body() {
     let lab = Lab::start(|_| {});
     for url in [lab.url("/image.bin"), lab.https_url("/image.bin")] {
@@ -279,9 +303,29 @@ fn head_reports_the_length_and_sends_no_body() {
     );
     let text = String::from_utf8_lossy(&reply);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.contains("content-length: 12"), "{text}");
+    assert!(head.contains("Content-Length: 12"), "{text}");
     assert!(rest.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(rest.ends_with("\r\n\r\nhello, node\n"), "{text}");
+}
+
+/// GRUB 2.12's http module (grub-core/net/http.c) sends this request (here with `Connection:
+/// close`, so the exchange ends) and compares the status line and the `Content-Length: ` header
+/// byte for byte; without the size it cannot verify a kernel under Secure Boot.
+#[test]
+fn grubs_http_module_finds_the_status_line_and_content_length_it_matches_byte_for_byte() {
+    let lab = Lab::start(|_| {});
+    let reply = raw_exchange(
+        lab.http,
+        b"GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: GRUB 2.12\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.split("\r\n").any(|line| line == "Content-Length: 12"),
+        "{text}"
+    );
+    assert_eq!(body, "hello, node\n");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use boot_tests::assets::Assets;
+use boot_tests::assets::{Arm64Assets, Assets};
 use boot_tests::rack::{Backend, Node, PROBE, RANGE, Rack, RackSetup, SERVER};
 use boot_tests::vm::{self, Firmware, Marker};
 use nix::sys::signal::{SigSet, Signal};
@@ -59,6 +59,16 @@ impl FirmwareArg {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ArchArg {
+    /// PCs: q35 or pc machines, OVMF or SeaBIOS.
+    #[value(name = "x86-64")]
+    X86_64,
+    /// arm64 `virt` machines under TCG with AAVMF, whose PXE fetches ipxe-arm64.efi; iPXE then
+    /// boots Debian's arm64 kernel from the lab's `[boot.arch.uefi-arm64]`.
+    Arm64,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BackendArg {
     /// XDP program and AF_XDP sockets; beside a wildcard-bound dnsmasq on the same veth.
@@ -75,15 +85,19 @@ pub struct Args {
     /// Lab: how the machines boot.
     #[arg(long, value_enum, default_value = "uefi")]
     firmware: FirmwareArg,
+    /// Lab: the machines' CPU. arm64 boots through AAVMF's PXE (`--firmware uefi`) only.
+    #[arg(long, value_enum, default_value = "x86-64")]
+    arch: ArchArg,
     /// Lab: how requests reach xdpboot.
     #[arg(long, value_enum, default_value = "xdp")]
     backend: BackendArg,
     /// Lab: machines to boot at once, each with its own MAC, hostname and overlay.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_NODES as i64))]
     nodes: u8,
-    /// Lab: iPXE's EFI builds fetch script, kernel, initrds and overlay over HTTPS, trusting
-    /// the lab's generated CA that OVMF gets through fw_cfg. BIOS iPXE has no TLS, and OVMF's
-    /// own HTTP boot of the loader stays plain (Debian 12's OVMF has no ECDHE for rustls).
+    /// Lab: OVMF's HTTP boot fetches the loader over HTTPS (TLS 1.2 DHE: Debian 12's OVMF has
+    /// no elliptic curves) and iPXE's EFI builds fetch script, kernel, initrds and overlay over
+    /// HTTPS, both trusting the lab's generated CA that OVMF gets through fw_cfg. BIOS iPXE has
+    /// no TLS.
     #[arg(long)]
     https: bool,
     /// Lab: leave it up after the boots (the nodes keep a shell on their console) and print
@@ -187,7 +201,27 @@ fn lab(args: &Args) -> anyhow::Result<()> {
         assets.shared_initrd_len
     ));
 
-    let firmware = args.firmware.firmware();
+    let firmware = match (args.arch, args.firmware) {
+        (ArchArg::X86_64, firmware) => firmware.firmware(),
+        (ArchArg::Arm64, FirmwareArg::Uefi) => {
+            let arm64 = Arm64Assets::prepare(&mut |line| step(&format!("arm64: {line}")))?;
+            let versions: Vec<String> = arm64
+                .versions
+                .iter()
+                .map(|(name, version)| format!("{name} {version}"))
+                .collect();
+            step(&format!(
+                "arm64 boot files: Debian 13 {} (kernel {}), served through [boot.arch.uefi-arm64];                  firmware: AAVMF from {}",
+                versions.join(", "),
+                arm64.kernel_version,
+                vm::AAVMF_DIR
+            ));
+            Firmware::Arm64UefiPxe
+        }
+        (ArchArg::Arm64, _) => {
+            bail!("--arch arm64 boots through AAVMF's own PXE client only: use --firmware uefi")
+        }
+    };
     let backend = match args.backend {
         BackendArg::Xdp => Backend::Xdp,
         BackendArg::Udp => Backend::Udp,
@@ -199,6 +233,9 @@ fn lab(args: &Args) -> anyhow::Result<()> {
     setup.https = args.https;
     if args.https && firmware == Firmware::Bios {
         step("--https: BIOS iPXE has no TLS, so BIOS nodes keep plain HTTP (try --firmware uefi)");
+    }
+    if args.https && firmware == Firmware::Arm64UefiPxe {
+        step("--https: the lab gives its CA to OVMF only, so arm64 nodes keep plain HTTP");
     }
     setup.keep = args.keep;
 
@@ -229,11 +266,16 @@ fn lab(args: &Args) -> anyhow::Result<()> {
         rack.config.display(),
         assets.cache.join("lab").display()
     ));
-    step(&format!(
-        "QEMU accelerator: {} ({})",
-        vm::accelerator(),
-        vm::accelerator_reason()
-    ));
+    match firmware.arch() {
+        vm::Arch::X86_64 => step(&format!(
+            "QEMU accelerator: {} ({})",
+            vm::accelerator(),
+            vm::accelerator_reason()
+        )),
+        vm::Arch::Arm64 => step(
+            "QEMU accelerator: tcg (an arm64 guest on this host is always emulated; expect ~25 s to the marker)",
+        ),
+    }
     step("router advertisements with lifetime 0 on the rack, so iPXE skips its ~13 s IPv6 wait");
 
     for node in &nodes {
@@ -347,13 +389,13 @@ fn summary(rack: &Rack, args: &Args, outcome: &anyhow::Result<()>, logs: &std::p
     for vm in &rack.vms {
         let second_stage = match (vm.spec.firmware, https) {
             (Firmware::Bios, _) => "HTTP (BIOS iPXE has no TLS)",
+            (Firmware::Arm64UefiPxe, true) => "HTTP (the lab's CA goes to OVMF only)",
             (_, true) => "HTTPS",
             (_, false) => "HTTP",
         };
         let first_stage = match (vm.spec.firmware, https) {
-            // Debian 12's OVMF has no elliptic-curve TLS, which rustls needs (tests/rack.rs).
             (Firmware::UefiHttp, true) => {
-                "UEFI HTTP boot of ipxe-amd64.efi over plain HTTP (OVMF 2022.11's TLS has no ECDHE), no TFTP"
+                "UEFI HTTPS boot of ipxe-amd64.efi (TLS 1.2 DHE: OVMF 2022.11 has no ECDHE), no TFTP"
             }
             (firmware, _) => firmware.first_stage(),
         };
@@ -504,6 +546,8 @@ fn worth_showing(line: &str) -> bool {
     const KERNEL_MILESTONES: &[&str] = &[
         "Linux version",
         "Command line:",
+        // arm64's spelling.
+        "Kernel command line:",
         "Unpacking initramfs",
         "Run /init",
         "Kernel panic",

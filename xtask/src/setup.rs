@@ -38,6 +38,9 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "qemu-system-x86",
             "ovmf",
             "ipxe-qemu",
+            // arm64 machines of the lab: qemu-system-aarch64 and AAVMF, EDK2 for its `virt`.
+            "qemu-system-arm",
+            "qemu-efi-aarch64",
             // Debian 12's iPXE 2019 EFI build: the firmware test of initrd padding on EFI.
             "ipxe",
             "dnsmasq-base",
@@ -304,18 +307,24 @@ fn rust_src(sysroot: &Path, check_only: bool) -> anyhow::Result<Option<String>> 
 
 /// What the firmware tests and the lab boot (tests/assets.rs): Debian 13's iPXE and OVMF and a
 /// Debian kernel package, downloaded with a private apt configuration into `.cache/` and
-/// unpacked (never installed), and the busybox initrd built from them.
+/// unpacked (never installed), and the busybox initrd built from them; the same for arm64
+/// (kernel, busybox, signed shim and GRUB) under `.cache/arm64/`.
 fn boot_files(check_only: bool) -> anyhow::Result<Option<String>> {
     if check_only {
-        let lab = boot_tests::assets::cache_dir().join("lab/stamp");
-        if lab.is_file() {
-            step("boot files for the lab and firmware tests: .cache/lab (already there)");
+        let cache = boot_tests::assets::cache_dir();
+        if cache.join("lab/stamp").is_file() && cache.join("arm64/http/stamp").is_file() {
+            step(
+                "boot files for the lab and firmware tests: .cache/lab, .cache/arm64 (already there)",
+            );
             return Ok(None);
         }
-        step("boot files for the lab and firmware tests: missing (.cache/lab)");
+        step("boot files for the lab and firmware tests: missing (.cache/lab or .cache/arm64)");
         return Ok(Some("boot files in .cache/".to_owned()));
     }
     boot_tests::assets::Assets::prepare(&mut |line| step(format!("boot files: {line}")))?;
+    boot_tests::assets::Arm64Assets::prepare(&mut |line| {
+        step(format!("boot files (arm64): {line}"))
+    })?;
     Ok(None)
 }
 

@@ -235,7 +235,9 @@ impl Responder {
             BootAction::Silent => return ignore(Ignored::Silent { rule }),
             BootAction::Tftp { file }
             | BootAction::Loader {
-                name: file, file: _, ..
+                name: file,
+                file: _,
+                ..
             } if client.protocol != Some(classify::BootProtocol::Http)
                 && !loaders.has_loader(file) =>
             {

@@ -21,6 +21,7 @@
 //! within its bound.
 
 mod body;
+mod ffdhe;
 pub mod files;
 pub mod overlay;
 pub mod scripts;
@@ -317,11 +318,11 @@ impl Server {
             .header_read_timeout(config.header_timeout)
             .max_buf_size(MAX_HEAD_BYTES)
             .max_headers(MAX_HEADERS)
-            // GRUB's http module finds the length only in a header spelled exactly
-            // "Content-Length: " (grub-core/net/http.c, `parse_line`); without it the file's
-            // size is unknown and GRUB's Secure Boot verifier refuses the kernel ("big file
-            // signature isn't implemented yet"). Header names are case-insensitive to every
-            // other client (RFC 9110 §5.1).
+            // GRUB's http module matches "Content-Length: " byte for byte
+            // (grub-core/net/http.c, parse_line): with hyper's lower-case names it never
+            // learns a file's size, and its Secure Boot verifier then refuses the kernel
+            // ("big file signature isn't implemented yet"). Names are case-insensitive
+            // (RFC 9110 §5.1) for every other client.
             .title_case_headers(true)
             .writev(true);
         Server {
@@ -733,6 +734,9 @@ mod tests {
             Route::of("//pxelinux.cfg/01-52-54-00-12-34-56"),
             Route::ThirdStage("//pxelinux.cfg/01-52-54-00-12-34-56")
         );
-        assert_eq!(Route::of("/grub/unicode.pf2"), Route::File("/grub/unicode.pf2"));
+        assert_eq!(
+            Route::of("/grub/unicode.pf2"),
+            Route::File("/grub/unicode.pf2")
+        );
     }
 }

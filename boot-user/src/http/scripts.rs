@@ -29,7 +29,7 @@ use super::thirdstage::{self, GrubFetch, GrubPlatform, ThirdStageName};
 use super::{Body, Scheme};
 use crate::bootapi::{ApiBoot, ApiDecision};
 use crate::config::{Config, Node};
-use crate::dhcp::classify::{MacDisplay, UuidDisplay};
+use crate::dhcp::classify::{ClientArch, MacDisplay, UuidDisplay};
 use crate::dhcp::policy::{parse_mac, parse_uuid};
 use crate::loaders::grub_modules;
 use crate::reload::{Decisions, Swap};
@@ -189,7 +189,7 @@ impl BootContent {
             return *refused;
         }
         self.remember(&node);
-        let spec = match self.plan(&config, &node.mac).await {
+        let spec = match self.plan(&config, &node.mac, node.arch.as_deref()).await {
             Plan::Boot(spec) => spec,
             Plan::Local => return script_response(thirdstage::LOCAL_SCRIPT.to_owned()),
             Plan::Nothing(why) => return nothing_to_boot(&node.mac, why),
@@ -224,8 +224,9 @@ impl BootContent {
         }
     }
 
-    /// What `mac` is to boot: `[boot]`, the boot API's answer (waited for), or nothing.
-    async fn plan(&self, config: &Config, mac: &[u8; 6]) -> Plan {
+    /// What `mac` (of architecture `arch`, a [`ClientArch::name`]) is to boot: `[boot]` (or
+    /// its architecture's section), the boot API's answer (waited for), or nothing.
+    async fn plan(&self, config: &Config, mac: &[u8; 6], arch: Option<&str>) -> Plan {
         let api = self.decisions.load().api.clone();
         match api {
             Some(api) => match api.lookup(*mac).await {
@@ -239,7 +240,8 @@ impl BootContent {
                     Plan::Nothing("the boot API is unavailable")
                 }
             },
-            None if config.boot.kernel.is_none() => {
+            // The node's architecture may have its own kernel (`[boot.arch.<name>]`).
+            None if config.boot.files(arch).kernel.is_none() => {
                 tracing::warn!(mac = %MacDisplay(mac), "a node asked what to boot, but [boot] kernel is not set");
                 Plan::Nothing("no kernel is configured ([boot] kernel)")
             }
@@ -260,6 +262,7 @@ impl BootContent {
         spec: Option<&ApiBoot>,
     ) -> Vars {
         let boot = &config.boot;
+        let files = boot.files(node.arch.as_deref());
         let mut vars = self.node_vars(node, entry, &server.to_string());
         let (kernel_url, initrd_urls, base_cmdline) = match spec {
             Some(spec) => (
@@ -268,11 +271,11 @@ impl BootContent {
                 spec.cmdline.clone(),
             ),
             None => (
-                format!("{base}/boot/kernel"),
-                (0..boot.initrds.len())
-                    .map(|i| format!("{base}/boot/initrd/{i}"))
+                format!("{base}{}", BootFilePath::kernel(files.arch)),
+                (0..files.initrds.len())
+                    .map(|i| format!("{base}{}", BootFilePath::initrd(files.arch, i)))
                     .collect::<Vec<_>>(),
-                boot.cmdline.clone(),
+                files.cmdline.to_owned(),
             ),
         };
         let mut initrd_names: Vec<String> =
@@ -327,8 +330,13 @@ impl BootContent {
             ThirdStageName::LocalScript => Ok(thirdstage::LOCAL_SCRIPT.to_owned()),
             ThirdStageName::GrubBootstrap { platform } => Ok(thirdstage::grub_bootstrap(platform)),
             ThirdStageName::GrubConfig { platform, mac } => {
-                self.grub_config(platform.unwrap_or(GrubPlatform::X86_64Efi), mac, client, local)
-                    .await
+                self.grub_config(
+                    platform.unwrap_or(GrubPlatform::X86_64Efi),
+                    mac,
+                    client,
+                    local,
+                )
+                .await
             }
             ThirdStageName::PxelinuxConfig { mac } => {
                 self.pxelinux_config(mac, client, local).await
@@ -351,7 +359,7 @@ impl BootContent {
         }
         let config = self.config.load();
         let node = self.remember_loader(mac, platform.arch());
-        let spec = match self.plan(&config, &mac).await {
+        let spec = match self.plan(&config, &mac, node.arch.as_deref()).await {
             Plan::Boot(spec) => spec,
             Plan::Local => return Ok(thirdstage::grub_exit("booting from the local disk")),
             Plan::Nothing(why) => return Ok(thirdstage::grub_exit(why)),
@@ -377,12 +385,15 @@ impl BootContent {
                 let kernel = files.remove(0);
                 (kernel, files)
             }
-            None => (
-                on_us("/boot/kernel"),
-                (0..config.boot.initrds.len())
-                    .map(|i| on_us(&format!("/boot/initrd/{i}")))
-                    .collect(),
-            ),
+            None => {
+                let files = config.boot.files(node.arch.as_deref());
+                (
+                    on_us(&BootFilePath::kernel(files.arch)),
+                    (0..files.initrds.len())
+                        .map(|i| on_us(&BootFilePath::initrd(files.arch, i)))
+                        .collect(),
+                )
+            }
         };
         if let Some(Value::Text(overlay)) = vars.get("overlay_path")
             && !overlay.is_empty()
@@ -411,7 +422,7 @@ impl BootContent {
         }
         let config = self.config.load();
         let node = self.remember_loader(mac, "bios");
-        let spec = match self.plan(&config, &mac).await {
+        let spec = match self.plan(&config, &mac, node.arch.as_deref()).await {
             Plan::Boot(spec) => spec,
             Plan::Local => return Ok(thirdstage::pxelinux_local("booting from the local disk")),
             Plan::Nothing(why) => return Ok(thirdstage::pxelinux_local(why)),
@@ -478,7 +489,7 @@ impl BootContent {
     }
 
     /// A file of `[boot]` or a node's overlay by the name a loader that fetches over TFTP asks
-    /// for (GRUB without `http`): `boot/kernel`, `boot/initrd/<n>`,
+    /// for (GRUB without `http`): `boot/kernel`, `boot/initrd/<n>` (under `boot/<arch>/` too),
     /// `nodes/<mac>/overlay.cpio?expires=…&sig=…` (signed as over HTTP). `None`: not such a
     /// name.
     pub fn tftp_boot_file(
@@ -491,29 +502,15 @@ impl BootContent {
             Some((path, query)) => (path, Some(query)),
             None => (name, None),
         };
-        let config = self.config.load();
-        if path == "boot/kernel" {
+        if let Some(rest) = path.strip_prefix("boot/") {
+            let config = self.config.load();
             return Some(
-                config
-                    .boot
-                    .kernel
-                    .clone()
-                    .map(TftpBootFile::File)
+                boot_file_of(&config, rest)
+                    .map(|(path, _)| TftpBootFile::File(path.to_owned()))
                     .ok_or(ThirdStageRefusal::NotFound),
             );
         }
-        if let Some(n) = path.strip_prefix("boot/initrd/") {
-            return Some(
-                n.parse::<usize>()
-                    .ok()
-                    .and_then(|n| config.boot.initrds.get(n).cloned())
-                    .map(TftpBootFile::File)
-                    .ok_or(ThirdStageRefusal::NotFound),
-            );
-        }
-        let mac = path
-            .strip_prefix("nodes/")?
-            .strip_suffix("/overlay.cpio")?;
+        let mac = path.strip_prefix("nodes/")?.strip_suffix("/overlay.cpio")?;
         Some(
             self.node_overlay(&format!("/{path}"), mac, query, client, local)
                 .map(|overlay| TftpBootFile::Bytes(overlay.bytes.clone())),
@@ -614,8 +611,9 @@ impl BootContent {
             })
     }
 
-    /// `/boot/kernel` and `/boot/initrd/<n>`: the files `[boot]` names, wherever they are.
-    /// Initrds are padded to a multiple of 4 bytes (see [`respond_open`]).
+    /// `/boot/kernel` and `/boot/initrd/<n>` (under `/boot/<arch>/` for a
+    /// `[boot.arch.<arch>]` section): the files the config names, wherever they are. Initrds
+    /// are padded to a multiple of 4 bytes (see [`respond_open`]).
     pub fn boot_file(
         &self,
         files: &StaticRoot,
@@ -625,18 +623,7 @@ impl BootContent {
         delivery: Delivery,
     ) -> Response<Body> {
         let config = self.config.load();
-        let boot = &config.boot;
-        let (path, align): (Option<&Path>, u64) = match rest {
-            "kernel" => (boot.kernel.as_deref(), 1),
-            _ => match rest
-                .strip_prefix("initrd/")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                Some(n) => (boot.initrds.get(n).map(|p| p.as_path()), 4),
-                None => (None, 1),
-            },
-        };
-        let Some(path) = path else {
+        let Some((path, align)) = boot_file_of(&config, rest) else {
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
         match files.open_path(path) {
@@ -719,16 +706,7 @@ impl crate::tftp::files::Generator for BootContent {
         name: &'a str,
         client: std::net::SocketAddrV4,
         local: std::net::Ipv4Addr,
-    ) -> std::pin::Pin<
-        Box<
-            dyn Future<
-                    Output = Option<
-                        Result<crate::tftp::files::Generated, crate::tftp::files::FileError>,
-                    >,
-                > + Send
-                + 'a,
-        >,
-    > {
+    ) -> crate::tftp::files::Generating<'a> {
         use crate::tftp::files::{FileError, Generated};
         Box::pin(async move {
             let (client, local) = (SocketAddr::V4(client), SocketAddr::from((local, 0)));
@@ -762,6 +740,84 @@ fn base_url(scheme: Scheme, server: IpAddr, port: u16) -> String {
         v4 => v4.to_string(),
     };
     format!("{}://{host}:{port}", scheme.as_str())
+}
+
+/// A file of `[boot]` as its URL names it, after `/boot/`: `kernel` or `initrd/<n>`, under
+/// `<arch>/` when it comes from that architecture's `[boot.arch.<arch>]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootFilePath {
+    pub arch: Option<ClientArch>,
+    pub file: BootFile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFile {
+    Kernel,
+    Initrd(usize),
+}
+
+impl BootFilePath {
+    /// `rest` is the path after `/boot/`, as sent.
+    pub fn parse(rest: &str) -> Option<BootFilePath> {
+        let (arch, file) = match rest.split_once('/') {
+            Some((head, tail)) => match ClientArch::from_name(head) {
+                Some(arch) => (Some(arch), tail),
+                None => (None, rest),
+            },
+            None => (None, rest),
+        };
+        let file = match file {
+            "kernel" => BootFile::Kernel,
+            _ => BootFile::Initrd(file.strip_prefix("initrd/")?.parse().ok()?),
+        };
+        Some(BootFilePath { arch, file })
+    }
+
+    /// The URL path of the kernel for `arch`'s section (`None`: `[boot]`'s).
+    fn kernel(arch: Option<ClientArch>) -> String {
+        BootFilePath {
+            arch,
+            file: BootFile::Kernel,
+        }
+        .to_string()
+    }
+
+    /// The URL path of initrd `n` for `arch`'s section (`None`: `[boot]`'s).
+    fn initrd(arch: Option<ClientArch>, n: usize) -> String {
+        BootFilePath {
+            arch,
+            file: BootFile::Initrd(n),
+        }
+        .to_string()
+    }
+}
+
+impl std::fmt::Display for BootFilePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("/boot/")?;
+        if let Some(arch) = self.arch {
+            write!(f, "{}/", arch.name())?;
+        }
+        match self.file {
+            BootFile::Kernel => f.write_str("kernel"),
+            BootFile::Initrd(n) => write!(f, "initrd/{n}"),
+        }
+    }
+}
+
+/// The file behind `/boot/<rest>` (HTTP) or `boot/<rest>` (TFTP) and the alignment its body
+/// is padded to: initrds to 4 bytes (see [`respond_open`]), the kernel not at all.
+fn boot_file_of<'c>(config: &'c Config, rest: &str) -> Option<(&'c Path, u64)> {
+    let wanted = BootFilePath::parse(rest)?;
+    let boot = config.boot.files(wanted.arch.map(ClientArch::name));
+    // `/boot/uefi-x64/kernel` without a uefi-x64 section is no file: each file has one URL.
+    if boot.arch != wanted.arch {
+        return None;
+    }
+    match wanted.file {
+        BootFile::Kernel => Some((boot.kernel?, 1)),
+        BootFile::Initrd(n) => Some((boot.initrds.get(n)?.as_path(), 4)),
+    }
 }
 
 /// Refuses a request for `mac`'s script or overlay from a host on our link whose MAC is
@@ -938,5 +994,44 @@ mod tests {
         assert!(parse_query(None).is_none());
         let q = parse_query(Some("mac=52:54:00:12:34:56&arch=<script>")).unwrap();
         assert_eq!(q.arch, None, "odd arch values are dropped, not rendered");
+    }
+
+    #[test]
+    fn boot_file_paths_name_an_arch_only_by_its_policy_name_and_round_trip() {
+        let parse = BootFilePath::parse;
+        assert_eq!(
+            parse("kernel"),
+            Some(BootFilePath {
+                arch: None,
+                file: BootFile::Kernel
+            })
+        );
+        assert_eq!(
+            parse("uefi-arm64/initrd/2"),
+            Some(BootFilePath {
+                arch: Some(ClientArch::UefiArm64),
+                file: BootFile::Initrd(2)
+            })
+        );
+        for bad in [
+            "",
+            "initrd/",
+            "initrd/x",
+            "sparc/kernel",
+            "uefi-arm64/",
+            "uefi-arm64/x",
+            "kernel/",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        for path in [
+            "/boot/kernel",
+            "/boot/initrd/0",
+            "/boot/uefi-arm64/kernel",
+            "/boot/bios/initrd/7",
+        ] {
+            let parsed = parse(path.strip_prefix("/boot/").unwrap()).unwrap();
+            assert_eq!(parsed.to_string(), path);
+        }
     }
 }

@@ -84,14 +84,29 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The crypto provider of every TLS connection: aws-lc-rs, with its default suites. Those
-/// include TLS 1.3 and TLS 1.2 ECDHE-RSA with AES-128/256-GCM (iPXE) and the X25519 group.
+/// The crypto provider of every TLS connection: aws-lc-rs with its default suites and groups
+/// (TLS 1.3, TLS 1.2 ECDHE-RSA with AES-128/256-GCM for iPXE, X25519 and the NIST curves),
+/// then TLS 1.2 DHE-RSA-AES-GCM with the RFC 7919 groups ffdhe2048 and ffdhe3072 for firmware
+/// without elliptic curves (Debian 12's OVMF, see [`ffdhe`](super::ffdhe)). The order is the
+/// server's preference: every ECDHE suite comes before the DHE ones.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .extend_from_slice(super::ffdhe::CIPHER_SUITES);
+    provider
+        .kx_groups
+        .extend_from_slice(super::ffdhe::KX_GROUPS);
+    Arc::new(provider)
 }
 
 /// The rustls server configuration for a certificate chain and its key: TLS 1.3 and 1.2,
 /// HTTP/1.1 by ALPN, no client certificates.
+///
+/// Suites are chosen in the server's order, not the client's, so DHE goes only to a client
+/// that cannot do ECDHE with us (no ECDHE suite, or no curve in common); one that lists DHE
+/// first still gets ECDHE. Such a client gets DHE even without a supported_groups extension:
+/// rustls then picks ffdhe2048 itself (RFC 7919 §4).
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -101,6 +116,7 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -514,6 +530,208 @@ mod tests {
         );
         assert_eq!(&esl[28..44], &XDPBOOT_OWNER_GUID);
         assert_eq!(&esl[44..], &der);
+    }
+
+    /// What the server side of one handshake agreed on.
+    #[derive(Debug, PartialEq)]
+    struct Negotiated {
+        version: rustls::ProtocolVersion,
+        suite: rustls::CipherSuite,
+        group: Option<rustls::NamedGroup>,
+    }
+
+    /// Longest a test connection may stall (the clients are local processes).
+    const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+    /// A generated CA (written to `dir/ca.pem`) and a server for "localhost" on a loopback
+    /// port that takes one connection, answers one request with "ok" and reports what the
+    /// handshake agreed on.
+    fn serve_one(dir: &Path) -> (u16, std::thread::JoinHandle<Result<Negotiated, String>>) {
+        use std::io::Read;
+        let pki = generate(&["localhost".to_owned()], None).unwrap();
+        fs::write(dir.join(CA_CERT_FILE), &pki.ca_pem).unwrap();
+        let config = pki.server_config().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+            tcp.set_read_timeout(Some(CONNECTION_TIMEOUT)).unwrap();
+            tcp.set_write_timeout(Some(CONNECTION_TIMEOUT)).unwrap();
+            let mut tls = rustls::ServerConnection::new(config).map_err(|e| e.to_string())?;
+            while tls.is_handshaking() {
+                tls.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+            }
+            let negotiated = Negotiated {
+                version: tls.protocol_version().ok_or("no version")?,
+                suite: tls.negotiated_cipher_suite().ok_or("no suite")?.suite(),
+                group: tls.negotiated_key_exchange_group().map(|g| g.name()),
+            };
+            // A client that asks for something gets "ok"; one that only shakes hands and
+            // leaves (s_client with no input) is fine too.
+            let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+            let mut head = [0u8; 1024];
+            if let Ok(n) = stream.read(&mut head)
+                && head[..n].starts_with(b"GET ")
+            {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+                tls.send_close_notify();
+                let _ = tls.complete_io(&mut tcp);
+            }
+            Ok(negotiated)
+        });
+        (port, server)
+    }
+
+    /// `openssl s_client` (Debian's openssl) against [`serve_one`] with extra arguments; what
+    /// the server agreed on, and s_client's output.
+    fn s_client(args: &[&str]) -> (Negotiated, String) {
+        let dir = tempdir();
+        let (port, server) = serve_one(&dir);
+        let output = std::process::Command::new("openssl")
+            .arg("s_client")
+            .args([
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+            ])
+            .args(["-verify_return_error", "-CAfile"])
+            .arg(dir.join(CA_CERT_FILE))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl (Debian's openssl package) runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let negotiated = server
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(output.status.success(), "s_client {args:?} failed:\n{text}");
+        assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+        (negotiated, text)
+    }
+
+    /// A directory of the test's own, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "xdpboot-tls-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    #[test]
+    fn a_tls12_client_offering_only_dhe_and_no_groups_like_ovmf_gets_dhe_on_ffdhe2048() {
+        // With no ECDHE suite and TLS 1.2 at most, OpenSSL 3.0 sends no supported_groups
+        // extension at all: the ClientHello Debian 12's OVMF sends (DESIGN.md).
+        let (negotiated, text) = s_client(&["-tls1_2", "-cipher", "DHE-RSA-AES256-GCM-SHA384"]);
+        assert_eq!(
+            negotiated,
+            Negotiated {
+                version: rustls::ProtocolVersion::TLSv1_2,
+                suite: rustls::CipherSuite::TLS_DHE_RSA_WITH_AES_256_GCM_SHA384,
+                group: Some(rustls::NamedGroup::FFDHE2048),
+            }
+        );
+        assert!(text.contains("Server Temp Key: DH, 2048 bits"), "{text}");
+    }
+
+    #[test]
+    fn a_tls12_client_offering_dhe_before_ecdhe_still_gets_ecdhe() {
+        let (negotiated, _) = s_client(&[
+            "-tls1_2",
+            "-cipher",
+            "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+        ]);
+        assert_eq!(
+            negotiated,
+            Negotiated {
+                version: rustls::ProtocolVersion::TLSv1_2,
+                suite: rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                group: Some(rustls::NamedGroup::X25519),
+            }
+        );
+    }
+
+    /// OpenSSL 3.0 names FFDHE groups only for TLS 1.3, so a rustls client (with this
+    /// module's DHE suites and only ffdhe3072) asks for the bigger group.
+    #[test]
+    fn a_tls12_client_naming_ffdhe3072_gets_it() {
+        use std::io::Read;
+        let dir = tempdir();
+        let (port, server) = serve_one(&dir);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(dir.join(CA_CERT_FILE)).unwrap())
+            .unwrap();
+        let client_provider = CryptoProvider {
+            cipher_suites: super::super::ffdhe::CIPHER_SUITES.to_vec(),
+            kx_groups: vec![super::super::ffdhe::KX_GROUPS[1]],
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(client_provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut tls = rustls::ClientConnection::new(
+            Arc::new(config),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(CONNECTION_TIMEOUT)).unwrap();
+        let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        assert!(response.ends_with(b"\r\n\r\nok"), "{response:?}");
+        assert_eq!(
+            server.join().unwrap().unwrap(),
+            Negotiated {
+                version: rustls::ProtocolVersion::TLSv1_2,
+                suite: rustls::CipherSuite::TLS_DHE_RSA_WITH_AES_256_GCM_SHA384,
+                group: Some(rustls::NamedGroup::FFDHE3072),
+            }
+        );
+    }
+
+    #[test]
+    fn a_tls13_client_still_gets_tls13_on_an_elliptic_curve() {
+        let (negotiated, _) = s_client(&[]);
+        assert_eq!(negotiated.version, rustls::ProtocolVersion::TLSv1_3);
+        assert_ne!(negotiated.group, None);
+        assert!(
+            !matches!(
+                negotiated.group,
+                Some(rustls::NamedGroup::FFDHE2048 | rustls::NamedGroup::FFDHE3072)
+            ),
+            "{negotiated:?}"
+        );
     }
 
     #[test]

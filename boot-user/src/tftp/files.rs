@@ -116,8 +116,12 @@ pub trait Generator: Send + Sync {
         name: &'a str,
         client: SocketAddrV4,
         local: Ipv4Addr,
-    ) -> Pin<Box<dyn Future<Output = Option<Result<Generated, FileError>>> + Send + 'a>>;
+    ) -> Generating<'a>;
 }
+
+/// What [`Generator::generate`] returns: the file, once made (`None`: not a name it makes).
+pub type Generating<'a> =
+    Pin<Box<dyn Future<Output = Option<Result<Generated, FileError>>> + Send + 'a>>;
 
 /// What a [`Generator`] made.
 #[derive(Debug, Clone)]

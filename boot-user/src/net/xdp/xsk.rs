@@ -51,6 +51,11 @@ pub const MAX_UMEM_BYTES: u64 = 256 << 20;
 pub const RX_BATCH: u32 = 64;
 /// Most frames [`XskQueue::send_batch`] submits to the TX ring before waking the kernel.
 pub const TX_BATCH: usize = 64;
+/// Frames [`XskQueue::stage_with`] gathers before it submits them. In copy mode the kernel
+/// copies and delivers every frame inside the `sendto` that wakes it (a few microseconds each on
+/// veth): sixteen at a time holds the serving task, and an inventory machine's reply behind
+/// it, for tens of microseconds rather than over a hundred, for a few more calls.
+pub const STAGE_BATCH: usize = 16;
 
 /// Frames the kernel transmits per `sendto` in copy mode before it returns EAGAIN
 /// (`TX_BATCH_SIZE`, the default of `XDP_MAX_TX_SKB_BUDGET` in `net/xdp/xsk.c`).
@@ -848,7 +853,7 @@ impl XskQueue {
 
     /// Has `build` write a frame straight into a free UMEM frame (and return its length, or
     /// `None` to send nothing) and queues it for the next [`XskQueue::flush`]; a full
-    /// [`TX_BATCH`] goes out at once. Nothing is copied and nothing is allocated: this is how
+    /// [`STAGE_BATCH`] goes out at once. Nothing is copied and nothing is allocated: this is how
     /// replies leave. Returns whether a frame was queued; a frame that cannot be (no free frame,
     /// a bad length) is counted and dropped, and the error says why.
     pub fn stage_with(
@@ -871,7 +876,7 @@ impl XskQueue {
             len: len as u32,
             options: 0,
         });
-        if self.tx_descs.len() >= TX_BATCH {
+        if self.tx_descs.len() >= STAGE_BATCH {
             self.submit()?;
         }
         Ok(true)

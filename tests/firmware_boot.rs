@@ -688,6 +688,26 @@ fn assert_secure_boot_on(rack: &Rack, index: usize) {
     }
 }
 
+/// VM `index`, `node`, ran the GRUB config xdpboot made for it (ipxe/grub.cfg names the node
+/// it was rendered for), fetched under its per-MAC name.
+fn assert_own_grub_config(rack: &Rack, index: usize, node: &Node, platform: &str) {
+    let own = format!("xdpboot: GRUB booting {} ({})", node.hostname, node.mac);
+    assert!(
+        rack.vms[index].lines.iter().any(|l| l.contains(&own)),
+        "{own:?} on the console:\n{}",
+        rack.vms[index].console_tail(80)
+    );
+    let name = format!("grub/{platform}/grub.cfg-01-{}", node.mac);
+    let daemon = rack.daemon_log();
+    assert!(
+        daemon
+            .lines()
+            .any(|l| l.contains(&format!("file=\"{name}\""))
+                || l.contains(&format!("path=/{name} "))),
+        "{name} fetched:\n{daemon}"
+    );
+}
+
 /// VM `index`, with Secure Boot on, was handed the unsigned `loader` in full and its firmware
 /// refused to run it.
 fn assert_firmware_refused(rack: &mut Rack, index: usize, loader: &str) {
@@ -731,6 +751,7 @@ fn secure_boot_pxe_chains_the_signed_shim_and_grub_to_the_signed_kernel_and_its_
             rack.daemon_log()
         );
     }
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
     let log = access_log(&rack);
     let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
     for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
@@ -768,6 +789,7 @@ fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone(
             "{path} over HTTP: {log:#?}"
         );
     }
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
     let daemon = rack.daemon_log();
     assert!(
         !daemon.lines().any(|l| l.contains("tftp transfer")),
@@ -837,12 +859,7 @@ fn aavmf_with_secure_boot_runs_debians_signed_shim_grub_and_arm64_kernel_and_ref
             rack.daemon_log()
         );
     }
-    let own = format!("grub/arm64-efi/grub.cfg-01-{}", node.mac);
-    assert!(
-        tftp_sent(&rack, &own),
-        "{own} over TFTP:\n{}",
-        rack.daemon_log()
-    );
+    assert_own_grub_config(&rack, 0, &node, "arm64-efi");
     let access = access_log(&rack);
     for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
         assert!(

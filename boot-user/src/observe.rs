@@ -423,7 +423,10 @@ fn third_stage_mac(path: &str) -> Option<[u8; 6]> {
         ThirdStageName::GrubConfig { mac, .. } | ThirdStageName::PxelinuxConfig { mac } => {
             Some(mac)
         }
-        ThirdStageName::GrubBootstrap { .. } | ThirdStageName::LocalScript => None,
+        // By address: the node is whoever the kernel says has it (the tracker knows by then).
+        ThirdStageName::GrubConfigByAddress { .. }
+        | ThirdStageName::GrubBootstrap { .. }
+        | ThirdStageName::LocalScript => None,
     }
 }
 

@@ -330,18 +330,43 @@ impl BootContent {
             ThirdStageName::LocalScript => Ok(thirdstage::LOCAL_SCRIPT.to_owned()),
             ThirdStageName::GrubBootstrap { platform } => Ok(thirdstage::grub_bootstrap(platform)),
             ThirdStageName::GrubConfig { platform, mac } => {
-                self.grub_config(
-                    platform.unwrap_or(GrubPlatform::X86_64Efi),
-                    mac,
-                    client,
-                    local,
-                )
-                .await
+                let platform = platform.unwrap_or_else(|| self.grub_platform_of(&mac));
+                self.grub_config(platform, mac, client, local).await
+            }
+            ThirdStageName::GrubConfigByAddress { platform, address } => {
+                // Only the machine at that address may have it, and it is that machine's MAC
+                // the config is made for. A prefix names a subnet: not made here.
+                let Some(ip) = address.whole() else {
+                    return Some(Err(ThirdStageRefusal::NotFound));
+                };
+                if client.ip().to_canonical() != IpAddr::V4(ip) {
+                    tracing::warn!(client = %client.ip(), asked = %ip, "refused: a host asked for another address's GRUB config");
+                    return Some(Err(ThirdStageRefusal::Forbidden));
+                }
+                let Some(mac) = neighbour_mac(ip) else {
+                    return Some(Err(ThirdStageRefusal::NotFound));
+                };
+                let platform = platform.unwrap_or_else(|| self.grub_platform_of(&mac));
+                self.grub_config(platform, mac, client, local).await
             }
             ThirdStageName::PxelinuxConfig { mac } => {
                 self.pxelinux_config(mac, client, local).await
             }
         })
+    }
+
+    /// The GRUB platform of a node whose GRUB asked for a config name without one (upstream
+    /// GRUB's search, right in the prefix): the architecture it last gave, else x86-64.
+    fn grub_platform_of(&self, mac: &[u8; 6]) -> GrubPlatform {
+        let identities = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let arch = identities.get(mac).and_then(|(_, arch)| arch.as_deref());
+        GrubPlatform::ALL
+            .into_iter()
+            .find(|p| Some(p.arch()) == arch)
+            .unwrap_or(GrubPlatform::X86_64Efi)
     }
 
     /// The node's GRUB config, rendered from `[boot] grub_config` (`ipxe/grub.cfg`): its
@@ -830,11 +855,7 @@ fn requester_is(mac: &[u8; 6], client: SocketAddr) -> Result<(), Box<Response<Bo
     let std::net::IpAddr::V4(ip) = client.ip().to_canonical() else {
         return Ok(());
     };
-    let neighbour = crate::net::neighbour::lookup(ip).unwrap_or_else(|e| {
-        tracing::debug!(client = %ip, error = %e, "neighbour lookup failed");
-        None
-    });
-    match neighbour {
+    match neighbour_mac(ip) {
         Some(actual) if actual != *mac => {
             tracing::warn!(
                 claimed = %MacDisplay(mac),
@@ -846,6 +867,14 @@ fn requester_is(mac: &[u8; 6], client: SocketAddr) -> Result<(), Box<Response<Bo
         }
         _ => Ok(()),
     }
+}
+
+/// The MAC of the kernel's neighbour entry for `ip`: the machine on our link at that address.
+fn neighbour_mac(ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
+    crate::net::neighbour::lookup(ip).unwrap_or_else(|e| {
+        tracing::debug!(client = %ip, error = %e, "neighbour lookup failed");
+        None
+    })
 }
 
 /// The `[[node]]` entry of the machine asking: by MAC, else by UUID (either byte order, as the

@@ -10,10 +10,14 @@
 //!   `arm64-efi/`). Seen here, Debian 12's and 13's GRUB never ask for the first over TFTP or
 //!   HTTP (after the `<platform>/*.lst` files normal mode reads) and read `grub/grub.cfg`. They
 //!   never search per-MAC names themselves; upstream GRUB's `normal` does, on a TFTP prefix
-//!   (`grub_net_search_config_file`): `grub.cfg-01-<mac>` (hyphens), then the client's address
-//!   in hex, shorter and shorter, then `grub.cfg`. xdpboot answers the first for every MAC, so
-//!   the hex names are never reached. Both kinds of GRUB end at a per-MAC name: the plain ones
-//!   are a bootstrap, the same for every node, that reads
+//!   (grub-core/net/net.c, `grub_net_search_config_file`): `grub.cfg-<uuid>` (2.12, from DHCP
+//!   option 97), `grub.cfg-01-<mac>` (hyphens), then the client's IPv4 address in upper-case
+//!   hex (`grub.cfg-C6120033`), shorter and shorter (`grub.cfg-C612003`, …, `grub.cfg-C`),
+//!   then `grub.cfg`. xdpboot answers the per-MAC name for the node asking, and the whole-address
+//!   name for the address asking (its MAC from the kernel's neighbour table); the UUID and the
+//!   shorter, subnet-wide hex names are not made (a file of that name in a root is served), so
+//!   GRUB goes on to the next. Every kind of GRUB ends at a per-node config: `grub.cfg` is a
+//!   bootstrap, the same for every node, that reads
 //!   `${grub_cpu}-${grub_platform}/grub.cfg-01-${net_default_mac}`, which tells xdpboot the
 //!   GRUB's platform too (the MAC with colons, which xdpboot takes as well).
 //! - **PXELINUX** looks beside itself for `pxelinux.cfg/<uuid>`, `pxelinux.cfg/01-<mac>`, the
@@ -25,7 +29,7 @@
 //! A file of the same name in a root wins over the generated one, as a loader in a root wins
 //! over the package's.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::dhcp::classify::MacDisplay;
 use crate::dhcp::policy::{LOCAL_BOOT_SCRIPT, parse_mac};
@@ -87,6 +91,12 @@ pub enum ThirdStageName {
         platform: Option<GrubPlatform>,
         mac: [u8; 6],
     },
+    /// `grub/[<platform>/]grub.cfg-<hex>`: GRUB's name by the client's IPv4 address, whole or
+    /// a prefix ([`GrubAddress`]).
+    GrubConfigByAddress {
+        platform: Option<GrubPlatform>,
+        address: GrubAddress,
+    },
     /// `pxelinux.cfg/01-<mac>`: the node's own PXELINUX config.
     PxelinuxConfig { mac: [u8; 6] },
     /// [`LOCAL_SCRIPT_NAME`].
@@ -113,11 +123,52 @@ impl ThirdStageName {
         if name == "grub.cfg" {
             return Some(ThirdStageName::GrubBootstrap { platform });
         }
-        Some(ThirdStageName::GrubConfig {
+        let suffix = name.strip_prefix("grub.cfg-")?;
+        if let Some(mac) = per_mac(suffix) {
+            return Some(ThirdStageName::GrubConfig { platform, mac });
+        }
+        Some(ThirdStageName::GrubConfigByAddress {
             platform,
-            mac: per_mac(name.strip_prefix("grub.cfg-")?)?,
+            address: GrubAddress::parse(suffix)?,
         })
     }
+}
+
+/// The hex digits of a GRUB config name by address: an IPv4 address as `%02X%02X%02X%02X`,
+/// or the first 1 to 7 digits of one (GRUB drops a digit at a time: grub-core/net/net.c,
+/// `search_through`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrubAddress {
+    /// The digits read, left-aligned: `C612` is `0xC6120000`.
+    value: u32,
+    digits: u8,
+}
+
+impl GrubAddress {
+    /// 1 to 8 upper-case hex digits, as GRUB writes them.
+    fn parse(text: &str) -> Option<GrubAddress> {
+        let digits = u8::try_from(text.len())
+            .ok()
+            .filter(|n| (1..=8).contains(n))?;
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        {
+            return None;
+        }
+        let value = u32::from_str_radix(text, 16).ok()? << (4 * (8 - u32::from(digits)));
+        Some(GrubAddress { value, digits })
+    }
+
+    /// The whole address this name gives, if it gives a whole one.
+    pub fn whole(self) -> Option<Ipv4Addr> {
+        (self.digits == 8).then(|| Ipv4Addr::from(self.value))
+    }
+}
+
+/// GRUB's config name by `ip`, whole: `grub.cfg-C6120033`.
+pub fn grub_address_name(ip: Ipv4Addr) -> String {
+    format!("grub.cfg-{:08X}", u32::from(ip))
 }
 
 /// `01-<mac>` (ARP hardware type 1, Ethernet), the MAC with hyphens or colons.
@@ -250,8 +301,32 @@ mod tests {
                 Some(PxelinuxConfig { mac: MAC }),
             ),
             ("local.ipxe", Some(LocalScript)),
-            // GRUB's hex-address names, PXELINUX's UUID and default: not made here.
-            ("grub/grub.cfg-C61200", None),
+            (
+                "grub/grub.cfg-C6120133",
+                Some(GrubConfigByAddress {
+                    platform: None,
+                    address: GrubAddress {
+                        value: 0xC612_0133,
+                        digits: 8,
+                    },
+                }),
+            ),
+            (
+                "grub/x86_64-efi/grub.cfg-C6",
+                Some(GrubConfigByAddress {
+                    platform: x64,
+                    address: GrubAddress {
+                        value: 0xC600_0000,
+                        digits: 2,
+                    },
+                }),
+            ),
+            // GRUB writes hex in upper case; nine digits are no IPv4 address; GRUB 2.12's
+            // UUID names, PXELINUX's UUID and default: not made here.
+            ("grub/grub.cfg-c6120133", None),
+            ("grub/grub.cfg-C61201330", None),
+            ("grub/grub.cfg-", None),
+            ("grub/grub.cfg-00112233-4455-6677-8899-525400180101", None),
             ("pxelinux.cfg/default", None),
             ("pxelinux.cfg/00112233-4455-6677-8899-525400180101", None),
             ("grub/x86_64-efi/command.lst", None),
@@ -263,6 +338,26 @@ mod tests {
             assert_eq!(ThirdStageName::parse(name), expected, "{name}");
         }
         assert_eq!(per_mac_name(&MAC), "01-52-54-00-18-01-01");
+    }
+
+    #[test]
+    fn only_a_whole_hex_address_names_one_machine() {
+        let ip = Ipv4Addr::new(198, 18, 1, 51);
+        let name = grub_address_name(ip);
+        assert_eq!(name, "grub.cfg-C6120133");
+        let address = |name: &str| match ThirdStageName::parse(&format!("grub/{name}")) {
+            Some(ThirdStageName::GrubConfigByAddress { address, .. }) => address,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(address(&name).whole(), Some(ip));
+        // Every shorter name GRUB tries is a prefix of a subnet's addresses, no one machine's.
+        for digits in 1..8 {
+            assert_eq!(
+                address(&name[..9 + digits]).whole(),
+                None,
+                "{digits} digits"
+            );
+        }
     }
 
     #[test]

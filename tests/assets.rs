@@ -282,6 +282,20 @@ impl Assets {
         })
     }
 
+    /// Whether [`Assets::prepare`] has everything in `cache` already (so it would download
+    /// nothing): the lab's roots and every loader chain's packages unpacked.
+    pub fn is_prepared(cache: &Path) -> bool {
+        let unpacked = |release: &str, packages: &[(&str, &str)]| {
+            packages
+                .iter()
+                .all(|(package, dir)| cache.join(release).join(package).join(dir).is_dir())
+        };
+        cache.join("lab/stamp").is_file()
+            && unpacked("debian13", SIGNED_CHAIN_PACKAGES)
+            && unpacked("debian12", SIGNED_CHAIN_PACKAGES)
+            && unpacked("debian12", PXELINUX_PACKAGES)
+    }
+
     /// [`Assets::prepare`] once per process, quietly (tests).
     pub fn get() -> Result<&'static Assets> {
         static ASSETS: OnceLock<Result<Assets, String>> = OnceLock::new();

@@ -873,3 +873,34 @@ fn aavmf_with_secure_boot_runs_debians_signed_shim_grub_and_arm64_kernel_and_ref
         started.elapsed().as_secs_f64()
     );
 }
+
+/// BIOS with PXELINUX: SeaBIOS runs the NIC's iPXE ROM, which xdpboot's `loader = "pxelinux"`
+/// rule hands lpxelinux.0 over TFTP; lpxelinux loads ldlinux.c32 beside itself, reads the
+/// node's own `pxelinux.cfg/01-<mac>`, and fetches the kernel, the shared initrd and the
+/// node's signed overlay over HTTP itself.
+#[test]
+fn seabios_ipxe_rom_chains_lpxelinux_which_boots_its_own_config_with_the_overlay_over_http() {
+    let node = Node::numbered(1, Firmware::Bios).through(Chain::Pxelinux);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    let own = format!("pxelinux.cfg/01-{}", node.mac.to_string().replace(':', "-"));
+    for file in ["lpxelinux.0", "ldlinux.c32", own.as_str()] {
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
+    }
+    let log = access_log(&rack);
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200 && a.scheme == "http"),
+            "{path} over HTTP: {log:#?}"
+        );
+    }
+    assert!(
+        !log.iter().any(|a| a.path.starts_with("/boot.ipxe")),
+        "no iPXE script: PXELINUX booted it: {log:#?}"
+    );
+}

@@ -904,3 +904,33 @@ fn seabios_ipxe_rom_chains_lpxelinux_which_boots_its_own_config_with_the_overlay
         "no iPXE script: PXELINUX booted it: {log:#?}"
     );
 }
+
+/// iPXE chaining another loader by URL: OVMF (no Secure Boot) PXE-boots iPXE, whose rule for
+/// this node is `http = "http://{server}/grubx64.efi"`; iPXE `chain`s Debian's network GRUB,
+/// which reads the node's own config from xdpboot and boots the kernel, the shared initrd and
+/// the overlay.
+#[test]
+fn ovmf_ipxe_chains_grub_by_url_and_grub_boots_its_own_config_with_the_overlay() {
+    let node = Node::numbered(1, Firmware::UefiPxe).through(Chain::IpxeGrub);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    assert!(
+        tftp_sent(&rack, "ipxe-amd64.efi"),
+        "the firmware got iPXE over TFTP:\n{}",
+        rack.daemon_log()
+    );
+    let log = access_log(&rack);
+    assert!(
+        log.iter()
+            .any(|a| a.path == "/grubx64.efi" && a.status == 200),
+        "iPXE chained GRUB over HTTP: {log:#?}"
+    );
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200),
+            "GRUB fetched {path} over HTTP: {log:#?}"
+        );
+    }
+}

@@ -112,6 +112,9 @@ pub struct Boot {
     /// `[boot.arch.<name>]`: what nodes of one architecture boot instead (an arm64 node cannot
     /// run an x86 kernel); at most one per architecture.
     pub arch: Vec<ArchBoot>,
+    /// `[boot] vars`: template variables for every node (a node's own `vars` win), e.g. the
+    /// files of ipxe/multiboot.ipxe, ipxe/windows.ipxe or ipxe/esxi.ipxe.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// `[boot.arch.<name>]`: one architecture's own kernel, initrds or command line. A key left
@@ -463,6 +466,7 @@ struct FileBoot {
     url_lifetime: Option<Spanned<u64>>,
     secret_file: Option<Spanned<PathBuf>>,
     arch: Option<BTreeMap<Spanned<String>, Spanned<FileArchBoot>>>,
+    vars: Option<BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -764,7 +768,13 @@ impl Resolver<'_> {
             Some(files) => (self.user, files),
             None => (self.default, default.overlay.unwrap_or_default()),
         };
-        let overlay = resolve_overlay(overlay_src, file_overlay, &node_vars)?;
+        // Overlay files may use `[boot] vars` too.
+        let all_vars: Vec<&str> = node_vars
+            .iter()
+            .copied()
+            .chain(boot.vars.keys().map(String::as_str))
+            .collect();
+        let overlay = resolve_overlay(overlay_src, file_overlay, &all_vars)?;
 
         let (src, rules) = self
             .pick(user.policy, default.policy)
@@ -955,8 +965,26 @@ impl Resolver<'_> {
             .cmdline
             .or(db.cmdline)
             .ok_or_else(|| incomplete("cmdline"))?;
+        let vars = match self.pick(ub.vars, db.vars) {
+            Some((src, vars)) => {
+                let mut out = BTreeMap::new();
+                for (name, value) in vars {
+                    if !is_variable_name(&name) {
+                        return Err(src.error(
+                            value.span(),
+                            "boot.vars",
+                            format!("{name:?} cannot be a variable name (built-in, or not letters, digits, _ and -)"),
+                        ));
+                    }
+                    out.insert(name, value.into_inner());
+                }
+                out
+            }
+            None => BTreeMap::new(),
+        };
         let mut known: Vec<&str> = SCRIPT_VARIABLES.to_vec();
         known.extend_from_slice(node_vars);
+        known.extend(vars.keys().map(String::as_str));
         let template = |value: Option<Spanned<String>>,
                         default_value: Option<Spanned<String>>,
                         key: &str,
@@ -1057,6 +1085,7 @@ impl Resolver<'_> {
             url_lifetime: std::time::Duration::from_secs(lifetime.into_inner()),
             secret_file,
             arch,
+            vars,
         })
     }
 
@@ -1301,13 +1330,7 @@ fn resolve_nodes(src: Source<'_>, nodes: Vec<Spanned<FileNode>>) -> Result<Vec<N
         }
         let mut vars = BTreeMap::new();
         for (name, value) in node.vars {
-            let builtin = SCRIPT_VARIABLES.contains(&name.as_str())
-                || OVERLAY_VARIABLES.contains(&name.as_str());
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if builtin || !valid {
+            if !is_variable_name(&name) {
                 return Err(src.error(value.span(), key("vars"), format!("{name:?} cannot be a variable name (built-in, or not letters, digits, _ and -)")));
             }
             vars.insert(name, value.into_inner());
@@ -1321,6 +1344,16 @@ fn resolve_nodes(src: Source<'_>, nodes: Vec<Spanned<FileNode>>) -> Result<Vec<N
         });
     }
     Ok(out)
+}
+
+/// A name a `vars` table may define: letters, digits, `_` and `-`, and not a built-in one.
+fn is_variable_name(name: &str) -> bool {
+    let builtin = SCRIPT_VARIABLES.contains(&name) || OVERLAY_VARIABLES.contains(&name);
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    valid && !builtin
 }
 
 fn resolve_overlay(

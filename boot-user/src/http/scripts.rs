@@ -263,7 +263,7 @@ impl BootContent {
     ) -> Vars {
         let boot = &config.boot;
         let files = boot.files(node.arch.as_deref());
-        let mut vars = self.node_vars(node, entry, &server.to_string());
+        let mut vars = self.node_vars(config, node, entry, &server.to_string());
         let (kernel_url, initrd_urls, base_cmdline) = match spec {
             Some(spec) => (
                 spec.kernel.clone(),
@@ -626,7 +626,7 @@ impl BootContent {
         let config = self.config.load();
         let entry = find_node(&config, &query);
         let server = local.ip().to_canonical().to_string();
-        let vars = self.node_vars(&query, entry, &server);
+        let vars = self.node_vars(&config, &query, entry, &server);
         let key = MacDisplay(&mac).to_string();
         self.overlays
             .get(&key, &config.overlay, &vars)
@@ -691,8 +691,15 @@ impl BootContent {
         identities.insert(node.mac, (node.uuid, node.arch.clone()));
     }
 
-    /// Variables shared by scripts and overlays.
-    fn node_vars(&self, query: &NodeQuery, entry: Option<&Node>, server: &str) -> Vars {
+    /// Variables shared by scripts and overlays: `[boot] vars`, the node's own `vars` over them,
+    /// and the built-in ones over both.
+    fn node_vars(
+        &self,
+        config: &Config,
+        query: &NodeQuery,
+        entry: Option<&Node>,
+        server: &str,
+    ) -> Vars {
         let mac = MacDisplay(&query.mac).to_string();
         let hostname = entry
             .and_then(|n| n.hostname.clone())
@@ -704,10 +711,9 @@ impl BootContent {
             .unwrap_or_default();
         let token = hmac::sign(&self.token_key, format!("node-token\n{mac}").as_bytes());
         let mut vars: Vars = BTreeMap::new();
-        if let Some(node) = entry {
-            for (name, value) in &node.vars {
-                vars.insert(name.clone(), Value::Text(value.clone()));
-            }
+        let own = entry.into_iter().flat_map(|node| &node.vars);
+        for (name, value) in config.boot.vars.iter().chain(own) {
+            vars.insert(name.clone(), Value::Text(value.clone()));
         }
         for (name, value) in [
             ("mac", mac),

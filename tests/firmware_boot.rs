@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use boot_tests::assets::Assets;
 use boot_tests::rack::{Backend, Node, Rack, RackSetup, SERVER, Start};
-use boot_tests::vm::{Chain, Firmware, Marker};
+use boot_tests::vm::{Chain, Firmware, LOCAL_DISK_MARKER, Marker};
 
 /// Longest a boot to the marker may take under TCG, two machines sharing two cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+/// Longest from xdpboot's local-boot answer to the disk's boot code under TCG: the firmware
+/// goes on to its next boot device, no DHCP timeout.
+const LOCAL_BOOT_WITHIN: Duration = Duration::from_secs(15);
 
 fn assets() -> &'static Assets {
     boot_tests::require_lab();
@@ -933,4 +936,50 @@ fn ovmf_ipxe_chains_grub_by_url_and_grub_boots_its_own_config_with_the_overlay()
             "GRUB fetched {path} over HTTP: {log:#?}"
         );
     }
+}
+
+/// Local boot: a machine xdpboot knows to be deployed (`local = true`, as the boot API's
+/// `{"local": true}`) keeps network boot first and loses seconds, not a DHCP timeout. SeaBIOS
+/// runs the NIC's iPXE ROM, which gets `local.ipxe` (`exit`) instead of a script; iPXE hands
+/// back to the BIOS, which boots the disk second in its order: its MBR prints the marker.
+#[test]
+fn ipxe_told_to_boot_locally_exits_and_the_bios_boots_the_disk_within_seconds() {
+    let disk_dir = boot_tests::TempDir::new("disk").expect("a directory for the disk");
+    let disk = disk_dir.join("disk.img");
+    boot_tests::vm::write_bios_marker_disk(&disk).expect("the disk image");
+    let mut node = Node::numbered(1, Firmware::Bios).through(Chain::LocalDisk);
+    node.disk = Some(disk);
+    let mut rack = chain_rack(vec![node], |_| {});
+    let vm = &mut rack.vms[0];
+    let told = vm
+        .wait_for_line("iPXE told to boot locally", BOOT_TIMEOUT, |l| {
+            l.contains("xdpboot: booting from the local disk")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let answered = vm.started.elapsed();
+    let marker = vm
+        .wait_for_line("the disk's marker", BOOT_TIMEOUT, |l| {
+            l.contains(LOCAL_DISK_MARKER)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let disk_after = vm.started.elapsed() - answered;
+    eprintln!(
+        "bios local boot: {told:?} at {:.1} s, {marker:?} {:.1} s later",
+        answered.as_secs_f64(),
+        disk_after.as_secs_f64()
+    );
+    assert!(
+        disk_after < LOCAL_BOOT_WITHIN,
+        "the disk booted {disk_after:?} after the answer"
+    );
+    assert!(
+        tftp_sent(&rack, "local.ipxe"),
+        "iPXE fetched local.ipxe:\n{}",
+        rack.daemon_log()
+    );
+    let log = access_log(&rack);
+    assert!(
+        !log.iter().any(|a| a.path.starts_with("/boot")),
+        "no script, no kernel: {log:#?}"
+    );
 }

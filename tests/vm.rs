@@ -294,6 +294,47 @@ impl Chain {
     }
 }
 
+/// Writes a raw disk image whose MBR boot code prints [`LOCAL_DISK_MARKER`] through the BIOS
+/// (INT 10h teletype, which SeaBIOS copies to the serial console under `graphics=off`) and
+/// halts: the disk a local-boot test's machine has second in its boot order.
+pub fn write_bios_marker_disk(path: &Path) -> Result<()> {
+    // Loaded at 0000:7C00 (the BIOS boot specification).
+    const LOAD: u16 = 0x7c00;
+    #[rustfmt::skip]
+    let code: [u8; 26] = [
+        // Interrupts stay on: SeaBIOS's serial console sends what INT 10h wrote from its
+        // timer interrupt, so a halted CPU that took no interrupts would leave it unsent.
+        0xfb,             // sti
+        0x31, 0xc0,       // xor ax, ax
+        0x8e, 0xd8,       // mov ds, ax
+        0xbe, 0, 0,       // mov si, <message>        (patched below)
+        0xfc,             // cld
+        0xac,             // next: lodsb
+        0x84, 0xc0,       // test al, al
+        0x74, 0x09,       // jz done
+        0xb4, 0x0e,       // mov ah, 0Eh             (teletype output)
+        0xbb, 0x07, 0x00, // mov bx, 0007h           (page 0, colour 7)
+        0xcd, 0x10,       // int 10h
+        0xeb, 0xf2,       // jmp next
+        0xf4,             // done: hlt
+        0xeb, 0xfd,       // jmp done
+    ];
+    let mut sector = [0u8; 512];
+    sector[..code.len()].copy_from_slice(&code);
+    let message = format!("\r\n{LOCAL_DISK_MARKER}: the local disk's boot code runs\r\n\0");
+    let at = code.len();
+    sector[at..at + message.len()].copy_from_slice(message.as_bytes());
+    let address = LOAD + u16::try_from(at).expect("the code is shorter than a sector");
+    sector[6..8].copy_from_slice(&address.to_le_bytes());
+    // The boot signature.
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    // One MiB, so it looks like a disk to every firmware.
+    let mut image = vec![0u8; 1 << 20];
+    image[..512].copy_from_slice(&sector);
+    std::fs::write(path, image).with_context(|| format!("writing {}", path.display()))
+}
+
 /// A step of a boot, recognised by text on the serial console.
 #[derive(Debug, Clone, Copy)]
 pub struct Stage {

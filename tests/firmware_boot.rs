@@ -983,3 +983,51 @@ fn ipxe_told_to_boot_locally_exits_and_the_bios_boots_the_disk_within_seconds() 
         "no script, no kernel: {log:#?}"
     );
 }
+
+/// Local boot for a PXE ROM that is not iPXE: OVMF's own PXE gets a boot menu whose only item
+/// is local boot (PXE boot server type 0) and cancels its network boot on it ("PXE-E21");
+/// OVMF's next boot option, HTTP boot on the same NIC, gets a URL that answers 404 and gives
+/// up at once; the disk next in its order runs its removable-media loader, which prints the
+/// marker.
+#[test]
+fn ovmf_pxe_given_the_local_boot_menu_boots_the_disk_within_seconds() {
+    let disk_dir = boot_tests::TempDir::new("disk").expect("a directory for the disk");
+    let disk = disk_dir.join("disk.img");
+    boot_tests::vm::write_efi_marker_disk(&disk).expect("the disk image");
+    let mut node = Node::numbered(1, Firmware::UefiPxe).through(Chain::LocalDisk);
+    node.disk = Some(disk);
+    let mut rack = chain_rack(vec![node.clone()], |_| {});
+    let vm = &mut rack.vms[0];
+    vm.wait_for_line("the disk's marker", BOOT_TIMEOUT, |l| {
+        l.contains(LOCAL_DISK_MARKER)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("ovmf local boot: stages {:?}", vm.reached);
+    let left = vm
+        .reached("network boot left")
+        .expect("PXE-E21 on the console");
+    let disk = vm.reached("disk loader").expect("the marker was seen");
+    assert!(
+        disk - left < LOCAL_BOOT_WITHIN,
+        "the disk booted {:?} after PXE gave up:\n{}",
+        disk - left,
+        vm.console_tail(30)
+    );
+    let log = rack.daemon_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("action=\"local\"") && l.contains("file=\"\"")),
+        "PXE got the local-boot menu and no file:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("tftp transfer")),
+        "no loader at all:\n{log}"
+    );
+    let access = access_log(&rack);
+    assert!(
+        access
+            .iter()
+            .all(|a| a.path == "/boot/local" && a.status == 404),
+        "HTTP boot asked for nothing but the local-boot URL: {access:#?}"
+    );
+}

@@ -283,7 +283,14 @@ impl Chain {
             INIT,
             MARKER,
         ];
-        const LOCAL_DISK: [Stage; 1] = [Stage::new("disk loader", &[LOCAL_DISK_MARKER])];
+        // iPXE says what local.ipxe says; EDK2 answers the local-boot menu with PXE-E21.
+        const LOCAL_DISK: [Stage; 2] = [
+            Stage::new(
+                "network boot left",
+                &["xdpboot: booting from the local disk", "PXE-E21"],
+            ),
+            Stage::new("disk loader", &[LOCAL_DISK_MARKER]),
+        ];
         match self {
             Chain::Ipxe => &IPXE,
             Chain::ShimGrub => &SHIM_GRUB,
@@ -333,6 +340,124 @@ pub fn write_bios_marker_disk(path: &Path) -> Result<()> {
     let mut image = vec![0u8; 1 << 20];
     image[..512].copy_from_slice(&sector);
     std::fs::write(path, image).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a raw disk image holding one FAT file system (no partition table: EDK2 mounts such
+/// a disk whole) with `\EFI\BOOT\BOOTX64.EFI`, the removable-media loader UEFI boots from a
+/// disk without boot variables (UEFI 2.10 §3.5.1.1). The loader prints
+/// [`LOCAL_DISK_MARKER`] through the firmware's console (which OVMF copies to the serial
+/// port) and halts. Needs mtools.
+pub fn write_efi_marker_disk(path: &Path) -> Result<()> {
+    let loader = path.with_extension("efi");
+    std::fs::write(&loader, efi_marker_application())
+        .with_context(|| format!("writing {}", loader.display()))?;
+    std::fs::write(path, vec![0u8; 4 << 20])
+        .with_context(|| format!("writing {}", path.display()))?;
+    let image = path.display().to_string();
+    let run = |tool: &str, args: &[&str]| -> Result<()> {
+        crate::run_command(
+            std::process::Command::new(tool).args(args),
+            Duration::from_secs(10),
+        )
+        .with_context(|| format!("{tool} (install mtools: cargo xtask setup)"))?;
+        Ok(())
+    };
+    run("mformat", &["-i", &image, "::"])?;
+    run("mmd", &["-i", &image, "::/EFI", "::/EFI/BOOT"])?;
+    run(
+        "mcopy",
+        &[
+            "-i",
+            &image,
+            &loader.display().to_string(),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    )?;
+    Ok(())
+}
+
+/// A minimal x86-64 UEFI application (PE32+, subsystem 10) that calls
+/// `SystemTable->ConOut->OutputString` with the marker line and then halts for good. Its code
+/// uses only RIP-relative addresses, and its relocation directory holds one empty block, so
+/// the firmware may load it anywhere (EDK2 `PeCoffLoaderRelocateImage`).
+fn efi_marker_application() -> Vec<u8> {
+    const FILE_ALIGNMENT: u32 = 0x200;
+    const TEXT_RVA: u32 = 0x1000;
+    const MESSAGE_OFFSET: u32 = 0x20;
+    const RELOC_OFFSET: u32 = 0x100;
+    // UEFI's x64 calling convention: RCX = image handle, RDX = system table on entry.
+    #[rustfmt::skip]
+    let code: [u8; 21] = [
+        0x48, 0x83, 0xec, 0x28,  // sub rsp, 28h: shadow space, stack 16-byte aligned
+        0x48, 0x8b, 0x4a, 0x40,  // mov rcx, [rdx+40h]: SystemTable->ConOut
+        0x48, 0x8d, 0x15, 0x11, 0x00, 0x00, 0x00, // lea rdx, [rip+11h]: the message
+        0xff, 0x51, 0x08,        // call [rcx+8]: ConOut->OutputString(ConOut, message)
+        0xf4,                    // halt: hlt
+        0xeb, 0xfd,              // jmp halt
+    ];
+    // `lea` ends at offset 15: 15 + 0x11 is the message.
+    debug_assert_eq!(15 + 0x11, MESSAGE_OFFSET);
+    let mut text = vec![0u8; FILE_ALIGNMENT as usize];
+    text[..code.len()].copy_from_slice(&code);
+    let message: Vec<u8> =
+        format!("\r\n{LOCAL_DISK_MARKER}: the local disk's EFI loader runs\r\n\0")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+    let at = MESSAGE_OFFSET as usize;
+    text[at..at + message.len()].copy_from_slice(&message);
+    // A base relocation block with no entries: page RVA, block size 8.
+    let at = RELOC_OFFSET as usize;
+    text[at..at + 4].copy_from_slice(&TEXT_RVA.to_le_bytes());
+    text[at + 4..at + 8].copy_from_slice(&8u32.to_le_bytes());
+
+    let mut image = vec![0u8; FILE_ALIGNMENT as usize];
+    let put = |image: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+        image[at..at + bytes.len()].copy_from_slice(bytes);
+    };
+    // DOS header: "MZ", and where the PE header is.
+    put(&mut image, 0, b"MZ");
+    put(&mut image, 0x3c, &0x40u32.to_le_bytes());
+    put(&mut image, 0x40, b"PE\0\0");
+    // COFF header: x86-64, one section, a PE32+ optional header of 240 bytes, an executable
+    // image (large-address aware).
+    put(&mut image, 0x44, &0x8664u16.to_le_bytes());
+    put(&mut image, 0x46, &1u16.to_le_bytes());
+    put(&mut image, 0x54, &240u16.to_le_bytes());
+    put(&mut image, 0x56, &0x0022u16.to_le_bytes());
+    // Optional header (PE32+).
+    let opt = 0x58;
+    put(&mut image, opt, &0x020bu16.to_le_bytes());
+    put(&mut image, opt + 4, &FILE_ALIGNMENT.to_le_bytes()); // SizeOfCode
+    put(&mut image, opt + 16, &TEXT_RVA.to_le_bytes()); // AddressOfEntryPoint
+    put(&mut image, opt + 20, &TEXT_RVA.to_le_bytes()); // BaseOfCode
+    put(&mut image, opt + 24, &0x4000_0000u64.to_le_bytes()); // ImageBase
+    put(&mut image, opt + 32, &0x1000u32.to_le_bytes()); // SectionAlignment
+    put(&mut image, opt + 36, &FILE_ALIGNMENT.to_le_bytes()); // FileAlignment
+    put(&mut image, opt + 56, &0x2000u32.to_le_bytes()); // SizeOfImage
+    put(&mut image, opt + 60, &FILE_ALIGNMENT.to_le_bytes()); // SizeOfHeaders
+    put(&mut image, opt + 68, &10u16.to_le_bytes()); // Subsystem: EFI application
+    for (at, size) in [(72, 0x10000u64), (80, 0x1000), (88, 0x10000), (96, 0x1000)] {
+        put(&mut image, opt + at, &size.to_le_bytes()); // stack and heap reserve/commit
+    }
+    put(&mut image, opt + 108, &16u32.to_le_bytes()); // NumberOfRvaAndSizes
+    // Data directory 5: base relocations.
+    put(
+        &mut image,
+        opt + 112 + 5 * 8,
+        &(TEXT_RVA + RELOC_OFFSET).to_le_bytes(),
+    );
+    put(&mut image, opt + 112 + 5 * 8 + 4, &8u32.to_le_bytes());
+    // Section header: .text, code and data, readable and executable.
+    let section = opt + 240;
+    put(&mut image, section, b".text\0\0\0");
+    put(&mut image, section + 8, &FILE_ALIGNMENT.to_le_bytes()); // VirtualSize
+    put(&mut image, section + 12, &TEXT_RVA.to_le_bytes()); // VirtualAddress
+    put(&mut image, section + 16, &FILE_ALIGNMENT.to_le_bytes()); // SizeOfRawData
+    put(&mut image, section + 20, &FILE_ALIGNMENT.to_le_bytes()); // PointerToRawData
+    put(&mut image, section + 36, &0x6000_0060u32.to_le_bytes()); // code, data, read, execute
+    image.extend_from_slice(&text);
+    image
 }
 
 /// A step of a boot, recognised by text on the serial console.
@@ -546,6 +671,15 @@ impl Vm {
                     args.extend([
                         "-fw_cfg".into(),
                         "name=opt/org.tianocore/IPv4PXESupport,string=n".into(),
+                    ]);
+                } else if spec.disk.is_some() {
+                    // OVMF puts HTTP boot options of the same NIC beside PXE, ahead of the
+                    // disk. Over IPv6 (no DHCPv6 in the lab) it would wait out its timeout
+                    // before the disk: off, as on a server set up to boot PXE, then its disk
+                    // (OvmfPkg RUNTIME_CONFIG.md). HTTP boot over IPv4 stays, and is answered.
+                    args.extend([
+                        "-fw_cfg".into(),
+                        "name=opt/org.tianocore/IPv6Support,string=n".into(),
                     ]);
                 }
                 if let Some(ca) = &spec.https_ca {

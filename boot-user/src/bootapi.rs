@@ -6,7 +6,8 @@
 //! One answer is xdpboot's own: `{"local": true}` (no kernel) sends the machine to its own disk
 //! at once, as Ironic does with a deployed node while network boot stays first in its boot
 //! order: a PXE ROM gets a boot menu whose only item is local boot, iPXE a script that exits,
-//! GRUB a config that exits and PXELINUX one that does `LOCALBOOT 0`.
+//! GRUB a config that exits, PXELINUX one that does `LOCALBOOT 0`, and UEFI HTTP boot a URL
+//! that answers 404 at once.
 //!
 //! DHCP must answer within the firmware's offer window and never waits on a network call: a
 //! machine not yet in the cache is looked up in the background and answered on its next

@@ -378,7 +378,7 @@ fn policy_table(config: &Config) -> String {
                 let _ = write!(action, "  ({})", files.join("; "));
             }
             Action::Local => action.push_str(
-                "  (PXE ROMs: a local-boot menu; iPXE: local.ipxe, which exits; UEFI HTTP boot: not answered)",
+                "  (PXE ROMs: a local-boot menu; iPXE: local.ipxe, which exits; UEFI HTTP boot: a URL that answers 404)",
             ),
             Action::Http(_) | Action::Silent => {}
         }

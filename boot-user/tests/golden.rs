@@ -530,7 +530,7 @@ fn a_pxe_rom_sent_to_its_disk_gets_a_menu_whose_only_item_is_local_boot_and_no_f
 }
 
 #[test]
-fn ipxe_sent_to_its_disk_gets_the_script_that_exits_and_uefi_http_boot_is_not_answered() {
+fn ipxe_sent_to_its_disk_gets_the_script_that_exits_and_uefi_http_boot_a_url_that_fails_at_once() {
     let (a, outcome) = handle_with(
         LOCAL,
         "seabios-ipxe-discover.bin",
@@ -540,13 +540,9 @@ fn ipxe_sent_to_its_disk_gets_the_script_that_exits_and_uefi_http_boot_is_not_an
     );
     let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
     assert_eq!(file(&a.reply), "local.ipxe");
-    assert_eq!(
-        a.action,
-        BootAction::Local {
-            file: Some("local.ipxe")
-        }
-    );
-    // UEFI HTTP boot has no "local" answer: left alone, it moves on to its next boot option.
+    assert!(matches!(a.action, BootAction::Local { file: Some(f) } if f.as_str() == "local.ipxe"));
+    // UEFI HTTP boot has no "local" answer: it gets a URL that is always a 404, so it gives
+    // up at once and the firmware tries its next boot option.
     let (a, outcome) = handle_with(
         LOCAL,
         "ovmf-http-discover.bin",
@@ -554,16 +550,11 @@ fn ipxe_sent_to_its_disk_gets_the_script_that_exits_and_uefi_http_boot_is_not_an
         broadcast_source(),
         &AdmitAll,
     );
-    assert!(a.is_none());
-    assert!(
-        matches!(
-            outcome,
-            Outcome::Ignored {
-                reason: Ignored::Silent { .. },
-                ..
-            }
-        ),
-        "{outcome:?}"
+    let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert_eq!(file(&a.reply), "http://198.18.0.1/boot/local");
+    assert_eq!(
+        opt(&a.reply, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
     );
 }
 

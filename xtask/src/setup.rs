@@ -58,6 +58,8 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "openssl",
             "tftp-hpa",
             "atftp",
+            // The FAT disk of the UEFI local-boot firmware test (mformat, mmd, mcopy).
+            "mtools",
             "curl",
             // The status page's headless-browser test (tests/observability.rs): Debian's
             // Chromium, driven by playwright-core on Node.js (npm deps in tests/browser/).

@@ -226,7 +226,7 @@ impl Responder {
                 };
                 (rule.name.as_str(), rule.action.resolve(&vars))
             }
-            Admit::Local => (API_RULE, policy::local_boot(client)),
+            Admit::Local => (API_RULE, policy::local_boot(&vars)),
             Admit::NotOurs => return ignore(Ignored::NotOurs),
             Admit::Pending => return ignore(Ignored::ApiPending),
             Admit::Unavailable => return ignore(Ignored::ApiDown),

@@ -142,6 +142,10 @@ impl Loader {
 /// The iPXE script a client told to boot locally fetches (over TFTP, so it needs no HTTP port):
 /// it exits, and the firmware goes on to its next boot device.
 pub const LOCAL_BOOT_SCRIPT: &str = "local.ipxe";
+/// The path UEFI HTTP boot is sent to when it is to boot locally: under `/boot/`, where the
+/// HTTP server names only the configured kernel and initrds, so no file of a root can answer
+/// it and it is always a 404.
+pub const LOCAL_BOOT_PATH: &str = "/boot/local";
 
 /// The boot action for one client, templates filled in. Borrowed from the policy or held
 /// inline: deciding allocates nothing.
@@ -160,10 +164,11 @@ pub enum BootAction<'p> {
         name: &'static str,
         file: BootFile,
     },
-    /// To the local disk: `file` is [`LOCAL_BOOT_SCRIPT`] for iPXE; without one, a PXE ROM
-    /// gets a boot menu whose only item is local boot (PXE 2.1 §2.2.5, boot server type 0).
+    /// To the local disk: `file` is [`LOCAL_BOOT_SCRIPT`] for iPXE and the
+    /// [`LOCAL_BOOT_PATH`] URL for UEFI HTTP boot; without one, a PXE ROM gets a boot menu whose
+    /// only item is local boot (PXE 2.1 §2.2.5, boot server type 0).
     Local {
-        file: Option<&'static str>,
+        file: Option<BootFile>,
     },
     Silent,
 }
@@ -175,7 +180,7 @@ impl BootAction<'_> {
             BootAction::Tftp { file } => Some(file),
             BootAction::Http { url } => Some(url),
             BootAction::Loader { file, .. } => Some(file),
-            BootAction::Local { file } => *file,
+            BootAction::Local { file } => file.as_deref(),
             BootAction::Silent => None,
         }
     }
@@ -550,22 +555,26 @@ impl Action {
                     file,
                 }
             }
-            Action::Local => local_boot(vars.client),
+            Action::Local => local_boot(vars),
             Action::Silent => BootAction::Silent,
         }
     }
 }
 
-/// The local-boot answer for `client`: iPXE gets a script that exits; a PXE ROM, the local-boot
-/// menu. UEFI HTTP boot has no local-boot answer: it is not answered (and moves on to its next
-/// boot option when its own DHCP gives up).
-pub fn local_boot(client: &Client) -> BootAction<'static> {
-    if client.ipxe.is_some() {
+/// The local-boot answer for the client of `vars`: iPXE gets a script that exits; a PXE ROM,
+/// the local-boot menu. UEFI HTTP boot has no local-boot answer in its protocol, and left
+/// unanswered it waits out its own DHCP (a minute, seen with OVMF) before the firmware tries
+/// the disk: it gets the URL of [`LOCAL_BOOT_PATH`], which answers 404 at once, and EDK2 gives
+/// up that boot option on it ("Could not retrieve NBP file size").
+pub fn local_boot(vars: &Vars<'_>) -> BootAction<'static> {
+    if vars.client.ipxe.is_some() {
         BootAction::Local {
-            file: Some(LOCAL_BOOT_SCRIPT),
+            file: Some(BootFile::from(LOCAL_BOOT_SCRIPT)),
         }
-    } else if client.protocol == Some(BootProtocol::Http) {
-        BootAction::Silent
+    } else if vars.client.protocol == Some(BootProtocol::Http) {
+        BootAction::Local {
+            file: Some(loader_url(vars, LOCAL_BOOT_PATH.trim_start_matches('/'))),
+        }
     } else {
         BootAction::Local { file: None }
     }

@@ -14,6 +14,12 @@
 //! per instance and per run, bounded by [`MAX_SPENT_ONCE`]: an API that must never repeat a
 //! boot clears its answer once the machine has booted, as it would with pixiecore.
 //!
+//! One answer is xdpboot's own: `{"local": true}` (no kernel) sends the machine to its own disk
+//! at once, as Ironic does with a deployed node while network boot stays first in its boot
+//! order: a PXE ROM gets a boot menu whose only item is local boot, iPXE a script that exits,
+//! GRUB a config that exits, PXELINUX one that does `LOCALBOOT 0`, and UEFI HTTP boot a URL
+//! that answers 404 at once.
+//!
 //! DHCP must answer within the firmware's offer window and never waits on a network call: a
 //! machine not yet in the cache is looked up in the background and answered on its next
 //! DISCOVER (firmware retries every 1–4 s). Answers are cached for a short time, errors for
@@ -62,6 +68,8 @@ pub enum ApiDecision {
     Boot(ApiBoot),
     /// Boot it with an iPXE script of the API's: given whole, or to be chained from a URL.
     Script(ApiScript),
+    /// `{"local": true}`: boot it from its own disk.
+    Local,
     /// 404: not ours; stay silent.
     NotOurs,
 }
@@ -72,7 +80,7 @@ impl ApiDecision {
         match self {
             ApiDecision::Boot(boot) => boot.once,
             ApiDecision::Script(script) => script.once,
-            ApiDecision::NotOurs => None,
+            ApiDecision::Local | ApiDecision::NotOurs => None,
         }
     }
 }
@@ -162,6 +170,8 @@ struct Spec {
     #[serde(default)]
     kernel: Option<String>,
     #[serde(default)]
+    local: bool,
+    #[serde(default)]
     initrd: Vec<String>,
     #[serde(default)]
     cmdline: Option<serde_json::Value>,
@@ -230,6 +240,7 @@ impl crate::dhcp::Admission for Arc<BootApi> {
         };
         match self.lookup_now(mac) {
             Lookup::Decided(ApiDecision::Boot(_) | ApiDecision::Script(_)) => Admit::Yes,
+            Lookup::Decided(ApiDecision::Local) => Admit::Local,
             Lookup::Decided(ApiDecision::NotOurs) => Admit::NotOurs,
             // Either way the firmware's next DISCOVER is the one answered.
             Lookup::Pending | Lookup::Deferred => Admit::Pending,
@@ -660,6 +671,24 @@ impl BootApi {
     fn parse_spec(&self, body: &[u8]) -> Result<ApiDecision, ApiError> {
         let spec: Spec =
             serde_json::from_slice(body).map_err(|e| ApiError::BadSpec(e.to_string()))?;
+        if spec.local {
+            // The machine's own disk: nothing else may come with it, and it is no one-time
+            // answer (after a boot-once answer the machine falls back to its disk anyway).
+            if spec.kernel.is_some() || spec.ipxe_script.is_some() || spec.ipxe_script_url.is_some()
+            {
+                return Err(ApiError::BadSpec(
+                    "local: true boots the machine's own disk; it takes no kernel or script".into(),
+                ));
+            }
+            if spec.once {
+                return Err(ApiError::BadSpec(
+                    "local: true is not a boot-once answer (after one, the machine boots its disk \
+                     anyway)"
+                        .into(),
+                ));
+            }
+            return Ok(ApiDecision::Local);
+        }
         let once = spec.once.then(|| OnceToken::of(body));
         let script = |source| {
             Ok(ApiDecision::Script(ApiScript {
@@ -691,7 +720,8 @@ impl BootApi {
             (None, None, Some(url)) => return script(ScriptSource::Url(self.resolve(&url)?)),
             (None, None, None) => {
                 return Err(ApiError::BadSpec(
-                    "an answer needs one of kernel, ipxe_script and ipxe_script_url".into(),
+                    "an answer needs one of kernel, ipxe_script and ipxe_script_url, or local: true"
+                        .into(),
                 ));
             }
             _ => {
@@ -1428,6 +1458,31 @@ mod tests {
             if let Err(e) = api.parse_spec(example.as_bytes()) {
                 panic!("{example}: {e}");
             }
+        }
+    }
+
+    #[test]
+    fn local_true_without_a_kernel_sends_the_machine_to_its_disk() {
+        let api = api();
+        assert_eq!(
+            api.parse_spec(br#"{"local": true, "message": "deployed"}"#),
+            Ok(ApiDecision::Local)
+        );
+        for (body, why) in [
+            (&br#"{"local": true, "kernel": "k"}"#[..], "takes no kernel"),
+            (
+                br##"{"local": true, "ipxe_script": "#!ipxe"}"##,
+                "takes no kernel",
+            ),
+            (br#"{"local": true, "once": true}"#, "boot-once"),
+            (br#"{"local": false}"#, "needs one of"),
+        ] {
+            let error = api.parse_spec(body).unwrap_err().to_string();
+            assert!(
+                error.contains(why),
+                "{}: {error}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

@@ -58,6 +58,8 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "openssl",
             "tftp-hpa",
             "atftp",
+            // The FAT disk of the UEFI local-boot firmware test (mformat, mmd, mcopy).
+            "mtools",
             "curl",
             // The status page's headless-browser test (tests/observability.rs): Debian's
             // Chromium, driven by playwright-core on Node.js (npm deps in tests/browser/).
@@ -318,19 +320,26 @@ fn rust_src(sysroot: &Path, check_only: bool) -> anyhow::Result<Option<String>> 
 }
 
 /// What the firmware tests and the lab boot (tests/assets.rs): Debian 13's iPXE and OVMF and a
-/// Debian kernel package, downloaded with a private apt configuration into `.cache/` and
+/// Debian kernel package, Debian's signed shim and GRUB (Debian 13's and 12's) and Debian 12's
+/// PXELINUX and syslinux modules, downloaded with private apt configurations into `.cache/` and
 /// unpacked (never installed), and the busybox initrd built from them; the same for arm64
 /// (kernel, busybox, signed shim and GRUB) under `.cache/arm64/`.
 fn boot_files(check_only: bool) -> anyhow::Result<Option<String>> {
     if check_only {
         let cache = boot_tests::assets::cache_dir();
-        if cache.join("lab/stamp").is_file() && cache.join("arm64/http/stamp").is_file() {
+        if boot_tests::assets::Assets::is_prepared(&cache)
+            && cache.join("arm64/http/stamp").is_file()
+        {
             step(
-                "boot files for the lab and firmware tests: .cache/lab, .cache/arm64 (already there)",
+                "boot files for the lab and firmware tests: .cache/lab, .cache/debian1[23], \
+                 .cache/arm64 (already there)",
             );
             return Ok(None);
         }
-        step("boot files for the lab and firmware tests: missing (.cache/lab or .cache/arm64)");
+        step(
+            "boot files for the lab and firmware tests: missing (.cache/lab, the loader chains' \
+             packages or .cache/arm64)",
+        );
         return Ok(Some("boot files in .cache/".to_owned()));
     }
     boot_tests::assets::Assets::prepare(&mut |line| step(format!("boot files: {line}")))?;

@@ -18,9 +18,12 @@
 //! served half old, half new.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -102,6 +105,35 @@ impl FileError {
     }
 }
 
+/// Files made for the client asking rather than read from the root: the per-node configs of
+/// the loaders after the firmware (GRUB, PXELINUX), and the kernel, initrds and overlay for a
+/// GRUB that fetches them over TFTP. Asked only for names the root and the loader search do
+/// not have, so a file in the root wins. The daemon's implementation is the HTTP side's boot
+/// content (`crate::http::scripts::BootContent`).
+pub trait Generator: Send + Sync {
+    /// The file `name` for `client`, which sent its request to our address `local`; `None`
+    /// when `name` is not one this generator makes.
+    fn generate<'a>(
+        &'a self,
+        name: &'a str,
+        client: SocketAddrV4,
+        local: Ipv4Addr,
+    ) -> Generating<'a>;
+}
+
+/// What [`Generator::generate`] returns: the file, once made (`None`: not a name it makes).
+pub type Generating<'a> =
+    Pin<Box<dyn Future<Output = Option<Result<Generated, FileError>>> + Send + 'a>>;
+
+/// What a [`Generator`] made.
+#[derive(Debug, Clone)]
+pub enum Generated {
+    Bytes(Arc<[u8]>),
+    /// A file the config names, wherever it is (trusted, as the loader search's are); read
+    /// through the cache.
+    File(PathBuf),
+}
+
 /// Which version of a file a cached copy is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Identity {
@@ -165,6 +197,21 @@ impl FileCache {
             resolved => resolved,
         })
         .await?;
+        self.read_cached(path, identity).await
+    }
+
+    /// The bytes of a file the config names (`[boot] kernel`, an initrd), from the cache when
+    /// current: trusted, so not confined to the root; still a regular file only.
+    pub async fn open_trusted(&self, path: PathBuf) -> Result<Arc<[u8]>, FileError> {
+        let (path, identity) = blocking(move || {
+            let path = path.canonicalize().map_err(FileError::from_io)?;
+            resolve_trusted(&path)
+        })
+        .await?;
+        self.read_cached(path, identity).await
+    }
+
+    async fn read_cached(&self, path: PathBuf, identity: Identity) -> Result<Arc<[u8]>, FileError> {
         if let Some(bytes) = self.lookup(&path, identity) {
             return Ok(bytes);
         }

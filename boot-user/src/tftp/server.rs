@@ -33,7 +33,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::files::FileCache;
+use super::files::{FileCache, FileError, Generated, Generator};
 use super::options::{self, Limits, MAX_WINDOWSIZE};
 use super::packet::{self, MAX_REQUEST_LEN};
 use super::request::{self, ReadRequest, Screened};
@@ -133,6 +133,8 @@ struct Shared {
     last_busy_warning: Mutex<Option<Instant>>,
     /// Told of every transfer's end; `None` when the admin side is off.
     observer: Sink,
+    /// Makes the per-node files that are not in the root; `None` serves the root only.
+    generator: Option<Arc<dyn Generator>>,
 }
 
 impl TftpServer {
@@ -180,6 +182,7 @@ impl TftpServer {
                 active: Mutex::new(HashSet::new()),
                 last_busy_warning: Mutex::new(None),
                 observer: None,
+                generator: None,
             }),
         })
     }
@@ -188,6 +191,15 @@ impl TftpServer {
     pub fn with_observer(mut self, observer: Sink) -> TftpServer {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.observer = observer;
+        }
+        self
+    }
+
+    /// Serves the files `generator` makes (per-node configs, boot files) for names the root
+    /// does not have. Call before `serve`.
+    pub fn with_generator(mut self, generator: Arc<dyn Generator>) -> TftpServer {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.generator = Some(generator);
         }
         self
     }
@@ -393,6 +405,24 @@ impl Drop for Slot {
 }
 
 impl Shared {
+    /// `name` from the generator, when it makes it; else not found.
+    async fn generated(
+        &self,
+        name: &str,
+        client: SocketAddrV4,
+        local: Ipv4Addr,
+    ) -> Result<Arc<[u8]>, FileError> {
+        let Some(generator) = &self.generator else {
+            return Err(FileError::NotFound);
+        };
+        match generator.generate(name, client, local).await {
+            Some(Ok(Generated::Bytes(bytes))) => Ok(bytes),
+            Some(Ok(Generated::File(path))) => self.files.open_trusted(path).await,
+            Some(Err(e)) => Err(e),
+            None => Err(FileError::NotFound),
+        }
+    }
+
     fn observe(&self, transfer: TftpTransfer<'_>) {
         if let Some(observer) = &self.observer {
             observer.tftp_transfer(&transfer);
@@ -439,7 +469,11 @@ async fn transfer(
             return;
         }
     };
-    let bytes = match shared.files.open(&request.path).await {
+    let opened = match shared.files.open(&request.path).await {
+        Err(FileError::NotFound) => shared.generated(file, client, local).await,
+        opened => opened,
+    };
+    let bytes = match opened {
         Ok(bytes) => bytes,
         Err(e) => {
             shared.stats.count("file", e.name());

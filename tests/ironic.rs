@@ -115,8 +115,8 @@ fn ironic_policy() -> String {
      http = \"http://{server}:{http_port}/ironic/boot.ipxe\"\n\n\
      [[policy]]\nname = \"uefi-http\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
      http = \"http://{server}:{http_port}/snponly.efi\"\n\n\
-     [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
-     [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"snponly.efi\"\n"
+     [[policy]]\nname = \"ironic-bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
+     [[policy]]\nname = \"ironic-uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"snponly.efi\"\n"
         .to_owned()
 }
 

@@ -128,8 +128,11 @@ struct Shared {
     served: Vec<String>,
     files: FileCache,
     stats: Arc<TftpStats>,
-    /// Clients (address and port) with a transfer running.
-    active: Mutex<HashSet<SocketAddrV4>>,
+    /// Transfers running, by client (address and port) and file: a retransmitted RRQ is one of
+    /// them, while the next file a client asks for from the same port is not (PXELINUX and
+    /// GRUB ask for one config name after another from one port, the next RRQ leaving as soon
+    /// as the last ERROR or ACK arrives, possibly before this side has let go of the last one).
+    active: Mutex<HashSet<(SocketAddrV4, Box<str>)>>,
     last_busy_warning: Mutex<Option<Instant>>,
     /// Told of every transfer's end; `None` when the admin side is off.
     observer: Sink,
@@ -335,7 +338,7 @@ impl TftpServer {
                 }
             }
             Screened::Read(request) => {
-                let Some(slot) = Slot::claim(shared, client) else {
+                let Some(slot) = Slot::claim(shared, client, request.path.as_str()) else {
                     return;
                 };
                 shared.stats.count("requests", "read");
@@ -369,17 +372,20 @@ pub struct Draining {
     _port: AsyncFd<Socket>,
 }
 
-/// A client's place among the running transfers; released on drop.
+/// A transfer's place among the running ones; released on drop.
 struct Slot {
     shared: Arc<Shared>,
     client: SocketAddrV4,
+    file: Box<str>,
 }
 
 impl Slot {
-    /// `None` (and counted) when the client already has a transfer or no slot is free.
-    fn claim(shared: &Arc<Shared>, client: SocketAddrV4) -> Option<Slot> {
+    /// `None` (and counted) when the client already has a transfer of this file (its RRQ
+    /// retransmitted) or no slot is free.
+    fn claim(shared: &Arc<Shared>, client: SocketAddrV4, file: &str) -> Option<Slot> {
+        let key = (client, Box::<str>::from(file));
         let mut active = shared.active.lock().unwrap_or_else(|p| p.into_inner());
-        if active.contains(&client) {
+        if active.contains(&key) {
             shared.stats.count("dropped", "duplicate");
             return None;
         }
@@ -389,10 +395,11 @@ impl Slot {
             shared.warn_busy();
             return None;
         }
-        active.insert(client);
+        active.insert(key.clone());
         Some(Slot {
             shared: shared.clone(),
             client,
+            file: key.1,
         })
     }
 }
@@ -400,7 +407,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut active = self.shared.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.remove(&self.client);
+        active.remove(&(self.client, std::mem::take(&mut self.file)));
     }
 }
 
@@ -488,6 +495,8 @@ async fn transfer(
             });
             let mut reply = Vec::new();
             packet::write_error(&mut reply, e.error_code(), e.message());
+            // Let go first: the client's next RRQ may leave the moment this ERROR arrives.
+            drop(slot);
             // One small datagram on a fresh socket: its send buffer has room.
             let _ = socket.send_to(&reply, client);
             return;

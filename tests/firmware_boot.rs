@@ -777,6 +777,53 @@ fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone(
     );
 }
 
+/// UEFI HTTPS boot under Secure Boot: OVMF (Microsoft's keys, the lab's CA from fw_cfg) is
+/// offered shim by an https URL and fetches it over TLS; shim fetches GRUB beside it by the
+/// same URL's directory, so over https too (shim `httpboot.c` builds the next URL from the
+/// one it was loaded from and fetches it through the firmware's HTTP protocol, which speaks
+/// TLS for an https URL). Debian 13's GRUB, loaded from that https URL, reads its bootstrap and
+/// its per-node config from its prefix on the same https server (seen here); the kernel, the
+/// initrd and the overlay, which xdpboot's config names `(http,<server>)/…`, it fetches over
+/// plain HTTP.
+#[test]
+fn secure_boot_https_boot_fetches_shim_grub_and_grubs_configs_over_tls_and_the_kernel_over_http()
+{
+    let node = Node::numbered(1, Firmware::UefiHttpSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |setup| {
+        setup.https = true;
+        // Ahead of the node's `loader = "shim"` rule, which offers shim by an http URL.
+        setup.policy_first = Some(format!(
+            "[[policy]]\nname = \"n01-shim-https\"\nmac = [\"{}\"]\nfirmware = \"http\"\n\
+             http = \"https://{{server}}:{{https_port}}/shimx64.efi\"\n\n",
+            node.mac
+        ));
+    });
+    assert_secure_boot_on(&rack, 0);
+    let log = access_log(&rack);
+    let own = format!("/grub/x86_64-efi/grub.cfg-01-{}", node.mac);
+    for path in ["/shimx64.efi", "//grubx64.efi", "/grub/grub.cfg", own.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| a.path == path && a.status == 200 && a.scheme == "https"),
+            "{path} over https: {log:#?}"
+        );
+    }
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200 && a.scheme == "http"),
+            "{path} over plain HTTP: {log:#?}"
+        );
+    }
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
+    let daemon = rack.daemon_log();
+    assert!(
+        !daemon.lines().any(|l| l.contains("tftp transfer")),
+        "no TFTP at all:\n{daemon}"
+    );
+}
+
 #[test]
 fn secure_boot_with_debian_12s_grub_fetches_kernel_initrd_and_overlay_over_tftp() {
     let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);

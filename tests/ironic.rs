@@ -8,9 +8,9 @@
 //! ROMs to `snponly.efi`, as the README's "Ironic, Metal3, Bifrost" section says. The deploy
 //! ramdisk prints a marker and its /proc/cmdline, so each test sees Ironic's parameters arrive.
 //!
-//! Not here: Ironic's GRUB layout (`pxe`/`http` interfaces, for Secure Boot) booting under
-//! Secure Boot needs the shim → GRUB chain on x86-64 from the Secure Boot work; its layout is
-//! rendered and checked below, the firmware test waits for that chain.
+//! Ironic's GRUB layout (its `pxe` interface, the Secure Boot path) boots under Secure Boot:
+//! OVMF's PXE gets Debian's shim over TFTP, shim the Debian-signed GRUB, and GRUB reads
+//! Ironic's own `grub/grub.cfg` from xdpboot's TFTP root, which is Ironic's `[pxe] tftp_root`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -250,8 +250,8 @@ fn ironics_ipxe_layout_has_relative_mac_symlinks_to_each_nodes_config() {
 
 /// Ironic's `pxe` interface in UEFI mode (GRUB, the Secure Boot path): the master
 /// `grub/grub.cfg` sources `$net_default_mac.conf` from the TFTP root, which links to the
-/// node's GRUB config. Only the layout: the boot under Secure Boot needs the x86-64 shim →
-/// GRUB chain, which is not in this tree yet.
+/// node's GRUB config. The layout alone; the boot is
+/// [`ovmf_secure_boot_pxe_runs_shim_and_grub_through_ironics_grub_configs_to_the_deploy_ramdisk`].
 #[test]
 fn ironics_grub_layout_for_secure_boot_sources_a_per_mac_config() {
     let assets = Assets::get().expect("the firmware test assets");
@@ -474,5 +474,130 @@ fn ovmf_http_boot_gets_snponly_by_url_and_reaches_ironics_deploy_ramdisk() {
     assert!(
         !rack.daemon_log().contains("tftp transfer"),
         "no TFTP for UEFI HTTP boot"
+    );
+}
+
+/// Ironic's `pxe` interface (GRUB, for Secure Boot) booted under Secure Boot: OVMF with
+/// Microsoft's keys PXE-boots Debian's signed shim (the node's `loader = "shim"` rule), shim
+/// loads the Debian-signed GRUB from the TFTP root, and GRUB reads, all over TFTP from xdpboot's
+/// TFTP root, which is Ironic's `[pxe] tftp_root`: Ironic's `grub/grub.cfg` (a file in the root
+/// wins over xdpboot's own bootstrap of that name), the `<tftp_root>/$net_default_mac.conf` it
+/// sources by the conductor's absolute path (resolved by a link in the root, as the README
+/// says), the node's `<uuid>/config`, and the deploy kernel (Debian's, signed: shim checks it)
+/// and ramdisk, which starts with Ironic's parameters and Secure Boot on.
+#[test]
+fn ovmf_secure_boot_pxe_runs_shim_and_grub_through_ironics_grub_configs_to_the_deploy_ramdisk() {
+    let started = Instant::now();
+    boot_tests::require_lab();
+    let assets = Assets::get().expect("the firmware test assets");
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);
+    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone()]);
+    // A TFTP root of the lab's own for Ironic to write into; shim and GRUB come from the
+    // loader search.
+    setup.tftp_loaders = Vec::new();
+    let mut rack = Rack::start(assets, setup).expect("the lab starts");
+    let tftp = rack
+        .tftp_root
+        .canonicalize()
+        .expect("the lab's TFTP root");
+
+    let images = rack.dir.join("images");
+    std::fs::create_dir_all(&images).expect("images/");
+    let deploy = ramdisk(&images, DEPLOY_MARKER).expect("the deploy ramdisk");
+    // The lab's kernel is Debian's, signed by Debian: shim lets GRUB boot it.
+    let kernel = assets.http_root.join(KERNEL);
+    let ironic_node = IronicNode {
+        uuid: node_uuid(1),
+        macs: vec![node.mac],
+        deploy_kernel: kernel.clone(),
+        deploy_ramdisk: deploy.clone(),
+        kernel,
+        ramdisk: deploy,
+        kernel_append_params: CMDLINE.to_owned(),
+        ipa_api_url: IPA_API_URL.to_owned(),
+    };
+    let layout = Layout {
+        interface: Interface::Pxe,
+        http_root: rack.dir.join("ironic-http"),
+        tftp_root: tftp.clone(),
+        http_url: format!("http://{SERVER}"),
+        fallback_script: None,
+        tftp_server: Some(SERVER.to_string()),
+        nodes: vec![ironic_node.clone()],
+    };
+    let written = ironic()
+        .lay_out(&layout)
+        .expect("Ironic lays out its GRUB files");
+    eprintln!("Ironic {IRONIC_VERSION} wrote {written:#?}");
+    // GRUB asks for `<tftp_root>/<mac>.conf` by its absolute path, which xdpboot looks up under
+    // its root: a link there back to the root itself (tftpd-hpa's remap in Ironic's guide).
+    let relative = tftp.strip_prefix("/").expect("an absolute path");
+    let parent = relative.parent().expect("the root is not /");
+    std::fs::create_dir_all(tftp.join(parent)).expect("the link's directory");
+    std::os::unix::fs::symlink(&tftp, tftp.join(relative)).expect("the link to the root");
+
+    rack.boot_all().expect("the VM starts");
+    let cmdline = wait_for_ramdisk(&mut rack, 0, DEPLOY_MARKER);
+    let deployed = started.elapsed();
+    eprintln!(
+        "deploy ramdisk under Secure Boot after {:.1} s: {cmdline}",
+        deployed.as_secs_f64()
+    );
+    for wanted in [
+        format!("ipa-api-url={IPA_API_URL}"),
+        format!("boot_server={SERVER}"),
+        "console=ttyS0".to_owned(),
+    ] {
+        assert!(
+            cmdline.split_whitespace().any(|w| w == wanted),
+            "{wanted} on the deploy ramdisk's command line: {cmdline}"
+        );
+    }
+    let vm = &rack.vms[0];
+    for expected in [
+        "EFI stub: UEFI Secure Boot is enabled.",
+        "secureboot: Secure boot enabled",
+    ] {
+        assert!(
+            vm.lines.iter().any(|l| l.contains(expected)),
+            "{expected:?} on the console:\n{}",
+            vm.console_tail(80)
+        );
+    }
+    // Ironic's files, not xdpboot's: its master config, the per-MAC link by the absolute
+    // path, the node's config and images, all over TFTP.
+    let uuid = node_uuid(1);
+    let by_mac = format!("{}.conf", node.mac);
+    let log = rack.daemon_log();
+    for file in [
+        "shimx64.efi",
+        "grubx64.efi",
+        "grub/grub.cfg",
+        by_mac.as_str(),
+        &format!("{uuid}/deploy_kernel"),
+        &format!("{uuid}/deploy_ramdisk"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("tftp transfer")
+                && (l.contains(&format!("file=\"{file}\"")) || l.contains(&format!("/{file}\"")))
+                && l.contains("outcome=\"complete\"")),
+            "{file} over TFTP:\n{}",
+            tail(&log, 60)
+        );
+    }
+    assert!(
+        !log.contains(&format!("grub.cfg-01-{}", node.mac)),
+        "GRUB never asked for xdpboot's own per-node config:\n{}",
+        tail(&log, 60)
+    );
+    assert!(
+        !vm.lines.iter().any(|l| l.contains("xdpboot: GRUB booting")),
+        "xdpboot's own GRUB config never ran"
+    );
+    let http = rack.access_log();
+    assert!(http.is_empty(), "nothing over HTTP: {http:#?}");
+    eprintln!(
+        "Ironic {IRONIC_VERSION} GRUB layout under Secure Boot: deploy ramdisk at {:.1} s",
+        deployed.as_secs_f64()
     );
 }

@@ -173,6 +173,10 @@ pub struct RackSetup {
     /// `[[policy]]` rules (TOML) put before the lab's table, after each node's own chain rule;
     /// `None`: none.
     pub policy: Option<String>,
+    /// `[[policy]]` rules (TOML) put ahead of every other, the nodes' own chain rules included
+    /// (a node's chain started some other way than its chain rule would, e.g. shim by an https
+    /// URL); `None`: none.
+    pub policy_first: Option<String>,
     /// An HTTP root of the test's own instead of the cache's (`.cache/lab/http`), e.g. one
     /// that Ironic writes into (tests/ironic.rs).
     pub http_root: Option<PathBuf>,
@@ -197,6 +201,7 @@ impl RackSetup {
             ipxe_2019_efi: false,
             tftp_files: Vec::new(),
             policy: None,
+            policy_first: None,
             http_root: None,
             debian12_chain: false,
         }
@@ -659,7 +664,7 @@ pub fn lab_config(
         );
     }
     // Each node boots through its own chain: a rule for it (by MAC) ahead of the table.
-    let mut rules = String::new();
+    let mut rules = setup.policy_first.clone().unwrap_or_default();
     for node in &setup.nodes {
         let rule = match node.chain {
             Chain::Ipxe => continue,

@@ -786,8 +786,7 @@ fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone(
 /// initrd and the overlay, which xdpboot's config names `(http,<server>)/…`, it fetches over
 /// plain HTTP.
 #[test]
-fn secure_boot_https_boot_fetches_shim_grub_and_grubs_configs_over_tls_and_the_kernel_over_http()
-{
+fn secure_boot_https_boot_fetches_shim_grub_and_grubs_configs_over_tls_and_the_kernel_over_http() {
     let node = Node::numbered(1, Firmware::UefiHttpSecureBoot);
     let rack = boots_through_its_chain(node.clone(), |setup| {
         setup.https = true;
@@ -801,7 +800,12 @@ fn secure_boot_https_boot_fetches_shim_grub_and_grubs_configs_over_tls_and_the_k
     assert_secure_boot_on(&rack, 0);
     let log = access_log(&rack);
     let own = format!("/grub/x86_64-efi/grub.cfg-01-{}", node.mac);
-    for path in ["/shimx64.efi", "//grubx64.efi", "/grub/grub.cfg", own.as_str()] {
+    for path in [
+        "/shimx64.efi",
+        "//grubx64.efi",
+        "/grub/grub.cfg",
+        own.as_str(),
+    ] {
         assert!(
             log.iter()
                 .any(|a| a.path == path && a.status == 200 && a.scheme == "https"),

@@ -496,10 +496,7 @@ fn ovmf_secure_boot_pxe_runs_shim_and_grub_through_ironics_grub_configs_to_the_d
     // loader search.
     setup.tftp_loaders = Vec::new();
     let mut rack = Rack::start(assets, setup).expect("the lab starts");
-    let tftp = rack
-        .tftp_root
-        .canonicalize()
-        .expect("the lab's TFTP root");
+    let tftp = rack.tftp_root.canonicalize().expect("the lab's TFTP root");
 
     let images = rack.dir.join("images");
     std::fs::create_dir_all(&images).expect("images/");
@@ -567,8 +564,15 @@ fn ovmf_secure_boot_pxe_runs_shim_and_grub_through_ironics_grub_configs_to_the_d
     // Ironic's files, not xdpboot's: its master config, the per-MAC link by the absolute
     // path, the node's config and images, all over TFTP.
     let uuid = node_uuid(1);
-    let by_mac = format!("{}.conf", node.mac);
+    // xdpboot logs the name as asked, without its leading `/`.
+    let by_mac = format!("{}/{}.conf", relative.display(), node.mac);
     let log = rack.daemon_log();
+    let transfers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tftp transfer"))
+        .filter_map(|l| l.split_once(" file=").map(|(_, rest)| rest))
+        .collect();
+    eprintln!("TFTP: {transfers:#?}");
     for file in [
         "shimx64.efi",
         "grubx64.efi",
@@ -579,7 +583,7 @@ fn ovmf_secure_boot_pxe_runs_shim_and_grub_through_ironics_grub_configs_to_the_d
     ] {
         assert!(
             log.lines().any(|l| l.contains("tftp transfer")
-                && (l.contains(&format!("file=\"{file}\"")) || l.contains(&format!("/{file}\"")))
+                && l.contains(&format!("file=\"{file}\""))
                 && l.contains("outcome=\"complete\"")),
             "{file} over TFTP:\n{}",
             tail(&log, 60)

@@ -22,16 +22,22 @@
 //! of simulated nodes share one client address. Behind a router the server has no neighbour
 //! entry for the client, so the check does not apply; the overlay's signature still does.
 //!
+//! After each storm, a costing pass (`cost.rs`, `--cost-nodes`) takes fresh nodes through the
+//! chain one stage at a time, with a barrier between stages, and prints each stage's CPU per
+//! node for every server: the storm overlaps its stages and cannot be split that way.
+//!
 //! Every run is bounded: `--nodes`, `--concurrency`, per-stage timeouts and retries, and
 //! `--time-limit` (no node starts after it; nodes still running get `STOP_GRACE` more, then
 //! count as failed at the stage they were in).
 
+mod cost;
 mod dhcp;
 mod http;
 mod lab;
 mod report;
 pub(crate) mod tftp;
 
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -116,6 +122,11 @@ pub struct Args {
     /// No node starts after this many seconds; nodes still running then get 30 s more.
     #[arg(long, default_value_t = 600)]
     time_limit: u64,
+    /// Nodes of the costing pass after each storm: fresh nodes go through the chain one stage
+    /// at a time, with a barrier between stages, and each stage's CPU per node is printed for
+    /// every server. 0: no pass. At most --nodes.
+    #[arg(long, default_value_t = 2_000)]
+    cost_nodes: u32,
     /// Also run the same storm against this peer, in the same run, and print the ratios.
     #[arg(long, value_enum)]
     against: Option<Peer>,
@@ -146,6 +157,10 @@ impl Args {
         ensure!(
             self.ramp.is_finite() && self.ramp >= 0.0,
             "--ramp must be 0 or a positive rate"
+        );
+        ensure!(
+            self.cost_nodes <= MAX_NODES,
+            "--cost-nodes must be at most {MAX_NODES}"
         );
         ensure!(
             self.http_nodes <= self.nodes,
@@ -196,6 +211,9 @@ impl Args {
             self.kernel_mib,
             self.initrd_mib
         );
+        if self.cost_nodes != 2_000 {
+            let _ = write!(command, " --cost-nodes {}", self.cost_nodes);
+        }
         if self.backend != Backend::Xdp {
             command.push_str(" --backend udp");
         }
@@ -292,7 +310,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             kind.name(),
             args.nodes
         ));
-        let report = storm(&lab, &running, args, &mix)?;
+        let mut report = storm(&lab, &running, args, &mix)?;
+        if args.cost_nodes > 0 {
+            report.cost = Some(cost::pass(&lab, &running, args, &mix)?);
+        }
         reports.push(report);
         drop(running);
     }
@@ -332,29 +353,16 @@ fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow:
     // The nodes run on threads in `far` (where their TCP connections must start); their DHCP
     // and TFTP sockets were made in `cli` and stay there.
     let storm_result = lab.far.run(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the load generator's runtime")?;
-        runtime.block_on(async {
+        node_runtime()?.block_on(async {
             let start = Instant::now();
             let time_limit = Duration::from_secs(args.time_limit);
-            let storm = Arc::new(Storm {
-                dhcp: DhcpClient::new(dhcp_sockets)?,
+            let storm = Arc::new(Storm::new(
+                args,
+                DhcpClient::new(dhcp_sockets)?,
                 tftp,
-                tally: Mutex::new(Tally::default()),
-                progress: progress.clone(),
-                deadline: start + time_limit + STOP_GRACE,
-                client_ip: lab::CLIENT_IP,
-                loader_bytes: args.loader_bytes(),
-                kernel_bytes: args.kernel_mib << 20,
-                initrd_bytes: args.initrd_mib << 20,
-                blksize: args.tftp_blksize,
-                dhcp_timeout: Duration::from_secs_f64(args.dhcp_timeout),
-                dhcp_retries: args.dhcp_retries,
-                salt: dhcp::random_u32(),
-            });
+                progress.clone(),
+                start + time_limit + STOP_GRACE,
+            ));
             let receiver = tokio::spawn(storm.dhcp.clone().receive());
             let in_flight = Arc::new(Semaphore::new(args.concurrency));
             let mut tasks = tokio::task::JoinSet::new();
@@ -411,10 +419,47 @@ fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow:
         usage: after.since(&before),
         dhcp_strays: strays,
         server_log_tail: running.log_tail(),
+        cost: None,
     })
 }
 
+/// The runtime the simulated nodes run on; build it on a thread in `far`, where their TCP
+/// connections must start.
+fn node_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")
+}
+
 impl Storm {
+    /// A storm's shared state; nodes stop every stage at `deadline`. Each storm gets MACs and
+    /// xids of its own.
+    fn new(
+        args: &Args,
+        dhcp: DhcpClient,
+        tftp: tftp::SocketFactory,
+        progress: indicatif::ProgressBar,
+        deadline: Instant,
+    ) -> Storm {
+        Storm {
+            dhcp,
+            tftp,
+            tally: Mutex::new(Tally::default()),
+            progress,
+            deadline,
+            client_ip: lab::CLIENT_IP,
+            loader_bytes: args.loader_bytes(),
+            kernel_bytes: args.kernel_mib << 20,
+            initrd_bytes: args.initrd_mib << 20,
+            blksize: args.tftp_blksize,
+            dhcp_timeout: Duration::from_secs_f64(args.dhcp_timeout),
+            dhcp_retries: args.dhcp_retries,
+            salt: dhcp::random_u32(),
+        }
+    }
+
     fn finish(&self, outcome: NodeOutcome) {
         let ok = outcome.booted();
         self.tally
@@ -446,157 +491,196 @@ impl Storm {
 }
 
 /// One simulated machine.
+#[derive(Clone, Copy)]
 struct Node {
     index: u32,
     arch: u16,
     fetch_images: bool,
 }
 
+/// What a node has learned so far, stage by stage.
+#[derive(Default)]
+struct NodeState {
+    /// The proxy OFFER and the server it names (option 54, else siaddr).
+    offer: Option<(boot_tests::Received, Ipv4Addr)>,
+    /// The loader the 4011 ACK names, and the TFTP server (siaddr, else the proxy).
+    loader: Option<(String, Ipv4Addr)>,
+    script_url: String,
+    /// The kept-alive connection of the HTTP stages.
+    session: http::Session,
+    files: Option<http::ScriptFiles>,
+}
+
 impl Node {
+    /// Whether the node goes through `stage` (only `--http-nodes` of them fetch the images).
+    fn does(&self, stage: Stage) -> bool {
+        self.fetch_images || !matches!(stage, Stage::Kernel | Stage::Initrd)
+    }
+
+    /// The whole chain, stage after stage, each bounded by its own timeouts and by the storm's
+    /// deadline.
     async fn boot(&self, storm: &Storm) -> NodeOutcome {
         let mut outcome = NodeOutcome::new(Instant::now());
-        // Each stage is bounded by its own timeouts and by the storm's deadline.
-        macro_rules! stage {
-            ($stage:expr, $future:expr) => {{
-                let began = Instant::now();
-                match tokio::time::timeout_at(storm.deadline, $future).await {
-                    Ok(Ok((value, bytes))) => {
-                        outcome.record($stage, began, Outcome::Done { bytes });
-                        value
-                    }
-                    Ok(Err(reason)) => {
-                        outcome.record($stage, began, Outcome::Failed(reason));
-                        return outcome;
-                    }
-                    Err(_) => {
-                        outcome.record($stage, began, Outcome::Failed("time limit".into()));
-                        return outcome;
-                    }
-                }
-            }};
+        let mut state = NodeState::default();
+        for stage in Stage::ALL {
+            if !self.does(stage) {
+                outcome.skip(stage);
+                continue;
+            }
+            let began = Instant::now();
+            let result = self.stage_in_time(storm, stage, &mut state).await;
+            let failed = result.is_err();
+            outcome.record(stage, began, Outcome::from(result));
+            if failed {
+                break;
+            }
         }
+        outcome
+    }
+
+    /// [`Node::stage`] within the storm's deadline.
+    async fn stage_in_time(
+        &self,
+        storm: &Storm,
+        stage: Stage,
+        state: &mut NodeState,
+    ) -> Result<u64, String> {
+        tokio::time::timeout_at(storm.deadline, self.stage(storm, stage, state))
+            .await
+            .unwrap_or_else(|_| Err("time limit".into()))
+    }
+
+    /// One stage of the chain, from what the earlier ones left in `state`; the bytes it moved.
+    async fn stage(
+        &self,
+        storm: &Storm,
+        stage: Stage,
+        state: &mut NodeState,
+    ) -> Result<u64, String> {
+        const OUT_OF_ORDER: &str = "a stage ran before the one it needs";
         let mac = storm.mac(self.index);
         let rom = BootRequest {
             mac,
             ..BootRequest::pxe(self.arch)
         };
-        // 1. The ROM's DISCOVER, broadcast from 0.0.0.0:68.
-        let offer = stage!(
-            Stage::Discover,
-            self.exchange(storm, &rom, 0, None, Sent::Broadcast)
-        );
-        let Some(server) = offer.server_id().or_else(|| {
-            let siaddr = offer.message.siaddr();
-            (!siaddr.is_unspecified()).then_some(siaddr)
-        }) else {
-            outcome.record(
-                Stage::ProxyRequest,
-                Instant::now(),
-                Outcome::Failed("the proxy OFFER names no server".into()),
-            );
-            return outcome;
-        };
-        // 2. The REQUEST to the proxy's port 4011 (a boot-server request for the menu's
-        // first item where the OFFER carried a PXE menu, as iPXE's ROM sends to dnsmasq).
-        let request = rom.clone().request_to(server, storm.client_ip);
-        let ack = stage!(
-            Stage::ProxyRequest,
-            self.exchange(
-                storm,
-                &request,
-                1,
-                dhcp::boot_item(&offer),
-                Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT))
-            )
-        );
-        let loader = ack.file();
-        let tftp_server = match ack.message.siaddr() {
-            ip if ip.is_unspecified() => server,
-            ip => ip,
-        };
-        // 3. The loader over TFTP.
-        stage!(Stage::Tftp, async {
-            if loader.is_empty() {
-                return Err("the 4011 ACK names no boot file".to_owned());
-            }
-            let bytes = storm
-                .tftp
-                .fetch(tftp_server, &loader, storm.blksize)
-                .await?;
-            if bytes != storm.loader_bytes {
-                return Err(format!(
-                    "{loader}: {bytes} bytes, expected {}",
-                    storm.loader_bytes
-                ));
-            }
-            Ok(((), bytes))
-        });
-        // 4. iPXE's own DHCP: the script URL from the OFFER, or from a 4011 ACK when the
-        // OFFER has no boot file (iPXE `dhcp.c`: it asks 4011 only then).
         let ipxe = BootRequest {
             mac,
             ..BootRequest::pxe(self.arch).ipxe()
         };
-        let script_url = stage!(Stage::IpxeDhcp, async {
-            let (offer, _) = self
-                .exchange(storm, &ipxe, 2, None, Sent::Broadcast)
-                .await?;
-            let mut url = offer.file();
-            if url.is_empty() {
-                let server = offer.server_id().unwrap_or(server);
-                let request = ipxe.clone().request_to(server, storm.client_ip);
-                let (ack, _) = self
+        match stage {
+            // The ROM's DISCOVER, broadcast from 0.0.0.0:68.
+            Stage::Discover => {
+                let offer = self.exchange(storm, &rom, 0, None, Sent::Broadcast).await?;
+                let server = offer
+                    .server_id()
+                    .or_else(|| {
+                        let siaddr = offer.message.siaddr();
+                        (!siaddr.is_unspecified()).then_some(siaddr)
+                    })
+                    .ok_or("the proxy OFFER names no server")?;
+                state.offer = Some((offer, server));
+                Ok(0)
+            }
+            // The REQUEST to the proxy's port 4011 (a boot-server request for the menu's first
+            // item where the OFFER carried a PXE menu, as iPXE's ROM sends to dnsmasq).
+            Stage::ProxyRequest => {
+                let (offer, server) = state.offer.as_ref().ok_or(OUT_OF_ORDER)?;
+                let server = *server;
+                let request = rom.request_to(server, storm.client_ip);
+                let ack = self
                     .exchange(
                         storm,
                         &request,
-                        3,
-                        None,
+                        1,
+                        dhcp::boot_item(offer),
                         Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT)),
                     )
                     .await?;
-                url = ack.file();
+                let tftp_server = match ack.message.siaddr() {
+                    ip if ip.is_unspecified() => server,
+                    ip => ip,
+                };
+                state.loader = Some((ack.file(), tftp_server));
+                Ok(0)
             }
-            if !url.starts_with("http://") {
-                return Err(format!("iPXE was offered {url:?}, not an http:// URL"));
+            // The loader over TFTP.
+            Stage::Tftp => {
+                let (loader, server) = state.loader.as_ref().ok_or(OUT_OF_ORDER)?;
+                if loader.is_empty() {
+                    return Err("the 4011 ACK names no boot file".to_owned());
+                }
+                let bytes = storm.tftp.fetch(*server, loader, storm.blksize).await?;
+                if bytes != storm.loader_bytes {
+                    return Err(format!(
+                        "{loader}: {bytes} bytes, expected {}",
+                        storm.loader_bytes
+                    ));
+                }
+                Ok(bytes)
             }
-            Ok((url, 0))
-        });
-        // 5. HTTP: the script, then what it names, on one kept-alive connection.
-        let mut session = http::Session::default();
-        let script = stage!(Stage::Script, async {
-            let (status, body, bytes) = session.get(&script_url, http::Keep::Text).await?;
-            http::expect_ok(status, &script_url)?;
-            Ok((body, bytes))
-        });
-        let files = match http::ScriptFiles::parse(&script) {
-            Ok(files) => files,
-            Err(reason) => {
-                outcome.record(Stage::Kernel, Instant::now(), Outcome::Failed(reason));
-                return outcome;
+            // iPXE's own DHCP: the script URL from the OFFER, or from a 4011 ACK when the
+            // OFFER has no boot file (iPXE `dhcp.c`: it asks 4011 only then).
+            Stage::IpxeDhcp => {
+                let (_, proxy) = state.offer.as_ref().ok_or(OUT_OF_ORDER)?;
+                let offer = self
+                    .exchange(storm, &ipxe, 2, None, Sent::Broadcast)
+                    .await?;
+                let mut url = offer.file();
+                if url.is_empty() {
+                    let server = offer.server_id().unwrap_or(*proxy);
+                    let request = ipxe.clone().request_to(server, storm.client_ip);
+                    let ack = self
+                        .exchange(
+                            storm,
+                            &request,
+                            3,
+                            None,
+                            Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT)),
+                        )
+                        .await?;
+                    url = ack.file();
+                }
+                if !url.starts_with("http://") {
+                    return Err(format!("iPXE was offered {url:?}, not an http:// URL"));
+                }
+                state.script_url = url;
+                Ok(0)
             }
-        };
-        if self.fetch_images {
-            stage!(
-                Stage::Kernel,
-                session.fetch_exact(&files.kernel, storm.kernel_bytes)
-            );
-            stage!(
-                Stage::Initrd,
-                session.fetch_exact(&files.initrd, storm.initrd_bytes)
-            );
-        } else {
-            outcome.skip(Stage::Kernel);
-            outcome.skip(Stage::Initrd);
+            // HTTP: the script, then what it names, on one kept-alive connection.
+            Stage::Script => {
+                let url = &state.script_url;
+                let (status, body, bytes) = state.session.get(url, http::Keep::Text).await?;
+                http::expect_ok(status, url)?;
+                state.files = Some(http::ScriptFiles::parse(&body)?);
+                Ok(bytes)
+            }
+            Stage::Kernel => {
+                let files = state.files.as_ref().ok_or(OUT_OF_ORDER)?;
+                let (_, bytes) = state
+                    .session
+                    .fetch_exact(&files.kernel, storm.kernel_bytes)
+                    .await?;
+                Ok(bytes)
+            }
+            Stage::Initrd => {
+                let files = state.files.as_ref().ok_or(OUT_OF_ORDER)?;
+                let (_, bytes) = state
+                    .session
+                    .fetch_exact(&files.initrd, storm.initrd_bytes)
+                    .await?;
+                Ok(bytes)
+            }
+            Stage::Overlay => {
+                let files = state.files.as_ref().ok_or(OUT_OF_ORDER)?;
+                let url = &files.overlay;
+                let (status, _, bytes) = state.session.get(url, http::Keep::Nothing).await?;
+                http::expect_ok(status, url)?;
+                if bytes == 0 {
+                    return Err("the overlay is empty".to_owned());
+                }
+                Ok(bytes)
+            }
         }
-        stage!(Stage::Overlay, async {
-            let (status, _, bytes) = session.get(&files.overlay, http::Keep::Nothing).await?;
-            http::expect_ok(status, &files.overlay)?;
-            if bytes == 0 {
-                return Err("the overlay is empty".to_owned());
-            }
-            Ok(((), bytes))
-        });
-        outcome
     }
 
     /// One DHCP exchange (`k` numbers it within the node, for its xid), with `vendor_options`
@@ -608,13 +692,13 @@ impl Node {
         k: u32,
         vendor_options: Option<Vec<u8>>,
         sent: Sent,
-    ) -> Result<(boot_tests::Received, u64), String> {
+    ) -> Result<boot_tests::Received, String> {
         let request = BootRequest {
             xid: storm.xid(self.index, k),
             vendor_options,
             ..request.clone()
         };
-        let reply = storm
+        storm
             .dhcp
             .exchange(Exchange {
                 request: &request,
@@ -622,8 +706,7 @@ impl Node {
                 timeout: storm.dhcp_timeout,
                 retries: storm.dhcp_retries,
             })
-            .await?;
-        Ok((reply, 0))
+            .await
     }
 }
 

@@ -38,7 +38,7 @@ impl Stage {
         Stage::Overlay,
     ];
 
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Stage::Discover => "PXE DISCOVER → proxy OFFER",
             Stage::ProxyRequest => "REQUEST :4011 → ACK",
@@ -65,6 +65,15 @@ pub(super) enum Outcome {
     Failed(String),
     /// Not asked of this node (`--http-nodes`).
     Skipped,
+}
+
+impl From<Result<u64, String>> for Outcome {
+    fn from(result: Result<u64, String>) -> Outcome {
+        match result {
+            Ok(bytes) => Outcome::Done { bytes },
+            Err(reason) => Outcome::Failed(reason),
+        }
+    }
 }
 
 /// One node's boot: its stages as far as it got.
@@ -207,6 +216,11 @@ impl Tally {
         }
     }
 
+    /// Nodes that went through the whole chain.
+    pub(super) fn boot_done(&self) -> u64 {
+        self.boot.done
+    }
+
     fn stage(&self, stage: Stage) -> Option<&StageTally> {
         self.stages.get(stage as usize)
     }
@@ -281,7 +295,7 @@ impl Usage {
 }
 
 /// CPU time of this process, all threads.
-fn own_cpu() -> Duration {
+pub(super) fn own_cpu() -> Duration {
     // SAFETY: rusage is plain old data; getrusage only writes it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid `who` and a pointer to a live rusage.
@@ -302,6 +316,8 @@ pub(super) struct RunReport {
     pub usage: UsageDelta,
     pub dhcp_strays: u64,
     pub server_log_tail: String,
+    /// The costing pass after the storm, if one ran.
+    pub cost: Option<super::cost::PassCost>,
 }
 
 pub(super) fn progress_bar(len: u64) -> indicatif::ProgressBar {
@@ -359,6 +375,7 @@ pub(super) fn summary(args: &Args, reports: &[RunReport]) -> String {
     if let [ours, theirs] = reports {
         ratio_table(&mut out, ours, theirs);
     }
+    super::cost::table(&mut out, reports);
     let _ = writeln!(out, "Command: `{}`", args.command());
     out
 }

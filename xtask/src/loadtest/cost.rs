@@ -102,6 +102,13 @@ impl ThreadTimes {
     pub(super) fn since(&self, before: &ThreadTimes) -> Duration {
         self.each_since(before).map(|(_, d)| d).sum()
     }
+
+    /// The thread that ran most between `before` and now, and how long.
+    pub(super) fn busiest_since(&self, before: &ThreadTimes) -> Option<(String, Duration)> {
+        self.each_since(before)
+            .max_by_key(|(_, d)| *d)
+            .map(|(name, d)| (name.to_owned(), d))
+    }
 }
 
 /// The first field of `/proc/<pid>/task/<tid>/schedstat`: time on a CPU, in ns.
@@ -270,7 +277,7 @@ pub(super) fn pass(
     );
 
     let dhcp_sockets = lab.cli.run(|| dhcp::Sockets::open(lab::CLIENT_IF))?;
-    let tftp = tftp::SocketFactory::start(&lab.cli)?;
+    let tftp = tftp::Client::start(Some(&lab.cli))?;
     let stages = lab.far.run(|| {
         node_runtime()?.block_on(async {
             let deadline = Instant::now() + Duration::from_secs(args.time_limit) + STOP_GRACE;
@@ -580,6 +587,10 @@ mod tests {
             (4, "new", 50),
         ]);
         assert_eq!(after.since(&before), Duration::from_nanos(600 + 300 + 50));
+        assert_eq!(
+            after.busiest_since(&before),
+            Some(("xdpboot".to_owned(), Duration::from_nanos(600)))
+        );
     }
 
     #[test]

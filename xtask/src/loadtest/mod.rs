@@ -276,6 +276,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the load test creates network namespaces: run it as root");
     }
+    crate::reexec_optimized("loadtest")?;
     if args.against.is_some() {
         for tool in [&args.dnsmasq, &args.nginx] {
             ensure!(
@@ -325,7 +326,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// Everything a simulated node needs, shared by all of them.
 struct Storm {
     dhcp: DhcpClient,
-    tftp: tftp::SocketFactory,
+    tftp: tftp::Client,
     /// Where the HTTP stage connects from: the `far` namespace's threads run the nodes.
     tally: Mutex<Tally>,
     progress: indicatif::ProgressBar,
@@ -346,7 +347,7 @@ struct Storm {
 /// Runs one storm against the servers of `running` and measures it.
 fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow::Result<RunReport> {
     let dhcp_sockets = lab.cli.run(|| dhcp::Sockets::open(lab::CLIENT_IF))?;
-    let tftp = tftp::SocketFactory::start(&lab.cli)?;
+    let tftp = tftp::Client::start(Some(&lab.cli))?;
     let nodes = args.nodes;
     let progress = report::progress_bar(u64::from(nodes));
     let before = report::Usage::take(running);
@@ -439,7 +440,7 @@ impl Storm {
     fn new(
         args: &Args,
         dhcp: DhcpClient,
-        tftp: tftp::SocketFactory,
+        tftp: tftp::Client,
         progress: indicatif::ProgressBar,
         deadline: Instant,
     ) -> Storm {
@@ -609,7 +610,8 @@ impl Node {
                 if loader.is_empty() {
                     return Err("the 4011 ACK names no boot file".to_owned());
                 }
-                let bytes = storm.tftp.fetch(*server, loader, storm.blksize).await?;
+                let server = SocketAddrV4::new(*server, tftp::TFTP_PORT);
+                let bytes = storm.tftp.fetch(server, loader, storm.blksize).await?;
                 if bytes != storm.loader_bytes {
                     return Err(format!(
                         "{loader}: {bytes} bytes, expected {}",

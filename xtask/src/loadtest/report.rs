@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Args;
+use super::cost::ThreadTimes;
 use super::lab::{Running, ServerKind};
 use crate::bench_dhcp::{self, CoreTicks};
 use crate::bench_http;
@@ -238,6 +239,9 @@ pub(super) struct Usage {
     client_cpu: Duration,
     cores: Vec<CoreTicks>,
     others: HashMap<u32, u64>,
+    /// Per thread, the servers' and the generator's.
+    server_threads: ThreadTimes,
+    generator_threads: ThreadTimes,
 }
 
 /// CPU and memory over a storm.
@@ -250,6 +254,8 @@ pub(super) struct UsageDelta {
     /// CPU time of other processes on the machine meanwhile.
     pub others_cpu: Duration,
     pub elapsed: Duration,
+    /// What set the storm's pace.
+    pub limit: Limit,
 }
 
 impl Usage {
@@ -267,6 +273,8 @@ impl Usage {
             client_cpu: own_cpu(),
             cores: bench_dhcp::core_times().unwrap_or_default(),
             others: bench_dhcp::other_processes(&exclude),
+            server_threads: ThreadTimes::of(&server_pids),
+            generator_threads: ThreadTimes::of(&[std::process::id()]),
             server_pids,
         }
     }
@@ -280,16 +288,189 @@ impl Usage {
             .filter(|(pid, _)| !before.server_pids.contains(pid))
             .map(|(pid, t)| t.saturating_sub(before.others.get(pid).copied().unwrap_or(0)))
             .sum();
+        let server_cpu = Duration::from_secs_f64(
+            self.server_ticks.saturating_sub(before.server_ticks) as f64
+                / bench_http::clock_ticks_per_second(),
+        );
+        let client_cpu = self.client_cpu.saturating_sub(before.client_cpu);
+        let machine_busy = ticks(busy(&self.cores).saturating_sub(busy(&before.cores)));
+        let others_cpu = ticks(others);
+        let elapsed = self.at.duration_since(before.at);
+        let limit = Limit::judge(&Shares {
+            cores: self.cores.len().max(1),
+            elapsed,
+            machine_busy,
+            server: server_cpu,
+            generator: client_cpu,
+            others: others_cpu,
+            server_thread: self.server_threads.busiest_since(&before.server_threads),
+            generator_thread: self
+                .generator_threads
+                .busiest_since(&before.generator_threads),
+        });
         UsageDelta {
-            server_cpu: Duration::from_secs_f64(
-                self.server_ticks.saturating_sub(before.server_ticks) as f64
-                    / bench_http::clock_ticks_per_second(),
-            ),
+            server_cpu,
             server_peak_rss_kib: self.server_peak_rss_kib,
-            client_cpu: self.client_cpu.saturating_sub(before.client_cpu),
-            machine_busy: ticks(busy(&self.cores).saturating_sub(busy(&before.cores))),
-            others_cpu: ticks(others),
-            elapsed: self.at.duration_since(before.at),
+            client_cpu,
+            machine_busy,
+            others_cpu,
+            elapsed,
+            limit,
+        }
+    }
+}
+
+/// Busy share of one core above which a thread counts as saturated: it had its core to itself
+/// and set the pace of whatever waited on it.
+const SATURATED_THREAD: f64 = 0.90;
+/// Busy share of all cores above which the machine counts as full.
+const FULL_MACHINE: f64 = 0.95;
+/// Share of all cores other processes may take before the run counts as disturbed.
+const DISTURBED: f64 = 0.25;
+
+/// Where the CPU of a storm went, for [`Limit::judge`].
+pub(super) struct Shares {
+    pub cores: usize,
+    pub elapsed: Duration,
+    pub machine_busy: Duration,
+    pub server: Duration,
+    pub generator: Duration,
+    pub others: Duration,
+    /// The busiest thread of each side, and its CPU time.
+    pub server_thread: Option<(String, Duration)>,
+    pub generator_thread: Option<(String, Duration)>,
+}
+
+/// What set a storm's pace.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Limit {
+    /// A server thread had its core to itself: the server's own ceiling.
+    ServerThread { thread: String, share: f64 },
+    /// One of the generator's threads did.
+    GeneratorThread { thread: String, share: f64 },
+    /// The cores were full and the generator took at least as much of them as the server: on a
+    /// machine of its own the server would have gone faster.
+    GeneratorMachine {
+        busy: f64,
+        generator: f64,
+        server: f64,
+    },
+    /// The cores were full and the server took more of them than the generator.
+    ServerMachine {
+        busy: f64,
+        generator: f64,
+        server: f64,
+    },
+    /// The cores were full and other processes took a large part of them.
+    Disturbed { busy: f64, others: f64 },
+    /// Nothing was full: the pace was the round trips of the nodes in flight.
+    Latency { busy: f64 },
+}
+
+impl Limit {
+    pub(super) fn judge(s: &Shares) -> Limit {
+        let of_one_core = |d: Duration| {
+            if s.elapsed.is_zero() {
+                0.0
+            } else {
+                d.as_secs_f64() / s.elapsed.as_secs_f64()
+            }
+        };
+        let of_all = |d: Duration| of_one_core(d) / s.cores as f64;
+        let saturated = |thread: &Option<(String, Duration)>| {
+            thread
+                .as_ref()
+                .map(|(name, d)| (name.clone(), of_one_core(*d)))
+                .filter(|(_, share)| *share >= SATURATED_THREAD)
+        };
+        let busy = of_all(s.machine_busy);
+        if let Some((thread, share)) = saturated(&s.server_thread) {
+            return Limit::ServerThread { thread, share };
+        }
+        if let Some((thread, share)) = saturated(&s.generator_thread) {
+            return Limit::GeneratorThread { thread, share };
+        }
+        if busy < FULL_MACHINE {
+            return Limit::Latency { busy };
+        }
+        let (generator, server, others) = (of_all(s.generator), of_all(s.server), of_all(s.others));
+        if others >= DISTURBED {
+            Limit::Disturbed { busy, others }
+        } else if generator >= server {
+            Limit::GeneratorMachine {
+                busy,
+                generator,
+                server,
+            }
+        } else {
+            Limit::ServerMachine {
+                busy,
+                generator,
+                server,
+            }
+        }
+    }
+
+    /// "generator-bound", "server-bound", "disturbed" or "neither".
+    pub(super) fn verdict(&self) -> &'static str {
+        match self {
+            Limit::ServerThread { .. } | Limit::ServerMachine { .. } => "server-bound",
+            Limit::GeneratorThread { .. } | Limit::GeneratorMachine { .. } => "generator-bound",
+            Limit::Disturbed { .. } => "disturbed",
+            Limit::Latency { .. } => "neither (latency-bound)",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |x: f64| format!("{:.0}%", x * 100.0);
+        write!(f, "{}: ", self.verdict())?;
+        match self {
+            Limit::ServerThread { thread, share } => write!(
+                f,
+                "the server's thread {thread} was busy {} of the time",
+                pct(*share)
+            ),
+            Limit::GeneratorThread { thread, share } => write!(
+                f,
+                "the generator's thread {thread} was busy {} of the time",
+                pct(*share)
+            ),
+            Limit::GeneratorMachine {
+                busy,
+                generator,
+                server,
+            } => write!(
+                f,
+                "the cores were {} busy, the generator took {} of them and the server {}",
+                pct(*busy),
+                pct(*generator),
+                pct(*server)
+            ),
+            Limit::ServerMachine {
+                busy,
+                generator,
+                server,
+            } => write!(
+                f,
+                "the cores were {} busy, the server took {} of them and the generator {}",
+                pct(*busy),
+                pct(*server),
+                pct(*generator)
+            ),
+            Limit::Disturbed { busy, others } => write!(
+                f,
+                "the cores were {} busy and other processes took {} of them",
+                pct(*busy),
+                pct(*others)
+            ),
+            Limit::Latency { busy } => write!(
+                f,
+                "no thread and not the cores were full ({} busy): the pace was the nodes' round \
+                 trips",
+                pct(*busy)
+            ),
         }
     }
 }
@@ -407,7 +588,7 @@ fn server_table(out: &mut String, r: &RunReport) {
         out,
         "\nServer: CPU {:.1} s ({:.2} cores over the wall time), peak RSS {:.1} MiB (VmHWM, \
          summed over its processes). Load generator: CPU {:.1} s. Both cores: {:.0}% busy \
-         (servers, generator, the kernel's network work between them{}).{}\n",
+         (servers, generator, the kernel's network work between them{}).{}\n\n**Limit: {}.**\n",
         u.server_cpu.as_secs_f64(),
         per_second(u.server_cpu.as_secs_f64(), u.elapsed),
         mib(u.server_peak_rss_kib),
@@ -429,7 +610,8 @@ fn server_table(out: &mut String, r: &RunReport) {
             )
         } else {
             String::new()
-        }
+        },
+        u.limit
     );
     let mut failures: Vec<(String, u64)> = Vec::new();
     for stage in Stage::ALL {
@@ -527,4 +709,80 @@ fn ratio_table(out: &mut String, ours: &RunReport, theirs: &RunReport) {
         mib(a.server_peak_rss_kib),
         mib(b.server_peak_rss_kib),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shares(server_ms: u64, generator_ms: u64, others_ms: u64, busy_ms: u64) -> Shares {
+        Shares {
+            cores: 2,
+            elapsed: Duration::from_secs(1),
+            machine_busy: Duration::from_millis(busy_ms),
+            server: Duration::from_millis(server_ms),
+            generator: Duration::from_millis(generator_ms),
+            others: Duration::from_millis(others_ms),
+            server_thread: Some(("xdpboot".into(), Duration::from_millis(server_ms / 2))),
+            generator_thread: Some((
+                "tftp-client".into(),
+                Duration::from_millis(generator_ms / 3),
+            )),
+        }
+    }
+
+    #[test]
+    fn a_server_thread_that_had_its_core_to_itself_is_the_limit() {
+        let mut s = shares(1_000, 900, 0, 1_990);
+        s.server_thread = Some(("dnsmasq".into(), Duration::from_millis(970)));
+        assert_eq!(
+            Limit::judge(&s),
+            Limit::ServerThread {
+                thread: "dnsmasq".into(),
+                share: 0.97
+            }
+        );
+        assert_eq!(Limit::judge(&s).verdict(), "server-bound");
+    }
+
+    #[test]
+    fn a_saturated_generator_thread_is_the_limit() {
+        let mut s = shares(400, 1_000, 0, 1_500);
+        s.generator_thread = Some(("tftp-client".into(), Duration::from_millis(950)));
+        assert_eq!(Limit::judge(&s).verdict(), "generator-bound");
+    }
+
+    #[test]
+    fn full_cores_blame_whoever_took_more_of_them() {
+        let generator = Limit::judge(&shares(800, 1_100, 0, 1_960));
+        assert_eq!(
+            generator,
+            Limit::GeneratorMachine {
+                busy: 0.98,
+                generator: 0.55,
+                server: 0.4
+            }
+        );
+        assert_eq!(
+            generator.to_string(),
+            "generator-bound: the cores were 98% busy, the generator took 55% of them and the \
+             server 40%"
+        );
+        assert_eq!(
+            Limit::judge(&shares(1_100, 800, 0, 1_960)).verdict(),
+            "server-bound"
+        );
+        assert_eq!(
+            Limit::judge(&shares(600, 600, 700, 1_960)).verdict(),
+            "disturbed"
+        );
+    }
+
+    #[test]
+    fn spare_cores_and_no_saturated_thread_mean_the_round_trips_set_the_pace() {
+        assert_eq!(
+            Limit::judge(&shares(500, 600, 0, 1_300)),
+            Limit::Latency { busy: 0.65 }
+        );
+    }
 }

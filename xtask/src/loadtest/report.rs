@@ -235,6 +235,8 @@ pub(super) struct Usage {
     server_pids: Vec<u32>,
     /// Their VmHWM, summed (KiB).
     server_peak_rss_kib: u64,
+    /// What their memory is now: `smaps_rollup`, summed.
+    server_memory: Memory,
     /// This process (the load generator).
     client_cpu: Duration,
     cores: Vec<CoreTicks>,
@@ -248,6 +250,8 @@ pub(super) struct Usage {
 pub(super) struct UsageDelta {
     pub server_cpu: Duration,
     pub server_peak_rss_kib: u64,
+    /// The servers' memory when the storm ended (the node state is at its largest then).
+    pub server_memory: Memory,
     pub client_cpu: Duration,
     /// Busy time of all cores (everything: processes, the kernel's network work, others).
     pub machine_busy: Duration,
@@ -270,6 +274,7 @@ impl Usage {
                 .iter()
                 .filter_map(|&pid| bench_http::proc_status_field(pid, "VmHWM:"))
                 .sum(),
+            server_memory: server_pids.iter().map(|&pid| Memory::of(pid)).sum(),
             client_cpu: own_cpu(),
             cores: bench_dhcp::core_times().unwrap_or_default(),
             others: bench_dhcp::other_processes(&exclude),
@@ -311,6 +316,7 @@ impl Usage {
         UsageDelta {
             server_cpu,
             server_peak_rss_kib: self.server_peak_rss_kib,
+            server_memory: self.server_memory,
             client_cpu,
             machine_busy,
             others_cpu,
@@ -475,6 +481,51 @@ impl std::fmt::Display for Limit {
     }
 }
 
+/// Where a process's resident memory is, from `/proc/<pid>/smaps_rollup` (KiB), and its
+/// threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Memory {
+    pub rss_kib: u64,
+    /// Heap, thread stacks, AF_XDP UMEM: what the process wrote.
+    pub anonymous_kib: u64,
+    pub threads: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Memory {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        Memory {
+            threads: bench_http::proc_status_field(pid, "Threads:").unwrap_or(0),
+            ..Memory::parse_rollup(&rollup)
+        }
+    }
+
+    fn parse_rollup(text: &str) -> Memory {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            rss_kib: field("Rss:"),
+            anonymous_kib: field("Anonymous:"),
+            threads: 0,
+        }
+    }
+}
+
+impl std::iter::Sum for Memory {
+    fn sum<I: Iterator<Item = Memory>>(iter: I) -> Memory {
+        iter.fold(Memory::default(), |a, b| Memory {
+            rss_kib: a.rss_kib + b.rss_kib,
+            anonymous_kib: a.anonymous_kib + b.anonymous_kib,
+            threads: a.threads + b.threads,
+        })
+    }
+}
+
 /// CPU time of this process, all threads.
 pub(super) fn own_cpu() -> Duration {
     // SAFETY: rusage is plain old data; getrusage only writes it.
@@ -587,11 +638,15 @@ fn server_table(out: &mut String, r: &RunReport) {
     let _ = writeln!(
         out,
         "\nServer: CPU {:.1} s ({:.2} cores over the wall time), peak RSS {:.1} MiB (VmHWM, \
-         summed over its processes). Load generator: CPU {:.1} s. Both cores: {:.0}% busy \
+         summed over its processes; at the end {:.1} MiB, {:.1} MiB of it anonymous, {} \
+         threads). Load generator: CPU {:.1} s. Both cores: {:.0}% busy \
          (servers, generator, the kernel's network work between them{}).{}\n\n**Limit: {}.**\n",
         u.server_cpu.as_secs_f64(),
         per_second(u.server_cpu.as_secs_f64(), u.elapsed),
         mib(u.server_peak_rss_kib),
+        mib(u.server_memory.rss_kib),
+        mib(u.server_memory.anonymous_kib),
+        u.server_memory.threads,
         u.client_cpu.as_secs_f64(),
         100.0 * per_second(u.machine_busy.as_secs_f64(), u.elapsed)
             / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
@@ -729,6 +784,22 @@ mod tests {
                 Duration::from_millis(generator_ms / 3),
             )),
         }
+    }
+
+    #[test]
+    fn smaps_rollup_gives_resident_and_anonymous_memory() {
+        let rollup = "55d0e0000000-7ffc00000000 ---p 00000000 00:00 0  [rollup]\n\
+                      Rss:               45760 kB\nPss:               42541 kB\n\
+                      Anonymous:         34312 kB\nSwap:                  0 kB\n";
+        assert_eq!(
+            Memory::parse_rollup(rollup),
+            Memory {
+                rss_kib: 45_760,
+                anonymous_kib: 34_312,
+                threads: 0
+            }
+        );
+        assert_eq!(Memory::parse_rollup(""), Memory::default());
     }
 
     #[test]

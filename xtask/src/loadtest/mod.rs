@@ -127,6 +127,10 @@ pub struct Args {
     /// every server. 0: no pass. At most --nodes.
     #[arg(long, default_value_t = 2_000)]
     cost_nodes: u32,
+    /// Before each storm and costing pass, wait up to this many seconds for every core to be
+    /// quiet (below 15% busy): the machines are shared. 0: start at once.
+    #[arg(long, default_value_t = 120)]
+    settle_secs: u64,
     /// Also run the same storm against this peer, in the same run, and print the ratios.
     #[arg(long, value_enum)]
     against: Option<Peer>,
@@ -157,6 +161,11 @@ impl Args {
         ensure!(
             self.ramp.is_finite() && self.ramp >= 0.0,
             "--ramp must be 0 or a positive rate"
+        );
+        ensure!(
+            Duration::from_secs(self.settle_secs) <= MAX_TIME_LIMIT,
+            "--settle-secs must be at most {}",
+            MAX_TIME_LIMIT.as_secs()
         );
         ensure!(
             self.cost_nodes <= MAX_NODES,
@@ -306,6 +315,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for kind in servers {
         let running = lab.start(kind, args, &xdpboot)?;
+        report::settle(Duration::from_secs(args.settle_secs));
         say(&format!(
             "{} ready; storm of {} nodes",
             kind.name(),
@@ -313,6 +323,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ));
         let mut report = storm(&lab, &running, args, &mix)?;
         if args.cost_nodes > 0 {
+            report::settle(Duration::from_secs(args.settle_secs));
             report.cost = Some(cost::pass(&lab, &running, args, &mix)?);
         }
         reports.push(report);

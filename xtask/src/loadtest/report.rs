@@ -481,6 +481,50 @@ impl std::fmt::Display for Limit {
     }
 }
 
+/// Busy share of the busiest core under which the machine counts as quiet (as `bench-dhcp`).
+const QUIET_BUSY: f64 = 0.15;
+/// Window over which the cores' load is judged while waiting for quiet.
+const QUIET_WINDOW: Duration = Duration::from_millis(500);
+
+/// Waits, up to `limit`, until every core is quiet (other sessions' builds share these
+/// machines); returns the busiest core's share in the last window.
+pub(super) fn settle(limit: Duration) -> f64 {
+    let deadline = std::time::Instant::now() + limit;
+    let mut said = false;
+    loop {
+        let before = bench_dhcp::core_times().unwrap_or_default();
+        std::thread::sleep(QUIET_WINDOW);
+        let after = bench_dhcp::core_times().unwrap_or_default();
+        let busiest = busiest_share(&before, &after);
+        if busiest < QUIET_BUSY || std::time::Instant::now() >= deadline {
+            return busiest;
+        }
+        if !said {
+            super::say(&format!(
+                "waiting up to {limit:?} for other work to finish (busiest core {:.0}% busy)",
+                busiest * 100.0
+            ));
+            said = true;
+        }
+    }
+}
+
+/// The busy share of the busiest core between two readings.
+fn busiest_share(before: &[CoreTicks], after: &[CoreTicks]) -> f64 {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| {
+            let total = a.total.saturating_sub(b.total);
+            if total == 0 {
+                0.0
+            } else {
+                a.busy.saturating_sub(b.busy) as f64 / total as f64
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Where a process's resident memory is, from `/proc/<pid>/smaps_rollup` (KiB), and its
 /// threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -784,6 +828,15 @@ mod tests {
                 Duration::from_millis(generator_ms / 3),
             )),
         }
+    }
+
+    #[test]
+    fn the_busiest_core_decides_whether_the_machine_is_quiet() {
+        let core = |busy, total| CoreTicks { busy, total };
+        let before = [core(100, 1_000), core(500, 1_000)];
+        let after = [core(110, 1_100), core(560, 1_100)];
+        assert!((busiest_share(&before, &after) - 0.6).abs() < 1e-9);
+        assert_eq!(busiest_share(&before, &before), 0.0);
     }
 
     #[test]

@@ -103,6 +103,23 @@ impl ThreadTimes {
         self.each_since(before).map(|(_, d)| d).sum()
     }
 
+    /// CPU time between `before` and now by thread name (tokio's workers share one), the
+    /// busiest name first, with how many threads had it.
+    pub(super) fn by_name_since(&self, before: &ThreadTimes) -> Vec<(String, Duration, usize)> {
+        let mut names: HashMap<&str, (Duration, usize)> = HashMap::new();
+        for (name, d) in self.each_since(before) {
+            let entry = names.entry(name).or_default();
+            entry.0 += d;
+            entry.1 += 1;
+        }
+        let mut names: Vec<(String, Duration, usize)> = names
+            .into_iter()
+            .map(|(name, (d, n))| (name.to_owned(), d, n))
+            .collect();
+        names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        names
+    }
+
     /// The thread that ran most between `before` and now, and how long.
     pub(super) fn busiest_since(&self, before: &ThreadTimes) -> Option<(String, Duration)> {
         self.each_since(before)
@@ -590,6 +607,14 @@ mod tests {
         assert_eq!(
             after.busiest_since(&before),
             Some(("xdpboot".to_owned(), Duration::from_nanos(600)))
+        );
+        let workers = times(&[(1, "w", 100), (2, "w", 100), (3, "main", 50)]);
+        assert_eq!(
+            workers.by_name_since(&ThreadTimes::default()),
+            vec![
+                ("w".to_owned(), Duration::from_nanos(200), 2),
+                ("main".to_owned(), Duration::from_nanos(50), 1)
+            ]
         );
     }
 

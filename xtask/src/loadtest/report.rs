@@ -260,6 +260,8 @@ pub(super) struct UsageDelta {
     pub elapsed: Duration,
     /// What set the storm's pace.
     pub limit: Limit,
+    /// The servers' CPU by thread name, busiest first, with how many threads had the name.
+    pub server_threads: Vec<(String, Duration, usize)>,
 }
 
 impl Usage {
@@ -314,6 +316,7 @@ impl Usage {
                 .busiest_since(&before.generator_threads),
         });
         UsageDelta {
+            server_threads: self.server_threads.by_name_since(&before.server_threads),
             server_cpu,
             server_peak_rss_kib: self.server_peak_rss_kib,
             server_memory: self.server_memory,
@@ -684,7 +687,8 @@ fn server_table(out: &mut String, r: &RunReport) {
         "\nServer: CPU {:.1} s ({:.2} cores over the wall time), peak RSS {:.1} MiB (VmHWM, \
          summed over its processes; at the end {:.1} MiB, {:.1} MiB of it anonymous, {} \
          threads). Load generator: CPU {:.1} s. Both cores: {:.0}% busy \
-         (servers, generator, the kernel's network work between them{}).{}\n\n**Limit: {}.**\n",
+         (servers, generator, the kernel's network work between them{}).{}\n\nServer CPU by \
+         thread: {}.\n\n**Limit: {}.**\n",
         u.server_cpu.as_secs_f64(),
         per_second(u.server_cpu.as_secs_f64(), u.elapsed),
         mib(u.server_peak_rss_kib),
@@ -710,6 +714,7 @@ fn server_table(out: &mut String, r: &RunReport) {
         } else {
             String::new()
         },
+        thread_list(&u.server_threads),
         u.limit
     );
     let mut failures: Vec<(String, u64)> = Vec::new();
@@ -728,6 +733,28 @@ fn server_table(out: &mut String, r: &RunReport) {
         }
         let _ = writeln!(out, "\nServer log (last lines):\n\n{}", r.server_log_tail);
     }
+}
+
+/// "tftp-transfers 12.1 s, tokio-rt-worker 5.3 s (2 threads), …": the five busiest names.
+fn thread_list(threads: &[(String, Duration, usize)]) -> String {
+    const SHOWN: usize = 5;
+    let mut parts: Vec<String> = threads
+        .iter()
+        .take(SHOWN)
+        .map(|(name, d, n)| {
+            let count = if *n > 1 {
+                format!(" ({n} threads)")
+            } else {
+                String::new()
+            };
+            format!("{name} {:.1} s{count}", d.as_secs_f64())
+        })
+        .collect();
+    if threads.len() > SHOWN {
+        let rest: Duration = threads[SHOWN..].iter().map(|(_, d, _)| *d).sum();
+        parts.push(format!("others {:.1} s", rest.as_secs_f64()));
+    }
+    parts.join(", ")
 }
 
 fn row(out: &mut String, label: &str, t: &StageTally, transfer: bool) {

@@ -357,15 +357,9 @@ pub(super) enum Limit {
     ServerThread { thread: String, share: f64 },
     /// One of the generator's threads did.
     GeneratorThread { thread: String, share: f64 },
-    /// The cores were full and the generator took at least as much of them as the server: on a
-    /// machine of its own the server would have gone faster.
+    /// The cores were full, shared by the server with the generator (and the kernel's network
+    /// work between them): on a machine of its own the server would have had more of them.
     GeneratorMachine {
-        busy: f64,
-        generator: f64,
-        server: f64,
-    },
-    /// The cores were full and the server took more of them than the generator.
-    ServerMachine {
         busy: f64,
         generator: f64,
         server: f64,
@@ -405,14 +399,8 @@ impl Limit {
         let (generator, server, others) = (of_all(s.generator), of_all(s.server), of_all(s.others));
         if others >= DISTURBED {
             Limit::Disturbed { busy, others }
-        } else if generator >= server {
-            Limit::GeneratorMachine {
-                busy,
-                generator,
-                server,
-            }
         } else {
-            Limit::ServerMachine {
+            Limit::GeneratorMachine {
                 busy,
                 generator,
                 server,
@@ -423,7 +411,7 @@ impl Limit {
     /// "generator-bound", "server-bound", "disturbed" or "neither".
     pub(super) fn verdict(&self) -> &'static str {
         match self {
-            Limit::ServerThread { .. } | Limit::ServerMachine { .. } => "server-bound",
+            Limit::ServerThread { .. } => "server-bound",
             Limit::GeneratorThread { .. } | Limit::GeneratorMachine { .. } => "generator-bound",
             Limit::Disturbed { .. } => "disturbed",
             Limit::Latency { .. } => "neither (latency-bound)",
@@ -452,21 +440,11 @@ impl std::fmt::Display for Limit {
                 server,
             } => write!(
                 f,
-                "the cores were {} busy, the generator took {} of them and the server {}",
+                "the cores were {} busy, and the server had them with the generator, which took \
+                 {} of them (the server {})",
                 pct(*busy),
                 pct(*generator),
                 pct(*server)
-            ),
-            Limit::ServerMachine {
-                busy,
-                generator,
-                server,
-            } => write!(
-                f,
-                "the cores were {} busy, the server took {} of them and the generator {}",
-                pct(*busy),
-                pct(*server),
-                pct(*generator)
             ),
             Limit::Disturbed { busy, others } => write!(
                 f,
@@ -904,7 +882,7 @@ mod tests {
     }
 
     #[test]
-    fn full_cores_blame_whoever_took_more_of_them() {
+    fn full_cores_shared_with_the_generator_make_the_storm_generator_bound() {
         let generator = Limit::judge(&shares(800, 1_100, 0, 1_960));
         assert_eq!(
             generator,
@@ -916,12 +894,13 @@ mod tests {
         );
         assert_eq!(
             generator.to_string(),
-            "generator-bound: the cores were 98% busy, the generator took 55% of them and the \
-             server 40%"
+            "generator-bound: the cores were 98% busy, and the server had them with the \
+             generator, which took 55% of them (the server 40%)"
         );
+        // Even where the server took more: it did not reach its own ceiling.
         assert_eq!(
             Limit::judge(&shares(1_100, 800, 0, 1_960)).verdict(),
-            "server-bound"
+            "generator-bound"
         );
         assert_eq!(
             Limit::judge(&shares(600, 600, 700, 1_960)).verdict(),

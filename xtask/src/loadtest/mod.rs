@@ -62,6 +62,9 @@ const MAX_TIME_LIMIT: Duration = Duration::from_secs(3600);
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Most nodes in flight (each may hold a TCP connection and a TFTP socket).
 const MAX_CONCURRENCY: usize = 4096;
+/// Nodes of the costing pass unless `--cost-nodes` says otherwise: enough that every stage's
+/// CPU per node stands well above the servers' idle CPU, few enough for seconds per pass.
+const DEFAULT_COST_NODES: u32 = 2_000;
 /// Largest file sizes (MiB): the files are written to the lab's directory.
 const MAX_FILE_MIB: u64 = 4096;
 
@@ -125,7 +128,7 @@ pub struct Args {
     /// Nodes of the costing pass after each storm: fresh nodes go through the chain one stage
     /// at a time, with a barrier between stages, and each stage's CPU per node is printed for
     /// every server. 0: no pass. At most --nodes.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = DEFAULT_COST_NODES)]
     cost_nodes: u32,
     /// Before each storm and costing pass, wait up to this many seconds for every core to be
     /// quiet (below 15% busy): the machines are shared. 0: start at once.
@@ -220,7 +223,7 @@ impl Args {
             self.kernel_mib,
             self.initrd_mib
         );
-        if self.cost_nodes != 2_000 {
+        if self.cost_nodes != DEFAULT_COST_NODES {
             let _ = write!(command, " --cost-nodes {}", self.cost_nodes);
         }
         if self.backend != Backend::Xdp {

@@ -53,7 +53,9 @@ enum Command {
     /// rate and latency, the server's CPU and peak RSS, and what limited the storm
     /// (generator, server, or neither); then a costing pass prints each stage's CPU per node.
     /// --against dnsmasq+nginx runs the same storm against dnsmasq (proxy DHCP, TFTP) and
-    /// nginx in the same run. Runs an optimized build of itself. Needs root.
+    /// nginx in the same run. --instances N runs N xdpboot instances on the nodes' segment
+    /// (--kill-one-after kills one midway, --prometheus has Prometheus scrape them and checks
+    /// its sums). Runs an optimized build of itself. Needs root.
     Loadtest(loadtest::Args),
     /// Benchmark: ns per packet of the XDP program's decision for boot and non-boot frames
     /// (BPF_PROG_TEST_RUN with a repeat count). Needs root and the eBPF toolchain.

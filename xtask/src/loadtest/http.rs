@@ -327,6 +327,11 @@ fn describe(url: &str) -> String {
     }
 }
 
+/// The IPv4 host of an `http://a.b.c.d[:port]/…` URL.
+pub(super) fn url_host(url: &str) -> Option<Ipv4Addr> {
+    Target::parse(url).ok().map(|target| *target.addr.ip())
+}
+
 /// An `http://` URL, split for a request.
 struct Target {
     addr: SocketAddrV4,

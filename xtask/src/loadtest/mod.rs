@@ -26,6 +26,14 @@
 //! chain one stage at a time, with a barrier between stages, and prints each stage's CPU per
 //! node for every server: the storm overlaps its stages and cannot be split that way.
 //!
+//! Scale-out (`--instances N`): N xdpboot instances on the nodes' segment, one config and one
+//! URL secret, no coordination; every instance answers every DISCOVER and a node goes on with
+//! the first offer it gets, as firmware does. `--kill-one-after S` kills the first instance S
+//! seconds in; with `--reboots` a node whose attempt failed starts over from its DISCOVER, as a
+//! machine retrying its boot entry does, and the report says whom the kill hit and how long
+//! they and the survivors took. `--prometheus` has Debian's Prometheus scrape every instance
+//! and compares its sums with the storm's counts (`prometheus.rs`).
+//!
 //! Every run is bounded: `--nodes`, `--concurrency`, per-stage timeouts and retries, and
 //! `--time-limit` (no node starts after it; nodes still running get `STOP_GRACE` more, then
 //! count as failed at the stage they were in).
@@ -34,6 +42,7 @@ mod cost;
 mod dhcp;
 mod http;
 mod lab;
+mod prometheus;
 mod report;
 pub(crate) mod tftp;
 
@@ -67,6 +76,12 @@ const MAX_CONCURRENCY: usize = 4096;
 const DEFAULT_COST_NODES: u32 = 2_000;
 /// Largest file sizes (MiB): the files are written to the lab's directory.
 const MAX_FILE_MIB: u64 = 4096;
+/// Most xdpboot instances on the nodes' segment (`--instances`).
+const MAX_INSTANCES: usize = 8;
+/// Most times a node starts over (`--reboots`): four attempts fit its block of xids.
+const MAX_REBOOTS: u32 = 3;
+/// The instance `--kill-one-after` kills: the first.
+const KILLED: usize = 0;
 
 /// Who serves the storm besides xdpboot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -149,6 +164,27 @@ pub struct Args {
     /// The nginx binary.
     #[arg(long, value_name = "PATH", default_value = "nginx")]
     nginx: PathBuf,
+    /// xdpboot instances on the nodes' segment, each in a namespace and with an address of its
+    /// own, one config for all: every instance answers every node, and a node boots through
+    /// the one whose offer reached it first (at most 8).
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Kill the first instance (SIGKILL) this many seconds into the storm: the nodes mid-boot
+    /// through it fail and, with --reboots, start over and boot through the others.
+    #[arg(long, value_name = "SECS")]
+    kill_one_after: Option<f64>,
+    /// A node whose boot failed powers on again from its PXE DISCOVER, up to this many times,
+    /// as a machine does whose firmware gives up and retries its boot entry (at most 3).
+    #[arg(long, default_value_t = 0)]
+    reboots: u32,
+    /// Fail (exit status 1) unless every node booted.
+    #[arg(long)]
+    require_all: bool,
+    /// Start Prometheus (this binary; Debian's `prometheus` package) scraping every instance's
+    /// /metrics, then query it for the counts summed over the instances and compare them with
+    /// what the storm did; a mismatch fails the run.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "prometheus")]
+    prometheus: Option<PathBuf>,
 }
 
 impl Args {
@@ -202,6 +238,32 @@ impl Args {
             "--time-limit must be 1..={} seconds",
             MAX_TIME_LIMIT.as_secs()
         );
+        ensure!(
+            (1..=MAX_INSTANCES).contains(&self.instances),
+            "--instances must be 1..={MAX_INSTANCES}"
+        );
+        ensure!(
+            self.instances == 1 || self.against.is_none(),
+            "--against runs its peer as one instance: leave out --instances"
+        );
+        if let Some(after) = self.kill_one_after {
+            ensure!(
+                after.is_finite() && after >= 0.0 && after < self.time_limit as f64,
+                "--kill-one-after must be 0 or more seconds, before --time-limit"
+            );
+            ensure!(
+                self.instances >= 2,
+                "--kill-one-after needs --instances 2 or more: someone must survive"
+            );
+            ensure!(
+                self.prometheus.is_none(),
+                "--prometheus compares every instance's counts: a killed one's last ones are lost"
+            );
+        }
+        ensure!(
+            self.reboots <= MAX_REBOOTS,
+            "--reboots must be at most {MAX_REBOOTS}"
+        );
         Ok(())
     }
 
@@ -231,6 +293,18 @@ impl Args {
         }
         if self.against.is_some() {
             command.push_str(" --against dnsmasq+nginx");
+        }
+        if self.instances > 1 {
+            command.push_str(&format!(" --instances {}", self.instances));
+        }
+        if let Some(after) = self.kill_one_after {
+            command.push_str(&format!(" --kill-one-after {after}"));
+        }
+        if self.reboots > 0 {
+            command.push_str(&format!(" --reboots {}", self.reboots));
+        }
+        if self.prometheus.is_some() {
+            command.push_str(" --prometheus");
         }
         command
     }
@@ -289,6 +363,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("the load test creates network namespaces: run it as root");
     }
     crate::reexec_optimized("loadtest")?;
+    if let Some(prometheus) = &args.prometheus {
+        ensure!(
+            which(prometheus),
+            "`{}` is not installed (cargo xtask setup installs Debian's prometheus)",
+            prometheus.display()
+        );
+    }
     if args.against.is_some() {
         for tool in [&args.dnsmasq, &args.nginx] {
             ensure!(
@@ -316,24 +397,78 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         servers.push(ServerKind::DnsmasqNginx);
     }
     let mut reports = Vec::new();
+    let mut scraped = None;
     for kind in servers {
         let running = lab.start(kind, args, &xdpboot)?;
         report::settle(Duration::from_secs(args.settle_secs));
         say(&format!(
-            "{} ready; storm of {} nodes",
+            "{} ready{}; storm of {} nodes",
             kind.name(),
+            match running.addresses.len() {
+                1 => String::new(),
+                n => format!(" ({n} instances)"),
+            },
             args.nodes
         ));
+        // Only xdpboot has /metrics; the storm against the peer is not scraped.
+        let prometheus = match (&args.prometheus, kind) {
+            (Some(binary), ServerKind::Xdpboot(_)) => {
+                let targets: Vec<SocketAddrV4> = running
+                    .addresses
+                    .iter()
+                    .map(|ip| SocketAddrV4::new(*ip, lab::ADMIN_PORT))
+                    .collect();
+                let prometheus =
+                    prometheus::Prometheus::start(&lab.cli, &lab.dir, binary, &targets)?;
+                say(&format!(
+                    "{} scrapes {} instance(s) every {:?}",
+                    prometheus.version(),
+                    targets.len(),
+                    prometheus::SCRAPE_INTERVAL
+                ));
+                Some(prometheus)
+            }
+            _ => None,
+        };
         let mut report = storm(&lab, &running, args, &mix)?;
-        if args.cost_nodes > 0 {
+        // Compared before the costing pass, whose nodes Prometheus would count too.
+        if let Some(prometheus) = prometheus {
+            scraped = Some(prometheus.compare(&lab.cli, &report)?);
+        }
+        // The costing pass runs against one instance only. With several, every instance
+        // answers every DISCOVER and each node goes on with whichever offer came first, so a
+        // stage's CPU per node would measure the race and the duplicated answers, not the
+        // stage; and after --kill-one-after the instances are not the ones the storm met.
+        // Scale-out runs measure surviving, not cost: they skip the pass.
+        if args.cost_nodes > 0 && running.addresses.len() == 1 {
             report::settle(Duration::from_secs(args.settle_secs));
             report.cost = Some(cost::pass(&lab, &running, args, &mix)?);
+        } else if args.cost_nodes > 0 {
+            say("no costing pass: it measures one instance, this run has several");
         }
         reports.push(report);
         drop(running);
     }
     println!();
     print!("{}", report::summary(args, &reports));
+    if let Some(comparison) = &scraped {
+        print!("{comparison}");
+        ensure!(
+            comparison.agrees(),
+            "Prometheus's sums over the instances disagree with what the storm did (above)"
+        );
+    }
+    if args.require_all {
+        for report in &reports {
+            ensure!(
+                report.tally.failed == 0 && report.started == args.nodes,
+                "{}: {} of {} nodes did not boot (--require-all)",
+                report.server.name(),
+                u64::from(args.nodes) - report.tally.booted(),
+                args.nodes
+            );
+        }
+    }
     Ok(())
 }
 
@@ -354,20 +489,90 @@ struct Storm {
     blksize: u16,
     dhcp_timeout: Duration,
     dhcp_retries: u32,
+    /// Times a failed node starts over.
+    reboots: u32,
     /// Makes this storm's MACs and xids its own.
     salt: u32,
 }
 
-/// Runs one storm against the servers of `running` and measures it.
+/// Runs one storm against the servers of `running` and measures it; with `--kill-one-after`,
+/// kills the first instance that far into it.
 fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow::Result<RunReport> {
     let dhcp_sockets = lab.cli.run(|| dhcp::Sockets::open(lab::CLIENT_IF))?;
     let tftp = tftp::Client::start(Some(&lab.cli))?;
     let nodes = args.nodes;
     let progress = report::progress_bar(u64::from(nodes));
     let before = report::Usage::take(running);
+    let began = std::time::Instant::now();
+    // The killer waits on a channel that the storm's end closes: a storm shorter than the
+    // delay ends with every instance alive.
+    let (storm_over, killer_wait) = std::sync::mpsc::channel::<()>();
+    let (storm_result, killed_at) = std::thread::scope(|scope| {
+        let killer = args.kill_one_after.map(|after| {
+            let progress = progress.clone();
+            scope.spawn(move || -> anyhow::Result<Option<std::time::Instant>> {
+                match killer_wait.recv_timeout(Duration::from_secs_f64(after)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        running.kill(KILLED)?;
+                        progress.println(format!(
+                            "[loadtest] killed instance {} ({}) with SIGKILL",
+                            KILLED + 1,
+                            running.addresses[KILLED]
+                        ));
+                        Ok(Some(std::time::Instant::now()))
+                    }
+                    _ => Ok(None),
+                }
+            })
+        });
+        let result = run_nodes(lab, args, mix, dhcp_sockets, tftp, &progress);
+        drop(storm_over);
+        let killed_at = match killer {
+            Some(killer) => killer.join().expect("the killer thread does not panic"),
+            None => Ok(None),
+        };
+        (result, killed_at)
+    });
+    progress.finish_and_clear();
+    let (started, wall, tally, dhcp_counts) = storm_result?;
+    let killed_at = killed_at?;
+    let after = report::Usage::take(running);
+    Ok(RunReport {
+        server: running.kind,
+        instances: running.addresses.clone(),
+        killed: killed_at.map(|at| report::Kill {
+            instance: KILLED,
+            after: at.saturating_duration_since(began),
+            at: Instant::from_std(at),
+        }),
+        nodes: args.nodes,
+        started,
+        wall,
+        tally,
+        usage: after.since(&before),
+        dhcp: dhcp_counts,
+        server_log_tail: running.log_tail(),
+        cost: None,
+    })
+}
+
+/// What [`run_nodes`] measured: nodes started, wall time, their outcomes, and the DHCP
+/// replies the load generator saw.
+type NodesRun = (u32, Duration, Tally, dhcp::Counts);
+
+/// Starts the nodes (at `--ramp`, at most `--concurrency` at once) and waits for them.
+fn run_nodes(
+    lab: &Lab,
+    args: &Args,
+    mix: &[u16],
+    dhcp_sockets: dhcp::Sockets,
+    tftp: tftp::Client,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<NodesRun> {
+    let nodes = args.nodes;
     // The nodes run on threads in `far` (where their TCP connections must start); their DHCP
     // and TFTP sockets were made in `cli` and stay there.
-    let storm_result = lab.far.run(|| {
+    lab.far.run(|| {
         node_runtime()?.block_on(async {
             let start = Instant::now();
             let time_limit = Duration::from_secs(args.time_limit);
@@ -417,24 +622,10 @@ fn storm(lab: &Lab, running: &lab::Running, args: &Args, mix: &[u16]) -> anyhow:
             while tasks.join_next().await.is_some() {}
             let wall = start.elapsed();
             receiver.abort();
-            let strays = storm.dhcp.strays();
+            let counts = storm.dhcp.counts();
             let tally = std::mem::take(&mut *storm.tally.lock().expect("no node panics"));
-            anyhow::Ok((started, wall, tally, strays))
+            anyhow::Ok((started, wall, tally, counts))
         })
-    });
-    progress.finish_and_clear();
-    let (started, wall, tally, strays) = storm_result?;
-    let after = report::Usage::take(running);
-    Ok(RunReport {
-        server: running.kind,
-        nodes: args.nodes,
-        started,
-        wall,
-        tally,
-        usage: after.since(&before),
-        dhcp_strays: strays,
-        server_log_tail: running.log_tail(),
-        cost: None,
     })
 }
 
@@ -471,6 +662,7 @@ impl Storm {
             blksize: args.tftp_blksize,
             dhcp_timeout: Duration::from_secs_f64(args.dhcp_timeout),
             dhcp_retries: args.dhcp_retries,
+            reboots: args.reboots,
             salt: dhcp::random_u32(),
         }
     }
@@ -499,11 +691,21 @@ impl Storm {
         MacAddr([0x02, 0x5b, self.salt as u8, n[1], n[2], n[3]])
     }
 
-    /// A transaction id for node `i`'s `k`-th exchange, unique in the storm.
+    /// A transaction id for node `i`'s `k`-th exchange (fewer than [`XIDS_PER_NODE`]), unique
+    /// in the storm.
     fn xid(&self, i: u32, k: u32) -> u32 {
-        self.salt.wrapping_add(i.wrapping_mul(8)).wrapping_add(k)
+        debug_assert!(k < XIDS_PER_NODE);
+        self.salt
+            .wrapping_add(i.wrapping_mul(XIDS_PER_NODE))
+            .wrapping_add(k)
     }
 }
+
+/// Exchanges one boot attempt has at most: the ROM's DISCOVER and 4011 REQUEST, iPXE's
+/// DISCOVER and 4011 REQUEST.
+const EXCHANGES_PER_ATTEMPT: u32 = 4;
+/// Transaction ids each node owns: room for every attempt ([`MAX_REBOOTS`] + 1).
+const XIDS_PER_NODE: u32 = EXCHANGES_PER_ATTEMPT * (MAX_REBOOTS + 1);
 
 /// One simulated machine.
 #[derive(Clone, Copy)]
@@ -524,6 +726,24 @@ struct NodeState {
     /// The kept-alive connection of the HTTP stages.
     session: http::Session,
     files: Option<http::ScriptFiles>,
+    /// The boot attempt (0 first): its exchanges' xids are its own.
+    attempt: u32,
+}
+
+impl NodeState {
+    /// What attempt `attempt` (0 first) starts from: nothing learned yet.
+    fn for_attempt(attempt: u32) -> NodeState {
+        NodeState {
+            attempt,
+            ..NodeState::default()
+        }
+    }
+
+    /// The number within the node of this attempt's `k`-th exchange (for its xid).
+    fn exchange(&self, k: u32) -> u32 {
+        debug_assert!(k < EXCHANGES_PER_ATTEMPT);
+        self.attempt * EXCHANGES_PER_ATTEMPT + k
+    }
 }
 
 impl Node {
@@ -532,11 +752,26 @@ impl Node {
         self.fetch_images || !matches!(stage, Stage::Kernel | Stage::Initrd)
     }
 
-    /// The whole chain, stage after stage, each bounded by its own timeouts and by the storm's
-    /// deadline.
+    /// The node's boot: attempts until one gets through every stage, at most `--reboots` + 1,
+    /// each starting over from the PXE DISCOVER.
     async fn boot(&self, storm: &Storm) -> NodeOutcome {
         let mut outcome = NodeOutcome::new(Instant::now());
-        let mut state = NodeState::default();
+        for attempt in 0..=storm.reboots {
+            outcome.begin_attempt(attempt);
+            if self.attempt(storm, attempt, &mut outcome).await || Instant::now() >= storm.deadline
+            {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// One boot attempt: the whole chain from the PXE DISCOVER, stage after stage, each bounded
+    /// by its own timeouts and by the storm's deadline, recorded in `outcome`; whether it got
+    /// through. A machine that powers on again has learned nothing: the attempt starts from
+    /// fresh state (no offer, no connection) and with xids of its own.
+    async fn attempt(&self, storm: &Storm, attempt: u32, outcome: &mut NodeOutcome) -> bool {
+        let mut state = NodeState::for_attempt(attempt);
         for stage in Stage::ALL {
             if !self.does(stage) {
                 outcome.skip(stage);
@@ -547,10 +782,25 @@ impl Node {
             let failed = result.is_err();
             outcome.record(stage, began, Outcome::from(result));
             if failed {
-                break;
+                return false;
+            }
+            match stage {
+                Stage::Discover => {
+                    if let Some((_, server)) = &state.offer {
+                        outcome.through(*server);
+                    }
+                }
+                // iPXE took the first offer, maybe another instance's than the ROM did: from
+                // here on the node talks to the one its script URL names.
+                Stage::IpxeDhcp => {
+                    if let Some(host) = http::url_host(&state.script_url) {
+                        outcome.through(host);
+                    }
+                }
+                _ => {}
             }
         }
-        outcome
+        true
     }
 
     /// [`Node::stage`] within the storm's deadline.
@@ -585,7 +835,9 @@ impl Node {
         match stage {
             // The ROM's DISCOVER, broadcast from 0.0.0.0:68.
             Stage::Discover => {
-                let offer = self.exchange(storm, &rom, 0, None, Sent::Broadcast).await?;
+                let offer = self
+                    .exchange(storm, &rom, state.exchange(0), None, Sent::Broadcast)
+                    .await?;
                 let server = offer
                     .server_id()
                     .or_else(|| {
@@ -606,7 +858,7 @@ impl Node {
                     .exchange(
                         storm,
                         &request,
-                        1,
+                        state.exchange(1),
                         dhcp::boot_item(offer),
                         Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT)),
                     )
@@ -639,7 +891,7 @@ impl Node {
             Stage::IpxeDhcp => {
                 let (_, proxy) = state.offer.as_ref().ok_or(OUT_OF_ORDER)?;
                 let offer = self
-                    .exchange(storm, &ipxe, 2, None, Sent::Broadcast)
+                    .exchange(storm, &ipxe, state.exchange(2), None, Sent::Broadcast)
                     .await?;
                 let mut url = offer.file();
                 if url.is_empty() {
@@ -649,7 +901,7 @@ impl Node {
                         .exchange(
                             storm,
                             &request,
-                            3,
+                            state.exchange(3),
                             None,
                             Sent::Unicast(SocketAddrV4::new(server, PXE_SERVER_PORT)),
                         )

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -77,10 +78,16 @@ impl From<Result<u64, String>> for Outcome {
     }
 }
 
-/// One node's boot: its stages as far as it got.
+/// One node's boot: the stages of each attempt as far as it got.
 pub(super) struct NodeOutcome {
     started: Instant,
-    stages: Vec<(Stage, Instant, Duration, Outcome)>,
+    /// Every attempt's stages, in order: attempt, stage, start, duration, outcome.
+    stages: Vec<(u32, Stage, Instant, Duration, Outcome)>,
+    /// The attempt under way.
+    attempt: u32,
+    /// Per attempt, the instance the node was talking to last (the proxy whose offer it took,
+    /// then the one its script URL names).
+    through: Vec<Option<Ipv4Addr>>,
 }
 
 impl NodeOutcome {
@@ -88,26 +95,54 @@ impl NodeOutcome {
         NodeOutcome {
             started,
             stages: Vec::with_capacity(Stage::ALL.len()),
+            attempt: 0,
+            through: Vec::with_capacity(1),
+        }
+    }
+
+    /// Attempt `attempt` (0 first) starts.
+    pub(super) fn begin_attempt(&mut self, attempt: u32) {
+        self.attempt = attempt;
+        self.through.push(None);
+    }
+
+    /// The attempt under way now talks to `server`.
+    pub(super) fn through(&mut self, server: Ipv4Addr) {
+        if let Some(last) = self.through.last_mut() {
+            *last = Some(server);
         }
     }
 
     pub(super) fn record(&mut self, stage: Stage, began: Instant, outcome: Outcome) {
-        self.stages.push((stage, began, began.elapsed(), outcome));
+        self.stages
+            .push((self.attempt, stage, began, began.elapsed(), outcome));
     }
 
     pub(super) fn skip(&mut self, stage: Stage) {
         let now = Instant::now();
         self.stages
-            .push((stage, now, Duration::ZERO, Outcome::Skipped));
+            .push((self.attempt, stage, now, Duration::ZERO, Outcome::Skipped));
     }
 
-    /// Every stage done (or skipped), to the last.
+    /// The last attempt's stages.
+    fn last_attempt(&self) -> impl Iterator<Item = &(u32, Stage, Instant, Duration, Outcome)> {
+        self.stages.iter().filter(|s| s.0 == self.attempt)
+    }
+
+    /// Every stage of the last attempt done (or skipped), to the last.
     pub(super) fn booted(&self) -> bool {
-        self.stages.len() == Stage::ALL.len()
+        self.last_attempt().count() == Stage::ALL.len()
             && self
-                .stages
-                .iter()
-                .all(|(_, _, _, o)| !matches!(o, Outcome::Failed(_)))
+                .last_attempt()
+                .all(|(_, _, _, _, o)| !matches!(o, Outcome::Failed(_)))
+    }
+
+    /// The first failure of the node's boot, as "stage: reason".
+    fn first_failure(&self) -> Option<String> {
+        self.stages.iter().find_map(|(_, stage, _, _, o)| match o {
+            Outcome::Failed(reason) => Some(format!("{}: {reason}", stage.label())),
+            _ => None,
+        })
     }
 }
 
@@ -186,9 +221,24 @@ fn per_second(n: f64, over: Duration) -> f64 {
 #[derive(Default)]
 pub(super) struct Tally {
     stages: Vec<StageTally>,
-    /// The whole chain: done when every stage of the node was.
+    /// The whole chain: done when every stage of the node's last attempt was.
     boot: StageTally,
     pub failed: u64,
+    /// Booted nodes: when each started and how long it took, and the instance it booted
+    /// through.
+    boots: Vec<(Instant, Duration, Option<Ipv4Addr>)>,
+    /// Nodes that needed more than one attempt.
+    restarts: Vec<Restart>,
+}
+
+/// A node that started over.
+struct Restart {
+    started: Instant,
+    took: Duration,
+    booted: bool,
+    /// The instances its failed attempts went through.
+    failed_through: Vec<Ipv4Addr>,
+    first_failure: String,
 }
 
 impl Tally {
@@ -196,24 +246,41 @@ impl Tally {
         if self.stages.is_empty() {
             self.stages = Stage::ALL.iter().map(|_| StageTally::default()).collect();
         }
-        for (stage, began, took, outcome) in &node.stages {
+        for (_, stage, began, took, outcome) in &node.stages {
             self.stages[*stage as usize].add(*began, *took, outcome);
         }
         let took = node.started.elapsed();
-        if node.booted() {
+        let booted = node.booted();
+        if booted {
             self.boot
                 .add(node.started, took, &Outcome::Done { bytes: 0 });
+            self.boots
+                .push((node.started, took, node.through.last().copied().flatten()));
         } else {
             self.failed += 1;
             let at = node
-                .stages
+                .last_attempt()
                 .last()
-                .map_or("no stage", |(stage, _, _, _)| stage.label());
+                .map_or("no stage", |(_, stage, _, _, _)| stage.label());
             self.boot.add(
                 node.started,
                 took,
                 &Outcome::Failed(format!("failed at {at}")),
             );
+        }
+        if node.attempt > 0 {
+            let failed_attempts = if booted {
+                &node.through[..node.through.len() - 1]
+            } else {
+                &node.through[..]
+            };
+            self.restarts.push(Restart {
+                started: node.started,
+                took,
+                booted,
+                failed_through: failed_attempts.iter().flatten().copied().collect(),
+                first_failure: node.first_failure().unwrap_or_default(),
+            });
         }
     }
 
@@ -224,6 +291,27 @@ impl Tally {
 
     fn stage(&self, stage: Stage) -> Option<&StageTally> {
         self.stages.get(stage as usize)
+    }
+
+    /// Nodes that booted.
+    pub(super) fn booted(&self) -> u64 {
+        self.boot.done
+    }
+
+    /// Nodes that got through `stage` (in any attempt).
+    pub(super) fn done(&self, stage: Stage) -> u64 {
+        self.stage(stage).map_or(0, |t| t.done)
+    }
+
+    /// Booted nodes by the instance they booted through.
+    pub(super) fn booted_through(&self) -> BTreeMap<Ipv4Addr, u64> {
+        let mut by = BTreeMap::new();
+        for (_, _, server) in &self.boots {
+            if let Some(server) = server {
+                *by.entry(*server).or_default() += 1;
+            }
+        }
+        by
     }
 }
 
@@ -563,18 +651,30 @@ pub(super) fn own_cpu() -> Duration {
     t(usage.ru_utime) + t(usage.ru_stime)
 }
 
-/// One storm against one server.
+/// One storm against one server (one or more instances of it).
 pub(super) struct RunReport {
     pub server: ServerKind,
+    /// Each instance's address.
+    pub instances: Vec<Ipv4Addr>,
+    /// The instance killed mid-storm, if one was.
+    pub killed: Option<Kill>,
     pub nodes: u32,
     pub started: u32,
     pub wall: Duration,
     pub tally: Tally,
     pub usage: UsageDelta,
-    pub dhcp_strays: u64,
+    pub dhcp: super::dhcp::Counts,
     pub server_log_tail: String,
     /// The costing pass after the storm, if one ran.
     pub cost: Option<super::cost::PassCost>,
+}
+
+/// `--kill-one-after`: which instance died, and when.
+pub(super) struct Kill {
+    pub instance: usize,
+    /// Into the storm.
+    pub after: Duration,
+    pub at: Instant,
 }
 
 pub(super) fn progress_bar(len: u64) -> indicatif::ProgressBar {
@@ -633,7 +733,7 @@ pub(super) fn summary(args: &Args, reports: &[RunReport]) -> String {
         ratio_table(&mut out, ours, theirs);
     }
     super::cost::table(&mut out, reports);
-    let _ = writeln!(out, "Command: `{}`", args.command());
+    let _ = writeln!(out, "Command: `{}`\n", args.command());
     out
 }
 
@@ -641,8 +741,12 @@ fn server_table(out: &mut String, r: &RunReport) {
     let u = &r.usage;
     let _ = writeln!(
         out,
-        "### {}\n\n{} of {} nodes started, {} booted, {} failed; wall time {:.1} s.\n",
+        "### {}{}\n\n{} of {} nodes started, {} booted, {} failed; wall time {:.1} s.\n",
         r.server.name(),
+        match r.instances.len() {
+            1 => String::new(),
+            n => format!(", {n} instances"),
+        },
         r.started,
         r.nodes,
         r.tally.boot.done,
@@ -684,17 +788,22 @@ fn server_table(out: &mut String, r: &RunReport) {
         } else {
             String::new()
         },
-        if r.dhcp_strays > 0 {
-            format!(
-                " DHCP replies that matched no waiting node (late answers to retransmissions): {}.",
-                r.dhcp_strays
-            )
-        } else {
-            String::new()
+        match (r.dhcp.strays, r.instances.len()) {
+            (0, _) => String::new(),
+            (n, 1) => format!(
+                " DHCP replies that matched no waiting node (late answers to retransmissions): {n}."
+            ),
+            (n, _) => format!(
+                " DHCP replies that matched no waiting node (the offers after each node's \
+                 first, late answers to retransmissions): {n}."
+            ),
         },
         thread_list(&u.server_threads),
         u.limit
     );
+    if r.instances.len() > 1 {
+        instances_table(out, r);
+    }
     let mut failures: Vec<(String, u64)> = Vec::new();
     for stage in Stage::ALL {
         if let Some(t) = r.tally.stage(stage) {
@@ -705,7 +814,7 @@ fn server_table(out: &mut String, r: &RunReport) {
     }
     if !failures.is_empty() {
         failures.sort_by_key(|f| std::cmp::Reverse(f.1));
-        let _ = writeln!(out, "Failures:\n");
+        let _ = writeln!(out, "Failed stages (of any attempt):\n");
         for (reason, n) in failures.iter().take(10) {
             let _ = writeln!(out, "- {n} × {reason}");
         }
@@ -733,6 +842,111 @@ fn thread_list(threads: &[(String, Duration, usize)]) -> String {
         parts.push(format!("others {:.1} s", rest.as_secs_f64()));
     }
     parts.join(", ")
+}
+
+/// Per instance: the replies the nodes got from it and the boots it served; then, after a
+/// kill, what became of the nodes it left mid-boot and how long the survivors took.
+fn instances_table(out: &mut String, r: &RunReport) {
+    let booted = r.tally.booted_through();
+    let _ = writeln!(
+        out,
+        "Instances (one config, one URL secret; every instance answers every DISCOVER, a node \
+         boots through the first offer it gets, iPXE's included):\n\n\
+         | instance | address | offers the nodes got | 4011 ACKs | nodes booted through it |\n\
+         |---|---|---:|---:|---:|"
+    );
+    for (i, ip) in r.instances.iter().enumerate() {
+        let counts = r.dhcp.by_server.get(ip).copied().unwrap_or_default();
+        let note = match &r.killed {
+            Some(kill) if kill.instance == i => {
+                format!(" (SIGKILL {:.1} s in)", kill.after.as_secs_f64())
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {ip}{note} | {} | {} | {} |",
+            i + 1,
+            counts.offers,
+            counts.acks,
+            booted.get(ip).copied().unwrap_or(0)
+        );
+    }
+    let _ = writeln!(out);
+    let Some(kill) = &r.killed else {
+        return;
+    };
+    let victim = r.instances[kill.instance];
+    let (hit, other): (Vec<&Restart>, Vec<&Restart>) = r
+        .tally
+        .restarts
+        .iter()
+        .partition(|restart| restart.failed_through.contains(&victim));
+    let mut hit_boots = StageTally::default();
+    let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut last_end = None;
+    for restart in &hit {
+        *reasons.entry(restart.first_failure.as_str()).or_default() += 1;
+        let outcome = if restart.booted {
+            Outcome::Done { bytes: 0 }
+        } else {
+            Outcome::Failed("did not boot".into())
+        };
+        hit_boots.add(restart.started, restart.took, &outcome);
+        if restart.booted {
+            let end = restart.started + restart.took;
+            last_end = Some(last_end.map_or(end, |t: Instant| t.max(end)));
+        }
+    }
+    let mut reasons: Vec<(&str, u64)> = reasons.into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let reasons: Vec<String> = reasons
+        .iter()
+        .take(4)
+        .map(|(reason, n)| format!("{n} × {reason}"))
+        .collect();
+    let after_kill: Vec<Duration> = r
+        .tally
+        .boots
+        .iter()
+        .filter(|(started, _, _)| *started >= kill.at)
+        .map(|(_, took, _)| *took)
+        .collect();
+    let after_kill = StageTally {
+        done: after_kill.len() as u64,
+        latencies: after_kill,
+        ..StageTally::default()
+    };
+    let _ = writeln!(
+        out,
+        "Kill: instance {} ({victim}) got SIGKILL {:.1} s into the storm. {} nodes had a boot \
+         attempt fail through it ({}) and started over from their PXE DISCOVER: {} of them \
+         booted through the survivors, {} did not. Their whole boot, the failed attempt \
+         included: p50 {}, p99 {}, max {}; the last of them booted {} after the kill. Nodes \
+         that powered on after the kill: {} booted, whole boot p50 {}, p99 {}. Other nodes \
+         that started over: {}.\n",
+        kill.instance + 1,
+        kill.after.as_secs_f64(),
+        hit.len(),
+        if reasons.is_empty() {
+            "none".to_owned()
+        } else {
+            reasons.join("; ")
+        },
+        hit_boots.done,
+        hit_boots.failed(),
+        micros(hit_boots.percentile(0.5)),
+        micros(hit_boots.percentile(0.99)),
+        micros(hit_boots.percentile(1.0)),
+        last_end.map_or("–".to_owned(), |end| format!(
+            "{:.1} s",
+            end.saturating_duration_since(kill.at).as_secs_f64()
+        )),
+        after_kill.done,
+        micros(after_kill.percentile(0.5)),
+        micros(after_kill.percentile(0.99)),
+        other.len()
+    );
 }
 
 fn row(out: &mut String, label: &str, t: &StageTally, transfer: bool) {

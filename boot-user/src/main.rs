@@ -192,8 +192,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Threads for blocking work (TFTP's file opens and reads, the port-67 watcher's polls). Each
+/// costs a stack and, with glibc, may bring a malloc arena of its own; tokio's default of 512
+/// let a boot storm's bursts of TFTP requests start over 200 of them (measured with `cargo
+/// xtask loadtest --nodes 20000`, BENCHMARKS.md), where a few keep up: requests beyond these
+/// wait in tokio's queue, each holding one of TFTP's `max_transfers` slots.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn start(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")?

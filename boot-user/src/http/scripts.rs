@@ -92,6 +92,21 @@ enum Plan {
     Nothing(&'static str),
 }
 
+impl Plan {
+    /// What a third-stage `loader` (GRUB, PXELINUX) boots: `[boot]` (`None`) or the API's spec;
+    /// else why it boots nothing here, for the config that then leaves for the local disk.
+    fn for_loader(self, loader: &str) -> Result<Option<ApiBoot>, String> {
+        match self {
+            Plan::Boot(spec) => Ok(spec),
+            Plan::Script(_) => Err(format!(
+                "the boot API answered with an iPXE script, which {loader} cannot run"
+            )),
+            Plan::Local => Err("booting from the local disk".to_owned()),
+            Plan::Nothing(why) => Err(why.to_owned()),
+        }
+    }
+}
+
 /// Why a per-node file is not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ThirdStageRefusal {
@@ -403,15 +418,13 @@ impl BootContent {
         }
         let config = self.config.load();
         let node = self.remember_loader(mac, platform.arch());
-        let spec = match self.plan(&config, &mac, node.arch.as_deref()).await {
-            Plan::Boot(spec) => spec,
-            Plan::Script(_) => {
-                return Ok(thirdstage::grub_exit(
-                    "the boot API answered with an iPXE script, which GRUB cannot run",
-                ));
-            }
-            Plan::Local => return Ok(thirdstage::grub_exit("booting from the local disk")),
-            Plan::Nothing(why) => return Ok(thirdstage::grub_exit(why)),
+        let spec = match self
+            .plan(&config, &mac, node.arch.as_deref())
+            .await
+            .for_loader("GRUB")
+        {
+            Ok(spec) => spec,
+            Err(why) => return Ok(thirdstage::grub_exit(&why)),
         };
         let entry = find_node(&config, &node);
         let server = local.ip().to_canonical();
@@ -473,15 +486,13 @@ impl BootContent {
         }
         let config = self.config.load();
         let node = self.remember_loader(mac, "bios");
-        let spec = match self.plan(&config, &mac, node.arch.as_deref()).await {
-            Plan::Boot(spec) => spec,
-            Plan::Script(_) => {
-                return Ok(thirdstage::pxelinux_local(
-                    "the boot API answered with an iPXE script, which PXELINUX cannot run",
-                ));
-            }
-            Plan::Local => return Ok(thirdstage::pxelinux_local("booting from the local disk")),
-            Plan::Nothing(why) => return Ok(thirdstage::pxelinux_local(why)),
+        let spec = match self
+            .plan(&config, &mac, node.arch.as_deref())
+            .await
+            .for_loader("PXELINUX")
+        {
+            Ok(spec) => spec,
+            Err(why) => return Ok(thirdstage::pxelinux_local(&why)),
         };
         let entry = find_node(&config, &node);
         let server = local.ip().to_canonical();

@@ -651,7 +651,13 @@ impl NodeTracker {
                 human_bytes(fetch.bytes),
                 fetch.duration.as_millis()
             )));
-            node.failure = None;
+            // A download that began before the node's last failure does not undo it: a
+            // script's end can be reported after the node's next request, refused at once
+            // (a forged overlay URL), was.
+            let began = now.checked_sub(fetch.duration).unwrap_or(now);
+            if node.last_error.as_ref().is_none_or(|(at, _)| began >= *at) {
+                node.failure = None;
+            }
             if matches!(fetch.what, Fetched::Loader(_)) {
                 node.offered = None;
             }
@@ -1583,6 +1589,32 @@ mod tests {
             node.last_error.unwrap().message,
             "not answered: loader_missing"
         );
+    }
+
+    /// The script's end is reported after the node's next request, refused at once: the
+    /// failure stands. A download that began after it clears it.
+    #[test]
+    fn a_download_that_began_before_a_failure_does_not_clear_it() {
+        let t0 = Instant::now();
+        let mut tracker = NodeTracker::new(LIMITS);
+        tracker.dhcp(t0, &offer(A, Firmware::Ipxe, "http://x/boot.ipxe"));
+        let forged = Fetch {
+            ok: false,
+            duration: Duration::ZERO,
+            ..fetched(IP_A, Fetched::Overlay(A))
+        };
+        let refused_at = t0 + Duration::from_millis(10);
+        tracker.fetch(refused_at, &forged, NO_NEIGHBOUR);
+        // The script began at 6 ms and ended at 11 ms, reported after the refusal.
+        let script = fetched(IP_A, Fetched::Script(A));
+        tracker.fetch(refused_at + Duration::from_millis(1), &script, NO_NEIGHBOUR);
+        let node = row(&mut tracker, refused_at, A);
+        assert_eq!(node.stage, Some(Stage::Script));
+        assert_eq!(node.failure, Some("http_overlay"));
+        // The next boot's download, begun after the refusal, clears it.
+        let later = refused_at + Duration::from_millis(100);
+        tracker.fetch(later, &script, NO_NEIGHBOUR);
+        assert_eq!(row(&mut tracker, later, A).failure, None);
     }
 
     #[test]

@@ -324,8 +324,20 @@ fn the_boot_api_can_answer_a_ready_script_a_script_url_or_a_boot_once_spec() -> 
     let port = http_port(&base)?;
     let script = |mac: &str| -> Result<String> {
         let url = format!("http://{}:{port}/boot.ipxe?mac={mac}", lab.server);
-        lab.host
-            .exec(Path::new("curl"), &["-sS", "--max-time", "5", &url])
+        // "serving" is logged per interface before the HTTP listener binds: until it has,
+        // curl is refused (exit 7); bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match lab
+                .host
+                .exec(Path::new("curl"), &["-sS", "--max-time", "5", &url])
+            {
+                Err(e) if e.to_string().contains("exit status: 7") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                done => return done,
+            }
+        }
     };
 
     assert_eq!(

@@ -214,14 +214,15 @@ impl Responder {
             Admit::Pending => return ignore(Ignored::ApiPending),
             Admit::Unavailable => return ignore(Ignored::ApiDown),
         }
-        let Some(rule) = self.policy.decide(client) else {
+        let identity = client.identity();
+        let Some(rule) = self.policy.decide(&identity) else {
             return ignore(Ignored::NoRule);
         };
         let vars = policy::Vars {
-            server: ingress.server,
+            server: ingress.server.into(),
             http_port: self.ports.http,
             https_port: self.ports.https,
-            client,
+            client: &identity,
         };
         let action = rule.action.resolve(&vars);
         let boot_file = match &action {

@@ -383,31 +383,8 @@ fn quick_mode_without_a_root_boots_ovmf_http_boot() {
     quick_mode_boots_without_a_root(Firmware::UefiHttp);
 }
 
-/// One line of xdpboot's HTTP access log.
-#[derive(Debug)]
-struct Access {
-    scheme: String,
-    path: String,
-    status: u16,
-}
-
-fn access_log(rack: &Rack) -> Vec<Access> {
-    rack.daemon_log()
-        .lines()
-        .filter(|l| l.contains("xdpboot::http::access"))
-        .filter_map(|l| {
-            let field = |key: &str| {
-                l.split_whitespace()
-                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-                    .map(|v| v.trim_matches('"').to_owned())
-            };
-            Some(Access {
-                scheme: field("scheme")?,
-                path: field("path")?,
-                status: field("status")?.parse().ok()?,
-            })
-        })
-        .collect()
+fn access_log(rack: &Rack) -> Vec<boot_tests::rack::Access> {
+    rack.access_log()
 }
 
 /// Whether a path from the access log is `prefix…`, percent-encoding of `:` aside (iPXE

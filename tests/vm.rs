@@ -56,6 +56,11 @@ pub enum Firmware {
     UefiPxe,
     /// OVMF UEFI HTTP boot (PXE disabled): the loader over HTTP(S), no TFTP at all.
     UefiHttp,
+    /// OVMF's PXE over IPv6 (PXEv4 disabled): DHCPv6 → a Request to port 4011 → TFTP over IPv6
+    /// ipxe-amd64.efi → iPXE, which configures IPv6 itself.
+    UefiPxe6,
+    /// OVMF UEFI HTTP boot over IPv6 (PXE disabled): DHCPv6 → the loader's http://[…] URL.
+    UefiHttp6,
     /// An arm64 machine: AAVMF's own PXE client (arch 11) → TFTP ipxe-arm64.efi → iPXE.
     Arm64UefiPxe,
     /// An arm64 machine with Secure Boot enforced (Microsoft's keys): AAVMF's PXE → TFTP
@@ -85,6 +90,8 @@ impl Firmware {
             Firmware::Bios => "bios",
             Firmware::UefiPxe => "uefi",
             Firmware::UefiHttp => "uefi-http",
+            Firmware::UefiPxe6 => "uefi-pxe6",
+            Firmware::UefiHttp6 => "uefi-http6",
             Firmware::Arm64UefiPxe => "arm64-uefi",
             Firmware::Arm64UefiPxeSecureBoot => "arm64-uefi-secureboot",
         }
@@ -92,21 +99,33 @@ impl Firmware {
 
     pub fn arch(self) -> Arch {
         match self {
-            Firmware::Bios | Firmware::UefiPxe | Firmware::UefiHttp => Arch::X86_64,
+            Firmware::Bios
+            | Firmware::UefiPxe
+            | Firmware::UefiHttp
+            | Firmware::UefiPxe6
+            | Firmware::UefiHttp6 => Arch::X86_64,
             Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => Arch::Arm64,
         }
     }
 
     /// OVMF (x86-64 UEFI): the firmware the lab gives its HTTPS CA through fw_cfg.
     pub fn is_ovmf(self) -> bool {
-        matches!(self, Firmware::UefiPxe | Firmware::UefiHttp)
+        matches!(
+            self,
+            Firmware::UefiPxe | Firmware::UefiHttp | Firmware::UefiPxe6 | Firmware::UefiHttp6
+        )
+    }
+
+    /// Boots over IPv6.
+    pub fn is_ipv6(self) -> bool {
+        matches!(self, Firmware::UefiPxe6 | Firmware::UefiHttp6)
     }
 
     /// The loader this firmware fetches over TFTP, if any.
     pub fn tftp_loader(self) -> Option<&'static str> {
         match self {
-            Firmware::Bios | Firmware::UefiHttp => None,
-            Firmware::UefiPxe => Some("ipxe-amd64.efi"),
+            Firmware::Bios | Firmware::UefiHttp | Firmware::UefiHttp6 => None,
+            Firmware::UefiPxe | Firmware::UefiPxe6 => Some("ipxe-amd64.efi"),
             Firmware::Arm64UefiPxe => Some("ipxe-arm64.efi"),
             Firmware::Arm64UefiPxeSecureBoot => Some("shimaa64.efi"),
         }
@@ -118,6 +137,8 @@ impl Firmware {
             Firmware::Bios => "NIC ROM iPXE (no first-stage download)",
             Firmware::UefiPxe => "PXE, TFTP ipxe-amd64.efi",
             Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
+            Firmware::UefiPxe6 => "PXE over IPv6, TFTP over IPv6 ipxe-amd64.efi",
+            Firmware::UefiHttp6 => "UEFI HTTP boot over IPv6 of ipxe-amd64.efi",
             Firmware::Arm64UefiPxe => "AAVMF PXE, TFTP ipxe-arm64.efi",
             Firmware::Arm64UefiPxeSecureBoot => {
                 "AAVMF PXE with Secure Boot, TFTP shimaa64.efi, then grubaa64.efi"
@@ -188,9 +209,48 @@ impl Firmware {
             IPXE_TAIL[3],
             IPXE_TAIL[4],
         ];
+        // iPXE over IPv6: its address from the router's prefix, its script from DHCPv6.
+        const IPXE6_TAIL: [Stage; 5] = [
+            Stage::new("iPXE IPv6 configured", &["net0: fd00:"]),
+            IPXE_TAIL[1],
+            IPXE_TAIL[2],
+            IPXE_TAIL[3],
+            IPXE_TAIL[4],
+        ];
+        const UEFI_PXE6: [Stage; 8] = [
+            Stage::new("OVMF PXEv6 started", &["Start PXE over IPv6"]),
+            Stage::new(
+                "PXEv6 DHCP done",
+                &["Station IP address is", "Station IPv6 address is"],
+            ),
+            Stage::new(
+                "TFTP loader over IPv6",
+                &["NBP file downloaded successfully"],
+            ),
+            IPXE6_TAIL[0],
+            IPXE6_TAIL[1],
+            IPXE6_TAIL[2],
+            IPXE6_TAIL[3],
+            IPXE6_TAIL[4],
+        ];
+        const UEFI_HTTP6: [Stage; 8] = [
+            Stage::new("OVMF HTTPv6 boot started", &["Start HTTP Boot over IPv6"]),
+            Stage::new(
+                "HTTPv6 boot DHCP done",
+                &["Station IPv6 address is", "Station IP address is"],
+            ),
+            Stage::new("HTTP loader over IPv6", &["Downloading...100%"]),
+            IPXE6_TAIL[0],
+            IPXE6_TAIL[1],
+            IPXE6_TAIL[2],
+            IPXE6_TAIL[3],
+            IPXE6_TAIL[4],
+        ];
         match self {
             Firmware::Bios => &BIOS,
             Firmware::UefiPxe => &UEFI_PXE,
+            Firmware::UefiPxe6 => &UEFI_PXE6,
+            Firmware::UefiHttp6 => &UEFI_HTTP6,
             Firmware::Arm64UefiPxe => &AAVMF_PXE,
             Firmware::Arm64UefiPxeSecureBoot => &AAVMF_SECURE_BOOT,
             Firmware::UefiHttp => &UEFI_HTTP,
@@ -355,7 +415,7 @@ impl Vm {
                     format!("virtio-net-pci,netdev=n0,mac={mac}"),
                 ]);
             }
-            Firmware::UefiPxe | Firmware::UefiHttp => {
+            Firmware::UefiPxe | Firmware::UefiHttp | Firmware::UefiPxe6 | Firmware::UefiHttp6 => {
                 let vars = dir.join(format!("{}.vars.fd", spec.name));
                 let (code, vars_template) = (spec.ovmf.join(OVMF_CODE), spec.ovmf.join(OVMF_VARS));
                 std::fs::copy(&vars_template, &vars)
@@ -377,16 +437,19 @@ impl Vm {
                     } else {
                         format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")
                     },
-                    // PXE over IPv6 would only add minutes to a failing boot.
-                    "-fw_cfg".into(),
-                    "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
                 ]);
-                if spec.firmware == Firmware::UefiHttp {
-                    // EDK2 tries PXE before HTTP (~95 s); without PXE, HTTP boot goes first.
-                    args.extend([
-                        "-fw_cfg".into(),
-                        "name=opt/org.tianocore/IPv4PXESupport,string=n".into(),
-                    ]);
+                // EDK2 tries PXEv4, PXEv6, HTTPv4, HTTPv6 in that order; a try that finds no
+                // server costs about a minute. Off: PXE over the other IP version, and PXE
+                // altogether for HTTP boot.
+                let ipv4_pxe = spec.firmware == Firmware::UefiPxe;
+                let ipv6_pxe = spec.firmware == Firmware::UefiPxe6;
+                for (knob, on) in [("IPv4PXESupport", ipv4_pxe), ("IPv6PXESupport", ipv6_pxe)] {
+                    if !on {
+                        args.extend([
+                            "-fw_cfg".into(),
+                            format!("name=opt/org.tianocore/{knob},string=n"),
+                        ]);
+                    }
                 }
                 if let Some(ca) = &spec.https_ca {
                     args.extend([

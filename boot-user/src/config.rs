@@ -1399,25 +1399,12 @@ fn validate_interface_name(src: Source<'_>, name: Spanned<String>) -> Result<Str
     Ok(name)
 }
 
-/// An IPv6 address a client can reach from anywhere on its link and that fits a URL: global or
-/// unique-local, never link-local (a URL has no place for the zone, RFC 6874 aside, which no
-/// firmware reads), multicast, loopback, unspecified or IPv4-mapped.
+/// `[ipv6] addresses` values: see [`crate::dhcp6::url_address_problem`].
 pub fn validate_url_address(text: &str) -> Result<std::net::Ipv6Addr, String> {
     let address: std::net::Ipv6Addr = text
         .parse()
         .map_err(|_| format!("{text:?} is not an IPv6 address like fd00::1"))?;
-    let why = if address.is_unicast_link_local() {
-        Some("is link-local: a boot URL needs a global or unique-local address")
-    } else if address.is_multicast() {
-        Some("is a multicast address")
-    } else if address.is_unspecified() || address.is_loopback() {
-        Some("cannot be reached from another host")
-    } else if address.to_ipv4_mapped().is_some() {
-        Some("is IPv4-mapped: write the IPv4 address's own config instead")
-    } else {
-        None
-    };
-    match why {
+    match crate::dhcp6::url_address_problem(address) {
         Some(why) => Err(format!("{address} {why}")),
         None => Ok(address),
     }

@@ -1,7 +1,10 @@
-//! Golden DHCPv6 requests through the core with the embedded default policy, each shaped as
-//! the firmware's source builds it (EDK2 `PxeBcDhcp6.c` / `HttpBootDhcp6.c` and its DHCPv6
-//! driver `Dhcp6Io.c`; iPXE `net/udp/dhcpv6.c`). The replies are checked field by field against
-//! what that firmware's parser reads, and decoded again by an independent decoder (dhcproto).
+//! Golden DHCPv6 requests through the core with the embedded default policy: captured from the
+//! firmware itself (`tests/data/*v6*.bin`, `ipxe-efi-*.bin`: Debian 12's OVMF and Debian 13's
+//! iPXE, saved by `tests/firmware_boot6.rs`), and shaped as the firmware's source builds them
+//! (EDK2 `PxeBcDhcp6.c` / `HttpBootDhcp6.c` and its DHCPv6 driver `Dhcp6Io.c`; iPXE
+//! `net/udp/dhcpv6.c` as of 2019, which sent neither a vendor class nor an architecture). The
+//! replies are checked field by field against what that firmware's parser reads, and decoded
+//! again by an independent decoder (dhcproto).
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -49,6 +52,7 @@ fn handle(bytes: &[u8], port: ServerPort, source: SocketAddrV6) -> Outcome<'stat
         source,
         server: SERVER,
         server_duid: &duid,
+        link_mac: None,
     };
     let config = config();
     Responder::new(&config.policy, config.url_ports()).handle(
@@ -482,4 +486,123 @@ fn a_relayed_solicit_is_answered_inside_a_relay_reply_to_the_relay() {
     assert_eq!(advertise.msg_type(), v6::MessageType::Advertise);
     assert_eq!(edk2_sees(inner), Some(BootProtocol::Pxe));
     assert_eq!(url(inner), "tftp://[fd00:18::1]/ipxe-amd64.efi");
+}
+
+fn golden(name: &str) -> Vec<u8> {
+    let path = format!("{}/../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The captures' client: the lab's node 1 on its link-local address.
+fn captured_from(port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(client_link_local(), port, 0, 0)
+}
+
+#[test]
+fn captured_ovmf_pxev6_solicit_gets_an_advertise_edk2_takes_for_a_proxy_offer() {
+    let request = golden("ovmf-pxev6-solicit.bin");
+    let a = answered(&request, ServerPort::Dhcp, captured_from(546));
+    assert_proxy_basics(&request, &a);
+    assert_eq!(a.kind, ReplyKind::Advertise);
+    assert_eq!(edk2_sees(&a.raw), Some(BootProtocol::Pxe));
+    assert_eq!(url(&a.raw), "tftp://[fd00:18::1]/ipxe-amd64.efi");
+}
+
+#[test]
+fn captured_ovmf_httpv6_solicit_gets_an_advertise_with_the_loader_url() {
+    let request = golden("ovmf-httpv6-solicit.bin");
+    let a = answered(&request, ServerPort::Dhcp, captured_from(546));
+    assert_proxy_basics(&request, &a);
+    assert_eq!(edk2_sees(&a.raw), Some(BootProtocol::Http));
+    assert_eq!(url(&a.raw), "http://[fd00:18::1]:80/ipxe-amd64.efi");
+}
+
+/// The captured 4011 Request names the lab's xdpboot by its DUID; answering as that server,
+/// from a global address that names no MAC, the MAC comes from the link layer.
+#[test]
+fn captured_ovmf_pxev6_request_on_4011_is_answered_by_the_server_it_names() {
+    let request = golden("ovmf-pxev6-request-4011.bin");
+    let named = raw_option(&request, option::SERVER_ID).expect("EDK2 names the proxy");
+    let source = SocketAddrV6::new(
+        Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x122),
+        4011,
+        0,
+        0,
+    );
+    let ingress = Ingress {
+        port: ServerPort::Pxe,
+        source,
+        server: SERVER,
+        server_duid: &named,
+        link_mac: Some(MAC.octets()),
+    };
+    let config = config();
+    let outcome = Responder::new(&config.policy, config.url_ports()).handle(
+        &request,
+        &ingress,
+        &AllLoaders,
+        &AdmitAll,
+    );
+    let Outcome::Reply { client, reply, .. } = outcome else {
+        panic!("answered: {outcome:?}")
+    };
+    assert_eq!(client.mac, Some(MAC.octets()));
+    assert_eq!(client.mac_source, Some(MacSource::LinkLayer));
+    assert_eq!(reply.kind, ReplyKind::PxeReply);
+    assert_eq!(reply.destination, Destination::Unicast(source));
+    assert_eq!(raw_option(&reply.bytes, option::SERVER_ID), Some(named));
+    assert_eq!(url(&reply.bytes), "tftp://[fd00:18::1]/ipxe-amd64.efi");
+    // Another server's xdpboot leaves it alone.
+    assert_eq!(
+        ignored(&request, ServerPort::Pxe, source),
+        Ignored::OtherServer
+    );
+}
+
+/// What EDK2 sends the site's server after choosing its address: not ours.
+#[test]
+fn captured_requests_to_the_site_server_are_not_answered() {
+    for name in ["ovmf-pxev6-request-547.bin", "ovmf-httpv6-request-547.bin"] {
+        let request = golden(name);
+        assert!(
+            matches!(
+                ignored(&request, ServerPort::Dhcp, captured_from(546)),
+                Ignored::MessageType(3) | Ignored::NotBootRequest
+            ),
+            "{name}"
+        );
+    }
+}
+
+/// Debian 13's iPXE sends what EDK2 sends (vendor class "PXEClient:Arch:00007:…", option 61)
+/// besides its user class, and a DUID-UUID in RFC 4122 byte order: its script names its
+/// architecture, and its MAC comes from its link-local address.
+#[test]
+fn captured_ipxe_information_request_gets_its_script_with_its_arch() {
+    let request = golden("ipxe-efi-information-request.bin");
+    let a = answered(&request, ServerPort::Dhcp, captured_from(546));
+    assert_proxy_basics(&request, &a);
+    assert_eq!(a.kind, ReplyKind::Reply);
+    assert_eq!(
+        url(&a.raw),
+        "http://[fd00:18::1]:80/boot.ipxe?mac=52:54:00:18:01:01&arch=uefi-x64"
+    );
+    let Outcome::Reply { client, .. } = handle(&request, ServerPort::Dhcp, captured_from(546))
+    else {
+        panic!("answered")
+    };
+    assert!(client.ipxe);
+    assert_eq!(client.protocol, Some(BootProtocol::Pxe));
+    assert_eq!(client.mac_source, Some(MacSource::LinkLocal));
+}
+
+/// Under the M flag iPXE solicits an address; we answer it without one, which iPXE, wanting an
+/// address from the Advertise it picks, passes over (`dhcpv6_iaaddr`).
+#[test]
+fn captured_ipxe_solicit_gets_an_advertise_without_an_address() {
+    let request = golden("ipxe-efi-solicit.bin");
+    let a = answered(&request, ServerPort::Dhcp, captured_from(546));
+    assert_proxy_basics(&request, &a);
+    assert_eq!(a.kind, ReplyKind::Advertise);
+    assert!(url(&a.raw).starts_with("http://[fd00:18::1]:80/boot.ipxe?mac=52:54:00:18:01:01"));
 }

@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
                 source,
                 server: Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1),
                 server_duid: &duid,
+                link_mac: None,
             };
             let responder = Responder::new(&config.policy, config.url_ports());
             if let Outcome::Reply { reply, .. } =

@@ -113,6 +113,8 @@ pub enum MacSource {
     Relay,
     /// The EUI-64 interface identifier of its link-local address.
     LinkLocal,
+    /// The link-layer source of the datagram, as the backend saw it.
+    LinkLayer,
 }
 
 /// A DHCPv6 request, described in the protocol's own words.
@@ -201,9 +203,14 @@ struct Seen<'a> {
 }
 
 /// Checks the bytes (the UDP payload), unwraps relay messages and classifies the client.
-/// `source` is the datagram's source address: the client's own link-local address when no
-/// relay is in between.
-pub fn parse(bytes: &[u8], port: ServerPort, source: Ipv6Addr) -> Result<Request<'_>, Malformed> {
+/// `source` is the datagram's source address (the client's own when no relay is in between),
+/// and `link_mac` the link-layer source the backend saw, if it knows it.
+pub fn parse(
+    bytes: &[u8],
+    port: ServerPort,
+    source: Ipv6Addr,
+    link_mac: Option<[u8; 6]>,
+) -> Result<Request<'_>, Malformed> {
     if bytes.len() < dhcpv6::HEADER_LEN {
         return Err(Malformed::Truncated);
     }
@@ -252,11 +259,16 @@ pub fn parse(bytes: &[u8], port: ServerPort, source: Ipv6Addr) -> Result<Request
 
     let duid_mac = seen.client_id.and_then(dhcpv6::duid_mac);
     let link_local_mac = ipv6::eui64_mac(peer);
-    let (mac, mac_source) = match (duid_mac, relay_mac, link_local_mac) {
-        (Some(mac), _, _) => (Some(mac), Some(MacSource::Duid)),
-        (None, Some(mac), _) => (Some(mac), Some(MacSource::Relay)),
-        (None, None, Some(mac)) => (Some(mac), Some(MacSource::LinkLocal)),
-        (None, None, None) => (None, None),
+    // Through a relay, the datagram's link-layer source is the relay's.
+    let link_mac = link_mac
+        .filter(|_| depth == 0)
+        .map(boot_common::wire::MacAddr);
+    let (mac, mac_source) = match (duid_mac, relay_mac, link_local_mac, link_mac) {
+        (Some(mac), _, _, _) => (Some(mac), Some(MacSource::Duid)),
+        (None, Some(mac), _, _) => (Some(mac), Some(MacSource::Relay)),
+        (None, None, Some(mac), _) => (Some(mac), Some(MacSource::LinkLocal)),
+        (None, None, None, Some(mac)) => (Some(mac), Some(MacSource::LinkLayer)),
+        (None, None, None, None) => (None, None),
     };
     let vendor_class = seen.vendor_class.and_then(dhcpv6::VendorClass::parse);
     // The first class string of enterprise 343 says PXE or HTTP (EDK2 checks the same bytes
@@ -408,7 +420,7 @@ mod tests {
         ]
         .concat();
         let bytes = solicit(&[(dhcpv6::option::VENDOR_CLASS, &class)]);
-        let request = parse(&bytes, ServerPort::Dhcp, link_local()).unwrap();
+        let request = parse(&bytes, ServerPort::Dhcp, link_local(), None).unwrap();
         assert_eq!(request.client.arch, Some(ClientArch::UefiX64));
         assert_eq!(request.client.protocol, Some(BootProtocol::Pxe));
         assert_eq!(request.client.mac, Some(MAC));
@@ -419,7 +431,7 @@ mod tests {
     fn another_enterprise_is_not_a_boot_client() {
         let class = [&9u32.to_be_bytes()[..], &[0, 9], b"PXEClient"].concat();
         let bytes = solicit(&[(dhcpv6::option::VENDOR_CLASS, &class)]);
-        let request = parse(&bytes, ServerPort::Dhcp, link_local()).unwrap();
+        let request = parse(&bytes, ServerPort::Dhcp, link_local(), None).unwrap();
         assert!(!request.client.is_boot_request());
     }
 
@@ -434,22 +446,28 @@ mod tests {
         ] {
             let bytes = solicit(&[(code, data)]);
             assert_eq!(
-                parse(&bytes, ServerPort::Dhcp, link_local()).err(),
+                parse(&bytes, ServerPort::Dhcp, link_local(), None).err(),
                 Some(Malformed::BadOptionLength(code))
             );
         }
         let mut cut = solicit(&[(dhcpv6::option::ELAPSED_TIME, &[0, 0])]);
         cut.pop();
         assert_eq!(
-            parse(&cut, ServerPort::Dhcp, link_local()).err(),
+            parse(&cut, ServerPort::Dhcp, link_local(), None).err(),
             Some(Malformed::OptionOverrun)
         );
         assert_eq!(
-            parse(&[1, 2, 3], ServerPort::Dhcp, link_local()).err(),
+            parse(&[1, 2, 3], ServerPort::Dhcp, link_local(), None).err(),
             Some(Malformed::Truncated)
         );
         assert_eq!(
-            parse(&[1; MAX_REQUEST_LEN + 1], ServerPort::Dhcp, link_local()).err(),
+            parse(
+                &[1; MAX_REQUEST_LEN + 1],
+                ServerPort::Dhcp,
+                link_local(),
+                None
+            )
+            .err(),
             Some(Malformed::Oversized)
         );
     }
@@ -473,12 +491,12 @@ mod tests {
             message = buf;
         }
         assert_eq!(
-            parse(&message, ServerPort::Dhcp, link_local()).err(),
+            parse(&message, ServerPort::Dhcp, link_local(), None).err(),
             Some(Malformed::RelayTooDeep)
         );
         let empty = [dhcpv6::message_type::RELAY_FORW; dhcpv6::RELAY_HEADER_LEN];
         assert_eq!(
-            parse(&empty, ServerPort::Dhcp, link_local()).err(),
+            parse(&empty, ServerPort::Dhcp, link_local(), None).err(),
             Some(Malformed::RelayWithoutMessage)
         );
     }

@@ -28,6 +28,24 @@ use crate::dhcp::classify::ClientArch;
 use crate::dhcp::policy::{self, BootAction, Policy};
 use crate::dhcp::{Admission, Admit, LoaderIndex, UrlPorts};
 
+/// Why `address` cannot be the host of a boot URL, if it cannot: a client must reach it from
+/// anywhere on its link and a URL must hold it, so global or unique-local only; never
+/// link-local (a URL has no place for the zone, RFC 6874 aside, which no firmware reads),
+/// multicast, loopback, unspecified or IPv4-mapped.
+pub fn url_address_problem(address: Ipv6Addr) -> Option<&'static str> {
+    if address.is_unicast_link_local() {
+        Some("is link-local: a boot URL needs a global or unique-local address")
+    } else if address.is_multicast() {
+        Some("is a multicast address")
+    } else if address.is_unspecified() || address.is_loopback() {
+        Some("cannot be reached from another host")
+    } else if address.to_ipv4_mapped().is_some() {
+        Some("is IPv4-mapped: write the IPv4 address's own config instead")
+    } else {
+        None
+    }
+}
+
 /// Where a request came from and which of our addresses goes in its URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ingress<'a> {
@@ -39,6 +57,9 @@ pub struct Ingress<'a> {
     pub server: Ipv6Addr,
     /// Our Server Identifier (a DUID-LL of the ingress interface).
     pub server_duid: &'a [u8],
+    /// The datagram's link-layer source, when the backend knows it (the frame's source MAC, or
+    /// the kernel's neighbour entry for the source address): the client's MAC of last resort.
+    pub link_mac: Option<[u8; 6]>,
 }
 
 /// Why a well-formed request gets no reply. Counted under [`Ignored::name`].
@@ -147,10 +168,11 @@ impl<'p> Responder<'p> {
         loaders: &dyn LoaderIndex,
         admission: &dyn Admission,
     ) -> Outcome<'p> {
-        let request = match classify::parse(bytes, ingress.port, *ingress.source.ip()) {
-            Ok(request) => request,
-            Err(malformed) => return Outcome::Malformed(malformed),
-        };
+        let request =
+            match classify::parse(bytes, ingress.port, *ingress.source.ip(), ingress.link_mac) {
+                Ok(request) => request,
+                Err(malformed) => return Outcome::Malformed(malformed),
+            };
         let client = &request.client;
         let ignore = |reason| Outcome::Ignored {
             client: request.client,

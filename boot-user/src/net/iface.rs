@@ -77,13 +77,12 @@ impl Interface {
 
 impl Interface {
     /// The address to put in an IPv6 boot URL when the config names none: the first global or
-    /// unique-local one (a link-local address cannot go in a URL; config.rs,
-    /// `validate_url_address`).
+    /// unique-local one ([`crate::dhcp6::url_address_problem`]).
     pub fn url_address6(&self) -> Option<Ipv6Addr> {
         self.addrs6
             .iter()
             .copied()
-            .find(|a| crate::config::validate_url_address(&a.to_string()).is_ok())
+            .find(|&a| crate::dhcp6::url_address_problem(a).is_none())
     }
 
     /// Whether `address` is one of this interface's IPv6 addresses.

@@ -112,14 +112,16 @@ impl Service {
         }
     }
 
-    /// Handles one DHCPv6 request payload that arrived on `ifindex`, from `source`, addressed
-    /// to `destination` (ff02::1:2, or one of ours). Returns the reply to send, if one is due.
+    /// Handles one DHCPv6 request payload that arrived on `ifindex`, from `source` (whose
+    /// link-layer address is `link_mac`, when the backend saw the frame), addressed to
+    /// `destination` (ff02::1:2, or one of ours). Returns the reply to send, if one is due.
     pub fn handle6(
         &self,
         port: dhcp6::ServerPort,
         ifindex: u32,
         source: SocketAddrV6,
         destination: Ipv6Addr,
+        link_mac: Option<[u8; 6]>,
         bytes: &[u8],
     ) -> Option<Answer6> {
         let started = Instant::now();
@@ -131,7 +133,7 @@ impl Service {
         // The URL's host: the address a unicast request reached (the one in the URL it was
         // given), else the configured one, else the interface's first global or ULA address.
         let addressed = (iface.has_address6(destination)
-            && crate::config::validate_url_address(&destination.to_string()).is_ok())
+            && dhcp6::url_address_problem(destination).is_none())
         .then_some(destination);
         let server = addressed
             .or_else(|| self.ipv6.addresses.get(&iface.name).copied())
@@ -142,11 +144,24 @@ impl Service {
             return None;
         };
         let duid = boot_common::wire::dhcpv6::duid_ll(mac.into());
+        let link_mac = match link_mac {
+            Some(mac) => Some(mac),
+            // Asked only where the source address names no MAC itself: EDK2's 4011 Request
+            // comes from a global address (one netlink round trip per boot).
+            None if boot_common::wire::ipv6::eui64_mac(*source.ip()).is_none() => {
+                crate::net::neighbour::lookup6(*source.ip(), ifindex).unwrap_or_else(|e| {
+                    tracing::debug!(client = %source, error = %e, "neighbour lookup failed");
+                    None
+                })
+            }
+            None => None,
+        };
         let ingress = dhcp6::Ingress {
             port,
             source,
             server,
             server_duid: &duid,
+            link_mac,
         };
         let decisions = self.decisions.load();
         let responder =
@@ -440,44 +455,44 @@ fn log_decision6(
         O::Ignored { client, reason } => match reason {
             I::NotBootRequest | I::MessageType(_) | I::OtherServer | I::ApiPending | I::ApiDown => {
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    let (mac, arch, message) = describe(client);
+                    let (mac, arch, request) = describe(client);
                     tracing::debug!(
                         mac,
                         arch,
                         iface,
                         port,
-                        message,
+                        request,
                         reason = reason.name(),
                         "DHCPv6: not for us"
                     );
                 }
             }
             I::LoaderMissing { rule, file } => {
-                let (mac, arch, message) = describe(client);
+                let (mac, arch, request) = describe(client);
                 tracing::warn!(
                     mac,
                     arch,
                     iface,
                     port,
-                    message,
+                    request,
                     rule,
                     file,
                     "DHCPv6 not answered: the rule's loader is missing from the TFTP root"
                 );
             }
             I::ReplyFailed(e) => {
-                let (mac, arch, message) = describe(client);
-                tracing::warn!(mac, arch, iface, port, message, error = %e, "DHCPv6 not answered: reply failed");
+                let (mac, arch, request) = describe(client);
+                tracing::warn!(mac, arch, iface, port, request, error = %e, "DHCPv6 not answered: reply failed");
             }
             _ => {
                 if tracing::enabled!(tracing::Level::INFO) {
-                    let (mac, arch, message) = describe(client);
+                    let (mac, arch, request) = describe(client);
                     tracing::info!(
                         mac,
                         arch,
                         iface,
                         port,
-                        message,
+                        request,
                         reason = reason.name(),
                         "DHCPv6 not answered"
                     );
@@ -491,7 +506,7 @@ fn log_decision6(
             reply,
         } => {
             if tracing::enabled!(tracing::Level::INFO) {
-                let (mac, arch, message) = describe(client);
+                let (mac, arch, request) = describe(client);
                 let uuid = client
                     .uuid
                     .as_ref()
@@ -504,7 +519,7 @@ fn log_decision6(
                     ipxe = client.ipxe,
                     iface,
                     port,
-                    message,
+                    request,
                     relays = client.relays,
                     reply = reply.kind.name(),
                     rule,

@@ -147,6 +147,7 @@ impl Udp6Socket {
                     datagram.ifindex,
                     datagram.source,
                     datagram.destination,
+                    None,
                     bytes,
                 ) else {
                     continue;

@@ -397,7 +397,8 @@ mod tests {
     use super::*;
     use crate::tftp::options::{self, Limits};
 
-    const CLIENT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 50), 2070));
+    const CLIENT: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 50), 2070));
     const TIMEOUT: Duration = Duration::from_secs(1);
     const LIMITS: SessionLimits = SessionLimits {
         max_retries: 3,

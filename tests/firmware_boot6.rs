@@ -254,3 +254,21 @@ fn under_the_m_flag_ovmf_pxev6_takes_its_loader_from_xdpboot_and_its_address_fro
 fn under_the_m_flag_ovmf_httpv6_takes_its_loader_from_xdpboot_and_its_address_from_dnsmasq() {
     boots_over_ipv6(Firmware::UefiHttp6, Backend::Udp, Ipv6Lab::Managed);
 }
+
+/// The XDP backend: dnsmasq binds `[::]:547` as a site server installed with its defaults does
+/// (no `--bind-interfaces`), and xdpboot binds nothing there: its program tees the boot
+/// Solicits and Information-requests beside dnsmasq and takes the Request to 4011.
+#[test]
+fn ovmf_pxev6_chains_ipxe_over_tftp6_and_boots_its_overlay_over_ipv6_over_xdp() {
+    boots_over_ipv6(Firmware::UefiPxe6, Backend::Xdp, Ipv6Lab::Stateless);
+}
+
+#[test]
+fn ovmf_httpv6_boot_fetches_ipxe_and_boots_its_overlay_over_ipv6_over_xdp() {
+    boots_over_ipv6(Firmware::UefiHttp6, Backend::Xdp, Ipv6Lab::Stateless);
+}
+
+#[test]
+fn under_the_m_flag_ovmf_pxev6_boots_beside_a_wildcard_bound_dnsmasq_over_xdp() {
+    boots_over_ipv6(Firmware::UefiPxe6, Backend::Xdp, Ipv6Lab::Managed);
+}

@@ -482,12 +482,6 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         });
     }
     if !xdp.is_empty() {
-        if config.ipv6.enabled {
-            tracing::warn!(
-                interfaces = xdp_names.join(","),
-                "[ipv6] is on, but the xdp backend does not steer DHCPv6 yet: run --backend udp for IPv6 boot"
-            );
-        }
         let service = Arc::new(
             Service::new(
                 decisions.clone(),
@@ -810,6 +804,7 @@ fn open_backends(
         shed_rate: config.xdp.shed_rate,
         shed_burst: config.xdp.shed_burst,
         never_shed: config.never_shed(),
+        ipv6: config.ipv6.enabled,
     };
     // A VLAN sub-interface is served through the program on its parent device, which sees the
     // tagged frames first (and in driver mode, which VLAN devices do not have).
@@ -861,6 +856,7 @@ fn open_backends(
                 backend = "xdp",
                 mode = %iface.mode(),
                 steer = ?config.xdp.steer,
+                ipv6 = config.ipv6.enabled,
                 queues = iface.queue_count(),
                 "serving"
             );

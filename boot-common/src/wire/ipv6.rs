@@ -41,11 +41,11 @@ pub mod next_header {
     pub const DESTINATION_OPTIONS: u8 = 60;
 }
 
-/// The fragment header's length (RFC 8200 §4.5) and its offset field's mask (the low three
-/// bits are reserved and the M flag).
+/// The fragment header's length (RFC 8200 §4.5), and in its third and fourth octets the
+/// offset's mask and the M ("more fragments") flag; the two bits between are reserved.
 pub const FRAGMENT_HEADER_LEN: usize = 8;
-const FRAGMENT_OFFSET_MASK: u16 = 0xfff8;
-const FRAGMENT_MORE: u16 = 0x0001;
+pub const FRAGMENT_OFFSET_MASK: u16 = 0xfff8;
+pub const FRAGMENT_MORE: u16 = 0x0001;
 
 /// The hop limit Linux gives a datagram by default (`net.ipv6.conf.*.hop_limit`).
 pub const DEFAULT_HOP_LIMIT: u8 = 64;

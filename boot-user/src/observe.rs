@@ -626,4 +626,57 @@ mod tests {
             Some(client.ciaddr)
         );
     }
+
+    #[test]
+    fn a_dhcpv6_answer_makes_a_node_row_and_moves_the_reply_metric() {
+        use boot_common::wire::dhcpv6::{self, Writer, message_type, option};
+        let observer = Observer::new(Limits {
+            max_nodes: 10,
+            ttl: Duration::from_secs(60),
+        });
+        let mut buf = [0u8; 256];
+        let mut writer = Writer::new(&mut buf, message_type::SOLICIT, 7).unwrap();
+        let class = [&343u32.to_be_bytes()[..], &[0, 9], b"PXEClient"].concat();
+        writer.option(option::CLIENT_ARCH_TYPE, &[0, 7]).unwrap();
+        writer.option(option::VENDOR_CLASS, &class).unwrap();
+        let len = writer.finish();
+        let config = crate::config::Config::embedded().unwrap();
+        let duid = dhcpv6::duid_ll([2, 0, 0, 0, 0, 1].into());
+        let mac = [0x52, 0x54, 0, 0x18, 1, 1];
+        let ingress = dhcp6::Ingress {
+            port: dhcp6::ServerPort::Dhcp,
+            source: std::net::SocketAddrV6::new(
+                boot_common::wire::ipv6::eui64_link_local(mac.into()),
+                546,
+                0,
+                0,
+            ),
+            server: "fd00:18::1".parse().unwrap(),
+            server_duid: &duid,
+            link_mac: None,
+        };
+        struct Everything;
+        impl crate::dhcp::LoaderIndex for Everything {
+            fn has_loader(&self, _: &str) -> bool {
+                true
+            }
+        }
+        let outcome = dhcp6::Responder::new(&config.policy, config.url_ports()).handle(
+            &buf[..len],
+            &ingress,
+            &Everything,
+            &crate::dhcp::AdmitAll,
+        );
+        assert!(
+            matches!(outcome, dhcp6::Outcome::Reply { .. }),
+            "{outcome:?}"
+        );
+        observer.dhcp6("eth0", dhcp6::ServerPort::Dhcp, &outcome, Duration::ZERO);
+        assert_eq!(observer.nodes(&TableQuery::default()).nodes.len(), 1);
+        let metrics = observer.metrics.encode();
+        assert!(
+            metrics.contains("kind=\"advertise\"") && metrics.contains("firmware=\"uefi-pxe\""),
+            "{metrics}"
+        );
+    }
 }

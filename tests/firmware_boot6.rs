@@ -134,7 +134,7 @@ fn boots_over_ipv6(firmware: Firmware, backend: Backend, lab: Ipv6Lab) -> Rack {
     rack
 }
 
-/// The client's messages of the capture, named as `tests/data/` keeps them: the firmware's
+/// The client's messages of the capture, named as `tests/data/dhcpv6/` keeps them: the firmware's
 /// boot Solicit, EDK2's 4011 Request, and iPXE's Solicit or Information-request.
 fn golden_requests(captured: &[Captured6], firmware: Firmware) -> Vec<(&'static str, Vec<u8>)> {
     let has = |c: &Captured6, code: u16, needle: &[u8]| {
@@ -208,7 +208,7 @@ fn golden_requests(captured: &[Captured6], firmware: Firmware) -> Vec<(&'static 
 }
 
 /// Lists what the capture holds and, with `XDPBOOT_SAVE_CAPTURES=1`, saves the clients'
-/// requests to `tests/data/` as golden packets (`boot-user/tests/golden6.rs` reads them).
+/// requests to `tests/data/dhcpv6/` as golden packets (`boot-user/tests/golden6.rs` reads them).
 fn save_captures(rack: &Rack, firmware: Firmware, lab: Ipv6Lab) {
     let captured = rack.dhcpv6_captured().expect("the capture");
     for c in &captured {
@@ -223,14 +223,14 @@ fn save_captures(rack: &Rack, firmware: Firmware, lab: Ipv6Lab) {
     if std::env::var_os("XDPBOOT_SAVE_CAPTURES").is_none() {
         return;
     }
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/dhcpv6");
     for (name, bytes) in golden_requests(&captured, firmware) {
         // The M-flag lab's iPXE runs the stateful exchange: its Solicit comes from there.
         if name.starts_with("ipxe-efi-solicit") && lab != Ipv6Lab::Managed {
             continue;
         }
         std::fs::write(format!("{dir}/{name}"), bytes).expect("writing a golden packet");
-        eprintln!("saved tests/data/{name}");
+        eprintln!("saved tests/data/dhcpv6/{name}");
     }
 }
 

@@ -1,5 +1,5 @@
 //! Golden DHCPv6 requests through the core with the embedded default policy: captured from the
-//! firmware itself (`tests/data/*v6*.bin`, `ipxe-efi-*.bin`: Debian 12's OVMF and Debian 13's
+//! firmware itself (`tests/data/dhcpv6/`: Debian 12's OVMF and Debian 13's
 //! iPXE, saved by `tests/firmware_boot6.rs`), and shaped as the firmware's source builds them
 //! (EDK2 `PxeBcDhcp6.c` / `HttpBootDhcp6.c` and its DHCPv6 driver `Dhcp6Io.c`; iPXE
 //! `net/udp/dhcpv6.c` as of 2019, which sent neither a vendor class nor an architecture). The
@@ -489,7 +489,7 @@ fn a_relayed_solicit_is_answered_inside_a_relay_reply_to_the_relay() {
 }
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = format!("{}/../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/data/dhcpv6/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

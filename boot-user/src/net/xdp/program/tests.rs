@@ -1509,9 +1509,9 @@ const UDP: u8 = 17;
 const FRAGMENT: u8 = 44;
 const DESTINATION_OPTIONS: u8 = 60;
 
-/// A captured DHCPv6 request (tests/data/README.md).
+/// A captured DHCPv6 request (`tests/data/dhcpv6/`, see tests/data/README.md).
 fn golden6(name: &str) -> Vec<u8> {
-    let path = format!("{}/../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../tests/data/dhcpv6/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

@@ -146,9 +146,13 @@ impl Service {
         let duid = boot_common::wire::dhcpv6::duid_ll(mac.into());
         let link_mac = match link_mac {
             Some(mac) => Some(mac),
-            // Asked only where the source address names no MAC itself: EDK2's 4011 Request
-            // comes from a global address (one netlink round trip per boot).
-            None if boot_common::wire::ipv6::eui64_mac(*source.ip()).is_none() => {
+            // Asked only for port 4011, where EDK2's Request comes from a global address with a
+            // DUID-UUID (one netlink round trip per boot). On 547 clients send from their
+            // link-local address (RFC 8415 §13.1), which names the MAC or is a privacy address
+            // of a machine that is not booting: no lookup per datagram of the site's traffic.
+            None if port == dhcp6::ServerPort::Pxe
+                && boot_common::wire::ipv6::eui64_mac(*source.ip()).is_none() =>
+            {
                 crate::net::neighbour::lookup6(*source.ip(), ifindex).unwrap_or_else(|e| {
                     tracing::debug!(client = %source, error = %e, "neighbour lookup failed");
                     None

@@ -1,9 +1,10 @@
 //! What the firmware tests and `cargo xtask run` boot, cached under the workspace's `.cache/`:
 //! Debian 13's iPXE loaders and OVMF (DESIGN.md, "Firmware and TLS facts": Debian 12's iPXE
-//! has no HTTPS), a Debian kernel, and a small busybox initrd built here. Nothing is installed:
-//! the packages are fetched with `apt-get download` through a private apt configuration (its
-//! own sources list, lists and cache under `.cache/apt/`, the system's apt untouched) and
-//! unpacked with `dpkg-deb`.
+//! has no HTTPS), a Debian kernel (signed by Debian, so the Secure Boot chain boots it too),
+//! Debian's signed shim and GRUB and Debian 12's PXELINUX, and a small busybox initrd built
+//! here. Nothing is installed: the packages are fetched with `apt-get download` through a
+//! private apt configuration per suite (its own sources list, lists and cache under
+//! `.cache/apt/`, the system's apt untouched) and unpacked with `dpkg-deb`.
 //!
 //! Layout (all of it reproducible from a clean checkout; `rm -rf .cache` starts over):
 //! ```text
@@ -11,6 +12,11 @@
 //! .cache/debs/                 the downloaded .deb files
 //! .cache/debian13/ipxe/        ipxe_<version>.deb unpacked (usr/lib/ipxe/ipxe-amd64.efi, …)
 //! .cache/debian13/ovmf/        ovmf_<version>.deb unpacked
+//! .cache/debian13/<package>/   shim-signed, grub-efi-amd64-signed (GRUB 2.12: the http module)
+//! .cache/apt-bookworm/         the same as apt/ for Debian 12 "bookworm"
+//! .cache/debs-bookworm/        Debian 12's .deb files
+//! .cache/debian12/<package>/   shim-signed, grub-efi-amd64-signed (GRUB 2.06: tftp only),
+//!                              pxelinux, syslinux-common
 //! .cache/kernel/vmlinuz        the kernel of linux-image-cloud-amd64 (virtio, EFI stub, 8250)
 //! .cache/lab/tftp/             the lab's TFTP root: undionly.kpxe, ipxe-amd64.efi, snponly.efi,
 //!                              ipxe-arm64.efi
@@ -45,11 +51,30 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::run_command;
 
 /// The suite the firmware packages come from (DESIGN.md: 1.21.1+git20250501 iPXE with TLS).
-const SUITE: &str = "trixie";
-/// The Debian mirror apt-get downloads from; the keyring of Debian 12's
-/// `debian-archive-keyring` holds the trixie keys.
-const SOURCE: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
-                      http://deb.debian.org/debian trixie main";
+/// The keyring of Debian 12's `debian-archive-keyring` holds the trixie keys.
+const TRIXIE: Suite = Suite {
+    name: "trixie",
+    release: "Debian 13",
+};
+/// The suite of Debian 12's GRUB (2.06, without the `http` module: the TFTP way of feeding
+/// GRUB) and of the syslinux the BIOS chain test uses.
+const BOOKWORM: Suite = Suite {
+    name: "bookworm",
+    release: "Debian 12",
+};
+/// The signed boot chain, unpacked under `.cache/debian<N>/` with the directory the lab's
+/// `[loaders] search` points at: the MS-signed shim and the Debian-signed network GRUB (prefix
+/// `/grub`). Debian 13's GRUB (2.12) has the `http` module, Debian 12's (2.06) only `tftp`, so
+/// each suite proves one of xdpboot's two ways to feed GRUB.
+pub const SIGNED_CHAIN_PACKAGES: &[(&str, &str)] = &[
+    ("shim-signed", "usr/lib/shim"),
+    ("grub-efi-amd64-signed", "usr/lib/grub/x86_64-efi-signed"),
+];
+/// Debian 12's PXELINUX and its BIOS modules (`ldlinux.c32`, which lpxelinux loads first).
+pub const PXELINUX_PACKAGES: &[(&str, &str)] = &[
+    ("pxelinux", "usr/lib/PXELINUX"),
+    ("syslinux-common", "usr/lib/syslinux/modules/bios"),
+];
 /// The kernel metapackage; it depends on the versioned image package we download. The cloud
 /// flavour is a third the size of the generic one and has everything a QEMU guest needs.
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -66,7 +91,7 @@ const ARM64_GRUB_PACKAGE: &str = "grub-efi-arm64-signed";
 const ARM64_SHIM: &str = "usr/lib/shim/shimaa64.efi.signed";
 const ARM64_GRUB: &str = "usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed";
 /// busybox-static's binary, the one program in the initrd.
-const BUSYBOX: &str = "/bin/busybox";
+pub const BUSYBOX: &str = "/bin/busybox";
 /// The file of the shared initrd in the HTTP root (`[boot] initrds`).
 pub const SHARED_INITRD: &str = "shared-initrd.img";
 /// The kernel in the HTTP root (`[boot] kernel`).
@@ -140,6 +165,11 @@ pub struct Assets {
     pub kernel_version: String,
     /// Package versions, for the log: `ipxe 1.21.1+…`, `ovmf 2025.02-…`.
     pub versions: Vec<(String, String)>,
+    /// What the lab's `[loaders] search` names for the shim, GRUB and PXELINUX chains: the
+    /// directories of Debian 13's [`SIGNED_CHAIN_PACKAGES`] and of [`PXELINUX_PACKAGES`].
+    pub chain_loaders: Vec<PathBuf>,
+    /// The same with Debian 12's shim and GRUB (no `http` module: GRUB fetches over TFTP).
+    pub chain_loaders_debian12: Vec<PathBuf>,
     /// The lab's TFTP root.
     pub tftp_root: PathBuf,
     /// The lab's HTTP root.
@@ -171,7 +201,7 @@ impl Assets {
             .map_err(|(_, e)| e)
             .context("locking .cache/.lock")?;
 
-        let apt = PrivateApt::new(&cache.join("apt"), &cache.join("debs"), None)?;
+        let apt = PrivateApt::new(&cache.join("apt"), &cache.join("debs"), TRIXIE, None)?;
         let ipxe_deb = apt.package("ipxe", progress)?;
         let ovmf_deb = apt.package("ovmf", progress)?;
         let kernel_package = apt.kernel_package(KERNEL_METAPACKAGE, progress)?;
@@ -189,7 +219,7 @@ impl Assets {
                 ipxe_deb.display()
             );
         }
-        let versions = [
+        let mut versions: Vec<(String, String)> = [
             ("ipxe", &ipxe_deb),
             ("ovmf", &ovmf_deb),
             ("kernel", &kernel_deb),
@@ -197,6 +227,32 @@ impl Assets {
         .into_iter()
         .map(|(name, deb)| (name.to_owned(), deb_version(deb)))
         .collect();
+        let bookworm = PrivateApt::new(
+            &cache.join("apt-bookworm"),
+            &cache.join("debs-bookworm"),
+            BOOKWORM,
+            None,
+        )?;
+        let mut unpack = |apt: &PrivateApt, release: &str, packages: &[(&str, &str)]| {
+            let mut dirs = Vec::new();
+            for (package, dir) in packages {
+                let deb = apt.package(package, progress)?;
+                let unpacked = unpacked(&cache.join(release).join(package), &deb, progress)?;
+                ensure!(
+                    unpacked.join(dir).is_dir(),
+                    "{} has no {dir}",
+                    deb.display()
+                );
+                dirs.push(unpacked.join(dir));
+                versions.push((format!("{package} ({release})"), deb_version(&deb)));
+            }
+            Ok::<_, anyhow::Error>(dirs)
+        };
+        let signed13 = unpack(&apt, "debian13", SIGNED_CHAIN_PACKAGES)?;
+        let signed12 = unpack(&bookworm, "debian12", SIGNED_CHAIN_PACKAGES)?;
+        let pxelinux = unpack(&bookworm, "debian12", PXELINUX_PACKAGES)?;
+        let chain_loaders = [signed13, pxelinux.clone()].concat();
+        let chain_loaders_debian12 = [signed12, pxelinux].concat();
 
         let lab = cache.join("lab");
         let stamp = format!(
@@ -217,11 +273,27 @@ impl Assets {
             kernel,
             kernel_version,
             versions,
+            chain_loaders,
+            chain_loaders_debian12,
             tftp_root: lab.join("tftp"),
             http_root,
             shared_initrd_len,
             cache,
         })
+    }
+
+    /// Whether [`Assets::prepare`] has everything in `cache` already (so it would download
+    /// nothing): the lab's roots and every loader chain's packages unpacked.
+    pub fn is_prepared(cache: &Path) -> bool {
+        let unpacked = |release: &str, packages: &[(&str, &str)]| {
+            packages
+                .iter()
+                .all(|(package, dir)| cache.join(release).join(package).join(dir).is_dir())
+        };
+        cache.join("lab/stamp").is_file()
+            && unpacked("debian13", SIGNED_CHAIN_PACKAGES)
+            && unpacked("debian12", SIGNED_CHAIN_PACKAGES)
+            && unpacked("debian12", PXELINUX_PACKAGES)
     }
 
     /// [`Assets::prepare`] once per process, quietly (tests).
@@ -269,7 +341,7 @@ impl Arm64Assets {
             .map_err(|(_, e)| e)
             .context("locking .cache/.lock")?;
 
-        let apt = PrivateApt::new(&dir.join("apt"), &dir.join("debs"), Some("arm64"))?;
+        let apt = PrivateApt::new(&dir.join("apt"), &dir.join("debs"), TRIXIE, Some("arm64"))?;
         let busybox_deb = apt.package(ARM64_BUSYBOX_PACKAGE, progress)?;
         let kernel_package = apt.kernel_package(ARM64_KERNEL_METAPACKAGE, progress)?;
         let kernel_deb = apt.package(&kernel_package, progress)?;
@@ -331,6 +403,15 @@ impl Arm64Assets {
         })
     }
 
+    /// The directories of the signed shim and GRUB, for `[loaders] search` (xdpboot serves
+    /// them as `shimaa64.efi` and `grubaa64.efi`).
+    pub fn chain_loaders(&self) -> Vec<PathBuf> {
+        [&self.shim, &self.grub]
+            .into_iter()
+            .filter_map(|file| file.parent().map(Path::to_owned))
+            .collect()
+    }
+
     /// [`Arm64Assets::prepare`] once per process, quietly (tests).
     pub fn get() -> Result<&'static Arm64Assets> {
         static ASSETS: OnceLock<Result<Arm64Assets, String>> = OnceLock::new();
@@ -344,9 +425,30 @@ impl Arm64Assets {
     }
 }
 
-/// apt-get with a configuration of its own (`.cache/apt/`, or `.cache/arm64/apt/` for
-/// another architecture's packages).
+/// A Debian suite packages are downloaded from, each through an apt configuration of its own.
+#[derive(Debug, Clone, Copy)]
+struct Suite {
+    name: &'static str,
+    /// For progress lines: "Debian 13".
+    release: &'static str,
+}
+
+impl Suite {
+    /// Its sources.list line, for `arch`'s packages (`None`: the host's).
+    fn source(self, arch: Option<&str>) -> String {
+        let arch = arch.map(|a| format!("arch={a} ")).unwrap_or_default();
+        format!(
+            "deb [{arch}signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian {} main",
+            self.name
+        )
+    }
+}
+
+/// apt-get with a configuration of its own (`.cache/apt/`, `.cache/apt-bookworm/`, or
+/// `.cache/arm64/apt/` for another architecture's packages).
 struct PrivateApt {
+    suite: Suite,
     dir: PathBuf,
     debs: PathBuf,
     /// A Debian architecture other than the host's, e.g. `arm64`.
@@ -354,17 +456,22 @@ struct PrivateApt {
 }
 
 impl PrivateApt {
-    fn new(dir: &Path, debs: &Path, arch: Option<&'static str>) -> Result<PrivateApt> {
+    fn new(
+        dir: &Path,
+        debs: &Path,
+        suite: Suite,
+        arch: Option<&'static str>,
+    ) -> Result<PrivateApt> {
         for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
             fs::create_dir_all(dir.join(sub))?;
         }
-        let source = match arch {
-            Some(arch) => SOURCE.replacen("[", &format!("[arch={arch} "), 1),
-            None => SOURCE.to_owned(),
-        };
-        fs::write(dir.join("sources.list"), format!("{source}\n"))?;
+        fs::write(
+            dir.join("sources.list"),
+            format!("{}\n", suite.source(arch)),
+        )?;
         fs::create_dir_all(debs)?;
         Ok(PrivateApt {
+            suite,
             dir: dir.to_owned(),
             debs: debs.to_owned(),
             arch,
@@ -407,13 +514,15 @@ impl PrivateApt {
         fs::read_dir(self.dir.join("lists")).is_ok_and(|entries| {
             entries
                 .flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(SUITE))
+                .any(|e| e.file_name().to_string_lossy().contains(self.suite.name))
         })
     }
 
     fn update(&self, progress: &mut dyn FnMut(&str)) -> Result<()> {
         progress(&format!(
-            "apt-get update (private configuration, Debian 13 {SUITE}{})",
+            "apt-get update (private configuration, {} {}{})",
+            self.suite.release,
+            self.suite.name,
             self.arch.map(|a| format!(", {a}")).unwrap_or_default()
         ));
         run_command(self.command("apt-get").arg("update"), APT_TIMEOUT)?;
@@ -429,7 +538,10 @@ impl PrivateApt {
         if !self.has_lists() {
             self.update(progress)?;
         }
-        progress(&format!("{package}: apt-get download from Debian 13"));
+        progress(&format!(
+            "{package}: apt-get download from {}",
+            self.suite.release
+        ));
         let download = |apt: &PrivateApt| {
             run_command(
                 apt.command("apt-get")
@@ -606,12 +718,18 @@ fn build_lab(lab: &Path, ipxe: &Path, kernel: &Path, stamp: &str) -> Result<()> 
 /// is made not to be a multiple of 4, so that only the server's padding lets an uncompressed
 /// overlay behind it be found on EFI.
 fn build_initrd(root: &Path, out: &Path, busybox: &Path) -> Result<()> {
+    build_initrd_with(root, out, busybox, INIT)
+}
+
+/// An initrd like the shared one (busybox, gzip-compressed newc cpio, its length not a
+/// multiple of 4) whose /init is `init`: other tests' ramdisks (tests/ironic_files.rs).
+pub fn build_initrd_with(root: &Path, out: &Path, busybox: &Path, init: &str) -> Result<()> {
     let _ = fs::remove_dir_all(root);
     for dir in ["bin", "dev", "etc", "proc", "sys", "root", "tmp"] {
         fs::create_dir_all(root.join(dir))?;
     }
     fs::copy(busybox, root.join("bin/busybox"))?;
-    fs::write(root.join("init"), INIT)?;
+    fs::write(root.join("init"), init)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
     // The console must exist before devtmpfs is mounted: the kernel opens /dev/console for
     // init's stdio right after unpacking.

@@ -11,12 +11,15 @@
 
 use std::time::{Duration, Instant};
 
-use boot_tests::assets::{Arm64Assets, Assets};
-use boot_tests::rack::{Backend, CMDLINE_ARM64, Node, Rack, RackSetup, SERVER, Start};
-use boot_tests::vm::{Firmware, GRUB_CONFIG_READ, Marker, SCRIPT_GAVE_UP};
+use boot_tests::assets::Assets;
+use boot_tests::rack::{Access, Backend, Node, Rack, RackSetup, SERVER, Start};
+use boot_tests::vm::{Chain, Firmware, LOCAL_DISK_MARKER, Marker};
 
 /// Longest a boot to the marker may take under TCG, two machines sharing two cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+/// Longest from xdpboot's local-boot answer to the disk's boot code under TCG: the firmware
+/// goes on to its next boot device, no DHCP timeout.
+const LOCAL_BOOT_WITHIN: Duration = Duration::from_secs(15);
 
 fn assets() -> &'static Assets {
     boot_tests::require_lab();
@@ -126,136 +129,6 @@ fn aavmf_pxe_chains_ipxe_arm64_and_boots_the_arm64_kernel_of_its_arch_with_its_o
     );
 }
 
-/// Secure Boot on arm64: AAVMF with Microsoft's keys enrolled and Secure Boot on loads Debian's
-/// Microsoft-signed shim over PXE, shim the Debian-signed GRUB from the TFTP root, and GRUB
-/// (verified through shim) the Debian-signed arm64 kernel with the shared initrd and the node's
-/// overlay over HTTP. GRUB's config is written here, with the signed overlay URL of the node's
-/// own script (xdpboot renders no GRUB configs yet). A second machine with the same firmware
-/// and keys is handed unsigned iPXE and must be refused: the enforcement is real.
-#[test]
-fn aavmf_with_secure_boot_runs_debians_signed_shim_grub_and_arm64_kernel_and_refuses_ipxe() {
-    let started = Instant::now();
-    let arm64 = Arm64Assets::get().expect("the arm64 firmware test assets");
-    let node = Node::numbered(1, Firmware::Arm64UefiPxeSecureBoot);
-    let unsigned = Node::numbered(2, Firmware::Arm64UefiPxeSecureBoot);
-    let mut setup = RackSetup::new(Backend::Xdp, vec![node.clone(), unsigned.clone()]);
-    // shim asks for GRUB by its default name at the TFTP root, not beside itself (DESIGN.md).
-    setup.tftp_files = vec![
-        ("shimaa64.efi".to_owned(), arm64.shim.clone()),
-        ("grubaa64.efi".to_owned(), arm64.grub.clone()),
-    ];
-    setup.policy = Some(format!(
-        "[[policy]]\nname = \"unsigned\"\nmac = [\"{}\"]\ntftp = \"ipxe-arm64.efi\"\n\n\
-         [[policy]]\nname = \"shim\"\narch = [\"uefi-arm64\"]\ntftp = \"shimaa64.efi\"\n",
-        unsigned.mac
-    ));
-    let mut rack = Rack::start(assets(), setup).expect("the lab starts");
-    // GRUB's network image has prefix /grub: it reads grub.cfg from there on the TFTP server.
-    let grub_dir = rack.tftp_root.join("grub");
-    std::fs::create_dir_all(&grub_dir).expect("creating grub/");
-    std::fs::write(grub_dir.join("grub.cfg"), grub_config(&rack, &node)).expect("grub.cfg");
-    rack.boot_all().expect("the VMs start");
-
-    let marker = wait_for_marker(&mut rack, 0);
-    assert_node_marker(&marker, &node, &rack);
-    let vm = &rack.vms[0];
-    eprintln!("arm64 Secure Boot chain: stages {:?}", vm.reached);
-    for stage in Firmware::Arm64UefiPxeSecureBoot.stages() {
-        assert!(
-            vm.reached(stage.name).is_some(),
-            "stage {:?} seen on the console: {:?}",
-            stage.name,
-            vm.reached
-        );
-    }
-    assert!(
-        vm.lines
-            .iter()
-            .any(|l| l.contains("EFI stub: UEFI Secure Boot is enabled.")),
-        "the kernel's EFI stub saw Secure Boot on: {}",
-        vm.console_tail(80)
-    );
-    let log = rack.daemon_log();
-    for file in ["shimaa64.efi", "grubaa64.efi"] {
-        assert!(
-            log.lines().any(|l| l.contains("tftp transfer")
-                && l.contains(&format!("file=\"{file}\""))
-                && l.contains("outcome=\"complete\"")),
-            "{file} went over TFTP:\n{log}"
-        );
-    }
-    let access = access_log(&rack);
-    for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
-        assert!(
-            access.iter().any(|a| a.path == path && a.status == 200),
-            "GRUB fetched {path} over HTTP: {access:#?}"
-        );
-    }
-
-    // The same firmware and keys refuse Debian's unsigned iPXE.
-    let refused = rack.vms[1]
-        .wait_for_line("the firmware refusing unsigned iPXE", BOOT_TIMEOUT, |l| {
-            l.contains("Access Denied")
-        })
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
-    eprintln!("AAVMF: {refused}");
-    assert!(
-        !rack.vms[1].lines.iter().any(|l| l.contains("iPXE")),
-        "iPXE never ran on the Secure Boot machine"
-    );
-    assert!(
-        log.lines().any(|l| l.contains("tftp transfer")
-            && l.contains("ipxe-arm64.efi")
-            && l.contains("outcome=\"complete\"")),
-        "the firmware had all of ipxe-arm64.efi before refusing it:\n{log}"
-    );
-    eprintln!(
-        "arm64 Secure Boot lab and boots: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-}
-
-/// GRUB's config for `node`: the kernel and shared initrd of `[boot.arch.uefi-arm64]` and the
-/// node's overlay, at the URLs xdpboot's script for the node names (fetched on the server, as
-/// only the node itself could elsewhere), over GRUB's `http` module.
-fn grub_config(rack: &Rack, node: &Node) -> String {
-    let url = format!("http://{SERVER}/boot.ipxe?mac={}&arch=uefi-arm64", node.mac);
-    // xdpboot says it serves once DHCP is up; its HTTP listener may follow a moment later.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (status, script) = loop {
-        match rack.fetch_on_server(&url) {
-            Ok(fetched) => break fetched,
-            Err(e) if Instant::now() >= deadline => panic!("fetching the node's script: {e:#}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
-    assert_eq!(status, 200);
-    let script = String::from_utf8_lossy(&script).into_owned();
-    let url = |needle: &str| -> String {
-        let url = script
-            .split_whitespace()
-            .find(|w| w.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle} URL in the script:\n{script}"));
-        // GRUB names the server as a device: (http,198.18.0.1)/path.
-        let path = url
-            .strip_prefix(&format!("http://{SERVER}:80"))
-            .unwrap_or_else(|| panic!("{url} is not on {SERVER}:80"));
-        format!("\"(http,{SERVER}){path}\"")
-    };
-    format!(
-        "echo \"{GRUB_CONFIG_READ} the kernel, the shared initrd and {host}'s overlay over http\"\n\
-         linux {kernel} {CMDLINE_ARM64}\n\
-         initrd {initrd} {overlay}\n\
-         boot\n\
-         echo \"{gave_up} GRUB could not boot\"\n",
-        host = node.hostname,
-        kernel = url("/boot/uefi-arm64/kernel"),
-        initrd = url("/boot/uefi-arm64/initrd/0"),
-        overlay = url("/overlay.cpio?"),
-        gave_up = SCRIPT_GAVE_UP,
-    )
-}
-
 #[test]
 fn seabios_with_the_nic_ipxe_rom_boots_its_overlay_over_xdp() {
     boots_with_its_overlay(Firmware::Bios, Backend::Xdp);
@@ -315,7 +188,7 @@ fn reaches_ipxe_with_no_config(firmware: Firmware) -> Rack {
 /// The loader the daemon said it serves from the package, for `file`.
 fn served_from_the_package(rack: &Rack, file: &str) -> bool {
     rack.daemon_log().lines().any(|l| {
-        l.contains("serving the ipxe package's")
+        l.contains("serving the package's")
             && l.contains(&format!("file=\"{file}\""))
             && l.contains("from=/")
     })
@@ -383,7 +256,7 @@ fn quick_mode_without_a_root_boots_ovmf_http_boot() {
     quick_mode_boots_without_a_root(Firmware::UefiHttp);
 }
 
-fn access_log(rack: &Rack) -> Vec<boot_tests::rack::Access> {
+fn access_log(rack: &Rack) -> Vec<Access> {
     rack.access_log()
 }
 
@@ -724,5 +597,465 @@ fn ipxe_efi_refuses_the_https_server_when_the_firmware_was_not_given_the_ca() {
             .iter()
             .any(|a| a.path.starts_with("/boot.ipxe")),
         "no script was served to an iPXE that does not trust the server"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Third-stage chains: shim and GRUB under Secure Boot, PXELINUX, iPXE chaining GRUB, local boot
+
+/// Whether xdpboot's log shows a complete TFTP transfer of `file`.
+fn tftp_sent(rack: &Rack, file: &str) -> bool {
+    rack.daemon_log().lines().any(|l| {
+        l.contains("tftp transfer")
+            && l.contains(&format!("file=\"{file}\""))
+            && l.contains("outcome=\"complete\"")
+    })
+}
+
+/// A lab with `nodes` (each through its own chain) set up by `setup`, its VMs started.
+fn chain_rack(nodes: Vec<Node>, setup: impl FnOnce(&mut RackSetup)) -> Rack {
+    let mut rack_setup = RackSetup::new(Backend::Xdp, nodes);
+    setup(&mut rack_setup);
+    let mut rack = Rack::start(assets(), rack_setup).expect("the lab starts");
+    rack.boot_all().expect("the VMs start");
+    rack
+}
+
+/// Waits for VM `index`, `node`, to print its marker; checks the marker and every stage of its
+/// firmware and chain, and prints the time each took.
+fn assert_booted_through_its_chain(rack: &mut Rack, index: usize, node: &Node) {
+    let marker = wait_for_marker(rack, index);
+    assert_node_marker(&marker, node, rack);
+    let vm = &rack.vms[index];
+    for stage in node.firmware.stages_through(node.chain) {
+        assert!(
+            vm.reached(stage.name).is_some(),
+            "stage {:?} seen on the console: {:?}\n{}",
+            stage.name,
+            vm.reached,
+            vm.console_tail(60)
+        );
+    }
+    eprintln!(
+        "{} through {}: {:?}",
+        node.firmware.name(),
+        node.chain.name(),
+        vm.reached
+    );
+}
+
+/// Boots `node` through its chain in a rack set up by `setup` ([`chain_rack`],
+/// [`assert_booted_through_its_chain`]).
+fn boots_through_its_chain(node: Node, setup: impl FnOnce(&mut RackSetup)) -> Rack {
+    let mut rack = chain_rack(vec![node.clone()], setup);
+    assert_booted_through_its_chain(&mut rack, 0, &node);
+    rack
+}
+
+/// The console of VM `index` shows the kernel verified and Secure Boot on (the EFI stub and
+/// the kernel both say so), and the kernel locked down.
+fn assert_secure_boot_on(rack: &Rack, index: usize) {
+    let vm = &rack.vms[index];
+    for expected in [
+        "EFI stub: UEFI Secure Boot is enabled.",
+        "secureboot: Secure boot enabled",
+    ] {
+        assert!(
+            vm.lines.iter().any(|l| l.contains(expected)),
+            "{expected:?} on the console:\n{}",
+            vm.console_tail(80)
+        );
+    }
+}
+
+/// VM `index`, `node`, ran the GRUB config xdpboot made for it (ipxe/grub.cfg names the node
+/// it was rendered for), fetched under its per-MAC name.
+fn assert_own_grub_config(rack: &Rack, index: usize, node: &Node, platform: &str) {
+    let own = format!("xdpboot: GRUB booting {} ({})", node.hostname, node.mac);
+    assert!(
+        rack.vms[index].lines.iter().any(|l| l.contains(&own)),
+        "{own:?} on the console:\n{}",
+        rack.vms[index].console_tail(80)
+    );
+    let name = format!("grub/{platform}/grub.cfg-01-{}", node.mac);
+    let daemon = rack.daemon_log();
+    assert!(
+        daemon
+            .lines()
+            .any(|l| l.contains(&format!("file=\"{name}\""))
+                || l.contains(&format!("path=/{name} "))),
+        "{name} fetched:\n{daemon}"
+    );
+}
+
+/// VM `index`, with Secure Boot on, was handed the unsigned `loader` in full and its firmware
+/// refused to run it.
+fn assert_firmware_refused(rack: &mut Rack, index: usize, loader: &str) {
+    let refused = rack.vms[index].wait_for_line("the firmware refusing iPXE", BOOT_TIMEOUT, |l| {
+        l.contains("Access Denied")
+    });
+    let refused = refused.unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&rack.daemon_log(), 30)));
+    eprintln!("{}: {refused}", rack.vms[index].spec.firmware.name());
+    assert!(
+        tftp_sent(rack, loader),
+        "xdpboot handed out all of {loader}:\n{}",
+        rack.daemon_log()
+    );
+    assert!(
+        !rack.vms[index].lines.iter().any(|l| l.contains("iPXE")),
+        "iPXE never ran"
+    );
+}
+
+#[test]
+fn secure_boot_pxe_chains_the_signed_shim_and_grub_to_the_signed_kernel_and_its_overlay_over_http()
+{
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    assert_secure_boot_on(&rack, 0);
+    // shim over TFTP, and the GRUB shim fetched from the TFTP root by its own name.
+    for file in ["shimx64.efi", "grubx64.efi"] {
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
+    }
+    // GRUB read its bootstrap and the node's own config over TFTP, and fetched the kernel,
+    // the shared initrd and the overlay over HTTP (Debian 13's GRUB has the http module).
+    let own = format!("grub/x86_64-efi/grub.cfg-01-{}", node.mac);
+    for file in ["grub/grub.cfg", own.as_str()] {
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
+    }
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
+    let log = access_log(&rack);
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200 && a.scheme == "http"),
+            "{path} over HTTP: {log:#?}"
+        );
+    }
+}
+
+#[test]
+fn secure_boot_http_boot_fetches_shim_grub_and_everything_after_over_http_alone() {
+    let node = Node::numbered(1, Firmware::UefiHttpSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    assert_secure_boot_on(&rack, 0);
+    let log = access_log(&rack);
+    // OVMF fetched shim by the URL xdpboot offered; shim fetched GRUB beside it (shim
+    // `httpboot.c` joins the directory and the name with a second slash), GRUB its configs,
+    // the kernel, the initrd and the overlay from the same server.
+    let own = format!("/grub/x86_64-efi/grub.cfg-01-{}", node.mac);
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in [
+        "/shimx64.efi",
+        "//grubx64.efi",
+        "/grub/grub.cfg",
+        own.as_str(),
+        "/boot/kernel",
+        "/boot/initrd/0",
+        overlay.as_str(),
+    ] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200),
+            "{path} over HTTP: {log:#?}"
+        );
+    }
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
+    let daemon = rack.daemon_log();
+    assert!(
+        !daemon.lines().any(|l| l.contains("tftp transfer")),
+        "no TFTP at all:\n{daemon}"
+    );
+}
+
+/// UEFI HTTPS boot under Secure Boot: OVMF (Microsoft's keys, the lab's CA from fw_cfg) is
+/// offered shim by an https URL and fetches it over TLS; shim fetches GRUB beside it by the
+/// same URL's directory, so over https too (shim `httpboot.c` builds the next URL from the
+/// one it was loaded from and fetches it through the firmware's HTTP protocol, which speaks
+/// TLS for an https URL). Debian 13's GRUB, loaded from that https URL, reads its bootstrap and
+/// its per-node config from its prefix on the same https server (seen here); the kernel, the
+/// initrd and the overlay, which xdpboot's config names `(http,<server>)/…`, it fetches over
+/// plain HTTP.
+#[test]
+fn secure_boot_https_boot_fetches_shim_grub_and_grubs_configs_over_tls_and_the_kernel_over_http() {
+    let node = Node::numbered(1, Firmware::UefiHttpSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |setup| {
+        setup.https = true;
+        // Ahead of the node's `loader = "shim"` rule, which offers shim by an http URL.
+        setup.policy_first = Some(format!(
+            "[[policy]]\nname = \"n01-shim-https\"\nmac = [\"{}\"]\nfirmware = \"http\"\n\
+             http = \"https://{{server}}:{{https_port}}/shimx64.efi\"\n\n",
+            node.mac
+        ));
+    });
+    assert_secure_boot_on(&rack, 0);
+    let log = access_log(&rack);
+    let own = format!("/grub/x86_64-efi/grub.cfg-01-{}", node.mac);
+    for path in [
+        "/shimx64.efi",
+        "//grubx64.efi",
+        "/grub/grub.cfg",
+        own.as_str(),
+    ] {
+        assert!(
+            log.iter()
+                .any(|a| a.path == path && a.status == 200 && a.scheme == "https"),
+            "{path} over https: {log:#?}"
+        );
+    }
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200 && a.scheme == "http"),
+            "{path} over plain HTTP: {log:#?}"
+        );
+    }
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
+    let daemon = rack.daemon_log();
+    assert!(
+        !daemon.lines().any(|l| l.contains("tftp transfer")),
+        "no TFTP at all:\n{daemon}"
+    );
+}
+
+#[test]
+fn secure_boot_with_debian_12s_grub_fetches_kernel_initrd_and_overlay_over_tftp() {
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot);
+    let rack = boots_through_its_chain(node.clone(), |setup| setup.debian12_chain = true);
+    assert_secure_boot_on(&rack, 0);
+    // Debian 12's network GRUB (2.06) has no http module: xdpboot read that in the image it
+    // serves and named every file by TFTP.
+    let overlay = format!("nodes/{}/overlay.cpio?", node.mac);
+    let daemon = rack.daemon_log();
+    for file in ["boot/kernel", "boot/initrd/0", overlay.as_str()] {
+        assert!(
+            daemon.lines().any(|l| l.contains("tftp transfer")
+                && l.contains(&format!("file=\"{file}"))
+                && l.contains("outcome=\"complete\"")),
+            "{file} over TFTP:\n{daemon}"
+        );
+    }
+    assert!(
+        !access_log(&rack)
+            .iter()
+            .any(|a| a.path.starts_with("/boot/")),
+        "nothing over HTTP"
+    );
+}
+
+#[test]
+fn secure_boot_firmware_refuses_an_unsigned_loader_that_xdpboot_hands_it() {
+    // Debian 13's iPXE is not signed: the same machine, the same policy table as the iPXE
+    // tests, and the firmware's own check says no.
+    let node = Node::numbered(1, Firmware::UefiPxeSecureBoot).through(Chain::Ipxe);
+    let mut rack = chain_rack(vec![node], |_| {});
+    assert_firmware_refused(&mut rack, 0, "ipxe-amd64.efi");
+}
+
+/// Secure Boot on arm64: AAVMF with Microsoft's keys enrolled and Secure Boot on loads Debian's
+/// Microsoft-signed shimaa64 over PXE, shim the Debian-signed GRUB from the TFTP root, and GRUB
+/// (verified through shim) its per-node config, then the Debian-signed arm64 kernel of
+/// `[boot.arch.uefi-arm64]` with the shared initrd and the node's overlay over HTTP. A second
+/// machine with the same firmware and keys is handed unsigned iPXE and must be refused: the
+/// enforcement is real.
+#[test]
+fn aavmf_with_secure_boot_runs_debians_signed_shim_grub_and_arm64_kernel_and_refuses_ipxe() {
+    let started = Instant::now();
+    let node = Node::numbered(1, Firmware::Arm64UefiPxeSecureBoot);
+    let unsigned = Node::numbered(2, Firmware::Arm64UefiPxeSecureBoot).through(Chain::Ipxe);
+    let mut rack = chain_rack(vec![node.clone(), unsigned], |_| {});
+    assert_booted_through_its_chain(&mut rack, 0, &node);
+    assert!(
+        rack.vms[0]
+            .lines
+            .iter()
+            .any(|l| l.contains("EFI stub: UEFI Secure Boot is enabled.")),
+        "the kernel's EFI stub saw Secure Boot on: {}",
+        rack.vms[0].console_tail(80)
+    );
+    for file in ["shimaa64.efi", "grubaa64.efi"] {
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
+    }
+    assert_own_grub_config(&rack, 0, &node, "arm64-efi");
+    let access = access_log(&rack);
+    for path in ["/boot/uefi-arm64/kernel", "/boot/uefi-arm64/initrd/0"] {
+        assert!(
+            access.iter().any(|a| a.path == path && a.status == 200),
+            "GRUB fetched {path} over HTTP: {access:#?}"
+        );
+    }
+    assert_firmware_refused(&mut rack, 1, "ipxe-arm64.efi");
+    eprintln!(
+        "arm64 Secure Boot lab and boots: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// BIOS with PXELINUX: SeaBIOS runs the NIC's iPXE ROM, which xdpboot's `loader = "pxelinux"`
+/// rule hands lpxelinux.0 over TFTP; lpxelinux loads ldlinux.c32 beside itself, reads the
+/// node's own `pxelinux.cfg/01-<mac>`, and fetches the kernel, the shared initrd and the
+/// node's signed overlay over HTTP itself.
+#[test]
+fn seabios_ipxe_rom_chains_lpxelinux_which_boots_its_own_config_with_the_overlay_over_http() {
+    let node = Node::numbered(1, Firmware::Bios).through(Chain::Pxelinux);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    let own = format!("pxelinux.cfg/01-{}", node.mac.to_string().replace(':', "-"));
+    for file in ["lpxelinux.0", "ldlinux.c32", own.as_str()] {
+        assert!(
+            tftp_sent(&rack, file),
+            "{file} over TFTP:\n{}",
+            rack.daemon_log()
+        );
+    }
+    let log = access_log(&rack);
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200 && a.scheme == "http"),
+            "{path} over HTTP: {log:#?}"
+        );
+    }
+    assert!(
+        !log.iter().any(|a| a.path.starts_with("/boot.ipxe")),
+        "no iPXE script: PXELINUX booted it: {log:#?}"
+    );
+}
+
+/// iPXE chaining another loader by URL: OVMF (no Secure Boot) PXE-boots iPXE, whose rule for
+/// this node is `http = "http://{server}/grubx64.efi"`; iPXE `chain`s Debian's network GRUB,
+/// which reads the node's own config from xdpboot and boots the kernel, the shared initrd and
+/// the overlay.
+#[test]
+fn ovmf_ipxe_chains_grub_by_url_and_grub_boots_its_own_config_with_the_overlay() {
+    let node = Node::numbered(1, Firmware::UefiPxe).through(Chain::IpxeGrub);
+    let rack = boots_through_its_chain(node.clone(), |_| {});
+    assert!(
+        tftp_sent(&rack, "ipxe-amd64.efi"),
+        "the firmware got iPXE over TFTP:\n{}",
+        rack.daemon_log()
+    );
+    let log = access_log(&rack);
+    assert!(
+        log.iter()
+            .any(|a| a.path == "/grubx64.efi" && a.status == 200),
+        "iPXE chained GRUB over HTTP: {log:#?}"
+    );
+    assert_own_grub_config(&rack, 0, &node, "x86_64-efi");
+    let overlay = format!("/nodes/{}/overlay.cpio", node.mac);
+    for path in ["/boot/kernel", "/boot/initrd/0", overlay.as_str()] {
+        assert!(
+            log.iter()
+                .any(|a| path_is(&a.path, path) && a.status == 200),
+            "GRUB fetched {path} over HTTP: {log:#?}"
+        );
+    }
+}
+
+/// Local boot: a machine xdpboot knows to be deployed (`local = true`, as the boot API's
+/// `{"local": true}`) keeps network boot first and loses seconds, not a DHCP timeout. SeaBIOS
+/// runs the NIC's iPXE ROM, which gets `local.ipxe` (`exit`) instead of a script; iPXE hands
+/// back to the BIOS, which boots the disk second in its order: its MBR prints the marker.
+#[test]
+fn ipxe_told_to_boot_locally_exits_and_the_bios_boots_the_disk_within_seconds() {
+    let disk_dir = boot_tests::TempDir::new("disk").expect("a directory for the disk");
+    let disk = disk_dir.join("disk.img");
+    boot_tests::vm::write_bios_marker_disk(&disk).expect("the disk image");
+    let mut node = Node::numbered(1, Firmware::Bios).through(Chain::LocalDisk);
+    node.disk = Some(disk);
+    let mut rack = chain_rack(vec![node], |_| {});
+    let vm = &mut rack.vms[0];
+    let told = vm
+        .wait_for_line("iPXE told to boot locally", BOOT_TIMEOUT, |l| {
+            l.contains("xdpboot: booting from the local disk")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let answered = vm.started.elapsed();
+    let marker = vm
+        .wait_for_line("the disk's marker", BOOT_TIMEOUT, |l| {
+            l.contains(LOCAL_DISK_MARKER)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let disk_after = vm.started.elapsed() - answered;
+    eprintln!(
+        "bios local boot: {told:?} at {:.1} s, {marker:?} {:.1} s later",
+        answered.as_secs_f64(),
+        disk_after.as_secs_f64()
+    );
+    assert!(
+        disk_after < LOCAL_BOOT_WITHIN,
+        "the disk booted {disk_after:?} after the answer"
+    );
+    assert!(
+        tftp_sent(&rack, "local.ipxe"),
+        "iPXE fetched local.ipxe:\n{}",
+        rack.daemon_log()
+    );
+    let log = access_log(&rack);
+    assert!(
+        !log.iter().any(|a| a.path.starts_with("/boot")),
+        "no script, no kernel: {log:#?}"
+    );
+}
+
+/// Local boot for a PXE ROM that is not iPXE: OVMF's own PXE gets a boot menu whose only item
+/// is local boot (PXE boot server type 0) and cancels its network boot on it ("PXE-E21");
+/// OVMF's next boot option, HTTP boot on the same NIC, gets a URL that answers 404 and gives
+/// up at once; the disk next in its order runs its removable-media loader, which prints the
+/// marker.
+#[test]
+fn ovmf_pxe_given_the_local_boot_menu_boots_the_disk_within_seconds() {
+    let disk_dir = boot_tests::TempDir::new("disk").expect("a directory for the disk");
+    let disk = disk_dir.join("disk.img");
+    boot_tests::vm::write_efi_marker_disk(&disk).expect("the disk image");
+    let mut node = Node::numbered(1, Firmware::UefiPxe).through(Chain::LocalDisk);
+    node.disk = Some(disk);
+    let mut rack = chain_rack(vec![node.clone()], |_| {});
+    let vm = &mut rack.vms[0];
+    vm.wait_for_line("the disk's marker", BOOT_TIMEOUT, |l| {
+        l.contains(LOCAL_DISK_MARKER)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("ovmf local boot: stages {:?}", vm.reached);
+    let left = vm
+        .reached("network boot left")
+        .expect("PXE-E21 on the console");
+    let disk = vm.reached("disk loader").expect("the marker was seen");
+    assert!(
+        disk - left < LOCAL_BOOT_WITHIN,
+        "the disk booted {:?} after PXE gave up:\n{}",
+        disk - left,
+        vm.console_tail(30)
+    );
+    let log = rack.daemon_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("action=\"local\"") && l.contains("file=\"\"")),
+        "PXE got the local-boot menu and no file:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("tftp transfer")),
+        "no loader at all:\n{log}"
+    );
+    let access = access_log(&rack);
+    assert!(
+        access
+            .iter()
+            .all(|a| a.path == "/boot/local" && a.status == 404),
+        "HTTP boot asked for nothing but the local-boot URL: {access:#?}"
     );
 }

@@ -55,6 +55,9 @@ pub mod assets;
 pub mod rack;
 pub mod vm;
 
+// OpenStack Ironic's own boot files, rendered by the wheel's code (tests/ironic.rs).
+pub mod ironic_files;
+
 /// How long a command from this harness (`ip`, ...) may take before it is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon or dnsmasq may take to bind its ports.
@@ -234,6 +237,16 @@ impl NetNs {
             "link add {name} type bridge stp_state 0 forward_delay 0"
         ))?;
         self.ip(&format!("link set {name} up"))?;
+        Ok(())
+    }
+
+    /// `sysctl -w SETTING` (e.g. "net.ipv4.ip_forward=1") for this namespace's network stack.
+    pub fn sysctl(&self, setting: &str) -> Result<()> {
+        run_command(
+            Command::new("ip").args(["netns", "exec", &self.name, "sysctl", "-qw", setting]),
+            COMMAND_TIMEOUT,
+        )
+        .with_context(|| format!("sysctl {setting} in {}", self.name))?;
         Ok(())
     }
 
@@ -741,6 +754,22 @@ pub fn write_config(path: &Path, tftp_root: &Path, http_port: u16) -> Result<()>
 }
 
 // ---------------------------------------------------------------------------------------------
+// kubernetes-validate (tests/kubernetes.rs), installed by `cargo xtask setup`
+
+/// The kubernetes-validate release `cargo xtask setup` installs from PyPI. Its wheel carries
+/// the Kubernetes JSON schemas (1.25 to 1.37, strict and not), so validating needs no network.
+pub const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// The virtualenv (Debian's python3 -m venv) that holds it: `target/venv/kubernetes-validate`
+/// under the workspace.
+pub fn kubernetes_validate_venv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .join("target/venv/kubernetes-validate")
+}
+
+// ---------------------------------------------------------------------------------------------
 // The site DHCP server
 
 /// dnsmasq as an address-only DHCP server on one interface (no DNS, no PXE), in the
@@ -777,19 +806,35 @@ impl Dnsmasq {
         dir: &Path,
         binding: Binding,
     ) -> Result<Dnsmasq> {
+        Dnsmasq::start_ranges(ns, iface, &[range], dir, binding)
+    }
+
+    /// dnsmasq with an address range (a /24) per subnet: its own, and subnets behind relay
+    /// agents, which it tells apart by giaddr (RFC 2131 §4.3.1).
+    pub fn start_ranges(
+        ns: &NetNs,
+        iface: &str,
+        ranges: &[(Ipv4Addr, Ipv4Addr)],
+        dir: &Path,
+        binding: Binding,
+    ) -> Result<Dnsmasq> {
         let mut args = vec![
             "--keep-in-foreground".to_owned(),
             "--conf-file=/dev/null".to_owned(),
             "--port=0".to_owned(),
             format!("--interface={iface}"),
-            format!("--dhcp-range={},{},255.255.255.0,1h", range.0, range.1),
+        ];
+        for (low, high) in ranges {
+            args.push(format!("--dhcp-range={low},{high},255.255.255.0,1h"));
+        }
+        args.extend([
             // The ping check delays every first offer by ~3 s (DESIGN.md, test lab facts).
             "--no-ping".to_owned(),
             format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
             format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
             "--log-dhcp".to_owned(),
             "--log-facility=-".to_owned(),
-        ];
+        ]);
         if binding == Binding::Interfaces {
             args.push("--bind-interfaces".to_owned());
         }

@@ -109,6 +109,14 @@ fn the_package_holds_the_daemon_its_config_the_ipxe_templates_and_the_unit() -> 
     );
     for (packaged, source) in [
         ("usr/share/xdpboot/ipxe/boot.ipxe", "ipxe/boot.ipxe"),
+        ("usr/share/xdpboot/ipxe/grub.cfg", "ipxe/grub.cfg"),
+        ("usr/share/xdpboot/ipxe/pxelinux.cfg", "ipxe/pxelinux.cfg"),
+        (
+            "usr/share/xdpboot/ipxe/multiboot.ipxe",
+            "ipxe/multiboot.ipxe",
+        ),
+        ("usr/share/xdpboot/ipxe/windows.ipxe", "ipxe/windows.ipxe"),
+        ("usr/share/xdpboot/ipxe/esxi.ipxe", "ipxe/esxi.ipxe"),
         ("usr/share/xdpboot/ipxe/README.md", "ipxe/README.md"),
         ("etc/xdpboot/xdpboot.toml", "boot-user/debian/xdpboot.toml"),
         (

@@ -45,7 +45,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::assets::{Arm64Assets, Assets, KERNEL, NODE_FILE, SHARED_INITRD};
 use crate::ipv6::{Dnsmasq6, add_address6, no_dad, wait_ipv6_ready};
-use crate::vm::{Arch, Firmware, Vm, VmSpec};
+use crate::vm::{Arch, Chain, Firmware, Vm, VmSpec};
 use crate::{
     Binding, COMMAND_TIMEOUT, Daemon, Dnsmasq, NetNs, STARTUP_TIMEOUT, TempDir, run_command,
     unique_ifindex, veth, veth_with_index,
@@ -137,6 +137,11 @@ pub struct Node {
     pub hostname: String,
     pub mac: MacAddr,
     pub firmware: Firmware,
+    /// The loaders after the firmware's network boot (the lab's policy gives the node a rule
+    /// of its own for any chain but iPXE).
+    pub chain: Chain,
+    /// A disk second in its boot order (local-boot tests).
+    pub disk: Option<PathBuf>,
     /// `vars = { rack = … }` of its `[[node]]` entry, shown in its overlay.
     pub rack_label: String,
 }
@@ -148,8 +153,16 @@ impl Node {
             hostname: format!("n{n:02}"),
             mac: MacAddr([0x52, 0x54, 0x00, 0x18, 0x01, n]),
             firmware,
+            chain: firmware.default_chain(),
+            disk: None,
             rack_label: "lab".to_owned(),
         }
+    }
+
+    /// The same node booting through `chain`.
+    pub fn through(mut self, chain: Chain) -> Node {
+        self.chain = chain;
+        self
     }
 }
 
@@ -197,13 +210,24 @@ pub struct RackSetup {
     /// stub joins back to back, so only the server's 4-byte padding of the gzip initrd lets the
     /// overlay behind it be found (DESIGN.md, "EFI initrds").
     pub ipxe_2019_efi: bool,
-    /// More files for the TFTP root, as (name there, file to copy): e.g. Debian's signed shim
-    /// and GRUB. The lab then has a TFTP root of its own ([`Rack::tftp_root`]).
+    /// More files for the TFTP root, as (name there, file to copy). The lab then has a TFTP
+    /// root of its own ([`Rack::tftp_root`]).
     pub tftp_files: Vec<(String, PathBuf)>,
-    /// A `[[policy]]` table of the test's own (TOML), replacing the embedded default's.
+    /// `[[policy]]` rules (TOML) put before the lab's table, after each node's own chain rule;
+    /// `None`: none.
     pub policy: Option<String>,
     /// An IPv6-only rack, advertised so.
     pub ipv6: Option<Ipv6Lab>,
+    /// `[[policy]]` rules (TOML) put ahead of every other, the nodes' own chain rules included
+    /// (a node's chain started some other way than its chain rule would, e.g. shim by an https
+    /// URL); `None`: none.
+    pub policy_first: Option<String>,
+    /// An HTTP root of the test's own instead of the cache's (`.cache/lab/http`), e.g. one
+    /// that Ironic writes into (tests/ironic.rs).
+    pub http_root: Option<PathBuf>,
+    /// Serve Debian 12's shim and GRUB (2.06: no `http` module, so GRUB fetches its kernel,
+    /// initrds and overlay over TFTP) instead of Debian 13's (2.12: over HTTP).
+    pub debian12_chain: bool,
 }
 
 impl RackSetup {
@@ -222,6 +246,9 @@ impl RackSetup {
             ipxe_2019_efi: false,
             tftp_files: Vec::new(),
             policy: None,
+            policy_first: None,
+            http_root: None,
+            debian12_chain: false,
             ipv6: None,
         }
     }
@@ -574,6 +601,8 @@ exec "$@"
         self.rack.ip(&format!("tuntap add dev {tap} mode tap"))?;
         self.rack.attach(&tap, "br0")?;
         let mut spec = VmSpec::new(&node.hostname, node.mac, node.firmware);
+        spec.chain = node.chain;
+        spec.disk = node.disk.clone();
         if self.setup.https && self.setup.firmware_trusts_ca && node.firmware.is_ovmf() {
             spec.https_ca = Some(self.ca_esl());
         }
@@ -583,6 +612,18 @@ exec "$@"
         let vm = Vm::start(&self.rack, &tap, spec, self.dir.path())?;
         self.vms.push(vm);
         Ok(index)
+    }
+
+    /// Powers VM `index` off (if it still runs) and on again on its tap, with fresh firmware
+    /// variables: what a node's BMC does when Ironic reboots it.
+    pub fn reboot(&mut self, index: usize) -> Result<()> {
+        let old = self.vms.remove(index);
+        let spec = old.spec.clone();
+        // The old QEMU lets go of the tap before the new one opens it.
+        drop(old);
+        let vm = Vm::start(&self.rack, &format!("tap{index}"), spec, self.dir.path())?;
+        self.vms.insert(index, vm);
+        Ok(())
     }
 
     /// `curl` from the probe host (a machine on the rack's link that is no node): the HTTP
@@ -751,9 +792,23 @@ pub fn lab_config(
     // (tests/firmware_boot.rs stops it mid-download), rather than draining them first.
     let _ = writeln!(text, "[server]\ndrain_secs = 0\n");
     let _ = writeln!(text, "[tftp]\nroot = {}\n", q(tftp_root));
-    // The lab serves exactly its own loaders (Debian 13's, in the cache), never the host's
-    // `ipxe` package behind them ([`Start::NoConfig`] shows that path).
-    let _ = writeln!(text, "[loaders]\nsearch = []\n");
+    // The lab serves exactly its own loaders (Debian 13's iPXE in its roots; the signed shim and
+    // GRUB and Debian 12's PXELINUX from their unpacked packages, found by the package search),
+    // never the host's `ipxe` package behind them ([`Start::NoConfig`] shows that path).
+    let chain = if setup.debian12_chain {
+        &assets.chain_loaders_debian12
+    } else {
+        &assets.chain_loaders
+    };
+    // arm64's shim and GRUB are in their own packages (shimaa64.efi, grubaa64.efi).
+    let arm64_chain = arm64.into_iter().flat_map(|a| a.chain_loaders());
+    let search: Vec<String> = chain
+        .iter()
+        .cloned()
+        .chain(arm64_chain)
+        .map(|d| q(&d))
+        .collect();
+    let _ = writeln!(text, "[loaders]\nsearch = [{}]\n", search.join(", "));
     if setup.ipv6.is_some() {
         let _ = writeln!(
             text,
@@ -763,7 +818,7 @@ pub fn lab_config(
     let _ = writeln!(
         text,
         "[http]\nroot = {}\nhttps_port = {}\ntls_cert = {}\ntls_key = {}\ntls_names = [\"{SERVER}\", \"{SERVER6}\"]\npacing_mbit = {}\n",
-        q(&assets.http_root),
+        q(setup.http_root.as_deref().unwrap_or(&assets.http_root)),
         if setup.https { 443 } else { 0 },
         q(&dir.join("tls/server.pem")),
         q(&dir.join("tls/server.key")),
@@ -810,27 +865,58 @@ pub fn lab_config(
             node.mac, node.hostname, node.rack_label
         );
     }
+    // Each node boots through its own chain: a rule for it (by MAC) ahead of the table.
+    let mut rules = setup.policy_first.clone().unwrap_or_default();
+    for node in &setup.nodes {
+        let rule = match node.chain {
+            Chain::Ipxe => continue,
+            Chain::ShimGrub => "loader = \"shim\"",
+            Chain::Pxelinux => "loader = \"pxelinux\"",
+            Chain::LocalDisk => "local = true",
+            // The firmware gets iPXE from the table below; iPXE chains GRUB by its URL.
+            Chain::IpxeGrub => "ipxe = true\nhttp = \"http://{server}/grubx64.efi\"",
+        };
+        let _ = writeln!(
+            rules,
+            "[[policy]]\nname = \"{}-{}\"\nmac = [\"{}\"]\n{rule}\n",
+            node.hostname,
+            node.chain.name(),
+            node.mac
+        );
+    }
     if let Some(policy) = &setup.policy {
-        text.push_str(policy);
-    } else if setup.https {
+        rules.push_str(policy);
+        rules.push('\n');
+    }
+    if setup.https {
         // The default table with https for iPXE's EFI builds and for UEFI HTTP boot: OVMF
         // trusts the lab's CA from fw_cfg and fetches the loader over TLS 1.2 DHE (Debian 12's
         // OVMF has no elliptic curves: xdpboot's `http::ffdhe`), and Debian 13's iPXE reads the
         // CA from the TlsCaCertificate variable OVMF fills. BIOS iPXE has no TLS.
+        text.push_str(&rules);
         text.push_str(
             "[[policy]]\nname = \"ipxe-efi-https\"\nipxe = true\narch = [\"uefi-x64\"]\n\
              http = \"https://{server}:{https_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
-             [[policy]]\nname = \"ipxe\"\nipxe = true\n\
-             http = \"http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
-             [[policy]]\nname = \"uefi-http-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
-             http = \"https://{server}:{https_port}/ipxe-amd64.efi\"\n\n\
-             [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
-             [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n\n\
-             [[policy]]\nname = \"uefi-arm64\"\narch = [\"uefi-arm64\"]\ntftp = \"ipxe-arm64.efi\"\n",
+             [[policy]]\nname = \"uefi-https-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
+             http = \"https://{server}:{https_port}/ipxe-amd64.efi\"\n\n",
         );
+        text.push_str(LAB_TABLE);
+    } else if !rules.is_empty() {
+        // A [[policy]] list replaces the default table: write it out after the nodes' rules.
+        text.push_str(&rules);
+        text.push_str(LAB_TABLE);
     }
     text
 }
+
+/// The embedded default's policy table, as far as the lab's machines need it.
+const LAB_TABLE: &str = "[[policy]]\nname = \"ipxe\"\nipxe = true\n\
+     http = \"http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}\"\n\n\
+     [[policy]]\nname = \"uefi-http-x64\"\nfirmware = \"http\"\narch = [\"uefi-x64\"]\n\
+     http = \"http://{server}:{http_port}/ipxe-amd64.efi\"\n\n\
+     [[policy]]\nname = \"bios\"\narch = [\"bios\"]\ntftp = \"undionly.kpxe\"\n\n\
+     [[policy]]\nname = \"uefi-x64\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n\n\
+     [[policy]]\nname = \"uefi-arm64\"\narch = [\"uefi-arm64\"]\ntftp = \"ipxe-arm64.efi\"\n";
 
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {

@@ -112,6 +112,17 @@ struct BootApi {
 
 impl BootApi {
     fn start(ns: &NetNs, known: &'static str) -> Result<BootApi> {
+        BootApi::answering(
+            ns,
+            vec![(
+                known,
+                r#"{"kernel": "http://198.18.0.200/vmlinuz", "initrd": ["initrd.img"], "cmdline": "from=api"}"#,
+            )],
+        )
+    }
+
+    /// An API that answers each `(mac, JSON body)` with 200 and that body, and 404 otherwise.
+    fn answering(ns: &NetNs, answers: Vec<(&'static str, &'static str)>) -> Result<BootApi> {
         let listener = ns.run(|| Ok(TcpListener::bind("127.0.0.1:0")?))?;
         let port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
@@ -133,8 +144,10 @@ impl BootApi {
                 let n = stream.read(&mut buf).unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]);
                 let path = head.split_whitespace().nth(1).unwrap_or("");
-                let reply = if path == format!("/v1/boot/{known}") {
-                    let body = r#"{"kernel": "http://198.18.0.200/vmlinuz", "initrd": ["initrd.img"], "cmdline": "from=api"}"#;
+                let answer = answers
+                    .iter()
+                    .find(|(mac, _)| path == format!("/v1/boot/{mac}"));
+                let reply = if let Some((_, body)) = answer {
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
@@ -267,4 +280,91 @@ fn http_port(config: &str) -> Result<u16> {
         .trim()
         .parse()
         .context("HTTP port")
+}
+
+/// The answers beyond pixiecore's (docs/boot-api.md), against an API of the test's own: a
+/// ready iPXE script is served as it is, a script URL is chained, and a boot-once answer boots
+/// the machine once: its next DHCP goes unanswered and its script says there is nothing to boot.
+#[test]
+fn the_boot_api_can_answer_a_ready_script_a_script_url_or_a_boot_once_spec() -> Result<()> {
+    const SCRIPT: &str = "52:54:00:aa:00:11";
+    const URL: &str = "52:54:00:aa:00:12";
+    const ONCE: MacAddr = MacAddr([0x52, 0x54, 0x00, 0xaa, 0x00, 0x13]);
+    let lab = BootHost::new(HostSetup {
+        client_host: Some(50),
+        ..HostSetup::default()
+    })?;
+    let api = BootApi::answering(
+        &lab.host,
+        vec![
+            (
+                SCRIPT,
+                r##"{"ipxe_script": "#!ipxe\necho straight from the API\nexit\n"}"##,
+            ),
+            (
+                URL,
+                r#"{"ipxe_script_url": "ironic/boot.ipxe", "message": "handing over to Ironic"}"#,
+            ),
+            (
+                "52:54:00:aa:00:13",
+                r#"{"kernel": "http://198.18.0.200/vmlinuz", "cmdline": "provision", "once": true, "id": "deploy-1"}"#,
+            ),
+        ],
+    )?;
+    let base = std::fs::read_to_string(lab.files.config())?;
+    // A long cache: the spent answer is still the cached one when the machine comes back.
+    std::fs::write(
+        lab.files.config(),
+        format!(
+            "{base}\n[api]\nurl = \"http://127.0.0.1:{}/\"\ntimeout_secs = 1\ncache_secs = 60\n",
+            api.port
+        ),
+    )?;
+    let daemon = lab.start_daemon(XDP)?;
+    let port = http_port(&base)?;
+    let script = |mac: &str| -> Result<String> {
+        let url = format!("http://{}:{port}/boot.ipxe?mac={mac}", lab.server);
+        lab.host
+            .exec(Path::new("curl"), &["-sS", "--max-time", "5", &url])
+    };
+
+    assert_eq!(
+        script(SCRIPT)?,
+        "#!ipxe\necho straight from the API\nexit\n"
+    );
+    let chained = script(URL)?;
+    assert!(
+        chained.starts_with("#!ipxe\necho handing over to Ironic\n"),
+        "{chained}"
+    );
+    assert!(
+        chained.contains(&format!(
+            "chain --autofree http://127.0.0.1:{}/ironic/boot.ipxe || goto failed",
+            api.port
+        )),
+        "{chained}"
+    );
+
+    // Boot once: answered, and its script boots the API's kernel...
+    assert!(
+        answered_within(&lab, ONCE, Duration::from_secs(5))?,
+        "the boot-once machine was not answered:\n{}",
+        daemon.log()
+    );
+    let first = script(&ONCE.to_string())?;
+    assert!(first.contains("http://198.18.0.200/vmlinuz"), "{first}");
+    assert!(first.contains("provision"), "{first}");
+    // ...once: the API still gives the same answer, but the machine's next boot falls back.
+    let second = script(&ONCE.to_string())?;
+    assert!(
+        second.contains("nothing to boot") && !second.contains("vmlinuz"),
+        "{second}"
+    );
+    assert!(!answered_within(&lab, ONCE, Duration::from_secs(2))?);
+    assert!(
+        daemon.log().contains("boot-once answer was served"),
+        "{}",
+        daemon.log()
+    );
+    Ok(())
 }

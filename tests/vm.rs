@@ -31,6 +31,11 @@ pub const OVMF_CODE: &str = "OVMF_CODE_4M.fd";
 /// The empty variable store (no Secure Boot keys: Debian's unsigned iPXE would be refused),
 /// copied per VM.
 pub const OVMF_VARS: &str = "OVMF_VARS_4M.fd";
+/// The Secure Boot build of the firmware code (SMM; Debian links `.ms.fd` to `.secboot.fd`).
+pub const OVMF_CODE_SECURE_BOOT: &str = "OVMF_CODE_4M.ms.fd";
+/// A variable store with Microsoft's keys enrolled and Secure Boot enforced (Debian's
+/// `ovmf`), copied per VM: what servers ship with.
+pub const OVMF_VARS_SECURE_BOOT: &str = "OVMF_VARS_4M.ms.fd";
 
 /// Debian 12's AAVMF (package `qemu-efi-aarch64`): EDK2 for QEMU's arm64 `virt` machine.
 pub const AAVMF_DIR: &str = "/usr/share/AAVMF";
@@ -41,8 +46,12 @@ pub const AAVMF_VARS: &str = "AAVMF_VARS.fd";
 /// The variable store with Microsoft's keys enrolled and Secure Boot on (the same code file
 /// enforces it: Debian's `AAVMF_CODE.ms.fd` is a link to `AAVMF_CODE.fd`).
 pub const AAVMF_VARS_MS: &str = "AAVMF_VARS.ms.fd";
-/// What the lab's GRUB config prints before it loads the kernel (the stage of GRUB).
-pub const GRUB_CONFIG_READ: &str = "xdpboot-grub: loading";
+/// What xdpboot's default GRUB config (ipxe/grub.cfg) prints before it loads the kernel.
+pub const GRUB_CONFIG_READ: &str = "xdpboot: GRUB booting";
+/// What xdpboot's default PXELINUX config (ipxe/pxelinux.cfg) says before the kernel.
+pub const PXELINUX_CONFIG_READ: &str = "xdpboot: PXELINUX booting";
+/// What the loader on a local-boot test's disk prints.
+pub const LOCAL_DISK_MARKER: &str = "XDPBOOT-LOCAL-DISK";
 
 /// What xdpboot's default script (ipxe/boot.ipxe) prints when its last attempt failed.
 pub const SCRIPT_GAVE_UP: &str = "xdpboot: giving up after";
@@ -61,6 +70,10 @@ pub enum Firmware {
     UefiPxe6,
     /// OVMF UEFI HTTP boot over IPv6 (PXE disabled): DHCPv6 → the loader's http://[…] URL.
     UefiHttp6,
+    /// [`Firmware::UefiPxe`] with Secure Boot enforced and Microsoft's keys enrolled.
+    UefiPxeSecureBoot,
+    /// [`Firmware::UefiHttp`] with Secure Boot enforced and Microsoft's keys enrolled.
+    UefiHttpSecureBoot,
     /// An arm64 machine: AAVMF's own PXE client (arch 11) → TFTP ipxe-arm64.efi → iPXE.
     Arm64UefiPxe,
     /// An arm64 machine with Secure Boot enforced (Microsoft's keys): AAVMF's PXE → TFTP
@@ -92,6 +105,8 @@ impl Firmware {
             Firmware::UefiHttp => "uefi-http",
             Firmware::UefiPxe6 => "uefi-pxe6",
             Firmware::UefiHttp6 => "uefi-http6",
+            Firmware::UefiPxeSecureBoot => "uefi-secureboot",
+            Firmware::UefiHttpSecureBoot => "uefi-http-secureboot",
             Firmware::Arm64UefiPxe => "arm64-uefi",
             Firmware::Arm64UefiPxeSecureBoot => "arm64-uefi-secureboot",
         }
@@ -103,7 +118,9 @@ impl Firmware {
             | Firmware::UefiPxe
             | Firmware::UefiHttp
             | Firmware::UefiPxe6
-            | Firmware::UefiHttp6 => Arch::X86_64,
+            | Firmware::UefiHttp6
+            | Firmware::UefiPxeSecureBoot
+            | Firmware::UefiHttpSecureBoot => Arch::X86_64,
             Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => Arch::Arm64,
         }
     }
@@ -112,7 +129,12 @@ impl Firmware {
     pub fn is_ovmf(self) -> bool {
         matches!(
             self,
-            Firmware::UefiPxe | Firmware::UefiHttp | Firmware::UefiPxe6 | Firmware::UefiHttp6
+            Firmware::UefiPxe
+                | Firmware::UefiHttp
+                | Firmware::UefiPxe6
+                | Firmware::UefiHttp6
+                | Firmware::UefiPxeSecureBoot
+                | Firmware::UefiHttpSecureBoot
         )
     }
 
@@ -121,11 +143,43 @@ impl Firmware {
         matches!(self, Firmware::UefiPxe6 | Firmware::UefiHttp6)
     }
 
-    /// The loader this firmware fetches over TFTP, if any.
+    /// UEFI HTTP boot rather than PXE.
+    pub fn is_http_boot(self) -> bool {
+        matches!(
+            self,
+            Firmware::UefiHttp | Firmware::UefiHttp6 | Firmware::UefiHttpSecureBoot
+        )
+    }
+
+    /// Secure Boot enforced, Microsoft's keys enrolled.
+    pub fn secure_boot(self) -> bool {
+        matches!(
+            self,
+            Firmware::UefiPxeSecureBoot
+                | Firmware::UefiHttpSecureBoot
+                | Firmware::Arm64UefiPxeSecureBoot
+        )
+    }
+
+    /// The chain the lab boots this firmware through by default: shim and GRUB under Secure
+    /// Boot (Debian's iPXE is not signed), iPXE otherwise.
+    pub fn default_chain(self) -> Chain {
+        if self.secure_boot() {
+            Chain::ShimGrub
+        } else {
+            Chain::Ipxe
+        }
+    }
+
+    /// The loader this firmware fetches over TFTP through its default chain, if any.
     pub fn tftp_loader(self) -> Option<&'static str> {
         match self {
-            Firmware::Bios | Firmware::UefiHttp | Firmware::UefiHttp6 => None,
+            Firmware::Bios
+            | Firmware::UefiHttp
+            | Firmware::UefiHttp6
+            | Firmware::UefiHttpSecureBoot => None,
             Firmware::UefiPxe | Firmware::UefiPxe6 => Some("ipxe-amd64.efi"),
+            Firmware::UefiPxeSecureBoot => Some("shimx64.efi"),
             Firmware::Arm64UefiPxe => Some("ipxe-arm64.efi"),
             Firmware::Arm64UefiPxeSecureBoot => Some("shimaa64.efi"),
         }
@@ -139,6 +193,12 @@ impl Firmware {
             Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
             Firmware::UefiPxe6 => "PXE over IPv6, TFTP over IPv6 ipxe-amd64.efi",
             Firmware::UefiHttp6 => "UEFI HTTP boot over IPv6 of ipxe-amd64.efi",
+            Firmware::UefiPxeSecureBoot => {
+                "PXE with Secure Boot, TFTP shimx64.efi, then grubx64.efi"
+            }
+            Firmware::UefiHttpSecureBoot => {
+                "UEFI HTTP boot with Secure Boot of shimx64.efi, then grubx64.efi"
+            }
             Firmware::Arm64UefiPxe => "AAVMF PXE, TFTP ipxe-arm64.efi",
             Firmware::Arm64UefiPxeSecureBoot => {
                 "AAVMF PXE with Secure Boot, TFTP shimaa64.efi, then grubaa64.efi"
@@ -146,78 +206,30 @@ impl Firmware {
         }
     }
 
-    /// The stages a boot of this firmware goes through, each with the serial-console text
-    /// that shows it was reached (the first that appears counts).
-    pub fn stages(self) -> &'static [Stage] {
-        const IPXE_TAIL: [Stage; 5] = [
-            Stage::new("iPXE DHCP done", &["net0: 198."]),
-            Stage::new("script fetched", &["xdpboot: booting"]),
-            Stage::new("kernel started", &["Linux version"]),
-            Stage::new("/init running", &["xdpboot-initrd: /init running"]),
-            Stage::new("marker", &[crate::assets::MARKER]),
-        ];
-        const BIOS: [Stage; 6] = [
-            Stage::new(
-                "NIC ROM iPXE",
-                &["iPXE (http://ipxe.org)", "iPXE (https://ipxe.org)"],
-            ),
-            IPXE_TAIL[0],
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
-        ];
-        const UEFI_PXE: [Stage; 8] = [
+    /// The stages up to the first-stage loader, each with the serial-console text that shows
+    /// it was reached (the first that appears counts).
+    fn first_stages(self) -> &'static [Stage] {
+        const BIOS: [Stage; 1] = [Stage::new(
+            "NIC ROM iPXE",
+            &["iPXE (http://ipxe.org)", "iPXE (https://ipxe.org)"],
+        )];
+        const UEFI_PXE: [Stage; 3] = [
             Stage::new("OVMF PXE started", &["Start PXE over IPv4"]),
             Stage::new("PXE DHCP done", &["Station IP address is"]),
             Stage::new("TFTP loader", &["NBP file downloaded successfully"]),
-            IPXE_TAIL[0],
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
         ];
         // AAVMF is the same EDK2 network stack as OVMF and prints the same lines.
-        const AAVMF_PXE: [Stage; 8] = [
+        const AAVMF_PXE: [Stage; 3] = [
             Stage::new("AAVMF PXE started", &["Start PXE over IPv4"]),
             UEFI_PXE[1],
             UEFI_PXE[2],
-            IPXE_TAIL[0],
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
         ];
-        // No iPXE: shim and GRUB, and the kernel says Secure Boot held.
-        const AAVMF_SECURE_BOOT: [Stage; 8] = [
-            AAVMF_PXE[0],
-            AAVMF_PXE[1],
-            Stage::new("TFTP shim", &["NBP file downloaded successfully"]),
-            Stage::new("GRUB config read", &[GRUB_CONFIG_READ]),
-            IPXE_TAIL[2],
-            Stage::new("Secure Boot enforced", &["secureboot: Secure boot enabled"]),
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
-        ];
-        const UEFI_HTTP: [Stage; 8] = [
+        const UEFI_HTTP: [Stage; 3] = [
             Stage::new("OVMF HTTP boot started", &["Start HTTP Boot over IPv4"]),
             Stage::new("HTTP boot DHCP done", &["Station IP address is"]),
             Stage::new("HTTP loader", &["Downloading...100%"]),
-            IPXE_TAIL[0],
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
         ];
-        // iPXE over IPv6: its address from the router's prefix, its script from DHCPv6.
-        const IPXE6_TAIL: [Stage; 5] = [
-            Stage::new("iPXE IPv6 configured", &["net0: fd00:"]),
-            IPXE_TAIL[1],
-            IPXE_TAIL[2],
-            IPXE_TAIL[3],
-            IPXE_TAIL[4],
-        ];
-        const UEFI_PXE6: [Stage; 8] = [
+        const UEFI_PXE6: [Stage; 3] = [
             Stage::new("OVMF PXEv6 started", &["Start PXE over IPv6"]),
             Stage::new(
                 "PXEv6 DHCP done",
@@ -227,35 +239,277 @@ impl Firmware {
                 "TFTP loader over IPv6",
                 &["NBP file downloaded successfully"],
             ),
-            IPXE6_TAIL[0],
-            IPXE6_TAIL[1],
-            IPXE6_TAIL[2],
-            IPXE6_TAIL[3],
-            IPXE6_TAIL[4],
         ];
-        const UEFI_HTTP6: [Stage; 8] = [
+        const UEFI_HTTP6: [Stage; 3] = [
             Stage::new("OVMF HTTPv6 boot started", &["Start HTTP Boot over IPv6"]),
             Stage::new(
                 "HTTPv6 boot DHCP done",
                 &["Station IPv6 address is", "Station IP address is"],
             ),
             Stage::new("HTTP loader over IPv6", &["Downloading...100%"]),
-            IPXE6_TAIL[0],
-            IPXE6_TAIL[1],
-            IPXE6_TAIL[2],
-            IPXE6_TAIL[3],
-            IPXE6_TAIL[4],
         ];
         match self {
             Firmware::Bios => &BIOS,
-            Firmware::UefiPxe => &UEFI_PXE,
+            Firmware::UefiPxe | Firmware::UefiPxeSecureBoot => &UEFI_PXE,
+            Firmware::UefiHttp | Firmware::UefiHttpSecureBoot => &UEFI_HTTP,
             Firmware::UefiPxe6 => &UEFI_PXE6,
             Firmware::UefiHttp6 => &UEFI_HTTP6,
-            Firmware::Arm64UefiPxe => &AAVMF_PXE,
-            Firmware::Arm64UefiPxeSecureBoot => &AAVMF_SECURE_BOOT,
-            Firmware::UefiHttp => &UEFI_HTTP,
+            Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => &AAVMF_PXE,
         }
     }
+
+    /// The stages of a boot of this firmware through `chain`.
+    pub fn stages_through(self, chain: Chain) -> Vec<Stage> {
+        let mut stages = self.first_stages().to_vec();
+        match chain.stages() {
+            // iPXE over IPv6: its address from the router's prefix, its script from DHCPv6.
+            [_dhcp, rest @ ..] if self.is_ipv6() && chain == Chain::Ipxe => {
+                stages.push(Stage::new("iPXE IPv6 configured", &["net0: fd00:"]));
+                stages.extend_from_slice(rest);
+            }
+            all => stages.extend_from_slice(all),
+        }
+        stages
+    }
+
+    /// The stages of a boot of this firmware through its [`Firmware::default_chain`].
+    pub fn stages(self) -> Vec<Stage> {
+        self.stages_through(self.default_chain())
+    }
+}
+
+/// What runs after the firmware's own network boot: the loaders a node goes through to its
+/// kernel (or to its disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Chain {
+    /// iPXE and xdpboot's per-node iPXE script.
+    Ipxe,
+    /// shim (signed by Microsoft), then GRUB (signed by Debian) with its per-node config; the
+    /// kernel (signed by Debian) says Secure Boot held.
+    ShimGrub,
+    /// iPXE chains GRUB by URL; GRUB reads its per-node config.
+    IpxeGrub,
+    /// PXELINUX (lpxelinux.0) with its per-node config; kernel and initrds over HTTP.
+    Pxelinux,
+    /// xdpboot sends the machine to its own disk.
+    LocalDisk,
+}
+
+impl Chain {
+    pub fn name(self) -> &'static str {
+        match self {
+            Chain::Ipxe => "ipxe",
+            Chain::ShimGrub => "shim-grub",
+            Chain::IpxeGrub => "ipxe-grub",
+            Chain::Pxelinux => "pxelinux",
+            Chain::LocalDisk => "local-disk",
+        }
+    }
+
+    /// The stages after the first-stage loader.
+    pub fn stages(self) -> &'static [Stage] {
+        const KERNEL: Stage = Stage::new("kernel started", &["Linux version"]);
+        const INIT: Stage = Stage::new("/init running", &["xdpboot-initrd: /init running"]);
+        const MARKER: Stage = Stage::new("marker", &[crate::assets::MARKER]);
+        const GRUB: Stage = Stage::new("GRUB config", &[GRUB_CONFIG_READ]);
+        const IPXE_DHCP: Stage = Stage::new("iPXE DHCP done", &["net0: 198."]);
+        const IPXE: [Stage; 5] = [
+            IPXE_DHCP,
+            Stage::new("script fetched", &["xdpboot: booting"]),
+            KERNEL,
+            INIT,
+            MARKER,
+        ];
+        const SHIM_GRUB: [Stage; 5] = [
+            GRUB,
+            KERNEL,
+            Stage::new("Secure Boot enforced", &["secureboot: Secure boot enabled"]),
+            INIT,
+            MARKER,
+        ];
+        const IPXE_GRUB: [Stage; 5] = [IPXE_DHCP, GRUB, KERNEL, INIT, MARKER];
+        const PXELINUX: [Stage; 5] = [
+            Stage::new("PXELINUX", &["PXELINUX 6."]),
+            Stage::new("PXELINUX config", &[PXELINUX_CONFIG_READ]),
+            KERNEL,
+            INIT,
+            MARKER,
+        ];
+        // iPXE says what local.ipxe says; EDK2 answers the local-boot menu with PXE-E21.
+        const LOCAL_DISK: [Stage; 2] = [
+            Stage::new(
+                "network boot left",
+                &["xdpboot: booting from the local disk", "PXE-E21"],
+            ),
+            Stage::new("disk loader", &[LOCAL_DISK_MARKER]),
+        ];
+        match self {
+            Chain::Ipxe => &IPXE,
+            Chain::ShimGrub => &SHIM_GRUB,
+            Chain::IpxeGrub => &IPXE_GRUB,
+            Chain::Pxelinux => &PXELINUX,
+            Chain::LocalDisk => &LOCAL_DISK,
+        }
+    }
+}
+
+/// Writes a raw disk image whose MBR boot code prints [`LOCAL_DISK_MARKER`] through the BIOS
+/// (INT 10h teletype, which SeaBIOS copies to the serial console under `graphics=off`) and
+/// halts: the disk a local-boot test's machine has second in its boot order.
+pub fn write_bios_marker_disk(path: &Path) -> Result<()> {
+    // Loaded at 0000:7C00 (the BIOS boot specification).
+    const LOAD: u16 = 0x7c00;
+    #[rustfmt::skip]
+    let code: [u8; 26] = [
+        // Interrupts stay on: SeaBIOS's serial console sends what INT 10h wrote from its
+        // timer interrupt, so a halted CPU that took no interrupts would leave it unsent.
+        0xfb,             // sti
+        0x31, 0xc0,       // xor ax, ax
+        0x8e, 0xd8,       // mov ds, ax
+        0xbe, 0, 0,       // mov si, <message>        (patched below)
+        0xfc,             // cld
+        0xac,             // next: lodsb
+        0x84, 0xc0,       // test al, al
+        0x74, 0x09,       // jz done
+        0xb4, 0x0e,       // mov ah, 0Eh             (teletype output)
+        0xbb, 0x07, 0x00, // mov bx, 0007h           (page 0, colour 7)
+        0xcd, 0x10,       // int 10h
+        0xeb, 0xf2,       // jmp next
+        0xf4,             // done: hlt
+        0xeb, 0xfd,       // jmp done
+    ];
+    let mut sector = [0u8; 512];
+    sector[..code.len()].copy_from_slice(&code);
+    let message = format!("\r\n{LOCAL_DISK_MARKER}: the local disk's boot code runs\r\n\0");
+    let at = code.len();
+    sector[at..at + message.len()].copy_from_slice(message.as_bytes());
+    let address = LOAD + u16::try_from(at).expect("the code is shorter than a sector");
+    sector[6..8].copy_from_slice(&address.to_le_bytes());
+    // The boot signature.
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    // One MiB, so it looks like a disk to every firmware.
+    let mut image = vec![0u8; 1 << 20];
+    image[..512].copy_from_slice(&sector);
+    std::fs::write(path, image).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a raw disk image holding one FAT file system (no partition table: EDK2 mounts such
+/// a disk whole) with `\EFI\BOOT\BOOTX64.EFI`, the removable-media loader UEFI boots from a
+/// disk without boot variables (UEFI 2.10 §3.5.1.1). The loader prints
+/// [`LOCAL_DISK_MARKER`] through the firmware's console (which OVMF copies to the serial
+/// port) and halts. Needs mtools.
+pub fn write_efi_marker_disk(path: &Path) -> Result<()> {
+    let loader = path.with_extension("efi");
+    std::fs::write(&loader, efi_marker_application())
+        .with_context(|| format!("writing {}", loader.display()))?;
+    std::fs::write(path, vec![0u8; 4 << 20])
+        .with_context(|| format!("writing {}", path.display()))?;
+    let image = path.display().to_string();
+    let run = |tool: &str, args: &[&str]| -> Result<()> {
+        crate::run_command(
+            std::process::Command::new(tool).args(args),
+            Duration::from_secs(10),
+        )
+        .with_context(|| format!("{tool} (install mtools: cargo xtask setup)"))?;
+        Ok(())
+    };
+    run("mformat", &["-i", &image, "::"])?;
+    run("mmd", &["-i", &image, "::/EFI", "::/EFI/BOOT"])?;
+    run(
+        "mcopy",
+        &[
+            "-i",
+            &image,
+            &loader.display().to_string(),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    )?;
+    Ok(())
+}
+
+/// A minimal x86-64 UEFI application (PE32+, subsystem 10) that calls
+/// `SystemTable->ConOut->OutputString` with the marker line and then halts for good. Its code
+/// uses only RIP-relative addresses, and its relocation directory holds one empty block, so
+/// the firmware may load it anywhere (EDK2 `PeCoffLoaderRelocateImage`).
+fn efi_marker_application() -> Vec<u8> {
+    const FILE_ALIGNMENT: u32 = 0x200;
+    const TEXT_RVA: u32 = 0x1000;
+    const MESSAGE_OFFSET: u32 = 0x20;
+    const RELOC_OFFSET: u32 = 0x100;
+    // UEFI's x64 calling convention: RCX = image handle, RDX = system table on entry.
+    #[rustfmt::skip]
+    let code: [u8; 21] = [
+        0x48, 0x83, 0xec, 0x28,  // sub rsp, 28h: shadow space, stack 16-byte aligned
+        0x48, 0x8b, 0x4a, 0x40,  // mov rcx, [rdx+40h]: SystemTable->ConOut
+        0x48, 0x8d, 0x15, 0x11, 0x00, 0x00, 0x00, // lea rdx, [rip+11h]: the message
+        0xff, 0x51, 0x08,        // call [rcx+8]: ConOut->OutputString(ConOut, message)
+        0xf4,                    // halt: hlt
+        0xeb, 0xfd,              // jmp halt
+    ];
+    // `lea` ends at offset 15: 15 + 0x11 is the message.
+    debug_assert_eq!(15 + 0x11, MESSAGE_OFFSET);
+    let mut text = vec![0u8; FILE_ALIGNMENT as usize];
+    text[..code.len()].copy_from_slice(&code);
+    let message: Vec<u8> =
+        format!("\r\n{LOCAL_DISK_MARKER}: the local disk's EFI loader runs\r\n\0")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+    let at = MESSAGE_OFFSET as usize;
+    text[at..at + message.len()].copy_from_slice(&message);
+    // A base relocation block with no entries: page RVA, block size 8.
+    let at = RELOC_OFFSET as usize;
+    text[at..at + 4].copy_from_slice(&TEXT_RVA.to_le_bytes());
+    text[at + 4..at + 8].copy_from_slice(&8u32.to_le_bytes());
+
+    let mut image = vec![0u8; FILE_ALIGNMENT as usize];
+    let put = |image: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+        image[at..at + bytes.len()].copy_from_slice(bytes);
+    };
+    // DOS header: "MZ", and where the PE header is.
+    put(&mut image, 0, b"MZ");
+    put(&mut image, 0x3c, &0x40u32.to_le_bytes());
+    put(&mut image, 0x40, b"PE\0\0");
+    // COFF header: x86-64, one section, a PE32+ optional header of 240 bytes, an executable
+    // image (large-address aware).
+    put(&mut image, 0x44, &0x8664u16.to_le_bytes());
+    put(&mut image, 0x46, &1u16.to_le_bytes());
+    put(&mut image, 0x54, &240u16.to_le_bytes());
+    put(&mut image, 0x56, &0x0022u16.to_le_bytes());
+    // Optional header (PE32+).
+    let opt = 0x58;
+    put(&mut image, opt, &0x020bu16.to_le_bytes());
+    put(&mut image, opt + 4, &FILE_ALIGNMENT.to_le_bytes()); // SizeOfCode
+    put(&mut image, opt + 16, &TEXT_RVA.to_le_bytes()); // AddressOfEntryPoint
+    put(&mut image, opt + 20, &TEXT_RVA.to_le_bytes()); // BaseOfCode
+    put(&mut image, opt + 24, &0x4000_0000u64.to_le_bytes()); // ImageBase
+    put(&mut image, opt + 32, &0x1000u32.to_le_bytes()); // SectionAlignment
+    put(&mut image, opt + 36, &FILE_ALIGNMENT.to_le_bytes()); // FileAlignment
+    put(&mut image, opt + 56, &0x2000u32.to_le_bytes()); // SizeOfImage
+    put(&mut image, opt + 60, &FILE_ALIGNMENT.to_le_bytes()); // SizeOfHeaders
+    put(&mut image, opt + 68, &10u16.to_le_bytes()); // Subsystem: EFI application
+    for (at, size) in [(72, 0x10000u64), (80, 0x1000), (88, 0x10000), (96, 0x1000)] {
+        put(&mut image, opt + at, &size.to_le_bytes()); // stack and heap reserve/commit
+    }
+    put(&mut image, opt + 108, &16u32.to_le_bytes()); // NumberOfRvaAndSizes
+    // Data directory 5: base relocations.
+    put(
+        &mut image,
+        opt + 112 + 5 * 8,
+        &(TEXT_RVA + RELOC_OFFSET).to_le_bytes(),
+    );
+    put(&mut image, opt + 112 + 5 * 8 + 4, &8u32.to_le_bytes());
+    // Section header: .text, code and data, readable and executable.
+    let section = opt + 240;
+    put(&mut image, section, b".text\0\0\0");
+    put(&mut image, section + 8, &FILE_ALIGNMENT.to_le_bytes()); // VirtualSize
+    put(&mut image, section + 12, &TEXT_RVA.to_le_bytes()); // VirtualAddress
+    put(&mut image, section + 16, &FILE_ALIGNMENT.to_le_bytes()); // SizeOfRawData
+    put(&mut image, section + 20, &FILE_ALIGNMENT.to_le_bytes()); // PointerToRawData
+    put(&mut image, section + 36, &0x6000_0060u32.to_le_bytes()); // code, data, read, execute
+    image.extend_from_slice(&text);
+    image
 }
 
 /// A step of a boot, recognised by text on the serial console.
@@ -279,6 +533,11 @@ pub struct VmSpec {
     /// SMBIOS UUID.
     pub uuid: String,
     pub firmware: Firmware,
+    /// The loaders after the firmware's network boot: which stages its console shows.
+    pub chain: Chain,
+    /// A disk, second in the boot order after the network (a raw image; the VM writes to a
+    /// copy of its own).
+    pub disk: Option<PathBuf>,
     /// For OVMF: the CA as an EFI signature list, given through fw_cfg
     /// `etc/edk2/https/cacerts` (OVMF's HTTPS boot trusts it, and so does Debian 13's iPXE,
     /// which reads the `TlsCaCertificate` variable OVMF makes of it).
@@ -308,6 +567,8 @@ impl VmSpec {
                 mac.to_string().replace(':', "")
             ),
             firmware,
+            chain: firmware.default_chain(),
+            disk: None,
             https_ca: None,
             memory_mb: 512,
             console_socket: None,
@@ -353,6 +614,8 @@ pub struct Vm {
     pub serial: PathBuf,
     pub started: Instant,
     child: ChildGuard,
+    /// The stages its console may show ([`Firmware::stages_through`] its chain).
+    stages: Vec<Stage>,
     /// Stages seen so far, with the time since start.
     pub reached: Vec<(&'static str, Duration)>,
     /// How much of the serial log has been read into `lines`.
@@ -404,25 +667,41 @@ impl Vm {
         }
         match spec.firmware {
             Firmware::Bios => {
-                args.extend([
-                    "-M".into(),
-                    "pc,graphics=off".into(),
-                    "-boot".into(),
-                    "order=n".into(),
-                ]);
+                args.extend(["-M".into(), "pc,graphics=off".into()]);
                 args.extend([
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                    format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1"),
                 ]);
             }
-            Firmware::UefiPxe | Firmware::UefiHttp | Firmware::UefiPxe6 | Firmware::UefiHttp6 => {
+            Firmware::UefiPxe
+            | Firmware::UefiHttp
+            | Firmware::UefiPxe6
+            | Firmware::UefiHttp6
+            | Firmware::UefiPxeSecureBoot
+            | Firmware::UefiHttpSecureBoot => {
+                let secure_boot = spec.firmware.secure_boot();
                 let vars = dir.join(format!("{}.vars.fd", spec.name));
-                let (code, vars_template) = (spec.ovmf.join(OVMF_CODE), spec.ovmf.join(OVMF_VARS));
+                let (code, vars_template) = if secure_boot {
+                    (OVMF_CODE_SECURE_BOOT, OVMF_VARS_SECURE_BOOT)
+                } else {
+                    (OVMF_CODE, OVMF_VARS)
+                };
+                let (code, vars_template) = (spec.ovmf.join(code), spec.ovmf.join(vars_template));
                 std::fs::copy(&vars_template, &vars)
                     .with_context(|| format!("copying {}", vars_template.display()))?;
+                if secure_boot {
+                    // The Secure Boot build keeps its variables in SMM, behind a flash that
+                    // only SMM may write (DESIGN.md, "Verified later").
+                    args.extend([
+                        "-M".into(),
+                        "q35,smm=on".into(),
+                        "-global".into(),
+                        "driver=cfi.pflash01,property=secure,value=on".into(),
+                    ]);
+                } else {
+                    args.extend(["-M".into(), "q35".into()]);
+                }
                 args.extend([
-                    "-M".into(),
-                    "q35".into(),
                     "-drive".into(),
                     format!(
                         "if=pflash,format=raw,unit=0,readonly=on,file={}",
@@ -433,15 +712,18 @@ impl Vm {
                     // romfile= : no iPXE ROM, so EDK2's own network stack boots.
                     "-device".into(),
                     if std::env::var_os("XDPBOOT_NIC_ROM").is_some() {
-                        format!("virtio-net-pci,netdev=n0,mac={mac}")
+                        format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1")
                     } else {
-                        format!("virtio-net-pci,netdev=n0,mac={mac},romfile=")
+                        format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1")
                     },
                 ]);
                 // EDK2 tries PXEv4, PXEv6, HTTPv4, HTTPv6 in that order; a try that finds no
                 // server costs about a minute. Off: PXE over the other IP version, and PXE
                 // altogether for HTTP boot.
-                let ipv4_pxe = spec.firmware == Firmware::UefiPxe;
+                let ipv4_pxe = matches!(
+                    spec.firmware,
+                    Firmware::UefiPxe | Firmware::UefiPxeSecureBoot
+                );
                 let ipv6_pxe = spec.firmware == Firmware::UefiPxe6;
                 for (knob, on) in [("IPv4PXESupport", ipv4_pxe), ("IPv6PXESupport", ipv6_pxe)] {
                     if !on {
@@ -450,6 +732,16 @@ impl Vm {
                             format!("name=opt/org.tianocore/{knob},string=n"),
                         ]);
                     }
+                }
+                if spec.disk.is_some() && !spec.firmware.is_ipv6() {
+                    // OVMF puts HTTP boot options of the same NIC beside PXE, ahead of the
+                    // disk. Over IPv6 (no DHCPv6 in an IPv4 lab) it would wait out its timeout
+                    // before the disk: off, as on a server set up to boot PXE, then its disk
+                    // (OvmfPkg RUNTIME_CONFIG.md). HTTP boot over IPv4 stays, and is answered.
+                    args.extend([
+                        "-fw_cfg".into(),
+                        "name=opt/org.tianocore/IPv6Support,string=n".into(),
+                    ]);
                 }
                 if let Some(ca) = &spec.https_ca {
                     args.extend([
@@ -489,11 +781,24 @@ impl Vm {
                     format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
                     // romfile= : no option ROM, so EDK2's own network stack boots.
                     "-device".into(),
-                    format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                    format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
                     "-fw_cfg".into(),
                     "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
                 ]);
             }
+        }
+        if let Some(disk) = &spec.disk {
+            // Second in the boot order (SeaBIOS and EDK2 both follow QEMU's bootindex); the
+            // image itself is never written (snapshot).
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "file={},if=none,id=disk0,format=raw,snapshot=on",
+                    disk.display()
+                ),
+                "-device".into(),
+                "virtio-blk-pci,drive=disk0,bootindex=2".into(),
+            ]);
         }
         let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let child = rack.spawn(
@@ -504,6 +809,7 @@ impl Vm {
             dir.join(format!("{}.qemu.log", spec.name)),
         )?;
         Ok(Vm {
+            stages: spec.firmware.stages_through(spec.chain),
             spec,
             serial,
             started: Instant::now(),
@@ -549,7 +855,7 @@ impl Vm {
 
     fn note(&mut self, line: &str) {
         let elapsed = self.started.elapsed();
-        for stage in self.spec.firmware.stages() {
+        for stage in &self.stages {
             if !self.reached.iter().any(|(name, _)| *name == stage.name)
                 && stage.patterns.iter().any(|p| line.contains(p))
             {

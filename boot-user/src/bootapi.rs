@@ -2,6 +2,23 @@
 //! `GET <api>/v1/boot/<mac>` answers JSON `{"kernel": …, "initrd": […], "cmdline": …,
 //! "message": …}` to boot it, or 404 to leave it alone. This is how Ironic-, Tinkerbell- or
 //! CMDB-driven sites keep boot control in their own system while xdpboot does the network part.
+//! Beyond pixiecore, an answer may be a ready iPXE script (`"ipxe_script"`) or the URL of one
+//! (`"ipxe_script_url"`), for systems that write their own (Ironic's `boot.ipxe`, MAAS,
+//! Tinkerbell), and any answer may be `"once": true`: the machine boots with it once, and its
+//! next boot falls back as if the API had answered 404. The schema is `docs/boot-api.md`.
+//!
+//! Boot-once needs no state in the API: xdpboot remembers, per machine, a fingerprint of the
+//! once-answer it served ([`OnceToken`], a hash of the JSON body), so the API may keep
+//! returning the same answer and the machine still boots with it only once; an answer that
+//! differs in any byte (a new request id, say) is a new one and boots once more. The memory is
+//! per instance and per run, bounded by [`MAX_SPENT_ONCE`]: an API that must never repeat a
+//! boot clears its answer once the machine has booted, as it would with pixiecore.
+//!
+//! One answer is xdpboot's own: `{"local": true}` (no kernel) sends the machine to its own disk
+//! at once, as Ironic does with a deployed node while network boot stays first in its boot
+//! order: a PXE ROM gets a boot menu whose only item is local boot, iPXE a script that exits,
+//! GRUB a config that exits, PXELINUX one that does `LOCALBOOT 0`, and UEFI HTTP boot a URL
+//! that answers 404 at once.
 //!
 //! DHCP must answer within the firmware's offer window and never waits on a network call: a
 //! machine not yet in the cache is looked up in the background and answered on its next
@@ -40,13 +57,48 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// How long a failed lookup is remembered before the next DISCOVER tries again.
 const ERROR_TTL: Duration = Duration::from_secs(2);
 
+/// Machines whose boot-once answer was served and is remembered as spent. Past this, the
+/// oldest are forgotten first (their answer, if the API still gives it, boots them once more).
+pub const MAX_SPENT_ONCE: usize = 100_000;
+
 /// What the API said about one machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiDecision {
     /// Boot it with this.
     Boot(ApiBoot),
+    /// Boot it with an iPXE script of the API's: given whole, or to be chained from a URL.
+    Script(ApiScript),
+    /// `{"local": true}`: boot it from its own disk.
+    Local,
     /// 404: not ours; stay silent.
     NotOurs,
+}
+
+impl ApiDecision {
+    /// The fingerprint of a boot-once answer; `None` for one that boots every time.
+    pub fn once(&self) -> Option<OnceToken> {
+        match self {
+            ApiDecision::Boot(boot) => boot.once,
+            ApiDecision::Script(script) => script.once,
+            ApiDecision::Local | ApiDecision::NotOurs => None,
+        }
+    }
+}
+
+/// Which boot-once answer a machine was served: a hash of the API's JSON body, so the same
+/// answer repeated is recognised and a changed one is not. In memory only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OnceToken(u64);
+
+impl OnceToken {
+    fn of(body: &[u8]) -> OnceToken {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: stable for the life of the process, which is all the
+        // memory of spent answers lasts.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut hasher);
+        OnceToken(hasher.finish())
+    }
 }
 
 /// A boot spec from the API: absolute http(s) URLs (relative ones resolved against the API).
@@ -56,19 +108,81 @@ pub struct ApiBoot {
     pub initrds: Vec<String>,
     pub cmdline: String,
     pub message: Option<String>,
+    /// Set for a boot-once answer (`"once": true`).
+    pub once: Option<OnceToken>,
+}
+
+/// An iPXE script answer (`"ipxe_script"` or `"ipxe_script_url"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiScript {
+    pub source: ScriptSource,
+    pub message: Option<String>,
+    /// Set for a boot-once answer (`"once": true`).
+    pub once: Option<OnceToken>,
+}
+
+/// Where an API's iPXE script comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptSource {
+    /// The script itself (starting `#!ipxe`), served as it is in place of xdpboot's template.
+    Inline(String),
+    /// An absolute http(s) URL the node chains (relative ones resolved against the API).
+    Url(String),
+}
+
+impl ApiScript {
+    /// What the node gets at `/boot.ipxe`: the API's script, or one that chains its URL.
+    pub fn render(&self, mac: &[u8; 6]) -> String {
+        match &self.source {
+            ScriptSource::Inline(script) => script.clone(),
+            ScriptSource::Url(url) => {
+                let mut script = String::from("#!ipxe\n");
+                if let Some(message) = &self.message {
+                    script.push_str(&format!("echo {}\n", one_line(message)));
+                }
+                // --autofree: the chained script (and what it loads) is freed if it returns.
+                script.push_str(&format!(
+                    "echo xdpboot: chaining the boot API's script for {mac}\n\
+                     chain --autofree {url} || goto failed\n\
+                     exit\n\
+                     :failed\n\
+                     echo xdpboot: the boot API's script could not be fetched: {url}\n\
+                     echo xdpboot: leaving network boot, the firmware tries its next boot device\n\
+                     exit 1\n",
+                    mac = MacDisplay(mac),
+                ));
+                script
+            }
+        }
+    }
+}
+
+/// `text` without line breaks (an iPXE command is one line).
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
 }
 
 /// The answer as pixiecore documents it (`cmdline` as a string; the object form with
-/// templates is not supported and is refused with a clear error).
+/// templates is not supported and is refused with a clear error), and xdpboot's additions:
+/// `ipxe_script`, `ipxe_script_url` and `once` (docs/boot-api.md).
 #[derive(Debug, Deserialize)]
 struct Spec {
-    kernel: String,
+    #[serde(default)]
+    kernel: Option<String>,
+    #[serde(default)]
+    local: bool,
     #[serde(default)]
     initrd: Vec<String>,
     #[serde(default)]
     cmdline: Option<serde_json::Value>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    ipxe_script: Option<String>,
+    #[serde(default)]
+    ipxe_script_url: Option<String>,
+    #[serde(default)]
+    once: bool,
 }
 
 /// Why a lookup failed (the machine is then not answered).
@@ -125,7 +239,8 @@ impl crate::dhcp::Admission for Arc<BootApi> {
             return Admit::NotOurs;
         };
         match self.lookup_now(mac) {
-            Lookup::Decided(ApiDecision::Boot(_)) => Admit::Yes,
+            Lookup::Decided(ApiDecision::Boot(_) | ApiDecision::Script(_)) => Admit::Yes,
+            Lookup::Decided(ApiDecision::Local) => Admit::Local,
             Lookup::Decided(ApiDecision::NotOurs) => Admit::NotOurs,
             // Either way the firmware's next DISCOVER is the one answered.
             Lookup::Pending | Lookup::Deferred => Admit::Pending,
@@ -281,6 +396,36 @@ impl Cache {
     }
 }
 
+/// The boot-once answers served, per machine, bounded by [`MAX_SPENT_ONCE`] (oldest first out).
+#[derive(Debug, Default)]
+struct SpentOnce {
+    by_mac: HashMap<[u8; 6], OnceToken>,
+    /// Insertion order, for forgetting the oldest; a MAC appears once.
+    order: VecDeque<[u8; 6]>,
+}
+
+impl SpentOnce {
+    /// Records `once` for `mac`; false if it was recorded already.
+    fn insert(&mut self, mac: [u8; 6], once: OnceToken) -> bool {
+        match self.by_mac.insert(mac, once) {
+            Some(previous) => previous != once,
+            None => {
+                self.order.push_back(mac);
+                if self.order.len() > MAX_SPENT_ONCE
+                    && let Some(oldest) = self.order.pop_front()
+                {
+                    self.by_mac.remove(&oldest);
+                }
+                true
+            }
+        }
+    }
+
+    fn get(&self, mac: &[u8; 6]) -> Option<OnceToken> {
+        self.by_mac.get(mac).copied()
+    }
+}
+
 /// The API client with its cache.
 pub struct BootApi {
     /// `http://host:port/prefix` without a trailing slash.
@@ -294,6 +439,8 @@ pub struct BootApi {
     in_flight: Arc<Semaphore>,
     /// Set while lookups fail, so the outage is logged once, and its end too.
     down: AtomicBool,
+    /// Boot-once answers already served, per machine.
+    spent: Mutex<SpentOnce>,
     /// Requests sent to the API.
     pub lookups: AtomicU64,
     /// Lookups that failed (unreachable, timed out, an error status, a bad spec).
@@ -348,6 +495,7 @@ impl BootApi {
             cache: Mutex::new(Cache::new(max_entries, ttl)),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             down: AtomicBool::new(false),
+            spent: Mutex::new(SpentOnce::default()),
             lookups: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             lookups_deferred: AtomicU64::new(0),
@@ -361,7 +509,10 @@ impl BootApi {
         let now = Instant::now();
         let mut cache = self.lock_cache();
         if let Some(known) = cache.lookup(mac, now) {
-            return known;
+            return match known {
+                Lookup::Decided(decision) => Lookup::Decided(self.unless_spent(mac, decision)),
+                other => other,
+            };
         }
         // The slot before the task: a task per MAC waiting for a slot is what a random-MAC
         // flood would pile up without bound. Firmware asks again within seconds anyway.
@@ -393,8 +544,9 @@ impl BootApi {
     /// cached like a background lookup's. The timeout covers the wait for a slot as well as the
     /// exchange: behind a hung API, slots only free up as lookups time out.
     pub async fn lookup(self: &Arc<Self>, mac: [u8; 6]) -> Result<ApiDecision, ApiError> {
-        if let Some(Lookup::Decided(decision)) = self.lock_cache().lookup(mac, Instant::now()) {
-            return Ok(decision);
+        let cached = self.lock_cache().lookup(mac, Instant::now());
+        if let Some(Lookup::Decided(decision)) = cached {
+            return Ok(self.unless_spent(mac, decision));
         }
         let result = self
             .within_timeout(async {
@@ -407,7 +559,33 @@ impl BootApi {
             })
             .await;
         self.store(mac, result.clone());
-        result
+        result.map(|decision| self.unless_spent(mac, decision))
+    }
+
+    /// Records that `mac` was served its boot-once answer `once`: from now on the same answer
+    /// counts as the API's 404 for it (DHCP stays silent, the script says there is nothing to
+    /// boot), so its next boot falls back to the firmware's next boot device.
+    pub fn spend(&self, mac: [u8; 6], once: OnceToken) {
+        let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+        if spent.insert(mac, once) {
+            tracing::info!(
+                mac = %MacDisplay(&mac),
+                "the boot API's boot-once answer was served: the machine's next boot falls back"
+            );
+        }
+    }
+
+    /// `decision`, or `NotOurs` when it is the boot-once answer `mac` was already served.
+    fn unless_spent(&self, mac: [u8; 6], decision: ApiDecision) -> ApiDecision {
+        let Some(once) = decision.once() else {
+            return decision;
+        };
+        let spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+        if spent.get(&mac) == Some(once) {
+            ApiDecision::NotOurs
+        } else {
+            decision
+        }
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -484,15 +662,74 @@ impl BootApi {
             .to_bytes();
         driver.abort();
         match status.as_u16() {
-            200 => self.parse_spec(&body).map(ApiDecision::Boot),
+            200 => self.parse_spec(&body),
             404 => Ok(ApiDecision::NotOurs),
             other => Err(ApiError::Status(other)),
         }
     }
 
-    fn parse_spec(&self, body: &[u8]) -> Result<ApiBoot, ApiError> {
+    fn parse_spec(&self, body: &[u8]) -> Result<ApiDecision, ApiError> {
         let spec: Spec =
             serde_json::from_slice(body).map_err(|e| ApiError::BadSpec(e.to_string()))?;
+        if spec.local {
+            // The machine's own disk: nothing else may come with it, and it is no one-time
+            // answer (after a boot-once answer the machine falls back to its disk anyway).
+            if spec.kernel.is_some() || spec.ipxe_script.is_some() || spec.ipxe_script_url.is_some()
+            {
+                return Err(ApiError::BadSpec(
+                    "local: true boots the machine's own disk; it takes no kernel or script".into(),
+                ));
+            }
+            if spec.once {
+                return Err(ApiError::BadSpec(
+                    "local: true is not a boot-once answer (after one, the machine boots its disk \
+                     anyway)"
+                        .into(),
+                ));
+            }
+            return Ok(ApiDecision::Local);
+        }
+        let once = spec.once.then(|| OnceToken::of(body));
+        let script = |source| {
+            Ok(ApiDecision::Script(ApiScript {
+                source,
+                message: spec.message.clone(),
+                once,
+            }))
+        };
+        let kernel = match (spec.kernel, spec.ipxe_script, spec.ipxe_script_url) {
+            (Some(kernel), None, None) => kernel,
+            // iPXE runs a downloaded image as a script only with this magic line.
+            (None, Some(text), None) if text.starts_with("#!ipxe") => {
+                return script(ScriptSource::Inline(text));
+            }
+            (None, Some(_), None) => {
+                return Err(ApiError::BadSpec(
+                    "ipxe_script must start with #!ipxe".into(),
+                ));
+            }
+            // The URL goes into a script line as it is.
+            (None, None, Some(url))
+                if url.is_empty()
+                    || url.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+            {
+                return Err(ApiError::BadSpec(format!(
+                    "ipxe_script_url {url:?} is empty or has spaces or control characters"
+                )));
+            }
+            (None, None, Some(url)) => return script(ScriptSource::Url(self.resolve(&url)?)),
+            (None, None, None) => {
+                return Err(ApiError::BadSpec(
+                    "an answer needs one of kernel, ipxe_script and ipxe_script_url, or local: true"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(ApiError::BadSpec(
+                    "kernel, ipxe_script and ipxe_script_url exclude each other".into(),
+                ));
+            }
+        };
         let cmdline = match spec.cmdline {
             None | Some(serde_json::Value::Null) => String::new(),
             Some(serde_json::Value::String(s)) => s,
@@ -502,11 +739,11 @@ impl BootApi {
                 ));
             }
         };
-        if spec.kernel.is_empty() {
+        if kernel.is_empty() {
             return Err(ApiError::BadSpec("kernel is empty".into()));
         }
-        Ok(ApiBoot {
-            kernel: self.resolve(&spec.kernel)?,
+        Ok(ApiDecision::Boot(ApiBoot {
+            kernel: self.resolve(&kernel)?,
             initrds: spec
                 .initrd
                 .iter()
@@ -514,7 +751,8 @@ impl BootApi {
                 .collect::<Result<_, _>>()?,
             cmdline,
             message: spec.message,
-        })
+            once,
+        }))
     }
 
     /// pixiecore resolves relative URLs against the API's URL; absolute http(s) URLs pass.
@@ -1045,10 +1283,14 @@ mod tests {
             8,
         )
         .unwrap();
-        let spec = api
+        let ApiDecision::Boot(spec) = api
             .parse_spec(br#"{"kernel": "k/vmlinuz", "initrd": ["http://x/i.img"], "cmdline": "a=b", "message": "hi"}"#)
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("a kernel answer is a boot spec");
+        };
         assert_eq!(spec.kernel, "http://10.0.0.1:8080/api/k/vmlinuz");
+        assert_eq!(spec.once, None);
         assert_eq!(spec.initrds, ["http://x/i.img"]);
         assert_eq!(spec.cmdline, "a=b");
         assert!(
@@ -1061,5 +1303,186 @@ mod tests {
         );
         assert!(api.parse_spec(b"not json").is_err());
         assert!(api.parse_spec(br#"{"initrd": []}"#).is_err());
+    }
+
+    fn api() -> BootApi {
+        BootApi::new(
+            "http://10.0.0.1:8080/api",
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            8,
+        )
+        .unwrap()
+    }
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x18, 0x01, 0x01];
+
+    #[test]
+    fn a_script_answer_is_served_whole_or_chained_from_its_url() {
+        let api = api();
+        let ApiDecision::Script(inline) = api
+            .parse_spec(br##"{"ipxe_script": "#!ipxe\nchain http://ironic/boot.ipxe\n"}"##)
+            .unwrap()
+        else {
+            panic!("an ipxe_script answer is a script");
+        };
+        assert_eq!(
+            inline.render(&MAC),
+            "#!ipxe\nchain http://ironic/boot.ipxe\n"
+        );
+
+        let ApiDecision::Script(url) = api
+            .parse_spec(
+                br#"{"ipxe_script_url": "ironic/boot.ipxe?mac=${mac}", "message": "to Ironic\n"}"#,
+            )
+            .unwrap()
+        else {
+            panic!("an ipxe_script_url answer is a script");
+        };
+        assert_eq!(
+            url.source,
+            ScriptSource::Url("http://10.0.0.1:8080/api/ironic/boot.ipxe?mac=${mac}".into())
+        );
+        let script = url.render(&MAC);
+        assert!(script.starts_with("#!ipxe\necho to Ironic \n"), "{script}");
+        assert!(
+            script.contains(
+                "chain --autofree http://10.0.0.1:8080/api/ironic/boot.ipxe?mac=${mac} || goto failed\n"
+            ),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn script_answers_that_ipxe_could_not_run_are_refused() {
+        let api = api();
+        for (body, why) in [
+            (&br##"{"ipxe_script": "echo no magic"}"##[..], "#!ipxe"),
+            (br#"{"ipxe_script_url": "http://x/a b.ipxe"}"#, "spaces"),
+            (
+                br#"{"ipxe_script_url": "http://x/a\nkernel http://evil"}"#,
+                "control",
+            ),
+            (br#"{"ipxe_script_url": "tftp://x/a.ipxe"}"#, "http(s)"),
+            (br##"{"kernel": "k", "ipxe_script": "#!ipxe"}"##, "exclude"),
+            (
+                br##"{"ipxe_script": "#!ipxe", "ipxe_script_url": "a"}"##,
+                "exclude",
+            ),
+            (br#"{"once": true}"#, "needs one of"),
+        ] {
+            let error = api.parse_spec(body).unwrap_err().to_string();
+            assert!(
+                error.contains(why),
+                "{}: {error}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_boot_once_answer_boots_once_and_a_changed_answer_boots_once_more() {
+        let api = api();
+        let first = api
+            .parse_spec(br#"{"kernel": "http://x/vmlinuz", "once": true, "id": 1}"#)
+            .unwrap();
+        let once = first.once().expect("a boot-once answer has a token");
+        // The same answer again (the API keeps giving it) is the same one.
+        let again = api
+            .parse_spec(br#"{"kernel": "http://x/vmlinuz", "once": true, "id": 1}"#)
+            .unwrap();
+        assert_eq!(again.once(), Some(once));
+
+        assert_eq!(
+            api.unless_spent(MAC, first.clone()),
+            first,
+            "not served yet"
+        );
+        api.spend(MAC, once);
+        assert_eq!(api.unless_spent(MAC, again), ApiDecision::NotOurs, "spent");
+        let other_mac = [0x52, 0x54, 0x00, 0x18, 0x01, 0x02];
+        assert_eq!(
+            api.unless_spent(other_mac, first.clone()),
+            first,
+            "per machine"
+        );
+
+        let changed = api
+            .parse_spec(br#"{"kernel": "http://x/vmlinuz", "once": true, "id": 2}"#)
+            .unwrap();
+        assert_ne!(changed.once(), Some(once));
+        assert_eq!(
+            api.unless_spent(MAC, changed.clone()),
+            changed,
+            "a new answer"
+        );
+
+        let every_time = api
+            .parse_spec(br#"{"kernel": "http://x/vmlinuz"}"#)
+            .unwrap();
+        assert_eq!(every_time.once(), None);
+        assert_eq!(api.unless_spent(MAC, every_time.clone()), every_time);
+    }
+
+    #[test]
+    fn spent_answers_are_bounded_and_the_oldest_forgotten_first() {
+        let mut spent = SpentOnce::default();
+        let token = OnceToken(7);
+        let mac = |i: usize| {
+            let b = (i as u32).to_be_bytes();
+            [2, 0, b[0], b[1], b[2], b[3]]
+        };
+        for i in 0..=MAX_SPENT_ONCE {
+            assert!(spent.insert(mac(i), token));
+        }
+        assert!(!spent.insert(mac(MAX_SPENT_ONCE), token), "already there");
+        assert_eq!(spent.by_mac.len(), MAX_SPENT_ONCE);
+        assert_eq!(spent.order.len(), MAX_SPENT_ONCE);
+        assert_eq!(spent.get(&mac(0)), None, "the oldest went first");
+        assert_eq!(spent.get(&mac(1)), Some(token));
+    }
+
+    /// Every answer docs/boot-api.md shows as an example is one xdpboot accepts.
+    #[test]
+    fn the_documented_examples_are_accepted() {
+        const DOC: &str = include_str!("../../docs/boot-api.md");
+        let api = api();
+        let examples: Vec<&str> = DOC
+            .split("```json\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+            .filter(|block| !block.contains("\"$schema\""))
+            .collect();
+        assert!(examples.len() >= 4, "examples found: {examples:?}");
+        for example in examples {
+            if let Err(e) = api.parse_spec(example.as_bytes()) {
+                panic!("{example}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn local_true_without_a_kernel_sends_the_machine_to_its_disk() {
+        let api = api();
+        assert_eq!(
+            api.parse_spec(br#"{"local": true, "message": "deployed"}"#),
+            Ok(ApiDecision::Local)
+        );
+        for (body, why) in [
+            (&br#"{"local": true, "kernel": "k"}"#[..], "takes no kernel"),
+            (
+                br##"{"local": true, "ipxe_script": "#!ipxe"}"##,
+                "takes no kernel",
+            ),
+            (br#"{"local": true, "once": true}"#, "boot-once"),
+            (br#"{"local": false}"#, "needs one of"),
+        ] {
+            let error = api.parse_spec(body).unwrap_err().to_string();
+            assert!(
+                error.contains(why),
+                "{}: {error}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::dhcp::UrlPorts;
 use crate::dhcp::classify::{BootProtocol, ClientArch};
-use crate::dhcp::policy::{self, Action, Match, Policy, Rule, UrlTemplate};
+use crate::dhcp::policy::{self, Action, Loader, Match, Policy, Rule, UrlTemplate};
 use crate::loaders::LoaderSearch;
 use crate::template::Template;
 
@@ -109,6 +109,10 @@ pub struct Boot {
     pub cmdline: String,
     /// The iPXE script template, parsed; the default is `ipxe/boot.ipxe`.
     pub script: Template,
+    /// The per-node GRUB config template; the default is `ipxe/grub.cfg`.
+    pub grub_config: Template,
+    /// The per-node PXELINUX config template; the default is `ipxe/pxelinux.cfg`.
+    pub pxelinux_config: Template,
     pub retries: u32,
     pub retry_delay: u32,
     /// Hand out https URLs in scripts (for iPXE builds with TLS and a trusted CA).
@@ -120,6 +124,9 @@ pub struct Boot {
     /// `[boot.arch.<name>]`: what nodes of one architecture boot instead (an arm64 node cannot
     /// run an x86 kernel); at most one per architecture.
     pub arch: Vec<ArchBoot>,
+    /// `[boot] vars`: template variables for every node (a node's own `vars` win), e.g. the
+    /// files of ipxe/multiboot.ipxe, ipxe/windows.ipxe or ipxe/esxi.ipxe.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// `[boot.arch.<name>]`: one architecture's own kernel, initrds or command line. A key left
@@ -181,6 +188,10 @@ pub struct Node {
 
 /// The embedded default iPXE script template.
 pub const DEFAULT_SCRIPT: &str = include_str!("../../ipxe/boot.ipxe");
+/// The embedded default per-node GRUB config template.
+pub const DEFAULT_GRUB_CONFIG: &str = include_str!("../../ipxe/grub.cfg");
+/// The embedded default per-node PXELINUX config template.
+pub const DEFAULT_PXELINUX_CONFIG: &str = include_str!("../../ipxe/pxelinux.cfg");
 
 /// Variables every script template may use; node `vars` add their own names.
 pub const SCRIPT_VARIABLES: &[&str] = &[
@@ -194,10 +205,16 @@ pub const SCRIPT_VARIABLES: &[&str] = &[
     "initrd_urls",
     "initrd_names",
     "overlay_url",
+    "overlay_path",
+    "all_initrd_urls",
+    "initrd_list",
     "cmdline",
     "retries",
     "retry_delay",
     "token",
+    "grub_kernel",
+    "grub_initrds",
+    "grub_fetch",
 ];
 /// Variables every overlay file template may use; node `vars` add their own names.
 pub const OVERLAY_VARIABLES: &[&str] = &["mac", "uuid", "arch", "hostname", "token", "server"];
@@ -358,11 +375,26 @@ impl Config {
         macs
     }
 
-    /// The TFTP loaders the policy refers to, with the rule naming each.
+    /// The loaders the policy refers to, with the rule naming each: TFTP files, and the first
+    /// stages of loader chains (with the files their first stage fetches next) for the arches
+    /// the rule can match.
     pub fn tftp_loaders(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.policy.rules.iter().filter_map(|r| match &r.action {
-            Action::Tftp(file) => Some((r.name.as_str(), file.as_str())),
-            _ => None,
+        self.policy.rules.iter().flat_map(|r| {
+            let files: Vec<&str> = match &r.action {
+                Action::Tftp(file) => vec![file.as_str()],
+                Action::Loader(loader) => loader
+                    .arches()
+                    .filter(|arch| r.matches.arch.as_ref().is_none_or(|a| a.contains(arch)))
+                    .flat_map(|arch| {
+                        loader
+                            .first_stage(arch)
+                            .into_iter()
+                            .chain(loader.next_stages(arch).iter().copied())
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            files.into_iter().map(|file| (r.name.as_str(), file))
         })
     }
 }
@@ -446,12 +478,15 @@ struct FileBoot {
     initrds: Option<Vec<Spanned<String>>>,
     cmdline: Option<String>,
     script: Option<Spanned<String>>,
+    grub_config: Option<Spanned<String>>,
+    pxelinux_config: Option<Spanned<String>>,
     retries: Option<Spanned<u32>>,
     retry_delay: Option<u32>,
     https: Option<bool>,
     url_lifetime: Option<Spanned<u64>>,
     secret_file: Option<Spanned<PathBuf>>,
     arch: Option<BTreeMap<Spanned<String>, Spanned<FileArchBoot>>>,
+    vars: Option<BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -536,6 +571,8 @@ struct FileRule {
     uuid: Option<Vec<Spanned<String>>>,
     tftp: Option<Spanned<String>>,
     http: Option<Spanned<String>>,
+    loader: Option<Spanned<String>>,
+    local: Option<Spanned<bool>>,
     silent: Option<Spanned<bool>>,
 }
 
@@ -751,7 +788,13 @@ impl Resolver<'_> {
             Some(files) => (self.user, files),
             None => (self.default, default.overlay.unwrap_or_default()),
         };
-        let overlay = resolve_overlay(overlay_src, file_overlay, &node_vars)?;
+        // Overlay files may use `[boot] vars` too.
+        let all_vars: Vec<&str> = node_vars
+            .iter()
+            .copied()
+            .chain(boot.vars.keys().map(String::as_str))
+            .collect();
+        let overlay = resolve_overlay(overlay_src, file_overlay, &all_vars)?;
 
         let ipv6 = self.resolve_ipv6(
             user.ipv6.unwrap_or_default(),
@@ -977,24 +1020,48 @@ impl Resolver<'_> {
             .cmdline
             .or(db.cmdline)
             .ok_or_else(|| incomplete("cmdline"))?;
-        let (src, script) = self
-            .pick(ub.script, db.script)
-            .ok_or_else(|| incomplete("script"))?;
+        let vars = match self.pick(ub.vars, db.vars) {
+            Some((src, vars)) => {
+                let mut out = BTreeMap::new();
+                for (name, value) in vars {
+                    if !is_variable_name(&name) {
+                        return Err(src.error(
+                            value.span(),
+                            "boot.vars",
+                            format!("{name:?} cannot be a variable name (built-in, or not letters, digits, _ and -)"),
+                        ));
+                    }
+                    out.insert(name, value.into_inner());
+                }
+                out
+            }
+            None => BTreeMap::new(),
+        };
         let mut known: Vec<&str> = SCRIPT_VARIABLES.to_vec();
         known.extend_from_slice(node_vars);
-        let script = if script.get_ref().is_empty() {
-            Template::parse(DEFAULT_SCRIPT, &known).map_err(|e| ConfigError {
-                file: "ipxe/boot.ipxe".into(),
-                line: Some(e.line),
-                key: String::new(),
-                message: e.problem.to_string(),
-            })?
-        } else {
-            let file = path(script.get_ref());
+        known.extend(vars.keys().map(String::as_str));
+        let template = |value: Option<Spanned<String>>,
+                        default_value: Option<Spanned<String>>,
+                        key: &str,
+                        default_text: &str,
+                        default_file: &str|
+         -> Result<Template, ConfigError> {
+            let (src, value) = self
+                .pick(value, default_value)
+                .ok_or_else(|| incomplete(key))?;
+            if value.get_ref().is_empty() {
+                return Template::parse(default_text, &known).map_err(|e| ConfigError {
+                    file: default_file.into(),
+                    line: Some(e.line),
+                    key: String::new(),
+                    message: e.problem.to_string(),
+                });
+            }
+            let file = path(value.get_ref());
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 src.error(
-                    script.span(),
-                    "boot.script",
+                    value.span(),
+                    format!("boot.{key}"),
                     format!("cannot read {}: {e}", file.display()),
                 )
             })?;
@@ -1003,8 +1070,29 @@ impl Resolver<'_> {
                 line: Some(e.line),
                 key: String::new(),
                 message: e.problem.to_string(),
-            })?
+            })
         };
+        let script = template(
+            ub.script,
+            db.script,
+            "script",
+            DEFAULT_SCRIPT,
+            "ipxe/boot.ipxe",
+        )?;
+        let grub_config = template(
+            ub.grub_config,
+            db.grub_config,
+            "grub_config",
+            DEFAULT_GRUB_CONFIG,
+            "ipxe/grub.cfg",
+        )?;
+        let pxelinux_config = template(
+            ub.pxelinux_config,
+            db.pxelinux_config,
+            "pxelinux_config",
+            DEFAULT_PXELINUX_CONFIG,
+            "ipxe/pxelinux.cfg",
+        )?;
         let (src, retries) = self
             .pick(ub.retries, db.retries)
             .ok_or_else(|| incomplete("retries"))?;
@@ -1044,12 +1132,15 @@ impl Resolver<'_> {
             initrds: initrd_paths,
             cmdline,
             script,
+            grub_config,
+            pxelinux_config,
             retries: retries.into_inner(),
             retry_delay,
             https,
             url_lifetime: std::time::Duration::from_secs(lifetime.into_inner()),
             secret_file,
             arch,
+            vars,
         })
     }
 
@@ -1294,13 +1385,7 @@ fn resolve_nodes(src: Source<'_>, nodes: Vec<Spanned<FileNode>>) -> Result<Vec<N
         }
         let mut vars = BTreeMap::new();
         for (name, value) in node.vars {
-            let builtin = SCRIPT_VARIABLES.contains(&name.as_str())
-                || OVERLAY_VARIABLES.contains(&name.as_str());
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if builtin || !valid {
+            if !is_variable_name(&name) {
                 return Err(src.error(value.span(), key("vars"), format!("{name:?} cannot be a variable name (built-in, or not letters, digits, _ and -)")));
             }
             vars.insert(name, value.into_inner());
@@ -1314,6 +1399,16 @@ fn resolve_nodes(src: Source<'_>, nodes: Vec<Spanned<FileNode>>) -> Result<Vec<N
         });
     }
     Ok(out)
+}
+
+/// A name a `vars` table may define: letters, digits, `_` and `-`, and not a built-in one.
+fn is_variable_name(name: &str) -> bool {
+    let builtin = SCRIPT_VARIABLES.contains(&name) || OVERLAY_VARIABLES.contains(&name);
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    valid && !builtin
 }
 
 fn resolve_overlay(
@@ -1507,26 +1602,60 @@ fn validate_rule(
     }
 
     let silent = rule.silent.as_ref().is_some_and(|s| *s.get_ref());
-    let action = match (rule.tftp, rule.http, silent) {
-        (Some(file), None, false) => {
+    let local = rule.local.as_ref().is_some_and(|s| *s.get_ref());
+    let action = match (rule.tftp, rule.http, rule.loader, local, silent) {
+        (Some(file), None, None, false, false) => {
             let span = file.span();
             let file = file.into_inner();
             validate_loader_name(&file).map_err(|why| src.error(span, key("tftp"), why))?;
             Action::Tftp(file)
         }
-        (None, Some(url), false) => {
+        (None, Some(url), None, false, false) => {
             let span = url.span();
             Action::Http(
                 UrlTemplate::parse(url.get_ref())
                     .map_err(|e| src.error(span, key("http"), e.to_string()))?,
             )
         }
-        (None, None, true) => Action::Silent,
+        (None, None, Some(loader), false, false) => {
+            let parsed = Loader::from_name(loader.get_ref()).ok_or_else(|| {
+                src.error(
+                    loader.span(),
+                    key("loader"),
+                    format!(
+                        "unknown loader {:?}; known: {}",
+                        loader.get_ref(),
+                        Loader::NAMES.join(", ")
+                    ),
+                )
+            })?;
+            // A rule for arches the chain has no build for would never match: say so now.
+            if let Some(arches) = &matches.arch
+                && !arches.iter().any(|&a| parsed.first_stage(a).is_some())
+            {
+                let served: Vec<&str> = parsed.arches().map(ClientArch::name).collect();
+                return Err(src.error(
+                    loader.span(),
+                    key("loader"),
+                    format!(
+                        "loader {:?} has a first stage only for {}: this rule's arch never matches",
+                        parsed.name(),
+                        served.join(", ")
+                    ),
+                ));
+            }
+            Action::Loader(parsed)
+        }
+        (None, None, None, true, false) => Action::Local,
+        (None, None, None, false, true) => Action::Silent,
         _ => {
             return Err(src.error(
                 rule_span,
                 format!("policy[{index}]"),
-                format!("rule {name:?} needs exactly one action: tftp = \"file\", http = \"url\" or silent = true"),
+                format!(
+                    "rule {name:?} needs exactly one action: tftp = \"file\", http = \"url\", \
+                     loader = \"shim\" (or grub, pxelinux, ipxe), local = true or silent = true"
+                ),
             ));
         }
     };

@@ -193,8 +193,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Threads for blocking work (TFTP's file opens and reads, the port-67 watcher's polls). Each
+/// costs a stack and, with glibc, may bring a malloc arena of its own; tokio's default of 512
+/// let a boot storm's bursts of TFTP requests start over 200 of them (measured with `cargo
+/// xtask loadtest --nodes 20000`, BENCHMARKS.md), where a few keep up: requests beyond these
+/// wait in tokio's queue, each holding one of TFTP's `max_transfers` slots.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn start(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")?
@@ -360,21 +368,47 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The policy as a table an operator reads: rule, conditions, action, and for TFTP loaders
-/// where the file is served from (or that it is missing).
+/// The policy as a table an operator reads: rule, conditions, action, and for the loaders it
+/// hands out where each file is served from (the TFTP root or a package, or that it is
+/// missing).
 fn policy_table(config: &Config) -> String {
     use xdpboot::dhcp::policy::Action;
     let loaders = FsLoaders::new(&config.tftp.root, config.loaders.clone());
+    let root = config.tftp.root.canonicalize().ok();
+    let source = |file: &str| match loaders.locate(file) {
+        Some(path) if root.as_ref().is_some_and(|root| path.starts_with(root)) => {
+            format!("{file}: {}", path.display())
+        }
+        Some(path) => format!("{file}: {} (package)", path.display()),
+        None => format!("{file}: MISSING"),
+    };
     let mut rows = vec![["RULE".to_owned(), "WHEN".to_owned(), "ACTION".to_owned()]];
     for rule in &config.policy.rules {
         let mut action = rule.action.to_string();
-        if let Action::Tftp(file) = &rule.action {
-            match loaders.locate(file) {
+        match &rule.action {
+            Action::Tftp(file) => match loaders.locate(file) {
                 Some(path) => {
                     let _ = write!(action, "  ({})", path.display());
                 }
                 None => action.push_str("  (MISSING: clients matching this rule are not answered)"),
+            },
+            Action::Loader(loader) => {
+                // Each arch the rule can match: the first stage and what it fetches next.
+                let arches = loader
+                    .arches()
+                    .filter(|arch| rule.matches.arch.as_ref().is_none_or(|a| a.contains(arch)));
+                let mut files = Vec::new();
+                for arch in arches {
+                    let stages = loader.first_stage(arch).into_iter().chain(loader.next_stages(arch).iter().copied());
+                    let stages: Vec<String> = stages.map(source).collect();
+                    files.push(format!("{}: {}", arch.name(), stages.join(", ")));
+                }
+                let _ = write!(action, "  ({})", files.join("; "));
             }
+            Action::Local => action.push_str(
+                "  (PXE ROMs: a local-boot menu; iPXE: local.ipxe, which exits; UEFI HTTP boot: a URL that answers 404)",
+            ),
+            Action::Http(_) | Action::Silent => {}
         }
         rows.push([rule.name.clone(), rule.matches.to_string(), action]);
     }
@@ -402,7 +436,7 @@ fn report_missing_loaders(config: &Config) {
                     rule,
                     file,
                     from = %path.display(),
-                    "loader not in the TFTP root: serving the ipxe package's"
+                    "loader not in the TFTP root: serving the package's"
                 )
             }
             Some(_) => {}
@@ -410,8 +444,9 @@ fn report_missing_loaders(config: &Config) {
                 rule,
                 file,
                 root = %config.tftp.root.display(),
-                "loader missing from the TFTP root and the ipxe package: clients matching this \
-                 rule will not be answered (apt-get install ipxe, or put it in the root)"
+                "loader missing from the TFTP root and the packages searched: clients matching \
+                 this rule will not be answered (install its package: ipxe, shim-signed, \
+                 grub-efi-amd64-signed, pxelinux, syslinux-common; or put it in the root)"
             ),
         }
     }
@@ -556,7 +591,9 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         interfaces.clone(),
         config.interfaces.clone(),
     )?
-    .with_observer(sink.clone());
+    .with_observer(sink.clone())
+    // Per-node GRUB and PXELINUX configs, and boot files for a GRUB that fetches over TFTP.
+    .with_generator(boot.clone());
     let tftp_stats = tftp.stats();
     let (tftp_handoff, tftp_draining) = oneshot::channel();
     let tftp_stop = stopping.clone();

@@ -404,9 +404,25 @@ impl EventSink for Observer {
         let IpAddr::V4(client) = transfer.client.ip() else {
             return;
         };
+        // A GRUB without `http` fetches its config, kernel, initrds and overlay over TFTP too:
+        // the same names as over HTTP tell the stage. Anything else is a loader.
+        let (path, query) = match transfer.file.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (transfer.file, None),
+        };
+        let rooted = format!("/{path}");
+        let what = match classify_http(&rooted, query).1 {
+            Some(
+                what @ (Fetched::Script(_)
+                | Fetched::Kernel
+                | Fetched::Initrd
+                | Fetched::Overlay(_)),
+            ) => what,
+            _ => Fetched::Loader(transfer.file),
+        };
         let fetch = Fetch {
             client,
-            what: Fetched::Loader(transfer.file),
+            what,
             protocol: "tftp",
             ok: transfer.error.is_none(),
             bytes: transfer.bytes,
@@ -502,8 +518,28 @@ pub fn classify_http<'a>(
             Some(BootFile::Initrd(_)) => ("initrd", Some(Fetched::Initrd)),
             None => ("file", Some(Fetched::Other(rest))),
         },
+        // A loader's per-node config is the node's script in another language.
+        Route::ThirdStage(path) => match third_stage_mac(path) {
+            Some(mac) => ("script", Some(Fetched::Script(mac))),
+            None => ("file", Some(Fetched::Other(path))),
+        },
         Route::File(path) if is_loader(path) => ("loader", Some(Fetched::Loader(path))),
         Route::File(path) => ("file", Some(Fetched::Other(path))),
+    }
+}
+
+/// The node a per-node config name belongs to (`/grub/grub.cfg-01-<mac>`, …).
+fn third_stage_mac(path: &str) -> Option<[u8; 6]> {
+    use crate::http::thirdstage::ThirdStageName;
+    let relative = crate::http::files::decode_request_path(path).ok()?;
+    match ThirdStageName::parse(relative.to_str()?)? {
+        ThirdStageName::GrubConfig { mac, .. } | ThirdStageName::PxelinuxConfig { mac } => {
+            Some(mac)
+        }
+        // By address: the node is whoever the kernel says has it (the tracker knows by then).
+        ThirdStageName::GrubConfigByAddress { .. }
+        | ThirdStageName::GrubBootstrap { .. }
+        | ThirdStageName::LocalScript => None,
     }
 }
 

@@ -9,8 +9,9 @@
 //! - `{{! comment }}` is dropped (with its newline, when it stands on lines of its own).
 //!
 //! iPXE's own `${var}` syntax passes through untouched, so templates can use iPXE settings.
-//! Blocks may nest (bounded by [`MAX_DEPTH`]). A tag that opens a block and ends its line drops
-//! that line's newline, so block tags can stand on lines of their own.
+//! Blocks may nest (bounded by [`MAX_DEPTH`]). A block tag that stands alone on its line takes
+//! the line's newline with it, so block tags can stand on lines of their own (mustache's
+//! "standalone" tags); one inside a line leaves the line as it is.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -75,6 +76,8 @@ pub enum Problem {
     ItemOutsideEach,
     #[error("template is larger than {MAX_LEN} bytes")]
     TooLarge,
+    #[error("a comment may not contain {{{{: it would end at the first }}}}")]
+    TagInComment,
 }
 
 /// Why a rendering failed (only limits: templates are checked when parsed).
@@ -116,6 +119,7 @@ impl Template {
             rest: source,
             line: 1,
             known,
+            line_start: true,
         };
         let nodes = parser.block(None, 0)?;
         Ok(Template { nodes })
@@ -132,6 +136,9 @@ struct Parser<'a> {
     rest: &'a str,
     line: usize,
     known: &'a [&'a str],
+    /// Nothing but tags that took their newline since the last newline: a tag here starts
+    /// its line.
+    line_start: bool,
 }
 
 impl Parser<'_> {
@@ -145,6 +152,7 @@ impl Parser<'_> {
     fn advance(&mut self, n: usize) -> &str {
         let (taken, rest) = self.rest.split_at(n);
         self.line += taken.matches('\n').count();
+        self.line_start = taken.ends_with('\n');
         self.rest = rest;
         taken
     }
@@ -174,23 +182,26 @@ impl Parser<'_> {
                 .rest
                 .find("}}")
                 .ok_or_else(|| self.error(Problem::Unclosed))?;
+            let standalone = self.line_start;
             let tag = self.advance(close + 2);
             let tag = tag[2..tag.len() - 2].trim().to_owned();
             if let Some(name) = tag.strip_prefix('/') {
                 if closing == Some(name) {
-                    self.eat_newline();
+                    if standalone {
+                        self.eat_newline();
+                    }
                     return Ok(nodes);
                 }
                 return Err(self.error(Problem::UnexpectedClose(name.to_owned())));
             }
             if tag.starts_with('!') {
+                // A comment ends at the first "}}": one that mentions a tag would end there
+                // and leak the rest of itself into the output.
+                if tag.contains("{{") {
+                    return Err(self.error(Problem::TagInComment));
+                }
                 // A comment on a line of its own leaves no empty line behind.
-                let line_start = match nodes.last() {
-                    Some(Node::Text(t)) => t.ends_with('\n'),
-                    None => true,
-                    Some(_) => false,
-                };
-                if line_start {
+                if standalone {
                     self.eat_newline();
                 }
                 continue;
@@ -205,7 +216,9 @@ impl Parser<'_> {
                 }
                 self.check_variable(name)?;
                 let name = name.to_owned();
-                self.eat_newline();
+                if standalone {
+                    self.eat_newline();
+                }
                 let body = self.block(Some(kind), depth + 1)?;
                 nodes.push(if kind == "each" {
                     Node::Each(name, body)
@@ -251,7 +264,7 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// A block tag at the end of its line takes the newline with it.
+    /// A standalone tag takes its line's newline with it; the next tag then starts a line.
     fn eat_newline(&mut self) {
         if self.rest.starts_with("\r\n") {
             self.advance(2);
@@ -358,6 +371,19 @@ mod tests {
     }
 
     #[test]
+    fn a_block_inside_a_line_keeps_the_line_s_newline() {
+        let t = Template::parse(
+            "initrd{{#each initrds}} '{{.}}'{{/each}}\nboot\n{{#if mac}}\nmac\n{{/if}}\nend\n",
+            KNOWN,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&vars()).unwrap(),
+            "initrd 'http://x/a.img' 'http://x/b.cpio'\nboot\nmac\nend\n"
+        );
+    }
+
+    #[test]
     fn unset_variables_render_empty() {
         let t = Template::parse("[{{cmdline}}]", KNOWN).unwrap();
         assert_eq!(t.render(&vars()).unwrap(), "[]");
@@ -386,6 +412,10 @@ mod tests {
             Problem::BadTag(_)
         ));
         assert!(matches!(e("{{a b}}").problem, Problem::BadTag(_)));
+        assert!(matches!(
+            e("{{! names {{mac}} }}").problem,
+            Problem::TagInComment
+        ));
         let deep = "{{#if mac}}".repeat(MAX_DEPTH + 2);
         assert!(matches!(e(&deep).problem, Problem::TooDeep));
     }

@@ -57,6 +57,11 @@ impl Lab {
 
     /// The lab with `[boot] kernel` set to `kernel` ("" for none, and then no initrds).
     fn with_kernel(kernel: &str) -> Lab {
+        Lab::with_boot(kernel, "")
+    }
+
+    /// The lab with `[boot] kernel` set to `kernel` and `boot_keys` (TOML lines) in `[boot]`.
+    fn with_boot(kernel: &str, boot_keys: &str) -> Lab {
         let dir = TempDir::new();
         let root = dir.0.join("root");
         std::fs::create_dir_all(&root).unwrap();
@@ -74,6 +79,7 @@ kernel = "{kernel}"
 initrds = [{initrds}]
 cmdline = "console=ttyS0"
 secret_file = "{secret}"
+{boot_keys}
 
 [boot.arch.uefi-arm64]
 kernel = "vmlinuz-arm64"
@@ -432,4 +438,103 @@ fn a_node_with_nothing_to_boot_gets_a_script_that_says_why_and_exits() {
     );
     // `exit` hands control back to the firmware, which tries its next boot device at once.
     assert_eq!(script.lines().last(), Some("exit"), "{script}");
+}
+
+/// A shipped template in `ipxe/`, rendered for NODE_A (BIOS) with `vars` in `[boot]`: the
+/// script with this lab's address written as `BASE`.
+fn rendered(template: &str, vars: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ipxe")
+        .join(template);
+    let lab = Lab::with_boot(
+        "vmlinuz",
+        &format!("script = {:?}\nvars = {vars}\n", path.display().to_string()),
+    );
+    lab.script(NODE_A)
+        .replace(&format!("http://{}", lab.http), "BASE")
+}
+
+#[test]
+fn the_multiboot_template_loads_the_hypervisor_with_the_kernel_and_initrds_as_modules() {
+    let script = rendered(
+        "multiboot.ipxe",
+        r#"{ multiboot_kernel = "xen/xen.gz", multiboot_args = "dom0_mem=2048M console=com1" }"#,
+    );
+    let commands: Vec<&str> = script
+        .lines()
+        .filter(|l| l.starts_with("kernel") || l.starts_with("module") || l.starts_with("boot"))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "kernel BASE/xen/xen.gz dom0_mem=2048M console=com1 || goto retry",
+            "module BASE/boot/kernel console=ttyS0 role=worker || goto retry",
+            "module BASE/boot/initrd/0 || goto retry",
+            "boot || goto retry",
+        ],
+        "{script}"
+    );
+    assert!(
+        script.contains(
+            "echo xdpboot: booting rack7-a (52:54:00:00:0a:01, bios) through multiboot xen/xen.gz"
+        ),
+        "{script}"
+    );
+    assert!(!script.contains("{{"), "every tag rendered:\n{script}");
+}
+
+#[test]
+fn the_windows_template_hands_wimboot_bootmgr_bcd_boot_sdi_and_boot_wim_by_name() {
+    let script = rendered(
+        "windows.ipxe",
+        r#"{ wimboot = "wimboot", windows = "win11pe" }"#,
+    );
+    let commands: Vec<&str> = script
+        .lines()
+        .filter(|l| l.contains("kernel ") || l.contains("initrd ") || l.starts_with("boot"))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "kernel BASE/wimboot || goto retry",
+            // BIOS only: on EFI wimboot takes bootmgfw.efi out of boot.wim.
+            "iseq ${platform} efi || initrd --name bootmgr BASE/win11pe/bootmgr bootmgr || goto retry",
+            "initrd --name BCD BASE/win11pe/boot/bcd BCD || goto retry",
+            "initrd --name boot.sdi BASE/win11pe/boot/boot.sdi boot.sdi || goto retry",
+            "initrd --name boot.wim BASE/win11pe/sources/boot.wim boot.wim || goto retry",
+            "boot || goto retry",
+        ],
+        "{script}"
+    );
+    assert!(!script.contains("{{"), "every tag rendered:\n{script}");
+}
+
+#[test]
+fn the_esxi_template_chains_mboot_with_the_boot_cfg_url_on_uefi_only() {
+    let script = rendered("esxi.ipxe", r#"{ esxi = "esxi8" }"#);
+    assert!(
+        script.contains(
+            "\nchain BASE/esxi8/efi/boot/bootx64.efi -c BASE/esxi8/boot.cfg || goto retry\n"
+        ),
+        "{script}"
+    );
+    assert!(
+        script.contains("iseq ${platform} efi || goto bios"),
+        "{script}"
+    );
+    assert!(!script.contains("{{"), "every tag rendered:\n{script}");
+}
+
+#[test]
+fn a_template_naming_a_variable_nobody_sets_is_refused_when_the_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ipxe/multiboot.ipxe");
+    let e = Config::parse(
+        &format!("[boot]\nscript = {:?}\n", path.display().to_string()),
+        "t.toml",
+    )
+    .expect_err("multiboot_kernel is set nowhere");
+    assert!(e.to_string().contains("multiboot_kernel"), "{e}");
+    // [boot] vars follow the rules of a node's vars.
+    let e = Config::parse("[boot]\nvars = { mac = \"x\" }\n", "t.toml").expect_err("built-in");
+    assert_eq!((e.key.as_str(), e.line), ("boot.vars", Some(2)), "{e}");
 }

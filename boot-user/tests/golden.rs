@@ -432,3 +432,210 @@ fn every_golden_request_parses_and_has_option_93() {
     }
     assert!(seen >= 14, "only {seen} golden packets");
 }
+
+// ---- Local boot and loader chains -----------------------------------------------------------
+
+/// A responder whose only rule is `rules` (TOML), and the outcome of golden request `name`
+/// through it, from `source` on `port`, admitted by `admission`.
+fn handle_with(
+    rules: &str,
+    name: &str,
+    port: ServerPort,
+    source: SocketAddrV4,
+    admission: &dyn xdpboot::dhcp::Admission,
+) -> (Option<Answered>, Outcome<'static>) {
+    let config = Config::parse(rules, "rules.toml").expect("the rules parse");
+    let responder: &'static Responder = Box::leak(Box::new(Responder::new(
+        config.policy.clone(),
+        config.url_ports(),
+    )));
+    let ingress = Ingress {
+        port,
+        source,
+        server: SERVER,
+    };
+    let outcome = responder.handle(&golden(name), &ingress, &AllLoaders, admission);
+    let answered = match &outcome {
+        Outcome::Reply { reply, action, .. } => Some(Answered {
+            request: v4::Message::decode(&mut Decoder::new(&golden(name))).unwrap(),
+            reply: v4::Message::decode(&mut Decoder::new(&reply.bytes)).unwrap(),
+            raw_len: reply.bytes.len(),
+            destination: reply.destination,
+            kind: reply.kind,
+            action: *action,
+        }),
+        _ => None,
+    };
+    (answered, outcome)
+}
+
+/// Option 43 of a local-boot answer: discovery control 3 (no discovery), prompt with timeout 0,
+/// and one menu item of boot server type 0, "local boot" (PXE 2.1 §2.2.5; what dnsmasq sends
+/// for a `pxe-service` without a basename).
+fn local_boot_menu(echoed_item: Option<[u8; 4]>) -> Vec<u8> {
+    let text = b"xdpboot: boot from local disk";
+    let mut expected = vec![
+        6,
+        1,
+        3,
+        10,
+        4,
+        0,
+        b'P',
+        b'X',
+        b'E',
+        9,
+        3 + text.len() as u8,
+        0,
+        0,
+    ];
+    expected.push(text.len() as u8);
+    expected.extend_from_slice(text);
+    if let Some(item) = echoed_item {
+        expected.extend_from_slice(&[71, 4]);
+        expected.extend_from_slice(&item);
+    }
+    expected.push(255);
+    expected
+}
+
+const LOCAL: &str = "[[policy]]\nname = \"deployed\"\nlocal = true\n";
+
+#[test]
+fn a_pxe_rom_sent_to_its_disk_gets_a_menu_whose_only_item_is_local_boot_and_no_file() {
+    for (name, port, source) in [
+        (
+            "ovmf-pxe-discover.bin",
+            ServerPort::Dhcp,
+            broadcast_source(),
+        ),
+        (
+            "ovmf-pxe-request-4011.bin",
+            ServerPort::Pxe,
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 147), 4011),
+        ),
+    ] {
+        let (a, outcome) = handle_with(LOCAL, name, port, source, &AdmitAll);
+        let a = a.unwrap_or_else(|| panic!("{name}: {outcome:?}"));
+        assert_eq!(a.action, BootAction::Local { file: None }, "{name}");
+        assert_eq!(file(&a.reply), "", "{name}: no boot file");
+        assert_eq!(
+            opt(&a.reply, OptionCode::VendorExtensions),
+            Some(&DhcpOption::VendorExtensions(local_boot_menu(None))),
+            "{name}"
+        );
+        assert_eq!(a.reply.siaddr(), SERVER);
+        assert!(a.raw_len >= 300);
+    }
+}
+
+#[test]
+fn ipxe_sent_to_its_disk_gets_the_script_that_exits_and_uefi_http_boot_a_url_that_fails_at_once() {
+    let (a, outcome) = handle_with(
+        LOCAL,
+        "seabios-ipxe-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &AdmitAll,
+    );
+    let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert_eq!(file(&a.reply), "local.ipxe");
+    assert!(matches!(a.action, BootAction::Local { file: Some(f) } if f.as_str() == "local.ipxe"));
+    // UEFI HTTP boot has no "local" answer: it gets a URL that is always a 404, so it gives
+    // up at once and the firmware tries its next boot option.
+    let (a, outcome) = handle_with(
+        LOCAL,
+        "ovmf-http-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &AdmitAll,
+    );
+    let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert_eq!(file(&a.reply), "http://198.18.0.1/boot/local");
+    assert_eq!(
+        opt(&a.reply, OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
+    );
+}
+
+#[test]
+fn the_boot_apis_local_answer_overrides_the_policy_table() {
+    struct Deployed;
+    impl xdpboot::dhcp::Admission for Deployed {
+        fn admit(&self, _: Option<[u8; 6]>) -> xdpboot::dhcp::Admit {
+            xdpboot::dhcp::Admit::Local
+        }
+    }
+    let table = "[[policy]]\nname = \"uefi\"\narch = [\"uefi-x64\"]\ntftp = \"ipxe-amd64.efi\"\n";
+    let (a, outcome) = handle_with(
+        table,
+        "ovmf-pxe-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &Deployed,
+    );
+    let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert_eq!(a.action, BootAction::Local { file: None });
+    assert!(matches!(
+        outcome,
+        Outcome::Reply {
+            rule: "boot-api",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_loader_chain_hands_each_arch_its_first_stage_over_tftp_or_at_its_url() {
+    let shim = "[[policy]]\nname = \"sb\"\nloader = \"shim\"\n";
+    let (a, outcome) = handle_with(
+        shim,
+        "ovmf-pxe-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &AdmitAll,
+    );
+    let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert_eq!(file(&a.reply), "shimx64.efi");
+    assert_no_option_43(&a);
+    // UEFI HTTP boot: the same rule, at its URL on the HTTP port (80 is left out: GRUB's HTTP
+    // client reaches no other port, and shim fetches grubx64.efi beside it).
+    let (a, outcome) = handle_with(
+        shim,
+        "ovmf-http-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &AdmitAll,
+    );
+    let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert_eq!(file(&a.reply), "http://198.18.0.1/shimx64.efi");
+    // shim has no BIOS build: a BIOS ROM is not matched by the rule (and the table has no
+    // other, so nothing answers it).
+    let (a, _) = handle_with(
+        shim,
+        "seabios-ipxe-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &AdmitAll,
+    );
+    assert!(a.is_none());
+    // PXELINUX: BIOS only; iPXE (the NIC ROM) runs it like a PXE ROM would.
+    let (a, outcome) = handle_with(
+        "[[policy]]\nname = \"bios\"\nloader = \"pxelinux\"\n",
+        "seabios-ipxe-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &AdmitAll,
+    );
+    let a = a.unwrap_or_else(|| panic!("{outcome:?}"));
+    assert_eq!(file(&a.reply), "lpxelinux.0");
+    // iPXE is never handed iPXE again (it would chain itself for ever).
+    let (a, _) = handle_with(
+        "[[policy]]\nname = \"ipxe\"\nloader = \"ipxe\"\n",
+        "ipxe-efi-discover.bin",
+        ServerPort::Dhcp,
+        broadcast_source(),
+        &AdmitAll,
+    );
+    assert!(a.is_none());
+}

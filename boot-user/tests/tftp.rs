@@ -531,6 +531,51 @@ fn a_retransmitted_tftp_request_does_not_start_a_second_transfer() {
     assert!(receive(&client, REPLY_DEADLINE).is_some_and(|(_, from)| from == tid));
 }
 
+/// PXELINUX and GRUB ask for one config name after another from one port, the next RRQ
+/// leaving as soon as the last ERROR (or final ACK) arrives. A request for another file from a
+/// client port whose transfer is still held is a new request, not a retransmission: before,
+/// it was dropped as one, and under load lpxelinux lost its `pxelinux.cfg/01-<mac>` that way.
+#[test]
+fn the_next_file_from_the_same_client_port_is_served_while_its_last_transfer_runs() {
+    let server = Server::start();
+    let client = raw_client();
+    send_request(&client, server.addr(), Opcode::Rrq, SMALL.as_bytes(), &[]);
+    let (first, small_tid) = receive(&client, REPLY_DEADLINE).expect("DATA 1 of the first file");
+    assert!(matches!(
+        Packet::parse(&first),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    // The first transfer waits for its ACK; the same port asks for another file.
+    send_request(&client, server.addr(), Opcode::Rrq, LOADER.as_bytes(), &[]);
+    let (second, loader_tid) = receive(&client, REPLY_DEADLINE).expect("DATA 1 of the second file");
+    assert!(matches!(
+        Packet::parse(&second),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    assert_ne!(loader_tid, small_tid, "each transfer has its own TID");
+    assert_eq!(server.stats.get("dropped", "duplicate"), 0);
+    // And right after an ERROR, the next name is answered at once too.
+    for _ in 0..20 {
+        send_request(
+            &client,
+            server.addr(),
+            Opcode::Rrq,
+            b"pxelinux.cfg/missing",
+            &[],
+        );
+        // The two transfers above may retransmit their DATA 1 meanwhile: not the answer.
+        let error = std::iter::from_fn(|| receive(&client, REPLY_DEADLINE))
+            .map(|(packet, _)| packet)
+            .find(|packet| !matches!(Packet::parse(packet), Ok(Packet::Data { .. })))
+            .expect("ERROR 1");
+        assert!(matches!(
+            Packet::parse(&error),
+            Ok(Packet::Error { code: 1, .. })
+        ));
+    }
+    assert_eq!(server.stats.get("dropped", "duplicate"), 0);
+}
+
 #[test]
 fn requests_on_an_interface_that_is_not_served_get_no_tftp_answer() {
     let server = Server::start_with(|_| {}, &["xdpboot-none0"]);

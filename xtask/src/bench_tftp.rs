@@ -293,6 +293,8 @@ fn concurrent(ns: &NetNs, args: &Args, dnsmasq: u32, xdpboot: u32) -> anyhow::Re
         );
     }
     ns.run(|| {
+        // The load test's TFTP client: one thread drives every transfer.
+        let client = crate::loadtest::tftp::Client::start(None)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -300,15 +302,19 @@ fn concurrent(ns: &NetNs, args: &Args, dnsmasq: u32, xdpboot: u32) -> anyhow::Re
         // One untimed round each: xdpboot reads the file into its cache, the page cache holds
         // it for dnsmasq, and both have met this many clients once.
         for (target, pid) in [(DNSMASQ, dnsmasq), (XDPBOOT, xdpboot)] {
-            round(&runtime, target, pid, args)?;
+            round(&runtime, &client, target, pid, args)?;
         }
         let mut storm = Storm {
             dnsmasq: Vec::new(),
             xdpboot: Vec::new(),
         };
         for _ in 0..args.concurrent_rounds {
-            storm.dnsmasq.push(round(&runtime, DNSMASQ, dnsmasq, args)?);
-            storm.xdpboot.push(round(&runtime, XDPBOOT, xdpboot, args)?);
+            storm
+                .dnsmasq
+                .push(round(&runtime, &client, DNSMASQ, dnsmasq, args)?);
+            storm
+                .xdpboot
+                .push(round(&runtime, &client, XDPBOOT, xdpboot, args)?);
         }
         Ok(storm)
     })
@@ -317,6 +323,7 @@ fn concurrent(ns: &NetNs, args: &Args, dnsmasq: u32, xdpboot: u32) -> anyhow::Re
 /// `--concurrent` transfers started together against `target` (process `pid`), to the end.
 fn round(
     runtime: &tokio::runtime::Runtime,
+    client: &crate::loadtest::tftp::Client,
     target: Target,
     pid: u32,
     args: &Args,
@@ -324,28 +331,17 @@ fn round(
     let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, target.port);
     let expected = args.concurrent_size as u64;
     runtime.block_on(async {
-        // The sockets first, so the round times the transfers only.
-        let mut sockets = Vec::with_capacity(args.concurrent);
-        for _ in 0..args.concurrent {
-            let socket = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-                .and_then(tokio::net::UdpSocket::from_std)
-                .context("opening a client socket")?;
-            sockets.push(socket);
-        }
         let cpu_before = crate::bench_http::cpu_ticks(&[pid]);
-        let client_before = thread_cpu();
+        let client_before = client.cpu_time();
         let started = Instant::now();
-        let mut transfers = tokio::task::JoinSet::new();
-        for socket in sockets {
-            transfers.spawn(async move {
-                crate::loadtest::tftp::fetch_on(&socket, server, STORM_LOADER, STORM_BLKSIZE).await
-            });
-        }
         let all = async {
-            while let Some(done) = transfers.join_next().await {
-                let bytes = done
-                    .context("a client task failed")?
+            // All start here; they end in any order.
+            let transfers: Vec<_> = (0..args.concurrent)
+                .map(|_| client.fetch(server, STORM_LOADER, STORM_BLKSIZE))
+                .collect();
+            for transfer in transfers {
+                let bytes = transfer
+                    .await
                     .map_err(|e| anyhow::anyhow!("{}: {e}", target.name))?;
                 ensure!(
                     bytes == expected,
@@ -361,7 +357,7 @@ fn round(
                 format!("{}: round not done within {ROUND_DEADLINE:?}", target.name)
             })??;
         let wall = started.elapsed();
-        let client_cpu = thread_cpu().saturating_sub(client_before);
+        let client_cpu = client.cpu_time().saturating_sub(client_before);
         let ticks = crate::bench_http::cpu_ticks(&[pid]).saturating_sub(cpu_before);
         Ok(Round {
             wall,
@@ -371,19 +367,6 @@ fn round(
             client_cpu,
         })
     })
-}
-
-/// The calling thread's CPU time (user + system) so far.
-fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a live timespec, which is all it writes.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn print_concurrent(args: &Args, dnsmasq_version: &str, storm: &Storm) {

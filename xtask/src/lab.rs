@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use boot_tests::assets::{Arm64Assets, Assets};
 use boot_tests::rack::{Backend, Node, PROBE, RANGE, Rack, RackSetup, SERVER};
-use boot_tests::vm::{self, Firmware, Marker};
+use boot_tests::vm::{self, Chain, Firmware, Marker};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::{setup, workspace_root};
@@ -47,6 +47,12 @@ enum FirmwareArg {
     Uefi,
     /// OVMF UEFI HTTP boot: ipxe-amd64.efi over HTTP, then iPXE over HTTP(S); no TFTP at all.
     UefiHttp,
+    /// OVMF with Secure Boot enforced and Microsoft's keys (arm64: AAVMF): PXE, TFTP of
+    /// Debian's signed shim, then its signed GRUB, the node's GRUB config, and the
+    /// Debian-signed kernel with the shared initrd and the overlay over HTTP.
+    UefiSecureboot,
+    /// The same through UEFI HTTP boot: shim, GRUB and everything after over HTTP.
+    UefiHttpSecureboot,
 }
 
 impl FirmwareArg {
@@ -55,6 +61,32 @@ impl FirmwareArg {
             FirmwareArg::Bios => Firmware::Bios,
             FirmwareArg::Uefi => Firmware::UefiPxe,
             FirmwareArg::UefiHttp => Firmware::UefiHttp,
+            FirmwareArg::UefiSecureboot => Firmware::UefiPxeSecureBoot,
+            FirmwareArg::UefiHttpSecureboot => Firmware::UefiHttpSecureBoot,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChainArg {
+    /// iPXE and the node's iPXE script (without Secure Boot).
+    Ipxe,
+    /// Debian's signed shim, then its signed GRUB and the node's GRUB config (UEFI).
+    ShimGrub,
+    /// iPXE, which chains Debian's network GRUB by URL; GRUB reads the node's config (UEFI
+    /// without Secure Boot).
+    IpxeGrub,
+    /// lpxelinux.0 and the node's PXELINUX config; kernel, initrd and overlay over HTTP (BIOS).
+    Pxelinux,
+}
+
+impl ChainArg {
+    fn chain(self) -> Chain {
+        match self {
+            ChainArg::Ipxe => Chain::Ipxe,
+            ChainArg::ShimGrub => Chain::ShimGrub,
+            ChainArg::IpxeGrub => Chain::IpxeGrub,
+            ChainArg::Pxelinux => Chain::Pxelinux,
         }
     }
 }
@@ -85,7 +117,12 @@ pub struct Args {
     /// Lab: how the machines boot.
     #[arg(long, value_enum, default_value = "uefi")]
     firmware: FirmwareArg,
-    /// Lab: the machines' CPU. arm64 boots through AAVMF's PXE (`--firmware uefi`) only.
+    /// Lab: the loaders after the firmware; the default is iPXE, or shim and GRUB under
+    /// Secure Boot.
+    #[arg(long, value_enum)]
+    chain: Option<ChainArg>,
+    /// Lab: the machines' CPU. arm64 boots through AAVMF's PXE (`--firmware uefi` or
+    /// `uefi-secureboot`) only.
     #[arg(long, value_enum, default_value = "x86-64")]
     arch: ArchArg,
     /// Lab: how requests reach xdpboot.
@@ -203,7 +240,7 @@ fn lab(args: &Args) -> anyhow::Result<()> {
 
     let firmware = match (args.arch, args.firmware) {
         (ArchArg::X86_64, firmware) => firmware.firmware(),
-        (ArchArg::Arm64, FirmwareArg::Uefi) => {
+        (ArchArg::Arm64, firmware @ (FirmwareArg::Uefi | FirmwareArg::UefiSecureboot)) => {
             let arm64 = Arm64Assets::prepare(&mut |line| step(&format!("arm64: {line}")))?;
             let versions: Vec<String> = arm64
                 .versions
@@ -216,26 +253,49 @@ fn lab(args: &Args) -> anyhow::Result<()> {
                 arm64.kernel_version,
                 vm::AAVMF_DIR
             ));
-            Firmware::Arm64UefiPxe
+            match firmware {
+                FirmwareArg::UefiSecureboot => Firmware::Arm64UefiPxeSecureBoot,
+                _ => Firmware::Arm64UefiPxe,
+            }
         }
         (ArchArg::Arm64, _) => {
-            bail!("--arch arm64 boots through AAVMF's own PXE client only: use --firmware uefi")
+            bail!(
+                "--arch arm64 boots through AAVMF's own PXE client only: use --firmware uefi or uefi-secureboot"
+            )
         }
     };
+    let chain = args.chain.map_or(firmware.default_chain(), ChainArg::chain);
+    match (chain, firmware) {
+        (Chain::Pxelinux, Firmware::Bios) => {}
+        (Chain::Pxelinux, _) => bail!("--chain pxelinux is for BIOS: use --firmware bios"),
+        (Chain::ShimGrub | Chain::IpxeGrub, Firmware::Bios) => {
+            bail!("--chain {} is for UEFI machines", chain.name())
+        }
+        (Chain::Ipxe | Chain::IpxeGrub, firmware) if firmware.secure_boot() => {
+            bail!("Debian's iPXE is not signed: Secure Boot refuses it; use --chain shim-grub")
+        }
+        (Chain::IpxeGrub, Firmware::Arm64UefiPxe) => {
+            bail!("--chain ipxe-grub is x86-64 only here: the lab chains grubx64.efi")
+        }
+        _ => {}
+    }
     let backend = match args.backend {
         BackendArg::Xdp => Backend::Xdp,
         BackendArg::Udp => Backend::Udp,
     };
     let nodes: Vec<Node> = (1..=args.nodes)
-        .map(|n| Node::numbered(n, firmware))
+        .map(|n| Node::numbered(n, firmware).through(chain))
         .collect();
     let mut setup = RackSetup::new(backend, nodes.clone());
     setup.https = args.https;
     if args.https && firmware == Firmware::Bios {
         step("--https: BIOS iPXE has no TLS, so BIOS nodes keep plain HTTP (try --firmware uefi)");
     }
-    if args.https && firmware == Firmware::Arm64UefiPxe {
+    if args.https && firmware.arch() == vm::Arch::Arm64 {
         step("--https: the lab gives its CA to OVMF only, so arm64 nodes keep plain HTTP");
+    }
+    if args.https && chain != Chain::Ipxe {
+        step("--https: GRUB and PXELINUX fetch over plain HTTP (or TFTP): the chain keeps HTTP");
     }
     setup.keep = args.keep;
 
@@ -283,11 +343,12 @@ fn lab(args: &Args) -> anyhow::Result<()> {
             bail!("interrupted");
         }
         step(&format!(
-            "booting {} ({}, {}: {}); its serial console follows",
+            "booting {} ({}, {}: {}; then {}); its serial console follows",
             node.hostname,
             node.mac,
             firmware.name(),
-            firmware.first_stage()
+            firmware.first_stage(),
+            node.chain.name()
         ));
         rack.boot(node)?;
     }
@@ -387,11 +448,21 @@ fn summary(rack: &Rack, args: &Args, outcome: &anyhow::Result<()>, logs: &std::p
     let https = rack.setup.https;
     step("summary");
     for vm in &rack.vms {
-        let second_stage = match (vm.spec.firmware, https) {
-            (Firmware::Bios, _) => "HTTP (BIOS iPXE has no TLS)",
-            (Firmware::Arm64UefiPxe, true) => "HTTP (the lab's CA goes to OVMF only)",
-            (_, true) => "HTTPS",
-            (_, false) => "HTTP",
+        let second_stage = match (vm.spec.chain, vm.spec.firmware, https) {
+            (Chain::ShimGrub | Chain::IpxeGrub, ..) => {
+                "the node's GRUB config, then kernel, initrd and overlay over HTTP (GRUB's http module)"
+            }
+            (Chain::Pxelinux, ..) => {
+                "the node's PXELINUX config over TFTP, then kernel, initrd and overlay over HTTP"
+            }
+            (_, Firmware::Bios, _) => {
+                "script, kernel, initrd and overlay over HTTP (BIOS iPXE has no TLS)"
+            }
+            (_, Firmware::Arm64UefiPxe, true) => {
+                "script, kernel, initrd and overlay over HTTP (the lab's CA goes to OVMF only)"
+            }
+            (_, _, true) => "script, kernel, initrd and overlay over HTTPS",
+            (_, _, false) => "script, kernel, initrd and overlay over HTTP",
         };
         let first_stage = match (vm.spec.firmware, https) {
             (Firmware::UefiHttp, true) => {
@@ -400,7 +471,7 @@ fn summary(rack: &Rack, args: &Args, outcome: &anyhow::Result<()>, logs: &std::p
             (firmware, _) => firmware.first_stage(),
         };
         println!(
-            "  {} ({}): firmware {}, backend {}, first stage: {first_stage}; script, kernel, initrd and overlay over {second_stage}",
+            "  {} ({}): firmware {}, backend {}, first stage: {first_stage}; {second_stage}",
             vm.spec.name,
             vm.spec.mac,
             vm.spec.firmware.name(),

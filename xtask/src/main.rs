@@ -51,8 +51,12 @@ enum Command {
     /// Boot storm: N simulated nodes, each with its own MAC, through the whole chain (PXE
     /// DISCOVER, 4011 REQUEST, TFTP loader, iPXE DHCP, HTTP script, kernel, shared initrd,
     /// overlay) against xdpboot in network namespaces; per stage completions, failures,
-    /// rate and latency, the server's CPU and peak RSS. --against dnsmasq+nginx runs the same
-    /// storm against dnsmasq (proxy DHCP, TFTP) and nginx in the same run. Needs root.
+    /// rate and latency, the server's CPU and peak RSS, and what limited the storm
+    /// (generator, server, or neither); then a costing pass prints each stage's CPU per node.
+    /// --against dnsmasq+nginx runs the same storm against dnsmasq (proxy DHCP, TFTP) and
+    /// nginx in the same run. --instances N runs N xdpboot instances on the nodes' segment
+    /// (--kill-one-after kills one midway, --prometheus has Prometheus scrape them and checks
+    /// its sums). Runs an optimized build of itself. Needs root.
     Loadtest(loadtest::Args),
     /// Benchmark: ns per packet of the XDP program's decision for boot and non-boot frames
     /// (BPF_PROG_TEST_RUN with a repeat count). Needs root and the eBPF toolchain.
@@ -114,6 +118,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Set in the environment of the optimized xtask that [`reexec_optimized`] starts.
+const OPTIMIZED_ENV: &str = "XTASK_OPTIMIZED";
+
+/// In a debug build of xtask (what `cargo xtask` runs), builds an optimized one (`cargo build
+/// --release -p xtask`) and replaces this process with it, same arguments; in an optimized
+/// build, returns. For the load generators: a debug build spends about twice the CPU per
+/// packet (tokio and the protocol code unoptimized) and becomes the run's ceiling.
+fn reexec_optimized(tag: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::process::CommandExt as _;
+    if !cfg!(debug_assertions) || std::env::var_os(OPTIMIZED_ENV).is_some() {
+        return Ok(());
+    }
+    println!(
+        "[{tag}] building an optimized load generator (cargo build --release -p xtask): a \
+         debug build would be the storm's ceiling"
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "xtask"])
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    anyhow::ensure!(status.success(), "building xtask failed ({status})");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let error = std::process::Command::new(target.join("release").join("xtask"))
+        .args(std::env::args_os().skip(1))
+        .env(OPTIMIZED_ENV, "1")
+        .exec();
+    Err(error).context("running the optimized xtask")
 }
 
 /// `cargo build --release -p boot-user --bin xdpboot` (what the benchmarks measure); the

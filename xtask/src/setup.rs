@@ -58,6 +58,8 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "openssl",
             "tftp-hpa",
             "atftp",
+            // The FAT disk of the UEFI local-boot firmware test (mformat, mmd, mcopy).
+            "mtools",
             "curl",
             // The status page's headless-browser test (tests/observability.rs): Debian's
             // Chromium, driven by playwright-core on Node.js (npm deps in tests/browser/).
@@ -69,6 +71,12 @@ pub const APT_PACKAGES: &[(&str, &[&str])] = &[
             "dpkg",
             // `cargo xtask run --keep`: a shell on a kept node's serial console socket.
             "socat",
+            // Scale-out: Prometheus scraping every instance of a storm (`cargo xtask loadtest
+            // --prometheus`, xtask/tests/storm.rs).
+            "prometheus",
+            // The virtualenvs that hold Ironic's wheel (tests/ironic.rs, see `ironic_venv`) and
+            // kubernetes-validate (tests/kubernetes.rs, see `kubernetes_validate`).
+            "python3-venv",
         ],
     ),
 ];
@@ -122,6 +130,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         missing.push(absent);
     }
     if let Some(absent) = browser_test_deps(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = ironic_venv(args.check)? {
+        missing.push(absent);
+    }
+    if let Some(absent) = kubernetes_validate(args.check)? {
         missing.push(absent);
     }
     if !missing.is_empty() {
@@ -306,25 +320,55 @@ fn rust_src(sysroot: &Path, check_only: bool) -> anyhow::Result<Option<String>> 
 }
 
 /// What the firmware tests and the lab boot (tests/assets.rs): Debian 13's iPXE and OVMF and a
-/// Debian kernel package, downloaded with a private apt configuration into `.cache/` and
+/// Debian kernel package, Debian's signed shim and GRUB (Debian 13's and 12's) and Debian 12's
+/// PXELINUX and syslinux modules, downloaded with private apt configurations into `.cache/` and
 /// unpacked (never installed), and the busybox initrd built from them; the same for arm64
 /// (kernel, busybox, signed shim and GRUB) under `.cache/arm64/`.
 fn boot_files(check_only: bool) -> anyhow::Result<Option<String>> {
     if check_only {
         let cache = boot_tests::assets::cache_dir();
-        if cache.join("lab/stamp").is_file() && cache.join("arm64/http/stamp").is_file() {
+        if boot_tests::assets::Assets::is_prepared(&cache)
+            && cache.join("arm64/http/stamp").is_file()
+        {
             step(
-                "boot files for the lab and firmware tests: .cache/lab, .cache/arm64 (already there)",
+                "boot files for the lab and firmware tests: .cache/lab, .cache/debian1[23], \
+                 .cache/arm64 (already there)",
             );
             return Ok(None);
         }
-        step("boot files for the lab and firmware tests: missing (.cache/lab or .cache/arm64)");
+        step(
+            "boot files for the lab and firmware tests: missing (.cache/lab, the loader chains' \
+             packages or .cache/arm64)",
+        );
         return Ok(Some("boot files in .cache/".to_owned()));
     }
     boot_tests::assets::Assets::prepare(&mut |line| step(format!("boot files: {line}")))?;
     boot_tests::assets::Arm64Assets::prepare(&mut |line| {
         step(format!("boot files (arm64): {line}"))
     })?;
+    Ok(None)
+}
+
+/// OpenStack Ironic's wheel (pinned) and Jinja2 from PyPI in a throwaway virtualenv under
+/// `target/`, so tests/ironic.rs renders and lays out Ironic's own files without downloading
+/// mid-test (`boot_tests::ironic_files`).
+fn ironic_venv(check_only: bool) -> anyhow::Result<Option<String>> {
+    use boot_tests::ironic_files::{IRONIC_VERSION, Ironic, venv_dir};
+    if check_only {
+        if Ironic::is_prepared() {
+            step(format!(
+                "ironic {IRONIC_VERSION} (Ironic tests): {} (already there)",
+                venv_dir().display()
+            ));
+            return Ok(None);
+        }
+        step(format!(
+            "ironic {IRONIC_VERSION} (Ironic tests): missing {}",
+            venv_dir().display()
+        ));
+        return Ok(Some(format!("ironic {IRONIC_VERSION} virtualenv")));
+    }
+    Ironic::prepare(&mut |line| step(line))?;
     Ok(None)
 }
 
@@ -354,6 +398,49 @@ fn browser_test_deps(check_only: bool) -> anyhow::Result<Option<String>> {
             .current_dir(&dir)
             .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
     )?;
+    Ok(None)
+}
+
+/// kubernetes-validate from PyPI in a virtualenv of Debian's python3, for the offline check of
+/// docs/kubernetes/ (tests/kubernetes.rs).
+fn kubernetes_validate(check_only: bool) -> anyhow::Result<Option<String>> {
+    let venv = boot_tests::kubernetes_validate_venv();
+    let wanted = format!(
+        "kubernetes-validate {}",
+        boot_tests::KUBERNETES_VALIDATE_VERSION
+    );
+    let installed = Command::new(venv.join("bin/kubernetes-validate"))
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed
+        .as_deref()
+        .is_some_and(|v| v.ends_with(boot_tests::KUBERNETES_VALIDATE_VERSION))
+    {
+        step(format!("{wanted}: {} (already installed)", venv.display()));
+        return Ok(None);
+    }
+    if check_only {
+        step(format!("{wanted}: missing ({})", venv.display()));
+        return Ok(Some(wanted));
+    }
+    step(format!("{wanted}: installing into {}…", venv.display()));
+    run_command(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
+    run_command(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!(
+            "kubernetes-validate=={}",
+            boot_tests::KUBERNETES_VALIDATE_VERSION
+        ),
+    ]))?;
     Ok(None)
 }
 

@@ -13,7 +13,7 @@ use dhcproto::v4::MessageType;
 
 pub use classify::{Client, ClientArch, Malformed, ServerPort};
 pub use policy::{BootAction, BootFile, Policy};
-pub use reply::{Destination, Reply, ReplyKind};
+pub use reply::{Destination, Handout, Reply, ReplyKind};
 
 /// Answers whether a loader exists under the TFTP root. The daemon implements it against the
 /// file system; tests use a set. Keeps file I/O out of the core.
@@ -32,6 +32,8 @@ pub trait Admission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
     Yes,
+    /// The external system says: boot from its own disk (see [`policy::local_boot`]).
+    Local,
     /// The external system said this machine is not ours.
     NotOurs,
     /// Still being asked; the client's next request will be answered.
@@ -66,6 +68,9 @@ pub struct Ingress {
     /// picks it with [`crate::net::iface::Interface::server_address`].
     pub server: Ipv4Addr,
 }
+
+/// The rule name an answer decided by the boot API is logged and counted under.
+pub const API_RULE: &str = "boot-api";
 
 /// Why a well-formed request gets no reply. Counted under [`Ignored::name`]. Names are borrowed
 /// from the policy that decided.
@@ -208,37 +213,44 @@ impl Responder {
         if matches!(client.arch, None | Some(ClientArch::Other(_))) {
             return ignore(Ignored::UnknownArch);
         }
-        match admission.admit(client.mac) {
-            Admit::Yes => {}
-            Admit::NotOurs => return ignore(Ignored::NotOurs),
-            Admit::Pending => return ignore(Ignored::ApiPending),
-            Admit::Unavailable => return ignore(Ignored::ApiDown),
-        }
         let identity = client.identity();
-        let Some(rule) = self.policy.decide(&identity) else {
-            return ignore(Ignored::NoRule);
-        };
         let vars = policy::Vars {
             server: ingress.server.into(),
             http_port: self.ports.http,
             https_port: self.ports.https,
             client: &identity,
         };
-        let action = rule.action.resolve(&vars);
-        let boot_file = match &action {
-            BootAction::Silent => return ignore(Ignored::Silent { rule: &rule.name }),
-            BootAction::Tftp { file } if !loaders.has_loader(file) => {
-                return ignore(Ignored::LoaderMissing {
-                    rule: &rule.name,
-                    file,
-                });
+        let (rule, action) = match admission.admit(client.mac) {
+            Admit::Yes => {
+                let Some(rule) = self.policy.decide(&identity) else {
+                    return ignore(Ignored::NoRule);
+                };
+                (rule.name.as_str(), rule.action.resolve(&vars))
             }
-            other => other.boot_file().unwrap_or_default(),
+            Admit::Local => (API_RULE, policy::local_boot(&vars)),
+            Admit::NotOurs => return ignore(Ignored::NotOurs),
+            Admit::Pending => return ignore(Ignored::ApiPending),
+            Admit::Unavailable => return ignore(Ignored::ApiDown),
         };
-        match reply::build(&request, ingress.source, ingress.server, boot_file) {
+        let handout = match &action {
+            BootAction::Silent => return ignore(Ignored::Silent { rule }),
+            BootAction::Tftp { file }
+            | BootAction::Loader {
+                name: file,
+                file: _,
+                ..
+            } if client.protocol != Some(classify::BootProtocol::Http)
+                && !loaders.has_loader(file) =>
+            {
+                return ignore(Ignored::LoaderMissing { rule, file });
+            }
+            BootAction::Local { file: None } => Handout::LocalBootMenu,
+            other => Handout::File(other.boot_file().unwrap_or_default()),
+        };
+        match reply::build(&request, ingress.source, ingress.server, handout) {
             Ok(reply) => Outcome::Reply {
                 client: request.client,
-                rule: &rule.name,
+                rule,
                 action,
                 reply,
             },

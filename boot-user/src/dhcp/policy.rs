@@ -1,8 +1,9 @@
 //! What a client boots: an ordered table of rules, first match wins.
 //!
 //! A rule matches on what [`classify`](super::classify) found (architecture, PXE or HTTP boot,
-//! iPXE or not, MAC, UUID) and names one action: a loader over TFTP, a URL, or silence. The table
-//! comes from the config file (or the embedded default); this module only evaluates it.
+//! iPXE or not, MAC, UUID) and names one action: a loader over TFTP, a URL, a loader chain
+//! (shim, GRUB, PXELINUX, iPXE) by its first-stage file, the client's own disk, or silence. The
+//! table comes from the config file (or the embedded default); this module only evaluates it.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
@@ -49,9 +50,109 @@ pub enum Action {
     /// A URL template. Only iPXE and UEFI HTTP boot speak HTTP, so such a rule never matches a
     /// PXE ROM that is not iPXE.
     Http(UrlTemplate),
+    /// The first stage of a loader chain for the client's architecture: its file over TFTP to
+    /// PXE ROMs, its URL on our HTTP port to UEFI HTTP boot. One rule serves both.
+    Loader(Loader),
+    /// Boot from the client's own disk, at once: a PXE ROM gets a boot menu whose only item is
+    /// local boot, iPXE a script that exits (see [`BootAction::Local`]).
+    Local,
     /// Stay silent: the client is left to another boot server.
     Silent,
 }
+
+/// A loader chain a policy rule can start, named by its first stage. Each knows its first-stage
+/// file per architecture; the files come from the TFTP or HTTP root, or from the
+/// distribution's packages ([`crate::loaders`]). xdpboot never signs anything: a Secure Boot
+/// chain is the distribution's signed files, served as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Loader {
+    /// The distribution's shim, signed by Microsoft's UEFI CA, which loads the
+    /// distribution-signed GRUB (`grubx64.efi`, from the TFTP root or beside shim's URL), which
+    /// reads its per-node config from xdpboot (Secure Boot).
+    Shim,
+    /// GRUB straight from the firmware (no Secure Boot, or firmware that trusts the
+    /// distribution's key).
+    Grub,
+    /// PXELINUX (`lpxelinux.0`, which fetches over HTTP too) for BIOS, with its per-node config.
+    Pxelinux,
+    /// iPXE: the builds of the `ipxe` package, as the default table hands them out.
+    Ipxe,
+}
+
+impl Loader {
+    pub const NAMES: &'static [&'static str] = &["shim", "grub", "pxelinux", "ipxe"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Loader::Shim => "shim",
+            Loader::Grub => "grub",
+            Loader::Pxelinux => "pxelinux",
+            Loader::Ipxe => "ipxe",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Loader> {
+        Some(match name {
+            "shim" => Loader::Shim,
+            "grub" => Loader::Grub,
+            "pxelinux" => Loader::Pxelinux,
+            "ipxe" => Loader::Ipxe,
+            _ => return None,
+        })
+    }
+
+    /// The first-stage file for `arch`, under the name the loader's own code expects where it
+    /// matters (shim fetches `grubx64.efi`/`grubaa64.efi` by those names: shim `netboot.c`,
+    /// `DEFAULT_LOADER`); `None` where the chain has no build for it.
+    pub fn first_stage(self, arch: ClientArch) -> Option<&'static str> {
+        use ClientArch::{Bios, UefiArm64, UefiRiscV64, UefiX64};
+        match (self, arch) {
+            (Loader::Shim, UefiX64) => Some("shimx64.efi"),
+            (Loader::Shim, UefiArm64) => Some("shimaa64.efi"),
+            (Loader::Grub, UefiX64) => Some("grubx64.efi"),
+            (Loader::Grub, UefiArm64) => Some("grubaa64.efi"),
+            (Loader::Pxelinux, Bios) => Some("lpxelinux.0"),
+            (Loader::Ipxe, Bios) => Some("undionly.kpxe"),
+            (Loader::Ipxe, UefiX64) => Some("ipxe-amd64.efi"),
+            (Loader::Ipxe, UefiArm64) => Some("ipxe-arm64.efi"),
+            (Loader::Ipxe, UefiRiscV64) => Some("ipxe-riscv64.efi"),
+            _ => None,
+        }
+    }
+
+    /// What the first stage fetches next by a fixed name, from where it came from (the TFTP root
+    /// or beside its URL): shim's GRUB (shim `netboot.c`/`httpboot.c` ask for
+    /// `DEFAULT_LOADER`), PXELINUX's core module (`ldlinux.c32`, which it loads before its
+    /// config).
+    pub fn next_stages(self, arch: ClientArch) -> &'static [&'static str] {
+        match (self, arch) {
+            (Loader::Shim, ClientArch::UefiX64) => &["grubx64.efi"],
+            (Loader::Shim, ClientArch::UefiArm64) => &["grubaa64.efi"],
+            (Loader::Pxelinux, ClientArch::Bios) => &["ldlinux.c32"],
+            _ => &[],
+        }
+    }
+
+    /// The architectures [`Loader::first_stage`] has a file for.
+    pub fn arches(self) -> impl Iterator<Item = ClientArch> {
+        [
+            ClientArch::Bios,
+            ClientArch::UefiX64,
+            ClientArch::UefiArm64,
+            ClientArch::UefiRiscV64,
+        ]
+        .into_iter()
+        .filter(move |&arch| self.first_stage(arch).is_some())
+    }
+}
+
+/// The iPXE script a client told to boot locally fetches (over TFTP, so it needs no HTTP port):
+/// it exits, and the firmware goes on to its next boot device.
+pub const LOCAL_BOOT_SCRIPT: &str = "local.ipxe";
+/// The path UEFI HTTP boot is sent to when it is to boot locally: under `/boot/`, where the
+/// HTTP server names only the configured kernel and initrds, so no file of a root can answer
+/// it and it is always a 404.
+pub const LOCAL_BOOT_PATH: &str = "/boot/local";
 
 /// The boot action for one client, templates filled in. Borrowed from the policy or held
 /// inline: deciding allocates nothing.
@@ -62,8 +163,25 @@ pub enum Action {
               request and read in place"
 )]
 pub enum BootAction<'p> {
-    Tftp { file: &'p str },
-    Http { url: BootFile },
+    Tftp {
+        file: &'p str,
+    },
+    Http {
+        url: BootFile,
+    },
+    /// A loader chain's first stage: `file` is its TFTP name (PXE) or its URL (HTTP boot);
+    /// `name` is the bare file either way.
+    Loader {
+        loader: Loader,
+        name: &'static str,
+        file: BootFile,
+    },
+    /// To the local disk: `file` is [`LOCAL_BOOT_SCRIPT`] for iPXE and the
+    /// [`LOCAL_BOOT_PATH`] URL for UEFI HTTP boot; without one, a PXE ROM gets a boot menu whose
+    /// only item is local boot (PXE 2.1 §2.2.5, boot server type 0).
+    Local {
+        file: Option<BootFile>,
+    },
     Silent,
 }
 
@@ -73,6 +191,8 @@ impl BootAction<'_> {
         match self {
             BootAction::Tftp { file } => Some(file),
             BootAction::Http { url } => Some(url),
+            BootAction::Loader { file, .. } => Some(file),
+            BootAction::Local { file } => file.as_deref(),
             BootAction::Silent => None,
         }
     }
@@ -81,6 +201,8 @@ impl BootAction<'_> {
         match self {
             BootAction::Tftp { .. } => "tftp",
             BootAction::Http { .. } => "http",
+            BootAction::Loader { loader, .. } => loader.name(),
+            BootAction::Local { .. } => "local",
             BootAction::Silent => "silent",
         }
     }
@@ -228,7 +350,14 @@ impl Rule {
             // iPXE is answered with a URL.
             Action::Tftp(_) => client.protocol == Some(BootProtocol::Pxe),
             Action::Http(_) => client.protocol == Some(BootProtocol::Http) || client.ipxe,
-            Action::Silent => true,
+            // A chain serves the architectures it has a build for. iPXE is not handed iPXE
+            // again (it would chain itself forever); any other chain's first stage is fine for
+            // iPXE, which runs it as a PXE ROM would (BIOS machines whose NIC ROM is iPXE).
+            Action::Loader(loader) => {
+                client.arch.and_then(|a| loader.first_stage(a)).is_some()
+                    && !(loader == Loader::Ipxe && client.ipxe)
+            }
+            Action::Local | Action::Silent => true,
         };
         fetchable && self.matches.holds(client)
     }
@@ -435,12 +564,15 @@ impl fmt::Display for Match {
     }
 }
 
-/// The action as the config writes it: `tftp FILE`, `http URL` or `silent`.
+/// The action as the config writes it: `tftp FILE`, `http URL`, `loader shim`, `local` or
+/// `silent`.
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Tftp(file) => write!(f, "tftp {file}"),
             Action::Http(url) => write!(f, "http {url}"),
+            Action::Loader(loader) => write!(f, "loader {}", loader.name()),
+            Action::Local => f.write_str("local"),
             Action::Silent => f.write_str("silent"),
         }
     }
@@ -460,9 +592,68 @@ impl Action {
             Action::Http(template) => BootAction::Http {
                 url: template.render(vars),
             },
+            Action::Loader(loader) => {
+                // `applies_to` only lets a rule match an arch the chain has a file for.
+                let name = vars
+                    .client
+                    .arch
+                    .and_then(|arch| loader.first_stage(arch))
+                    .unwrap_or_default();
+                let file = if vars.client.protocol == Some(BootProtocol::Http) {
+                    loader_url(vars, name)
+                } else {
+                    BootFile::from(name)
+                };
+                BootAction::Loader {
+                    loader: *loader,
+                    name,
+                    file,
+                }
+            }
+            Action::Local => local_boot(vars),
             Action::Silent => BootAction::Silent,
         }
     }
+}
+
+/// The local-boot answer for the client of `vars`: iPXE gets a script that exits; a PXE ROM,
+/// the local-boot menu. UEFI HTTP boot has no local-boot answer in its protocol, and left
+/// unanswered it waits out its own DHCP (a minute, seen with OVMF) before the firmware tries
+/// the disk: it gets the URL of [`LOCAL_BOOT_PATH`], which answers 404 at once, and EDK2 gives
+/// up that boot option on it ("Could not retrieve NBP file size").
+pub fn local_boot(vars: &Vars<'_>) -> BootAction<'static> {
+    if vars.client.ipxe {
+        BootAction::Local {
+            file: Some(BootFile::from(LOCAL_BOOT_SCRIPT)),
+        }
+    } else if vars.client.protocol == Some(BootProtocol::Http) {
+        BootAction::Local {
+            file: Some(loader_url(vars, LOCAL_BOOT_PATH.trim_start_matches('/'))),
+        }
+    } else {
+        BootAction::Local { file: None }
+    }
+}
+
+/// `http://<server>[:<port>]/<name>`: the URL a UEFI HTTP-boot client fetches a chain's first
+/// stage from. The port is left out when it is 80: shim and GRUB fetch what follows (`grubx64.efi`,
+/// GRUB's `/grub/…`) from the same host, and GRUB's own HTTP client can only reach port 80
+/// (grub-core/net/http.c, `HTTP_PORT`). At most 48 bytes over IPv4, so it always fits `file`;
+/// an IPv6 address is written in brackets (RFC 3986 §3.2.2), at most 74 bytes, within
+/// [`MAX_BOOT_URL_LEN`].
+fn loader_url(vars: &Vars<'_>, name: &str) -> BootFile {
+    let mut url = BootFile::new();
+    // "http://" 7 + address 15 (IPv6: 41) + ":65535" 6 + "/" 1 + the longest first stage (16):
+    // it fits.
+    let _ = match vars.server {
+        IpAddr::V4(v4) => write!(url, "http://{v4}"),
+        IpAddr::V6(v6) => write!(url, "http://[{v6}]"),
+    };
+    if vars.http_port != 80 {
+        let _ = write!(url, ":{}", vars.http_port);
+    }
+    let _ = write!(url, "/{name}");
+    url
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), as the wire layer's [`MacAddr`] reads it.

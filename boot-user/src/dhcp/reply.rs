@@ -22,6 +22,33 @@ const DISCOVERY_USE_BOOT_FILE: u8 = 0b1000;
 /// PXE 2.1 §2.2.5, sub-option 71 (PXE_BOOT_ITEM): echoed in a 4011 ACK when the client asked for
 /// a boot item, as dnsmasq does.
 const PXE_BOOT_ITEM: u8 = 71;
+/// PXE 2.1 §2.2.5, sub-options 9 (PXE_BOOT_MENU: type, description length, description) and
+/// 10 (PXE_MENU_PROMPT: timeout in seconds, prompt).
+const PXE_BOOT_MENU: u8 = 9;
+const PXE_MENU_PROMPT: u8 = 10;
+/// Discovery control for the local-boot menu: bits 0 and 1 (no broadcast, no multicast
+/// discovery), as dnsmasq sends for a menu whose items name no boot server (`pxe_opts`).
+const DISCOVERY_NONE: u8 = 0b0011;
+/// The menu's one item: boot server type 0, "PXE bootstrap server", which PXE 2.1 §2.2.5
+/// (Table 2-2) reserves for local boot. dnsmasq sends it for a `pxe-service` without a
+/// basename; EDK2 aborts its network boot on it ("Local boot(PXE bootstrap server) need
+/// abort", `PxeBcDiscoverBootFile`) and the firmware tries its next boot option.
+const LOCAL_BOOT_ITEM: &[u8] = b"xdpboot: boot from local disk";
+/// Timeout 0: the first item is taken without a prompt (PXE 2.1 §2.2.5; EDK2
+/// `PxeBcSelectBootPrompt` returns EFI_TIMEOUT and picks the default item). The prompt text is
+/// dnsmasq's.
+const LOCAL_BOOT_PROMPT: &[u8] = &[0, b'P', b'X', b'E'];
+/// Room for option 43: the local-boot menu is the longest we send.
+const MAX_VENDOR_LEN: usize = 64;
+
+/// What a reply hands the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handout<'a> {
+    /// A boot file (`file`): a TFTP name or a URL.
+    File(&'a str),
+    /// No file: a PXE boot menu whose only item is local boot (see [`LOCAL_BOOT_ITEM`]).
+    LocalBootMenu,
+}
 
 /// Which reply this is; also the label it is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,16 +123,20 @@ pub enum ReplyError {
     TooLong,
 }
 
-/// Builds the reply a proxy server owes `request`, arrived from `source`, carrying
-/// `boot_file`. `server` is the address of the ingress interface: it goes into siaddr and
+/// Builds the reply a proxy server owes `request`, arrived from `source`, handing out
+/// `handout`. `server` is the address of the ingress interface: it goes into siaddr and
 /// option 54, and iPXE sends its 4011 REQUEST there and accepts the ACK only with the same
 /// option 54.
 pub fn build(
     request: &Request<'_>,
     source: SocketAddrV4,
     server: Ipv4Addr,
-    boot_file: &str,
+    handout: Handout<'_>,
 ) -> Result<Reply, ReplyError> {
+    let boot_file = match handout {
+        Handout::File(file) => file,
+        Handout::LocalBootMenu => "",
+    };
     if boot_file.len() > MAX_BOOT_FILE_LEN {
         return Err(ReplyError::BootFileTooLong(boot_file.len()));
     }
@@ -165,8 +196,12 @@ pub fn build(
             .option(dhcpv4::option::CLIENT_MACHINE_ID, guid)
             .map_err(too_long)?;
     }
-    let mut vendor = [0u8; 8];
-    if let Some(len) = pxe_vendor_options(request, kind, &mut vendor) {
+    let mut vendor = [0u8; MAX_VENDOR_LEN];
+    let vendor_len = match handout {
+        Handout::File(_) => pxe_vendor_options(request, kind, &mut vendor),
+        Handout::LocalBootMenu => local_boot_menu(request, &mut vendor),
+    };
+    if let Some(len) = vendor_len {
         writer
             .option(dhcpv4::option::VENDOR_SPECIFIC, &vendor[..len])
             .map_err(too_long)?;
@@ -218,7 +253,11 @@ fn write_ipv4(address: Ipv4Addr, out: &mut [u8; 15]) -> usize {
 /// - BIOS PXE ROMs get sub-option 6 = 8 in the offer: boot the file named here, skip boot-server
 ///   discovery (PXE 2.1 §2.2.5; dnsmasq, pixiecore).
 /// - In a 4011 ACK, a requested boot item (sub-option 71) is echoed (dnsmasq `rfc2131.c`).
-fn pxe_vendor_options(request: &Request<'_>, kind: ReplyKind, out: &mut [u8; 8]) -> Option<usize> {
+fn pxe_vendor_options(
+    request: &Request<'_>,
+    kind: ReplyKind,
+    out: &mut [u8; MAX_VENDOR_LEN],
+) -> Option<usize> {
     let client = &request.client;
     if client.protocol != Some(BootProtocol::Pxe) || client.arch.is_some_and(|a| a.is_uefi()) {
         return None;
@@ -245,6 +284,38 @@ fn pxe_vendor_options(request: &Request<'_>, kind: ReplyKind, out: &mut [u8; 8])
     }
 }
 
+/// Option 43 of a local-boot answer, written into `out`: discovery control (no discovery), the
+/// prompt with timeout 0 and the one-item menu, in dnsmasq's order (`pxe_opts`). Sent to every
+/// PXE client, UEFI included, in the offer and in a 4011 ACK alike: a PXE ROM that gets a menu
+/// needs no boot file, and EDK2 classifies an offer with these options as a PXE 1.0 proxy
+/// offer (`PxeOfferTypeProxyPxe10`) whose menu it evaluates itself. A requested boot item
+/// (sub-option 71) is echoed in the ACK, as [`pxe_vendor_options`] does.
+fn local_boot_menu(request: &Request<'_>, out: &mut [u8; MAX_VENDOR_LEN]) -> Option<usize> {
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        out[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    put(&[PXE_DISCOVERY_CONTROL, 1, DISCOVERY_NONE]);
+    put(&[PXE_MENU_PROMPT, LOCAL_BOOT_PROMPT.len() as u8]);
+    put(LOCAL_BOOT_PROMPT);
+    // Item: type (2 octets, network order) 0 = local boot, description length, description.
+    put(&[PXE_BOOT_MENU, 3 + LOCAL_BOOT_ITEM.len() as u8, 0, 0]);
+    put(&[LOCAL_BOOT_ITEM.len() as u8]);
+    put(LOCAL_BOOT_ITEM);
+    if request.client.port == ServerPort::Pxe
+        && let Some(item) = request
+            .vendor_options
+            .and_then(|options| find_suboption(options, PXE_BOOT_ITEM))
+            .filter(|v| v.len() == 4)
+    {
+        put(&[PXE_BOOT_ITEM, 4]);
+        put(item);
+    }
+    put(&[dhcpv4::option::END]);
+    Some(len)
+}
+
 /// A sub-option inside an encapsulated option (RFC 2132 §8.4 framing). Bounded by the slice.
 fn find_suboption(data: &[u8], code: u8) -> Option<&[u8]> {
     let mut at = 0;
@@ -268,6 +339,13 @@ fn find_suboption(data: &[u8], code: u8) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_boot_menu_fits_its_buffer_with_a_boot_item_echoed() {
+        // discovery control 3 + prompt 6 + menu 5 + item text + boot item 6 + END 1
+        let longest = 3 + 2 + LOCAL_BOOT_PROMPT.len() + 5 + LOCAL_BOOT_ITEM.len() + 6 + 1;
+        assert!(longest <= MAX_VENDOR_LEN, "{longest}");
+    }
 
     #[test]
     fn suboptions_are_found_and_overruns_are_not() {

@@ -24,9 +24,9 @@ use boot_common::wire::dhcpv6::message_type;
 pub use classify::{Client, Malformed, ServerPort};
 pub use reply::{BootUrl, Destination, Reply, ReplyKind};
 
-use crate::dhcp::classify::ClientArch;
+use crate::dhcp::classify::{BootProtocol, ClientArch};
 use crate::dhcp::policy::{self, BootAction, Policy};
-use crate::dhcp::{Admission, Admit, LoaderIndex, UrlPorts};
+use crate::dhcp::{API_RULE, Admission, Admit, LoaderIndex, UrlPorts};
 
 /// Why `address` cannot be the host of a boot URL, if it cannot: a client must reach it from
 /// anywhere on its link and a URL must hold it, so global or unique-local only; never
@@ -213,32 +213,50 @@ impl<'p> Responder<'p> {
             None if !client.ipxe => return ignore(Ignored::UnknownArch),
             _ => {}
         }
-        match admission.admit(client.mac) {
-            Admit::Yes => {}
-            Admit::NotOurs => return ignore(Ignored::NotOurs),
-            Admit::Pending => return ignore(Ignored::ApiPending),
-            Admit::Unavailable => return ignore(Ignored::ApiDown),
-        }
         let identity = client.identity();
-        let Some(rule) = self.policy.decide(&identity) else {
-            return ignore(Ignored::NoRule);
-        };
         let vars = policy::Vars {
             server: ingress.server.into(),
             http_port: self.ports.http,
             https_port: self.ports.https,
             client: &identity,
         };
-        let action = rule.action.resolve(&vars);
-        let built = match &action {
-            BootAction::Silent => return ignore(Ignored::Silent { rule: &rule.name }),
-            BootAction::Tftp { file } if !loaders.has_loader(file) => {
-                return ignore(Ignored::LoaderMissing {
-                    rule: &rule.name,
-                    file,
-                });
+        let (rule, action) = match admission.admit(client.mac) {
+            Admit::Yes => {
+                let Some(rule) = self.policy.decide(&identity) else {
+                    return ignore(Ignored::NoRule);
+                };
+                (rule.name.as_str(), rule.action.resolve(&vars))
             }
-            BootAction::Tftp { file } => reply::build(
+            Admit::Local => (API_RULE, policy::local_boot(&vars)),
+            Admit::NotOurs => return ignore(Ignored::NotOurs),
+            Admit::Pending => return ignore(Ignored::ApiPending),
+            Admit::Unavailable => return ignore(Ignored::ApiDown),
+        };
+        // A loader chain's first stage and iPXE's local-boot script are TFTP names unless the
+        // client boots over HTTP, when the policy made them URLs.
+        let over_http = client.protocol == Some(BootProtocol::Http);
+        let tftp_name = match &action {
+            BootAction::Tftp { file } => Some(*file),
+            BootAction::Loader { name, .. } if !over_http => Some(*name),
+            BootAction::Local { file: Some(file) } if !over_http => Some(file.as_str()),
+            _ => None,
+        };
+        let loader: Option<&'p str> = match &action {
+            BootAction::Tftp { file } => Some(file),
+            BootAction::Loader { name, .. } if !over_http => Some(name),
+            _ => None,
+        };
+        if let Some(file) = loader
+            && !loaders.has_loader(file)
+        {
+            return ignore(Ignored::LoaderMissing { rule, file });
+        }
+        let built = match (&action, tftp_name) {
+            (BootAction::Silent, _) => return ignore(Ignored::Silent { rule }),
+            // DHCPv6 has no PXE boot menu (RFC 5970 names one URL): a PXE ROM told to boot
+            // locally is left unanswered, and moves on to its next boot option.
+            (BootAction::Local { file: None }, _) => return ignore(Ignored::Silent { rule }),
+            (_, Some(file)) => reply::build(
                 &request,
                 ingress.source,
                 ingress.server_duid,
@@ -247,17 +265,17 @@ impl<'p> Responder<'p> {
                     file,
                 },
             ),
-            BootAction::Http { url } => reply::build(
+            (other, None) => reply::build(
                 &request,
                 ingress.source,
                 ingress.server_duid,
-                BootUrl::Url(url),
+                BootUrl::Url(other.boot_file().unwrap_or_default()),
             ),
         };
         match built {
             Ok(reply) => Outcome::Reply {
                 client: request.client,
-                rule: &rule.name,
+                rule,
                 action,
                 reply,
             },

@@ -5,6 +5,13 @@
 //! encoded traversal nor a symlink pointing out of the root escapes it). Every refusal is a
 //! plain 404: the response never tells a prober which rule it hit.
 //!
+//! Symlinks inside the root are followed, of files and of directories alike, as long as where
+//! they lead is inside the root too: OpenStack Ironic's HTTP root is made of them
+//! (`pxelinux.cfg/<mac>` → `../<node-uuid>/config`), and a site may link a versioned directory
+//! in (`ironic` → `ironic-39`). The check is on the canonical path, so a symlink (or a chain of
+//! them) that leaves the root is refused wherever it sits, and empty segments (`//`, as
+//! Bifrost's `http_url` ending in `/` produces) are ignored.
+//!
 //! Open files are cached by path and checked against the file's identity (device, inode,
 //! mtime, length) on every request. Each cached file is also mapped (`mmap`) once: plain
 //! connections hand slices of that map to hyper, and the connection stream turns them back
@@ -726,6 +733,71 @@ mod tests {
             ("*", Refusal::NotAbsolute),
         ] {
             assert_eq!(decode_request_path(path), Err(why), "{path}");
+        }
+    }
+
+    /// A scratch root, removed on drop.
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Ironic's layout, as its `ipxe` boot interface writes it, under `root/ironic-39`, with
+    /// `root/ironic` a symlink to that directory; and symlinks that leave the root.
+    fn ironic_root(tag: &str) -> (Dir, StaticRoot) {
+        let dir = std::env::temp_dir().join(format!("xdpboot-http-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("root");
+        let ironic = root.join("ironic-39");
+        std::fs::create_dir_all(ironic.join("1be26c0b/")).unwrap();
+        std::fs::create_dir_all(ironic.join("pxelinux.cfg")).unwrap();
+        std::fs::write(ironic.join("boot.ipxe"), b"#!ipxe\n").unwrap();
+        std::fs::write(ironic.join("1be26c0b/config"), b"#!ipxe\n").unwrap();
+        std::os::unix::fs::symlink(
+            "../1be26c0b/config",
+            ironic.join("pxelinux.cfg/52-54-00-18-01-01"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("ironic-39", root.join("ironic")).unwrap();
+        std::fs::create_dir_all(dir.join("outside")).unwrap();
+        std::fs::write(dir.join("outside/secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside"), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../outside", ironic.join("up")).unwrap();
+        std::os::unix::fs::symlink("../up/secret", ironic.join("pxelinux.cfg/chained")).unwrap();
+        let files = StaticRoot::new(&root, Arc::new(MapRegistry::default()));
+        (Dir(dir), files)
+    }
+
+    #[test]
+    fn a_symlinked_directory_inside_the_root_is_followed() {
+        let (_dir, files) = ironic_root("symlinked-dir");
+        for path in [
+            "/ironic/boot.ipxe",
+            "/ironic/pxelinux.cfg/52-54-00-18-01-01",
+            "//ironic//1be26c0b/config",
+            "/ironic-39/pxelinux.cfg/52-54-00-18-01-01",
+        ] {
+            let open = files.open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(open.len(), 7, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_whose_target_leaves_the_root_is_refused_wherever_it_sits() {
+        let (_dir, files) = ironic_root("escaping-symlinks");
+        for path in [
+            "/escape/secret",
+            "/ironic/up/secret",
+            "/ironic-39/up/secret",
+            "/ironic/pxelinux.cfg/chained",
+        ] {
+            assert_eq!(
+                files.open(path).map(|f| f.len()).err(),
+                Some(Refusal::OutsideRoot),
+                "{path}"
+            );
         }
     }
 

@@ -27,6 +27,7 @@ pub mod overlay;
 pub mod scripts;
 pub mod signed;
 mod stream;
+pub mod thirdstage;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -99,6 +100,10 @@ pub enum Route<'a> {
     NodeOverlay { mac: &'a str },
     /// `/boot/kernel`, `/boot/initrd/<n>`: the files `[boot]` names.
     BootFile(&'a str),
+    /// A name a loader after the firmware asks for, made per node unless the static root has
+    /// it ([`thirdstage::ThirdStageName`]): `/grub/grub.cfg-01-<mac>`,
+    /// `/pxelinux.cfg/01-<mac>`, `/local.ipxe`, … (the path still percent-encoded).
+    ThirdStage(&'a str),
     /// Anything else: a file under the static root (the path still percent-encoded).
     File(&'a str),
 }
@@ -119,8 +124,19 @@ impl<'a> Route<'a> {
         {
             return Route::NodeOverlay { mac };
         }
+        if third_stage_name(path).is_some() {
+            return Route::ThirdStage(path);
+        }
         Route::File(path)
     }
+}
+
+/// The path inside the roots a request path names, when it is a name a loader after the
+/// firmware asks for.
+fn third_stage_name(path: &str) -> Option<String> {
+    let relative = files::decode_request_path(path).ok()?;
+    let relative = relative.to_str()?;
+    thirdstage::ThirdStageName::parse(relative).map(|_| relative.to_owned())
 }
 
 /// The listener a connection came in on.
@@ -527,12 +543,67 @@ impl Server {
                 boot.script(request.uri().query(), client, local, scheme)
                     .await
             }
+            (Route::ThirdStage(path), Some(boot))
+                if request.method() == Method::GET || request.method() == Method::HEAD =>
+            {
+                self.third_stage(boot, &request, path, client, local, scheme)
+                    .await
+            }
             _ => self.route(&request, client, local, scheme),
         };
         let (parts, body) = response.into_parts();
         let mut body = body.with_access_log(log);
         body.log_response(parts.status);
         Response::from_parts(parts, body)
+    }
+
+    /// A per-node file a loader asks for by name: the static root's file of that name if there
+    /// is one, else the one made for this node (which may wait for the boot API).
+    async fn third_stage<B>(
+        &self,
+        boot: &BootContent,
+        request: &Request<B>,
+        path: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<Body> {
+        let delivery = match scheme {
+            Scheme::Http => Delivery::Mapped,
+            Scheme::Https => Delivery::Read,
+        };
+        if let Ok(response) =
+            self.shared
+                .files
+                .respond(request.method(), path, request.headers(), delivery)
+        {
+            return response;
+        }
+        let Some(relative) = third_stage_name(path) else {
+            return not_found();
+        };
+        match boot.third_stage(&relative, client, local).await {
+            Some(Ok(text)) => {
+                let len = text.len();
+                let body = if request.method() == Method::HEAD {
+                    Body::empty()
+                } else {
+                    Body::full(text)
+                };
+                let mut response = Response::new(body);
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                // Per node, and carrying fresh signatures: never from a cache.
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Some(Err(refusal)) => refusal.response(),
+            None => not_found(),
+        }
     }
 
     /// Dispatches a request by its [`Route`].
@@ -580,7 +651,9 @@ impl Server {
             (Route::BootScript | Route::NodeOverlay { .. } | Route::BootFile(_), None) => {
                 not_found()
             }
-            (Route::File(path), _) => {
+            // Served by `respond`, which can wait for the boot API.
+            (Route::ThirdStage(_), Some(_)) => not_found(),
+            (Route::File(path) | Route::ThirdStage(path), _) => {
                 match self
                     .shared
                     .files
@@ -653,5 +726,17 @@ mod tests {
             Route::File("/nodes/a/b/overlay.cpio")
         );
         assert_eq!(Route::of("/vmlinuz"), Route::File("/vmlinuz"));
+        assert_eq!(
+            Route::of("/grub/x86_64-efi/grub.cfg"),
+            Route::ThirdStage("/grub/x86_64-efi/grub.cfg")
+        );
+        assert_eq!(
+            Route::of("//pxelinux.cfg/01-52-54-00-12-34-56"),
+            Route::ThirdStage("//pxelinux.cfg/01-52-54-00-12-34-56")
+        );
+        assert_eq!(
+            Route::of("/grub/unicode.pf2"),
+            Route::File("/grub/unicode.pf2")
+        );
     }
 }

@@ -1,17 +1,20 @@
 //! What iPXE fetches after DHCP: the per-node boot script (`/boot.ipxe?mac=…`), the kernel and
 //! initrds it names (`/boot/kernel`, `/boot/initrd/<n>`), and the node's signed overlay
-//! (`/nodes/<mac>/overlay.cpio?expires=…&sig=…`).
+//! (`/nodes/<mac>/overlay.cpio?expires=…&sig=…`). The same for the other loaders a chain may
+//! go through ([`thirdstage`](super::thirdstage)): GRUB's and PXELINUX's per-node configs, over
+//! HTTP and TFTP, and the kernel, initrds and overlay over TFTP for a GRUB without `http`.
 //!
-//! The script is rendered from a template (`ipxe/boot.ipxe` by default) with the node's
-//! variables: those of its `[[node]]` entry, matched by MAC or UUID, and defaults otherwise.
-//! Every URL in it points back at the address the script was fetched from, so a multi-homed
-//! server hands each rack its own address, as the DHCP side does.
+//! Scripts and configs are rendered from templates (`ipxe/boot.ipxe`, `ipxe/grub.cfg`,
+//! `ipxe/pxelinux.cfg` by default) with the node's variables: those of its `[[node]]` entry,
+//! matched by MAC or UUID, and defaults otherwise. Every URL in them points back at the address
+//! the request came to, so a multi-homed server hands each rack its own address, as the DHCP
+//! side does. A node may fetch only its own script, config and overlay (see `requester_is`).
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -20,13 +23,15 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::files::{Delivery, StaticRoot, respond_open};
-use super::overlay::{OverlayCache, hex};
+use super::overlay::{Overlay, OverlayCache, hex};
 use super::signed::UrlSigner;
+use super::thirdstage::{self, GrubFetch, GrubPlatform, ThirdStageName};
 use super::{Body, Scheme};
-use crate::bootapi::ApiDecision;
+use crate::bootapi::{ApiBoot, ApiDecision, ApiScript, OnceToken};
 use crate::config::{Config, Node};
 use crate::dhcp::classify::{ClientArch, MacDisplay, UuidDisplay};
 use crate::dhcp::policy::{parse_mac, parse_uuid};
+use crate::loaders::grub_modules;
 use crate::reload::{Decisions, Swap};
 use crate::template::{Value, Vars};
 
@@ -59,13 +64,67 @@ pub struct BootContent {
     /// UUID and arch each node gave with its script request, for its overlay's templates (the
     /// overlay URL names only the MAC). Bounded; starts over when full.
     identities: Mutex<HashMap<[u8; 6], Identity>>,
+    /// GRUB images read, with how they fetch ([`BootContent::grub_fetch`]): by path, for the
+    /// length and mtime read.
+    grub_images: Mutex<HashMap<PathBuf, (GrubImageStamp, GrubFetch)>>,
 }
+
+/// Which version of a GRUB image was read: its length and mtime.
+type GrubImageStamp = (u64, Option<SystemTime>);
 
 /// A node's UUID and arch, as its script request gave them.
 type Identity = (Option<[u8; 16]>, Option<String>);
 
 /// Nodes whose script-request identity is remembered for their overlays.
 const MAX_IDENTITIES: usize = 100_000;
+/// Largest GRUB image read to see which modules it has (Debian's are about 4 MB).
+const MAX_GRUB_IMAGE_LEN: u64 = 64 << 20;
+
+/// What a node is to boot.
+enum Plan {
+    /// `[boot]` (`None`) or the boot API's spec.
+    Boot(Option<ApiBoot>),
+    /// The boot API's own iPXE script, whole or chained from a URL (iPXE only).
+    Script(ApiScript),
+    /// Its own disk (the boot API said so).
+    Local,
+    /// Nothing, and why.
+    Nothing(&'static str),
+}
+
+/// Why a per-node file is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ThirdStageRefusal {
+    /// Another node's file, or an overlay URL not signed for it (HTTP 403, TFTP ERROR 2).
+    #[error("not this client's")]
+    Forbidden,
+    #[error("no such file")]
+    NotFound,
+    /// Rendering or building failed (logged where it happened).
+    #[error("could not be made")]
+    Failed,
+}
+
+impl ThirdStageRefusal {
+    pub fn response(self) -> Response<Body> {
+        match self {
+            ThirdStageRefusal::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
+            ThirdStageRefusal::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+            ThirdStageRefusal::Failed => {
+                text(StatusCode::INTERNAL_SERVER_ERROR, "could not be made\n")
+            }
+        }
+    }
+}
+
+/// A boot file by its TFTP name ([`BootContent::tftp_boot_file`]).
+#[derive(Debug, Clone)]
+pub enum TftpBootFile {
+    /// A file `[boot]` names, wherever it is (trusted, as over HTTP).
+    File(PathBuf),
+    /// A node's overlay.
+    Bytes(Arc<[u8]>),
+}
 
 impl std::fmt::Debug for BootContent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +153,7 @@ impl BootContent {
             decisions,
             overlays: OverlayCache::default(),
             identities: Mutex::new(HashMap::new()),
+            grub_images: Mutex::new(HashMap::new()),
         })
     }
 
@@ -111,7 +171,8 @@ impl BootContent {
 
     /// `/boot.ipxe?mac=…&uuid=…&arch=…`, fetched over a `scheme` connection to `local`. In
     /// API mode the kernel, initrds and command line come from the boot API (waited for here:
-    /// HTTP can wait, unlike DHCP).
+    /// HTTP can wait, unlike DHCP), or the whole script does; serving a boot-once answer
+    /// spends it ([`crate::bootapi::BootApi::spend`]).
     pub async fn script(
         &self,
         query: Option<&str>,
@@ -131,26 +192,15 @@ impl BootContent {
             return *refused;
         }
         self.remember(&node);
-        let api = self.decisions.load().api.clone();
-        let from_api = match api {
-            Some(api) => match api.lookup(node.mac).await {
-                Ok(ApiDecision::Boot(spec)) => Some(spec),
-                Ok(ApiDecision::NotOurs) => {
-                    return nothing_to_boot(&node.mac, "the boot API has nothing for this machine");
-                }
-                Err(e) => {
-                    tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "no boot script: the boot API failed");
-                    return nothing_to_boot(&node.mac, "the boot API is unavailable");
-                }
-            },
-            None => None,
+        let spec = match self.plan(&config, &node.mac, node.arch.as_deref()).await {
+            Plan::Boot(spec) => spec,
+            Plan::Script(script) => {
+                self.spend(&node.mac, script.once);
+                return script_response(script.render(&node.mac));
+            }
+            Plan::Local => return script_response(thirdstage::LOCAL_SCRIPT.to_owned()),
+            Plan::Nothing(why) => return nothing_to_boot(&node.mac, why),
         };
-        // The node's architecture may have its own kernel (`[boot.arch.<name>]`).
-        let files = boot.files(node.arch.as_deref());
-        if from_api.is_none() && files.kernel.is_none() {
-            tracing::warn!(mac = %MacDisplay(&node.mac), "a node asked for its boot script, but [boot] kernel is not set");
-            return nothing_to_boot(&node.mac, "no kernel is configured ([boot] kernel)");
-        }
         let entry = find_node(&config, &node);
         let server = local.ip().to_canonical();
         // URLs use the scheme the script was fetched with (an iPXE without TLS fetches over
@@ -167,14 +217,73 @@ impl BootContent {
         } else {
             configured_port
         };
-        let scheme = wanted.as_str();
-        let host = match server {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        };
-        let base = format!("{scheme}://{host}:{port}");
-        let mut vars = self.node_vars(&node, entry, &server.to_string());
-        let (kernel_url, initrd_urls, base_cmdline) = match &from_api {
+        let base = base_url(wanted, server, port);
+        let vars = self.boot_vars(&config, &node, entry, server, &base, spec.as_ref());
+        match boot.script.render(&vars) {
+            Ok(script) => {
+                self.spend(&node.mac, spec.as_ref().and_then(|s| s.once));
+                script_response(script)
+            }
+            Err(e) => {
+                tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "rendering the boot script failed");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "script rendering failed\n",
+                )
+            }
+        }
+    }
+
+    /// What `mac` (of architecture `arch`, a [`ClientArch::name`]) is to boot: `[boot]` (or
+    /// its architecture's section), the boot API's answer (waited for), or nothing.
+    async fn plan(&self, config: &Config, mac: &[u8; 6], arch: Option<&str>) -> Plan {
+        let api = self.decisions.load().api.clone();
+        match api {
+            Some(api) => match api.lookup(*mac).await {
+                Ok(ApiDecision::Boot(spec)) => Plan::Boot(Some(spec)),
+                Ok(ApiDecision::Script(script)) => Plan::Script(script),
+                Ok(ApiDecision::Local) => Plan::Local,
+                Ok(ApiDecision::NotOurs) => {
+                    Plan::Nothing("the boot API has nothing for this machine")
+                }
+                Err(e) => {
+                    tracing::warn!(mac = %MacDisplay(mac), error = %e, "nothing to boot: the boot API failed");
+                    Plan::Nothing("the boot API is unavailable")
+                }
+            },
+            // The node's architecture may have its own kernel (`[boot.arch.<name>]`).
+            None if config.boot.files(arch).kernel.is_none() => {
+                tracing::warn!(mac = %MacDisplay(mac), "a node asked what to boot, but [boot] kernel is not set");
+                Plan::Nothing("no kernel is configured ([boot] kernel)")
+            }
+            None => Plan::Boot(None),
+        }
+    }
+
+    /// Marks a boot-once answer served to `mac` as spent, so the machine's next boot falls
+    /// back ([`crate::bootapi::BootApi::spend`]).
+    fn spend(&self, mac: &[u8; 6], once: Option<OnceToken>) {
+        if let (Some(once), Some(api)) = (once, self.decisions.load().api.as_ref()) {
+            api.spend(*mac, once);
+        }
+    }
+
+    /// The variables of every per-node template: the node's own ([`BootContent::node_vars`]),
+    /// what it boots (`spec`, else `[boot]`) and where from (`base`: this server's URL as the
+    /// node reaches it).
+    fn boot_vars(
+        &self,
+        config: &Config,
+        node: &NodeQuery,
+        entry: Option<&Node>,
+        server: IpAddr,
+        base: &str,
+        spec: Option<&ApiBoot>,
+    ) -> Vars {
+        let boot = &config.boot;
+        let files = boot.files(node.arch.as_deref());
+        let mut vars = self.node_vars(config, node, entry, &server.to_string());
+        let (kernel_url, initrd_urls, base_cmdline) = match spec {
             Some(spec) => (
                 spec.kernel.clone(),
                 spec.initrds.clone(),
@@ -190,16 +299,17 @@ impl BootContent {
         };
         let mut initrd_names: Vec<String> =
             (0..initrd_urls.len()).map(|i| format!("{i}.img")).collect();
-        let overlay_url = if config.overlay.is_empty() {
-            String::new()
+        let mut all_initrd_urls = initrd_urls.clone();
+        let (overlay_url, overlay_path) = if config.overlay.is_empty() {
+            (String::new(), String::new())
         } else {
             initrd_names.push("overlay.cpio".into());
             let path = format!("/nodes/{}/overlay.cpio", MacDisplay(&node.mac));
-            format!(
-                "{base}{}",
-                self.signer
-                    .sign(&path, SystemTime::now(), boot.url_lifetime)
-            )
+            let signed = self
+                .signer
+                .sign(&path, SystemTime::now(), boot.url_lifetime);
+            all_initrd_urls.push(format!("{base}{signed}"));
+            (format!("{base}{signed}"), signed)
         };
         let cmdline = match entry.and_then(|n| n.cmdline.as_deref()) {
             Some(extra) if !base_cmdline.is_empty() => format!("{base_cmdline} {extra}"),
@@ -207,27 +317,262 @@ impl BootContent {
             None => base_cmdline,
         };
         for (name, value) in [
-            ("base_url", Value::Text(base.clone())),
+            ("base_url", Value::Text(base.to_owned())),
             ("kernel_url", Value::Text(kernel_url)),
             ("initrd_urls", Value::List(initrd_urls)),
             ("initrd_names", Value::List(initrd_names)),
             ("overlay_url", Value::Text(overlay_url)),
+            ("overlay_path", Value::Text(overlay_path)),
+            ("initrd_list", Value::Text(all_initrd_urls.join(","))),
+            ("all_initrd_urls", Value::List(all_initrd_urls)),
             ("cmdline", Value::Text(cmdline)),
             ("retries", Value::Text(boot.retries.to_string())),
             ("retry_delay", Value::Text(boot.retry_delay.to_string())),
         ] {
             vars.insert(name.to_owned(), value);
         }
-        match boot.script.render(&vars) {
-            Ok(script) => script_response(script),
-            Err(e) => {
-                tracing::warn!(mac = %MacDisplay(&node.mac), error = %e, "rendering the boot script failed");
-                text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "script rendering failed\n",
+        vars
+    }
+
+    /// A file a loader after the firmware asks for by name ([`ThirdStageName`]): GRUB's and
+    /// PXELINUX's per-node configs, GRUB's bootstrap, iPXE's local-boot script. `relative` is
+    /// the path inside the roots (no leading `/`, percent-decoded), asked for by `client`
+    /// over a connection (or TFTP exchange) to `local`. `None`: not such a name.
+    pub async fn third_stage(
+        &self,
+        relative: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Result<String, ThirdStageRefusal>> {
+        let name = ThirdStageName::parse(relative)?;
+        Some(match name {
+            ThirdStageName::LocalScript => Ok(thirdstage::LOCAL_SCRIPT.to_owned()),
+            ThirdStageName::GrubBootstrap { platform } => Ok(thirdstage::grub_bootstrap(platform)),
+            ThirdStageName::GrubConfig { platform, mac } => {
+                let platform = platform.unwrap_or_else(|| self.grub_platform_of(&mac));
+                self.grub_config(platform, mac, client, local).await
+            }
+            ThirdStageName::GrubConfigByAddress { platform, address } => {
+                // Only the machine at that address may have it, and it is that machine's MAC
+                // the config is made for. A prefix names a subnet: not made here.
+                let Some(ip) = address.whole() else {
+                    return Some(Err(ThirdStageRefusal::NotFound));
+                };
+                if client.ip().to_canonical() != IpAddr::V4(ip) {
+                    tracing::warn!(client = %client.ip(), asked = %ip, "refused: a host asked for another address's GRUB config");
+                    return Some(Err(ThirdStageRefusal::Forbidden));
+                }
+                let Some(mac) = neighbour_mac(ip) else {
+                    return Some(Err(ThirdStageRefusal::NotFound));
+                };
+                let platform = platform.unwrap_or_else(|| self.grub_platform_of(&mac));
+                self.grub_config(platform, mac, client, local).await
+            }
+            ThirdStageName::PxelinuxConfig { mac } => {
+                self.pxelinux_config(mac, client, local).await
+            }
+        })
+    }
+
+    /// The GRUB platform of a node whose GRUB asked for a config name without one (upstream
+    /// GRUB's search, right in the prefix): the architecture it last gave, else x86-64.
+    fn grub_platform_of(&self, mac: &[u8; 6]) -> GrubPlatform {
+        let identities = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let arch = identities.get(mac).and_then(|(_, arch)| arch.as_deref());
+        GrubPlatform::ALL
+            .into_iter()
+            .find(|p| Some(p.arch()) == arch)
+            .unwrap_or(GrubPlatform::X86_64Efi)
+    }
+
+    /// The node's GRUB config, rendered from `[boot] grub_config` (`ipxe/grub.cfg`): its
+    /// kernel, initrds and overlay by GRUB file names, on xdpboot over HTTP where this GRUB can
+    /// ([`BootContent::grub_fetch`]), else over TFTP.
+    async fn grub_config(
+        &self,
+        platform: GrubPlatform,
+        mac: [u8; 6],
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<String, ThirdStageRefusal> {
+        if requester_is(&mac, client).is_err() {
+            return Err(ThirdStageRefusal::Forbidden);
+        }
+        let config = self.config.load();
+        let node = self.remember_loader(mac, platform.arch());
+        let spec = match self.plan(&config, &mac, node.arch.as_deref()).await {
+            Plan::Boot(spec) => spec,
+            Plan::Script(_) => {
+                return Ok(thirdstage::grub_exit(
+                    "the boot API answered with an iPXE script, which GRUB cannot run",
+                ));
+            }
+            Plan::Local => return Ok(thirdstage::grub_exit("booting from the local disk")),
+            Plan::Nothing(why) => return Ok(thirdstage::grub_exit(why)),
+        };
+        let entry = find_node(&config, &node);
+        let server = local.ip().to_canonical();
+        let base = base_url(Scheme::Http, server, config.http.port);
+        let mut vars = self.boot_vars(&config, &node, entry, server, &base, spec.as_ref());
+        let fetch = self.grub_fetch(&config, platform);
+        let device = fetch.device(server);
+        let on_us = |path: &str| format!("{device}{path}");
+        let (kernel, mut initrds) = match &spec {
+            Some(spec) => {
+                let files: Option<Vec<String>> = std::iter::once(&spec.kernel)
+                    .chain(&spec.initrds)
+                    .map(|url| thirdstage::grub_file_of_url(url))
+                    .collect();
+                let Some(mut files) = files else {
+                    return Ok(thirdstage::grub_exit(
+                        "GRUB fetches only http:// URLs on port 80, and the boot API named others",
+                    ));
+                };
+                let kernel = files.remove(0);
+                (kernel, files)
+            }
+            None => {
+                let files = config.boot.files(node.arch.as_deref());
+                (
+                    on_us(&BootFilePath::kernel(files.arch)),
+                    (0..files.initrds.len())
+                        .map(|i| on_us(&BootFilePath::initrd(files.arch, i)))
+                        .collect(),
                 )
             }
+        };
+        if let Some(Value::Text(overlay)) = vars.get("overlay_path")
+            && !overlay.is_empty()
+        {
+            initrds.push(on_us(overlay));
         }
+        vars.insert("grub_kernel".into(), Value::Text(kernel));
+        vars.insert("grub_initrds".into(), Value::List(initrds));
+        vars.insert("grub_fetch".into(), Value::Text(fetch.name().into()));
+        let rendered = config.boot.grub_config.render(&vars).map_err(|e| {
+            tracing::warn!(mac = %MacDisplay(&mac), error = %e, "rendering the GRUB config failed");
+            ThirdStageRefusal::Failed
+        })?;
+        self.spend(&mac, spec.as_ref().and_then(|s| s.once));
+        Ok(rendered)
+    }
+
+    /// The node's PXELINUX config, rendered from `[boot] pxelinux_config`
+    /// (`ipxe/pxelinux.cfg`): lpxelinux fetches the URLs in it over HTTP itself.
+    async fn pxelinux_config(
+        &self,
+        mac: [u8; 6],
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<String, ThirdStageRefusal> {
+        if requester_is(&mac, client).is_err() {
+            return Err(ThirdStageRefusal::Forbidden);
+        }
+        let config = self.config.load();
+        let node = self.remember_loader(mac, "bios");
+        let spec = match self.plan(&config, &mac, node.arch.as_deref()).await {
+            Plan::Boot(spec) => spec,
+            Plan::Script(_) => {
+                return Ok(thirdstage::pxelinux_local(
+                    "the boot API answered with an iPXE script, which PXELINUX cannot run",
+                ));
+            }
+            Plan::Local => return Ok(thirdstage::pxelinux_local("booting from the local disk")),
+            Plan::Nothing(why) => return Ok(thirdstage::pxelinux_local(why)),
+        };
+        let entry = find_node(&config, &node);
+        let server = local.ip().to_canonical();
+        // PXELINUX has no TLS: plain HTTP, on the configured port.
+        let base = base_url(Scheme::Http, server, config.http.port);
+        let vars = self.boot_vars(&config, &node, entry, server, &base, spec.as_ref());
+        let rendered = config.boot.pxelinux_config.render(&vars).map_err(|e| {
+            tracing::warn!(mac = %MacDisplay(&mac), error = %e, "rendering the PXELINUX config failed");
+            ThirdStageRefusal::Failed
+        })?;
+        self.spend(&mac, spec.as_ref().and_then(|s| s.once));
+        Ok(rendered)
+    }
+
+    /// How `platform`'s GRUB reaches xdpboot: over HTTP when the GRUB image served for it has
+    /// the `http` module and our HTTP port is 80 (the only one GRUB's HTTP client connects
+    /// to), else over TFTP. The image is the one a client gets as `grubx64.efi`: from the TFTP
+    /// root, else the HTTP root, else the package search; read once per version of the file.
+    fn grub_fetch(&self, config: &Config, platform: GrubPlatform) -> GrubFetch {
+        if config.http.port != 80 {
+            return GrubFetch::Tftp;
+        }
+        let name = platform.image();
+        let in_root = |root: &Path| {
+            let root = root.canonicalize().ok()?;
+            let path = root.join(name).canonicalize().ok()?;
+            (path.starts_with(&root) && path.is_file()).then_some(path)
+        };
+        let Some(image) = in_root(&config.tftp.root)
+            .or_else(|| in_root(&config.http.root))
+            .or_else(|| config.loaders.find(name))
+        else {
+            return GrubFetch::Tftp;
+        };
+        let Ok(meta) = std::fs::metadata(&image) else {
+            return GrubFetch::Tftp;
+        };
+        let stamp = (meta.len(), meta.modified().ok());
+        let mut images = self
+            .grub_images
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, fetch)) = images.get(&image)
+            && *seen == stamp
+        {
+            return *fetch;
+        }
+        let has_http = meta.len() <= MAX_GRUB_IMAGE_LEN
+            && std::fs::read(&image).is_ok_and(|bytes| {
+                grub_modules(&bytes).is_some_and(|modules| modules.contains(&"http"))
+            });
+        let fetch = if has_http {
+            GrubFetch::Http
+        } else {
+            GrubFetch::Tftp
+        };
+        tracing::info!(image = %image.display(), fetch = fetch.name(), "GRUB fetches kernels, initrds and overlays over {}", fetch.name());
+        if images.len() >= GrubPlatform::ALL.len() * 4 {
+            images.clear();
+        }
+        images.insert(image, (stamp, fetch));
+        fetch
+    }
+
+    /// A file of `[boot]` or a node's overlay by the name a loader that fetches over TFTP asks
+    /// for (GRUB without `http`): `boot/kernel`, `boot/initrd/<n>` (under `boot/<arch>/` too),
+    /// `nodes/<mac>/overlay.cpio?expires=…&sig=…` (signed as over HTTP). `None`: not such a
+    /// name.
+    pub fn tftp_boot_file(
+        &self,
+        name: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Result<TftpBootFile, ThirdStageRefusal>> {
+        let (path, query) = match name.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (name, None),
+        };
+        if let Some(rest) = path.strip_prefix("boot/") {
+            let config = self.config.load();
+            return Some(
+                boot_file_of(&config, rest)
+                    .map(|(path, _)| TftpBootFile::File(path.to_owned()))
+                    .ok_or(ThirdStageRefusal::NotFound),
+            );
+        }
+        let mac = path.strip_prefix("nodes/")?.strip_suffix("/overlay.cpio")?;
+        Some(
+            self.node_overlay(&format!("/{path}"), mac, query, client, local)
+                .map(|overlay| TftpBootFile::Bytes(overlay.bytes.clone())),
+        )
     }
 
     /// `/nodes/<mac>/overlay.cpio?expires=…&sig=…`: 403 unless signed for this path and not
@@ -243,38 +588,9 @@ impl BootContent {
         client: SocketAddr,
         local: SocketAddr,
     ) -> Response<Body> {
-        // Signed in decoded form: iPXE 2019 percent-encodes the colons of the MAC in the
-        // path, newer iPXE does not (tests/firmware_boot.rs found it).
-        let path = decode(path).unwrap_or_default();
-        if let Err(refusal) = self.signer.verify(&path, query, SystemTime::now()) {
-            tracing::info!(path, reason = %refusal, "overlay refused");
-            return text(StatusCode::FORBIDDEN, "forbidden\n");
-        }
-        let Some(mac) = decode(mac_text).as_deref().and_then(parse_mac) else {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        };
-        if let Err(refused) = requester_is(&mac, client) {
-            return *refused;
-        }
-        let (uuid, arch) = self
-            .identities
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&mac)
-            .cloned()
-            .unwrap_or_default();
-        let query = NodeQuery { mac, uuid, arch };
-        let config = self.config.load();
-        let entry = find_node(&config, &query);
-        let server = local.ip().to_canonical().to_string();
-        let vars = self.node_vars(&query, entry, &server);
-        let key = MacDisplay(&mac).to_string();
-        let overlay = match self.overlays.get(&key, &config.overlay, &vars) {
+        let overlay = match self.node_overlay(path, mac_text, query, client, local) {
             Ok(overlay) => overlay,
-            Err(e) => {
-                tracing::warn!(mac = key, error = %e, "building the overlay failed");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "overlay failed\n");
-            }
+            Err(refusal) => return refusal.response(),
         };
         let etag = HeaderValue::from_str(&format!("\"{}\"", overlay.hash))
             .expect("a hex digest is a valid header value");
@@ -310,6 +626,49 @@ impl BootContent {
         response
     }
 
+    /// The overlay of the node `mac_text` names, for a request of `path` (signed) by `client`.
+    fn node_overlay(
+        &self,
+        path: &str,
+        mac_text: &str,
+        query: Option<&str>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Arc<Overlay>, ThirdStageRefusal> {
+        // Signed in decoded form: iPXE 2019 percent-encodes the colons of the MAC in the
+        // path, newer iPXE does not (tests/firmware_boot.rs found it).
+        let path = decode(path).unwrap_or_default();
+        if let Err(refusal) = self.signer.verify(&path, query, SystemTime::now()) {
+            tracing::info!(path, reason = %refusal, "overlay refused");
+            return Err(ThirdStageRefusal::Forbidden);
+        }
+        let Some(mac) = decode(mac_text).as_deref().and_then(parse_mac) else {
+            return Err(ThirdStageRefusal::NotFound);
+        };
+        if requester_is(&mac, client).is_err() {
+            return Err(ThirdStageRefusal::Forbidden);
+        }
+        let (uuid, arch) = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&mac)
+            .cloned()
+            .unwrap_or_default();
+        let query = NodeQuery { mac, uuid, arch };
+        let config = self.config.load();
+        let entry = find_node(&config, &query);
+        let server = local.ip().to_canonical().to_string();
+        let vars = self.node_vars(&config, &query, entry, &server);
+        let key = MacDisplay(&mac).to_string();
+        self.overlays
+            .get(&key, &config.overlay, &vars)
+            .map_err(|e| {
+                tracing::warn!(mac = key, error = %e, "building the overlay failed");
+                ThirdStageRefusal::Failed
+            })
+    }
+
     /// `/boot/kernel` and `/boot/initrd/<n>` (under `/boot/<arch>/` for a
     /// `[boot.arch.<arch>]` section): the files the config names, wherever they are. Initrds
     /// are padded to a multiple of 4 bytes (see [`respond_open`]).
@@ -322,17 +681,7 @@ impl BootContent {
         delivery: Delivery,
     ) -> Response<Body> {
         let config = self.config.load();
-        let Some(wanted) = BootFilePath::parse(rest) else {
-            return text(StatusCode::NOT_FOUND, "not found\n");
-        };
-        let boot = config.boot.files(wanted.arch.map(ClientArch::name));
-        // `/boot/uefi-x64/kernel` without a uefi-x64 section is no file: each file has one URL.
-        let (path, align): (Option<&Path>, u64) = match wanted.file {
-            _ if boot.arch != wanted.arch => (None, 1),
-            BootFile::Kernel => (boot.kernel, 1),
-            BootFile::Initrd(n) => (boot.initrds.get(n).map(|p| p.as_path()), 4),
-        };
-        let Some(path) = path else {
+        let Some((path, align)) = boot_file_of(&config, rest) else {
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
         match files.open_path(path) {
@@ -341,6 +690,25 @@ impl BootContent {
                 tracing::warn!(path = %path.display(), reason = %refusal, "a [boot] file cannot be served");
                 text(StatusCode::NOT_FOUND, "not found\n")
             }
+        }
+    }
+
+    /// Keeps the arch of a node whose loader (GRUB, PXELINUX) asked for its config, keeping the
+    /// UUID its script request gave, if any; returns the node as its templates see it.
+    fn remember_loader(&self, mac: [u8; 6], arch: &str) -> NodeQuery {
+        let mut identities = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if identities.len() >= MAX_IDENTITIES && !identities.contains_key(&mac) {
+            identities.clear();
+        }
+        let identity = identities.entry(mac).or_default();
+        identity.1 = Some(arch.to_owned());
+        NodeQuery {
+            mac,
+            uuid: identity.0,
+            arch: identity.1.clone(),
         }
     }
 
@@ -356,8 +724,15 @@ impl BootContent {
         identities.insert(node.mac, (node.uuid, node.arch.clone()));
     }
 
-    /// Variables shared by scripts and overlays.
-    fn node_vars(&self, query: &NodeQuery, entry: Option<&Node>, server: &str) -> Vars {
+    /// Variables shared by scripts and overlays: `[boot] vars`, the node's own `vars` over them,
+    /// and the built-in ones over both.
+    fn node_vars(
+        &self,
+        config: &Config,
+        query: &NodeQuery,
+        entry: Option<&Node>,
+        server: &str,
+    ) -> Vars {
         let mac = MacDisplay(&query.mac).to_string();
         let hostname = entry
             .and_then(|n| n.hostname.clone())
@@ -369,10 +744,9 @@ impl BootContent {
             .unwrap_or_default();
         let token = hmac::sign(&self.token_key, format!("node-token\n{mac}").as_bytes());
         let mut vars: Vars = BTreeMap::new();
-        if let Some(node) = entry {
-            for (name, value) in &node.vars {
-                vars.insert(name.clone(), Value::Text(value.clone()));
-            }
+        let own = entry.into_iter().flat_map(|node| &node.vars);
+        for (name, value) in config.boot.vars.iter().chain(own) {
+            vars.insert(name.clone(), Value::Text(value.clone()));
         }
         for (name, value) in [
             ("mac", mac),
@@ -386,6 +760,50 @@ impl BootContent {
         }
         vars
     }
+}
+
+/// Over TFTP: GRUB's and PXELINUX's per-node configs, iPXE's local-boot script, and the boot
+/// files and overlay of a GRUB that fetches over TFTP.
+impl crate::tftp::files::Generator for BootContent {
+    fn generate<'a>(
+        &'a self,
+        name: &'a str,
+        client: SocketAddr,
+        local: IpAddr,
+    ) -> crate::tftp::files::Generating<'a> {
+        use crate::tftp::files::{FileError, Generated};
+        Box::pin(async move {
+            let local = SocketAddr::from((local, 0));
+            let refused = |refusal: ThirdStageRefusal| match refusal {
+                ThirdStageRefusal::Forbidden => FileError::PermissionDenied,
+                ThirdStageRefusal::NotFound => FileError::NotFound,
+                ThirdStageRefusal::Failed => FileError::Io(io::Error::other(refusal)),
+            };
+            if let Some(file) = self.tftp_boot_file(name, client, local) {
+                return Some(
+                    file.map(|file| match file {
+                        TftpBootFile::File(path) => Generated::File(path),
+                        TftpBootFile::Bytes(bytes) => Generated::Bytes(bytes),
+                    })
+                    .map_err(refused),
+                );
+            }
+            let made = self.third_stage(name, client, local).await?;
+            Some(
+                made.map(|text| Generated::Bytes(text.into_bytes().into()))
+                    .map_err(refused),
+            )
+        })
+    }
+}
+
+/// `scheme://server:port`, an IPv6 address in brackets.
+fn base_url(scheme: Scheme, server: IpAddr, port: u16) -> String {
+    let host = match server {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    format!("{}://{host}:{port}", scheme.as_str())
 }
 
 /// A file of `[boot]` as its URL names it, after `/boot/`: `kernel` or `initrd/<n>`, under
@@ -451,6 +869,21 @@ impl std::fmt::Display for BootFilePath {
     }
 }
 
+/// The file behind `/boot/<rest>` (HTTP) or `boot/<rest>` (TFTP) and the alignment its body
+/// is padded to: initrds to 4 bytes (see [`respond_open`]), the kernel not at all.
+fn boot_file_of<'c>(config: &'c Config, rest: &str) -> Option<(&'c Path, u64)> {
+    let wanted = BootFilePath::parse(rest)?;
+    let boot = config.boot.files(wanted.arch.map(ClientArch::name));
+    // `/boot/uefi-x64/kernel` without a uefi-x64 section is no file: each file has one URL.
+    if boot.arch != wanted.arch {
+        return None;
+    }
+    match wanted.file {
+        BootFile::Kernel => Some((boot.kernel?, 1)),
+        BootFile::Initrd(n) => Some((boot.initrds.get(n)?.as_path(), 4)),
+    }
+}
+
 /// Refuses a request for `mac`'s script or overlay from a host on our link whose MAC is
 /// another: the kernel's neighbour entry for the client's address names the machine that
 /// actually connected. A client behind a router has no such entry (its address is not on our
@@ -461,11 +894,7 @@ fn requester_is(mac: &[u8; 6], client: SocketAddr) -> Result<(), Box<Response<Bo
     let std::net::IpAddr::V4(ip) = client.ip().to_canonical() else {
         return Ok(());
     };
-    let neighbour = crate::net::neighbour::lookup(ip).unwrap_or_else(|e| {
-        tracing::debug!(client = %ip, error = %e, "neighbour lookup failed");
-        None
-    });
-    match neighbour {
+    match neighbour_mac(ip) {
         Some(actual) if actual != *mac => {
             tracing::warn!(
                 claimed = %MacDisplay(mac),
@@ -477,6 +906,14 @@ fn requester_is(mac: &[u8; 6], client: SocketAddr) -> Result<(), Box<Response<Bo
         }
         _ => Ok(()),
     }
+}
+
+/// The MAC of the kernel's neighbour entry for `ip`: the machine on our link at that address.
+fn neighbour_mac(ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
+    crate::net::neighbour::lookup(ip).unwrap_or_else(|e| {
+        tracing::debug!(client = %ip, error = %e, "neighbour lookup failed");
+        None
+    })
 }
 
 /// The `[[node]]` entry of the machine asking: by MAC, else by UUID (either byte order, as the

@@ -2,7 +2,9 @@
 //! loader shares one copy (`Arc<[u8]>`) however many clients boot at once.
 //!
 //! Resolution canonicalizes `root/name` and requires the result to lie inside the canonical
-//! root, so a symlink pointing out of the root is refused; only regular files are served.
+//! root: symlinks, of files or of directories, are followed while their target stays inside
+//! the root (Ironic's `pxelinux.cfg/01-<mac>` → `../<uuid>/config`), and one pointing out of it
+//! is refused; only regular files are served.
 //! Missing files get ERROR 1, refused ones ERROR 2.
 //!
 //! Each request checks the file's identity (device, inode, size, mtime, ctime) with one
@@ -16,9 +18,12 @@
 //! served half old, half new.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -100,6 +105,30 @@ impl FileError {
     }
 }
 
+/// Files made for the client asking rather than read from the root: the per-node configs of
+/// the loaders after the firmware (GRUB, PXELINUX), and the kernel, initrds and overlay for a
+/// GRUB that fetches them over TFTP. Asked only for names the root and the loader search do
+/// not have, so a file in the root wins. The daemon's implementation is the HTTP side's boot
+/// content (`crate::http::scripts::BootContent`).
+pub trait Generator: Send + Sync {
+    /// The file `name` for `client`, which sent its request to our address `local`; `None`
+    /// when `name` is not one this generator makes.
+    fn generate<'a>(&'a self, name: &'a str, client: SocketAddr, local: IpAddr) -> Generating<'a>;
+}
+
+/// What [`Generator::generate`] returns: the file, once made (`None`: not a name it makes).
+pub type Generating<'a> =
+    Pin<Box<dyn Future<Output = Option<Result<Generated, FileError>>> + Send + 'a>>;
+
+/// What a [`Generator`] made.
+#[derive(Debug, Clone)]
+pub enum Generated {
+    Bytes(Arc<[u8]>),
+    /// A file the config names, wherever it is (trusted, as the loader search's are); read
+    /// through the cache.
+    File(PathBuf),
+}
+
 /// Which version of a file a cached copy is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Identity {
@@ -163,6 +192,21 @@ impl FileCache {
             resolved => resolved,
         })
         .await?;
+        self.read_cached(path, identity).await
+    }
+
+    /// The bytes of a file the config names (`[boot] kernel`, an initrd), from the cache when
+    /// current: trusted, so not confined to the root; still a regular file only.
+    pub async fn open_trusted(&self, path: PathBuf) -> Result<Arc<[u8]>, FileError> {
+        let (path, identity) = blocking(move || {
+            let path = path.canonicalize().map_err(FileError::from_io)?;
+            resolve_trusted(&path)
+        })
+        .await?;
+        self.read_cached(path, identity).await
+    }
+
+    async fn read_cached(&self, path: PathBuf, identity: Identity) -> Result<Arc<[u8]>, FileError> {
         if let Some(bytes) = self.lookup(&path, identity) {
             return Ok(bytes);
         }
@@ -340,6 +384,47 @@ mod tests {
         assert_eq!(code("missing.efi"), ErrorCode::FileNotFound);
         assert_eq!(code("dangling"), ErrorCode::FileNotFound);
         assert_eq!(code("undionly.kpxe/x"), ErrorCode::FileNotFound);
+    }
+
+    /// Ironic's `pxe` interface links `pxelinux.cfg/01-<mac>`, `grub.cfg-01-<mac>` and
+    /// `<mac>.conf` to `<uuid>/config` with relative symlinks; a directory symlinked inside the
+    /// root is followed like a file one; one leading out of the root stays refused.
+    #[test]
+    fn symlinked_directories_inside_the_tftp_root_are_followed_and_ones_out_of_it_refused() {
+        let d = dir("symlinked-dirs");
+        let root = d.0.join("root");
+        std::fs::create_dir_all(root.join("ironic-39/uuid")).unwrap();
+        std::fs::create_dir_all(root.join("ironic-39/pxelinux.cfg")).unwrap();
+        std::fs::write(root.join("ironic-39/uuid/config"), b"config").unwrap();
+        std::os::unix::fs::symlink(
+            "../uuid/config",
+            root.join("ironic-39/pxelinux.cfg/01-52-54-00-18-01-01"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("ironic-39", root.join("ironic")).unwrap();
+        std::fs::create_dir_all(d.0.join("outside")).unwrap();
+        std::fs::write(d.0.join("outside/config"), b"secret").unwrap();
+        std::os::unix::fs::symlink(d.0.join("outside"), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../outside", root.join("sub/up")).unwrap();
+        // Ironic's master grub.cfg sources `<tftp_root>/$net_default_mac.conf` by its absolute
+        // path on the conductor: a `tftpboot` → `.` link in the root serves it (README, "Ironic,
+        // Metal3, Bifrost"), as tftpd-hpa's remap file does in Ironic's install guide.
+        std::os::unix::fs::symlink(".", root.join("tftpboot")).unwrap();
+        let cache = FileCache::new(&root, LoaderSearch::default());
+
+        for path in [
+            "ironic/pxelinux.cfg/01-52-54-00-18-01-01",
+            "/tftpboot/ironic/pxelinux.cfg/01-52-54-00-18-01-01",
+        ] {
+            assert_eq!(
+                &*block_on(cache.open(&name(path))).unwrap(),
+                b"config",
+                "{path}"
+            );
+        }
+        let code = |n: &str| block_on(cache.open(&name(n))).unwrap_err().error_code();
+        assert_eq!(code("escape/config"), ErrorCode::AccessViolation);
+        assert_eq!(code("sub/up/config"), ErrorCode::AccessViolation);
     }
 
     #[test]

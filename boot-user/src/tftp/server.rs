@@ -35,7 +35,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::files::FileCache;
+use super::files::{FileCache, FileError, Generated, Generator};
 use super::options::{self, Limits, MAX_WINDOWSIZE};
 use super::packet::{self, MAX_REQUEST_LEN};
 use super::request::{self, ReadRequest, Screened};
@@ -136,11 +136,16 @@ struct Shared {
     served: Vec<String>,
     files: FileCache,
     stats: Arc<TftpStats>,
-    /// Clients (address and port) with a transfer running.
-    active: Mutex<HashSet<SocketAddr>>,
+    /// Transfers running, by client (address and port) and file: a retransmitted RRQ is one of
+    /// them, while the next file a client asks for from the same port is not (PXELINUX and
+    /// GRUB ask for one config name after another from one port, the next RRQ leaving as soon
+    /// as the last ERROR or ACK arrives, possibly before this side has let go of the last one).
+    active: Mutex<HashSet<(SocketAddr, Box<str>)>>,
     last_busy_warning: Mutex<Option<Instant>>,
     /// Told of every transfer's end; `None` when the admin side is off.
     observer: Sink,
+    /// Makes the per-node files that are not in the root; `None` serves the root only.
+    generator: Option<Arc<dyn Generator>>,
 }
 
 impl TftpServer {
@@ -194,6 +199,7 @@ impl TftpServer {
                 active: Mutex::new(HashSet::new()),
                 last_busy_warning: Mutex::new(None),
                 observer: None,
+                generator: None,
             }),
         })
     }
@@ -202,6 +208,15 @@ impl TftpServer {
     pub fn with_observer(mut self, observer: Sink) -> TftpServer {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.observer = observer;
+        }
+        self
+    }
+
+    /// Serves the files `generator` makes (per-node configs, boot files) for names the root
+    /// does not have. Call before `serve`.
+    pub fn with_generator(mut self, generator: Arc<dyn Generator>) -> TftpServer {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.generator = Some(generator);
         }
         self
     }
@@ -384,7 +399,7 @@ impl TftpServer {
                 }
             }
             Screened::Read(request) => {
-                let Some(slot) = Slot::claim(shared, client) else {
+                let Some(slot) = Slot::claim(shared, client, request.path.as_str()) else {
                     return;
                 };
                 shared.stats.count("requests", "read");
@@ -464,17 +479,20 @@ fn bind6(port: u16) -> Result<AsyncFd<Socket>, TftpError> {
     crate::net::register(socket).map_err(io)
 }
 
-/// A client's place among the running transfers; released on drop.
+/// A transfer's place among the running ones; released on drop.
 struct Slot {
     shared: Arc<Shared>,
     client: SocketAddr,
+    file: Box<str>,
 }
 
 impl Slot {
-    /// `None` (and counted) when the client already has a transfer or no slot is free.
-    fn claim(shared: &Arc<Shared>, client: SocketAddr) -> Option<Slot> {
+    /// `None` (and counted) when the client already has a transfer of this file (its RRQ
+    /// retransmitted) or no slot is free.
+    fn claim(shared: &Arc<Shared>, client: SocketAddr, file: &str) -> Option<Slot> {
+        let key = (client, Box::<str>::from(file));
         let mut active = shared.active.lock().unwrap_or_else(|p| p.into_inner());
-        if active.contains(&client) {
+        if active.contains(&key) {
             shared.stats.count("dropped", "duplicate");
             return None;
         }
@@ -484,10 +502,11 @@ impl Slot {
             shared.warn_busy();
             return None;
         }
-        active.insert(client);
+        active.insert(key.clone());
         Some(Slot {
             shared: shared.clone(),
             client,
+            file: key.1,
         })
     }
 }
@@ -495,11 +514,29 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut active = self.shared.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.remove(&self.client);
+        active.remove(&(self.client, std::mem::take(&mut self.file)));
     }
 }
 
 impl Shared {
+    /// `name` from the generator, when it makes it; else not found.
+    async fn generated(
+        &self,
+        name: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Arc<[u8]>, FileError> {
+        let Some(generator) = &self.generator else {
+            return Err(FileError::NotFound);
+        };
+        match generator.generate(name, client, local.ip()).await {
+            Some(Ok(Generated::Bytes(bytes))) => Ok(bytes),
+            Some(Ok(Generated::File(path))) => self.files.open_trusted(path).await,
+            Some(Err(e)) => Err(e),
+            None => Err(FileError::NotFound),
+        }
+    }
+
     fn observe(&self, transfer: TftpTransfer<'_>) {
         if let Some(observer) = &self.observer {
             observer.tftp_transfer(&transfer);
@@ -545,7 +582,11 @@ async fn transfer(
             return;
         }
     };
-    let bytes = match shared.files.open(&request.path).await {
+    let opened = match shared.files.open(&request.path).await {
+        Err(FileError::NotFound) => shared.generated(file, client, local).await,
+        opened => opened,
+    };
+    let bytes = match opened {
         Ok(bytes) => bytes,
         Err(e) => {
             shared.stats.count("file", e.name());
@@ -560,6 +601,8 @@ async fn transfer(
             });
             let mut reply = Vec::new();
             packet::write_error(&mut reply, e.error_code(), e.message());
+            // Let go first: the client's next RRQ may leave the moment this ERROR arrives.
+            drop(slot);
             // One small datagram on a fresh socket: its send buffer has room.
             let _ = socket.send_to(&reply, client);
             return;

@@ -84,6 +84,35 @@ struct Inner {
     udp: tokio::net::UdpSocket,
     pending: Mutex<HashMap<u32, Pending>>,
     strays: AtomicU64,
+    /// Every OFFER and ACK that arrived, taken or not, by the server that sent it: an entry per
+    /// server on the lab's segment (at most `--instances`).
+    by_server: Mutex<HashMap<Ipv4Addr, ServerCounts>>,
+}
+
+/// The replies one server sent that reached the load generator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ServerCounts {
+    pub offers: u64,
+    pub acks: u64,
+}
+
+/// What the load generator's DHCP socket received over a storm.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Counts {
+    /// Replies that matched no waiting node: late answers to retransmissions, and with several
+    /// instances every offer after a node's first.
+    pub strays: u64,
+    pub by_server: std::collections::BTreeMap<Ipv4Addr, ServerCounts>,
+}
+
+impl Counts {
+    pub(super) fn offers(&self) -> u64 {
+        self.by_server.values().map(|c| c.offers).sum()
+    }
+
+    pub(super) fn acks(&self) -> u64 {
+        self.by_server.values().map(|c| c.acks).sum()
+    }
 }
 
 /// A node waiting for its reply.
@@ -104,13 +133,24 @@ impl DhcpClient {
                 udp,
                 pending: Mutex::new(HashMap::new()),
                 strays: AtomicU64::new(0),
+                by_server: Mutex::new(HashMap::new()),
             }),
         })
     }
 
-    /// Replies that matched no waiting node.
-    pub(super) fn strays(&self) -> u64 {
-        self.inner.strays.load(Ordering::Relaxed)
+    /// What arrived so far.
+    pub(super) fn counts(&self) -> Counts {
+        Counts {
+            strays: self.inner.strays.load(Ordering::Relaxed),
+            by_server: self
+                .inner
+                .by_server
+                .lock()
+                .expect("the counts are only added to")
+                .iter()
+                .map(|(ip, c)| (*ip, *c))
+                .collect(),
+        }
     }
 
     /// Sends the request, again after each `timeout` up to `retries` times (keeping its xid,
@@ -209,6 +249,19 @@ impl DhcpClient {
                 self.inner.strays.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
+            let server = message
+                .opts()
+                .get(v4::OptionCode::ServerIdentifier)
+                .and_then(|o| match o {
+                    v4::DhcpOption::ServerIdentifier(ip) => Some(*ip),
+                    _ => None,
+                })
+                .unwrap_or(*from.ip());
+            match message.opts().msg_type() {
+                Some(MessageType::Offer) => self.count(server, |c| c.offers += 1),
+                Some(MessageType::Ack) => self.count(server, |c| c.acks += 1),
+                _ => {}
+            }
             let mut pending = self.lock();
             let matches = pending.get(&message.xid()).is_some_and(|p| {
                 message.chaddr().get(..6) == Some(&p.mac.octets()[..])
@@ -233,6 +286,16 @@ impl DhcpClient {
                 message,
             });
         }
+    }
+
+    fn count(&self, server: Ipv4Addr, add: impl FnOnce(&mut ServerCounts)) {
+        add(self
+            .inner
+            .by_server
+            .lock()
+            .expect("the counts are only added to")
+            .entry(server)
+            .or_default());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Pending>> {

@@ -1,45 +1,47 @@
-//! The storm's lab: four private namespaces, the boot files, and the servers under test.
+//! The storm's lab: private namespaces on one bridged segment, the boot files, and the servers
+//! under test.
 //!
 //! ```text
-//!   cli  eth0 198.18.100.2 ── eth0 198.18.100.1  srv  eth1 198.18.101.1 ── eth0 198.18.101.2  rtr
-//!   (DHCP and TFTP from the         (xdpboot, or dnsmasq + nginx)             eth1 198.18.102.1
-//!    server's link, as ROMs)                                                         │
-//!                                                           far  eth0 198.18.102.2 ──┘
-//!                                                           (HTTP, behind a router)
+//!   lan: bridge br0, 198.18.100.0/24
+//!   ├─ cli   198.18.100.100  DHCP and TFTP from the servers' segment, as ROMs
+//!   ├─ srv1  198.18.100.1    xdpboot (or dnsmasq + nginx)
+//!   ├─ srv2  198.18.100.2    xdpboot #2 (--instances 2), … up to srv8
+//!   └─ rtr   198.18.100.254  eth1 198.18.102.1 ── far 198.18.102.2 (HTTP, behind a router)
 //! ```
-//! Every URL the servers hand out names 198.18.100.1, which `far` reaches through `rtr`: the
-//! server sees HTTP clients from an address off its links, as it would see nodes behind a
+//! Every URL a server hands out names its own address, which `far` reaches through `rtr`: the
+//! servers see HTTP clients from an address off their links, as they would see nodes behind a
 //! router, so xdpboot's neighbour check (a script or overlay only to the on-link host whose
 //! MAC asked for it) does not apply to the simulated nodes that share one address.
 //!
-//! Both servers run in `srv` one after the other, on the same files. Fields drop in order:
-//! processes first ([`Running`] is dropped before the [`Lab`]), then the namespaces (and
-//! every link in them), then the files.
+//! The servers of a storm run at once, one per `srv` namespace; xdpboot and its peer run one
+//! after the other in `srv1`, on the same files. Fields drop in order: processes first
+//! ([`Running`] is dropped before the [`Lab`]), then the namespaces (and every link in them),
+//! then the files.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use boot_tests::{ChildGuard, NetNs, TempDir, run_command, unique_ifindex, veth, veth_with_index};
+use boot_tests::{ChildGuard, NetNs, TempDir, unique_ifindex, veth, veth_with_index};
 
 use super::{ARCHES, Args, Backend};
 use crate::bench_http;
 use crate::loadgen::{self, Settings};
 
-/// The client side of the server's link (the nodes' DHCP and TFTP).
+/// The client side of the servers' segment (the nodes' DHCP and TFTP).
 pub(super) const CLIENT_IF: &str = "eth0";
-pub(super) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
-/// The server's address on the nodes' link: what every URL names.
+pub(super) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 100);
+/// The first server's address on the nodes' segment; instance `i` has `.1 + i`.
 pub(super) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
-const SERVER_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 101, 1);
-const ROUTER_DOWN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 101, 2);
+const ROUTER_LAN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 254);
 const ROUTER_UP_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 1);
 const FAR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 2);
 const HTTP_PORT: u16 = 80;
+/// Where every xdpboot's admin listener (`/metrics`) listens, for `--prometheus`.
+pub(super) const ADMIN_PORT: u16 = 9180;
 /// How long a server may take to answer its first DISCOVER and accept its first connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The overlay file xdpboot generates per node, and the static one nginx serves.
@@ -70,54 +72,69 @@ impl ServerKind {
 
 pub(super) struct Lab {
     pub cli: NetNs,
-    pub srv: NetNs,
-    /// Never used after the build: held so the router lives (and is removed) with the lab.
-    #[allow(dead_code)]
-    pub rtr: NetNs,
+    /// One per instance: `srv[0]` is the first server's.
+    pub srv: Vec<NetNs>,
     pub far: NetNs,
+    /// Never used after the build: held so the segment and the router live (and are removed)
+    /// with the lab.
+    _lan: NetNs,
+    _rtr: NetNs,
     pub dir: TempDir,
 }
 
+/// Instance `i`'s address on the nodes' segment.
+pub(super) fn server_ip(i: usize) -> Ipv4Addr {
+    let offset = u32::try_from(i).expect("instances are few (MAX_INSTANCES)");
+    Ipv4Addr::from(u32::from(SERVER_IP) + offset)
+}
+
 impl Lab {
-    /// Writes the boot files and builds the namespaces.
+    /// Writes the boot files and builds the namespaces, with `instances` server namespaces.
     pub(super) fn build(args: &Args) -> anyhow::Result<Lab> {
         let dir = TempDir::new("loadtest").context("creating the lab directory")?;
         write_files(&dir, args)?;
+        let lan = NetNs::new("lan")?;
         let cli = NetNs::new("cli")?;
-        let srv = NetNs::new("srv")?;
         let rtr = NetNs::new("rtr")?;
         let far = NetNs::new("far")?;
-        // The served device gets an interface index of its own: BPF links are system-wide.
-        veth_with_index(&srv, "eth0", Some(unique_ifindex()), &cli, CLIENT_IF)?;
-        veth(&srv, "eth1", &rtr, "eth0")?;
+        lan.add_bridge("br0")?;
+        veth(&lan, "cli", &cli, CLIENT_IF)?;
+        veth(&lan, "rtr", &rtr, "eth0")?;
+        for port in ["cli", "rtr"] {
+            lan.attach(port, "br0")?;
+        }
         veth(&rtr, "eth1", &far, "eth0")?;
-        srv.add_address("eth0", &format!("{SERVER_IP}/24"))?;
         cli.add_address(CLIENT_IF, &format!("{CLIENT_IP}/24"))?;
-        srv.add_address("eth1", &format!("{SERVER_UPLINK_IP}/24"))?;
-        rtr.add_address("eth0", &format!("{ROUTER_DOWN_IP}/24"))?;
+        rtr.add_address("eth0", &format!("{ROUTER_LAN_IP}/24"))?;
         rtr.add_address("eth1", &format!("{ROUTER_UP_IP}/24"))?;
         far.add_address("eth0", &format!("{FAR_IP}/24"))?;
-        srv.ip(&format!(
-            "route add {}/24 via {ROUTER_DOWN_IP}",
-            Ipv4Addr::from(u32::from(FAR_IP) & !0xff)
-        ))?;
         far.ip(&format!("route add default via {ROUTER_UP_IP}"))?;
-        // The router knows its own two links only; the nodes' link is behind `srv`.
-        rtr.ip(&format!(
-            "route add {}/24 via {SERVER_UPLINK_IP}",
-            Ipv4Addr::from(u32::from(SERVER_IP) & !0xff)
-        ))?;
-        sysctl(&rtr, "net.ipv4.ip_forward=1")?;
+        rtr.sysctl("net.ipv4.ip_forward=1")?;
+        let mut srv = Vec::new();
+        for i in 0..args.instances {
+            let ns = NetNs::new(&format!("srv{}", i + 1))?;
+            let port = format!("srv{}", i + 1);
+            // The served device gets an interface index of its own: BPF links are system-wide.
+            veth_with_index(&ns, "eth0", Some(unique_ifindex()), &lan, &port)?;
+            lan.attach(&port, "br0")?;
+            ns.add_address("eth0", &format!("{}/24", server_ip(i)))?;
+            ns.ip(&format!(
+                "route add {}/24 via {ROUTER_LAN_IP}",
+                Ipv4Addr::from(u32::from(FAR_IP) & !0xff)
+            ))?;
+            srv.push(ns);
+        }
         // Every node opens a TCP connection (far) and a TFTP socket (cli): room for more than
         // the default 28,000 ephemeral ports.
         for ns in [&far, &cli] {
-            sysctl(ns, "net.ipv4.ip_local_port_range=1024 65535")?;
+            ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
         }
         Ok(Lab {
             cli,
             srv,
-            rtr,
             far,
+            _lan: lan,
+            _rtr: rtr,
             dir,
         })
     }
@@ -130,8 +147,9 @@ impl Lab {
         self.dir.join("http")
     }
 
-    /// Starts `kind` in `srv` and waits until it answers a PXE DISCOVER from `cli` and accepts
-    /// a connection from `far`.
+    /// Starts `kind` (xdpboot in every `srv` namespace, its peer in the first) and waits until
+    /// each instance serves, one answers a PXE DISCOVER from `cli`, and each accepts a
+    /// connection from `far`.
     pub(super) fn start(
         &self,
         kind: ServerKind,
@@ -139,6 +157,7 @@ impl Lab {
         xdpboot: &Path,
     ) -> anyhow::Result<Running> {
         let mut children = Vec::new();
+        let mut addresses = Vec::new();
         match kind {
             ServerKind::Xdpboot(backend) => {
                 let config = self.dir.join("xdpboot.toml");
@@ -160,27 +179,32 @@ impl Lab {
                     .map(OsStr::new)
                     .chain([config.as_os_str()])
                     .collect();
-                children.push(self.srv.spawn(
-                    "xdpboot",
-                    xdpboot,
-                    &argv,
-                    // Warnings, and the start and stop lines; not a line per DHCP answer, TFTP
-                    // transfer or HTTP request (nginx and dnsmasq log none either).
-                    &[
-                        (
-                            "RUST_LOG",
-                            "warn,xdpboot=info,xdpboot::net::service=warn,xdpboot::http=warn,\
-                             xdpboot::tftp=warn",
-                        ),
-                        ("NO_COLOR", "1"),
-                    ],
-                    self.dir.join("xdpboot.log"),
-                )?);
+                for (i, srv) in self.srv.iter().enumerate() {
+                    children.push(srv.spawn(
+                        &format!("xdpboot #{}", i + 1),
+                        xdpboot,
+                        &argv,
+                        // Warnings, and the start and stop lines; not a line per DHCP answer,
+                        // TFTP transfer or HTTP request (nginx and dnsmasq log none either).
+                        &[
+                            (
+                                "RUST_LOG",
+                                "warn,xdpboot=info,xdpboot::net::service=warn,xdpboot::http=warn,\
+                                 xdpboot::tftp=warn",
+                            ),
+                            ("NO_COLOR", "1"),
+                        ],
+                        self.dir.join(format!("xdpboot-{}.log", i + 1)),
+                    )?);
+                    addresses.push(server_ip(i));
+                }
             }
             ServerKind::DnsmasqNginx => {
+                let srv = &self.srv[0];
+                addresses.push(SERVER_IP);
                 let argv = self.dnsmasq_args(args);
                 let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
-                children.push(self.srv.spawn(
+                children.push(srv.spawn(
                     "dnsmasq",
                     &args.dnsmasq,
                     &argv,
@@ -208,7 +232,7 @@ impl Lab {
                     "-e".as_ref(),
                     "stderr".as_ref(),
                 ];
-                children.push(self.srv.spawn(
+                children.push(srv.spawn(
                     "nginx",
                     &args.nginx,
                     &argv,
@@ -217,12 +241,32 @@ impl Lab {
                 )?);
             }
         }
-        let mut running = Running { kind, children };
+        let mut running = Running {
+            kind,
+            children,
+            addresses,
+        };
         self.wait_ready(&mut running)?;
         Ok(running)
     }
 
     fn wait_ready(&self, running: &mut Running) -> anyhow::Result<()> {
+        // Each xdpboot logs `serving` once it answers (boot_tests::Daemon::start_serving); a
+        // DISCOVER then shows that answers reach the nodes' side.
+        if matches!(running.kind, ServerKind::Xdpboot(_)) {
+            let deadline = Instant::now() + READY_TIMEOUT;
+            for (i, child) in running.children.iter_mut().enumerate() {
+                let log = self.dir.join(format!("xdpboot-{}.log", i + 1));
+                child.wait_until(
+                    "serving",
+                    deadline.saturating_duration_since(Instant::now()),
+                    || {
+                        let text = std::fs::read_to_string(&log).unwrap_or_default();
+                        Ok(boot_tests::Serving::find(&text, "eth0").is_some())
+                    },
+                )?;
+            }
+        }
         let probe = Settings::probe(CLIENT_IF);
         let answered = self
             .cli
@@ -235,24 +279,26 @@ impl Lab {
                 running.log_tail()
             );
         }
-        let http = SocketAddrV4::new(SERVER_IP, HTTP_PORT);
-        let connected = self.far.run(|| {
-            let deadline = Instant::now() + READY_TIMEOUT;
-            while Instant::now() < deadline {
-                if TcpStream::connect_timeout(&http.into(), Duration::from_secs(1)).is_ok() {
-                    return Ok(true);
+        for address in running.addresses.clone() {
+            let http = SocketAddrV4::new(address, HTTP_PORT);
+            let connected = self.far.run(|| {
+                let deadline = Instant::now() + READY_TIMEOUT;
+                while Instant::now() < deadline {
+                    if TcpStream::connect_timeout(&http.into(), Duration::from_secs(1)).is_ok() {
+                        return Ok(true);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                Ok(false)
+            })?;
+            running.check()?;
+            if !connected {
+                bail!(
+                    "{} accepted no connection on {http} within {READY_TIMEOUT:?}:\n{}",
+                    running.kind.name(),
+                    running.log_tail()
+                );
             }
-            Ok(false)
-        })?;
-        running.check()?;
-        if !connected {
-            bail!(
-                "{} accepted no connection on {http} within {READY_TIMEOUT:?}:\n{}",
-                running.kind.name(),
-                running.log_tail()
-            );
         }
         Ok(())
     }
@@ -280,6 +326,8 @@ impl Lab {
             http.join("initrd.img").display(),
             self.dir.join("url-secret").display()
         );
+        // Reachable from the lab's namespaces, for `--prometheus`; the lab is private.
+        let _ = writeln!(text, "[admin]\nlisten = \"0.0.0.0:{ADMIN_PORT}\"\n");
         let _ = writeln!(
             text,
             "[[overlay]]\npath = \"{OVERLAY_FILE}\"\nmode = \"0644\"\n\
@@ -333,6 +381,8 @@ impl Lab {
 pub(super) struct Running {
     pub kind: ServerKind,
     children: Vec<ChildGuard>,
+    /// Each instance's address on the nodes' segment (xdpboot: one per child, in order).
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 impl Running {
@@ -342,6 +392,14 @@ impl Running {
             .iter()
             .flat_map(|c| bench_http::process_and_children(c.pid()))
             .collect()
+    }
+
+    /// Kills instance `i` outright (SIGKILL), as a crash or a pulled plug would: no drain.
+    pub(super) fn kill(&self, i: usize) -> anyhow::Result<()> {
+        self.children
+            .get(i)
+            .with_context(|| format!("there is no instance {}", i + 1))?
+            .signal(nix::sys::signal::Signal::SIGKILL)
     }
 
     fn check(&mut self) -> anyhow::Result<()> {
@@ -365,15 +423,6 @@ impl Running {
     }
 }
 
-fn sysctl(ns: &NetNs, setting: &str) -> anyhow::Result<()> {
-    run_command(
-        Command::new("ip").args(["netns", "exec", ns.name(), "sysctl", "-qw", setting]),
-        Duration::from_secs(10),
-    )
-    .with_context(|| format!("sysctl {setting} in {}", ns.name()))?;
-    Ok(())
-}
-
 /// The loaders (one per architecture, all the same size), the kernel, the shared initrd, and
 /// for nginx a static script and a static overlay of the size xdpboot generates.
 fn write_files(dir: &TempDir, args: &Args) -> anyhow::Result<()> {
@@ -385,6 +434,14 @@ fn write_files(dir: &TempDir, args: &Args) -> anyhow::Result<()> {
         bench_http::write_image(&tftp.join(loader), args.loader_bytes())
             .with_context(|| format!("writing {loader}"))?;
     }
+    // One URL secret for every instance, made before any starts: an overlay URL one signs is
+    // then valid on all, and two instances starting at once do not race to create it (the
+    // loser would refuse to start rather than overwrite it).
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut secret))
+        .context("reading /dev/urandom for the URL secret")?;
+    std::fs::write(dir.join("url-secret"), secret)?;
     bench_http::write_image(&http.join("kernel"), args.kernel_mib << 20)
         .context("writing the kernel")?;
     bench_http::write_image(&http.join("initrd.img"), args.initrd_mib << 20)

@@ -44,6 +44,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub mod xdp;
 
+// The IPv6 side: links without IPv4, the site's DHCPv6 server, a DHCPv6 client.
+pub mod ipv6;
+
 // The Debian package: building, unpacking, its systemd unit (tests/package.rs, xtask package).
 pub mod debian;
 

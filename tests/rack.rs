@@ -21,10 +21,17 @@
 //! iPXE waits ~13 s for IPv6 autoconfiguration unless a router says there is none
 //! (DESIGN.md, "Test lab facts"): [`RouterAdvertiser`] sends link-local RAs with router
 //! lifetime 0 on the server's veth.
+//!
+//! An IPv6 rack ([`RackSetup::ipv6`]) has no IPv4 at all: the server is `fd00:18::1/64`, the
+//! probe `fd00:18::50/64`, dnsmasq hands out `fd00:18::100–1ff` over DHCPv6, and xdpboot runs
+//! with `[ipv6] enabled`. Who advertises the link is the [`Ipv6Lab`] choice: dnsmasq itself
+//! with the M flag (as the issue measured), or the lab's router with the O flag and an
+//! autonomous prefix, under which iPXE asks only for information and takes its script from
+//! xdpboot.
 
 use std::fmt::Write as _;
 use std::io::Read as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -37,6 +44,7 @@ use boot_common::wire::MacAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::assets::{Arm64Assets, Assets, KERNEL, NODE_FILE, SHARED_INITRD};
+use crate::ipv6::{Dnsmasq6, add_address6, no_dad, wait_ipv6_ready};
 use crate::vm::{Arch, Chain, Firmware, Vm, VmSpec};
 use crate::{
     Binding, COMMAND_TIMEOUT, Daemon, Dnsmasq, NetNs, STARTUP_TIMEOUT, TempDir, run_command,
@@ -52,6 +60,17 @@ pub const RANGE: (Ipv4Addr, Ipv4Addr) = (
     Ipv4Addr::new(198, 18, 0, 100),
     Ipv4Addr::new(198, 18, 0, 200),
 );
+/// xdpboot's address on an IPv6 rack (unique-local, RFC 4193).
+pub const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1);
+/// The probe host's address on an IPv6 rack.
+pub const PROBE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x50);
+/// The site server's DHCPv6 range.
+pub const RANGE6: (Ipv6Addr, Ipv6Addr) = (
+    Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x100),
+    Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x1ff),
+);
+/// The rack's /64.
+pub const PREFIX6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0);
 /// The served interface in the server namespace.
 pub const SERVER_IF: &str = "eth0";
 /// Kernel command line of every node: the console on the serial port, and a kernel that
@@ -86,6 +105,30 @@ impl Backend {
             Backend::Udp => Binding::Interfaces,
         }
     }
+}
+
+/// How an IPv6 rack's link is advertised (RFC 4861 router advertisements) and so which DHCPv6
+/// each client runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6Lab {
+    /// dnsmasq advertises the link itself (`--enable-ra`, the M flag for its stateful range), as
+    /// issue 16 measured. EDK2 takes its address from dnsmasq and its boot file from xdpboot;
+    /// iPXE, seeing M, runs a stateful exchange and takes everything from the server that gave
+    /// it an address (iPXE `dhcpv6.c`: the Reply of the Request it sent), so its script URL must
+    /// come from the site server: dnsmasq names xdpboot's script for user class iPXE.
+    Managed,
+    /// The lab's router advertises the O flag and the /64 as autonomous: iPXE configures its
+    /// address itself and sends an Information-request, which dnsmasq leaves to xdpboot
+    /// (`--dhcp-ignore` for user class iPXE) and xdpboot answers with the script URL. EDK2's
+    /// PXE and HTTP boot run their stateful exchange whatever the RA says.
+    Stateless,
+}
+
+/// The site's DHCP server of the rack.
+#[derive(Debug)]
+pub enum SiteServer {
+    V4(Dnsmasq),
+    V6(Dnsmasq6),
 }
 
 /// A machine of the rack: its identity in xdpboot's `[[node]]` table and its VM.
@@ -173,6 +216,8 @@ pub struct RackSetup {
     /// `[[policy]]` rules (TOML) put before the lab's table, after each node's own chain rule;
     /// `None`: none.
     pub policy: Option<String>,
+    /// An IPv6-only rack, advertised so.
+    pub ipv6: Option<Ipv6Lab>,
     /// `[[policy]]` rules (TOML) put ahead of every other, the nodes' own chain rules included
     /// (a node's chain started some other way than its chain rule would, e.g. shim by an https
     /// URL); `None`: none.
@@ -204,6 +249,15 @@ impl RackSetup {
             policy_first: None,
             http_root: None,
             debian12_chain: false,
+            ipv6: None,
+        }
+    }
+
+    /// An IPv6-only rack of `nodes`.
+    pub fn ipv6(backend: Backend, nodes: Vec<Node>, lab: Ipv6Lab) -> RackSetup {
+        RackSetup {
+            ipv6: Some(lab),
+            ..RackSetup::new(backend, nodes)
         }
     }
 }
@@ -212,9 +266,11 @@ impl RackSetup {
 /// files.
 pub struct Rack {
     pub vms: Vec<Vm>,
+    /// tcpdump of the rack's DHCPv6 traffic (IPv6 racks): [`Rack::dhcpv6_captured`].
+    pub capture: Option<crate::ChildGuard>,
     pub daemon: Option<Daemon>,
-    pub dnsmasq: Dnsmasq,
-    pub ra: RouterAdvertiser,
+    pub dnsmasq: SiteServer,
+    pub ra: Option<RouterAdvertiser>,
     pub probe: NetNs,
     pub server: NetNs,
     pub rack: NetNs,
@@ -271,25 +327,79 @@ impl Rack {
         let rack = NetNs::new("rack")?;
         let server = NetNs::new("server")?;
         let probe = NetNs::new("probe")?;
+        if setup.ipv6.is_some() {
+            for ns in [&rack, &server, &probe] {
+                no_dad(ns, "all")?;
+            }
+        }
         rack.add_bridge("br0")?;
         // The served veth gets an interface index of its own: BPF links are system-wide.
         veth_with_index(&server, SERVER_IF, Some(unique_ifindex()), &rack, "srv")?;
         rack.attach("srv", "br0")?;
-        server.add_address(SERVER_IF, &format!("{SERVER}/24"))?;
         veth(&probe, "eth0", &rack, "probe")?;
         rack.attach("probe", "br0")?;
-        probe.add_address("eth0", &format!("{PROBE}/24"))?;
 
-        let dnsmasq = Dnsmasq::start_with(
-            &server,
-            SERVER_IF,
-            RANGE,
-            dir.path(),
-            setup.backend.site_binding(),
-        )?;
-        let ra = RouterAdvertiser::start(&server, SERVER_IF)?;
+        let (dnsmasq, ra) = match setup.ipv6 {
+            None => {
+                server.add_address(SERVER_IF, &format!("{SERVER}/24"))?;
+                probe.add_address("eth0", &format!("{PROBE}/24"))?;
+                let dnsmasq = Dnsmasq::start_with(
+                    &server,
+                    SERVER_IF,
+                    RANGE,
+                    dir.path(),
+                    setup.backend.site_binding(),
+                )?;
+                let ra = RouterAdvertiser::start(&server, SERVER_IF, Advertised::NoRouter)?;
+                (SiteServer::V4(dnsmasq), Some(ra))
+            }
+            Some(lab) => {
+                add_address6(&server, SERVER_IF, &format!("{SERVER6}/64"))?;
+                add_address6(&probe, "eth0", &format!("{PROBE6}/64"))?;
+                wait_ipv6_ready(&server, SERVER_IF)?;
+                wait_ipv6_ready(&probe, "eth0")?;
+                // The site's server, configured as its operator would for a boot server beside
+                // it: nothing about booting but where iPXE's script is (M flag) or that iPXE is
+                // left to the boot server (O flag).
+                let extra: Vec<String> = match lab {
+                    Ipv6Lab::Managed => vec![
+                        "--dhcp-userclass=set:ipxe,iPXE".to_owned(),
+                        format!(
+                            "--dhcp-option=tag:ipxe,option6:bootfile-url,http://[{SERVER6}]:80/boot.ipxe?mac=${{net0/mac}}"
+                        ),
+                    ],
+                    Ipv6Lab::Stateless => vec![
+                        "--dhcp-userclass=set:ipxe,iPXE".to_owned(),
+                        "--dhcp-ignore=tag:ipxe".to_owned(),
+                    ],
+                };
+                let dnsmasq = Dnsmasq6::start(
+                    &server,
+                    SERVER_IF,
+                    RANGE6,
+                    dir.path(),
+                    setup.backend.site_binding(),
+                    lab == Ipv6Lab::Managed,
+                    &extra,
+                )?;
+                let ra = match lab {
+                    Ipv6Lab::Managed => None,
+                    Ipv6Lab::Stateless => Some(RouterAdvertiser::start(
+                        &server,
+                        SERVER_IF,
+                        Advertised::OtherConfig { prefix: PREFIX6 },
+                    )?),
+                };
+                (SiteServer::V6(dnsmasq), ra)
+            }
+        };
+        let capture = match setup.ipv6 {
+            Some(_) => Some(start_capture(&rack, dir.path())?),
+            None => None,
+        };
         let mut lab = Rack {
             vms: Vec::new(),
+            capture,
             daemon: None,
             dnsmasq,
             ra,
@@ -417,7 +527,29 @@ exec "$@"
             .join("")
     }
 
-    /// xdpboot's HTTP access log so far, one entry a request.
+    /// The generated CA as an EFI signature list.
+    pub fn ca_esl(&self) -> PathBuf {
+        self.dir.join("tls/ca.esl")
+    }
+
+    /// The generated CA (PEM).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// Where a kept node's console socket is.
+    pub fn console_socket(&self, hostname: &str) -> PathBuf {
+        self.dir.join(format!("{hostname}.console"))
+    }
+
+    /// The DHCPv6 messages seen on the rack's bridge so far (IPv6 racks), in order: source,
+    /// destination and UDP payload.
+    pub fn dhcpv6_captured(&self) -> Result<Vec<Captured6>> {
+        let bytes = std::fs::read(self.dir.join(CAPTURE_FILE))?;
+        read_pcap(&bytes)
+    }
+
+    /// xdpboot's HTTP access log so far, one entry per response.
     pub fn access_log(&self) -> Vec<Access> {
         self.daemon_log()
             .lines()
@@ -432,24 +564,26 @@ exec "$@"
                     scheme: field("scheme")?,
                     path: field("path")?,
                     status: field("status")?.parse().ok()?,
+                    client: field("client"),
                 })
             })
             .collect()
     }
 
-    /// The generated CA as an EFI signature list.
-    pub fn ca_esl(&self) -> PathBuf {
-        self.dir.join("tls/ca.esl")
+    /// xdpboot's address on this rack, as URLs write it.
+    pub fn server_host(&self) -> String {
+        match self.setup.ipv6 {
+            Some(_) => format!("[{SERVER6}]"),
+            None => SERVER.to_string(),
+        }
     }
 
-    /// The generated CA (PEM).
-    pub fn ca_pem(&self) -> PathBuf {
-        self.dir.join("tls/ca.pem")
-    }
-
-    /// Where a kept node's console socket is.
-    pub fn console_socket(&self, hostname: &str) -> PathBuf {
-        self.dir.join(format!("{hostname}.console"))
+    /// xdpboot's address on this rack.
+    pub fn server_address(&self) -> IpAddr {
+        match self.setup.ipv6 {
+            Some(_) => SERVER6.into(),
+            None => SERVER.into(),
+        }
     }
 
     /// Starts every node's VM, each on a tap of its own on the rack's bridge.
@@ -566,12 +700,74 @@ exec "$@"
     }
 }
 
+/// Where an IPv6 rack's capture goes, in the lab's directory.
+const CAPTURE_FILE: &str = "dhcp6.pcap";
+
+/// tcpdump on the rack's bridge, writing every DHCPv6 and port-4011 datagram as it comes (-U).
+fn start_capture(rack: &NetNs, dir: &Path) -> Result<crate::ChildGuard> {
+    let file = dir.join(CAPTURE_FILE);
+    let args: Vec<std::ffi::OsString> = vec![
+        "-i".into(),
+        "br0".into(),
+        "-U".into(),
+        "-n".into(),
+        "-w".into(),
+        file.clone().into(),
+        "udp port 546 or udp port 547 or udp port 4011".into(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let log = dir.join("tcpdump.log");
+    let mut child = rack.spawn("tcpdump", Path::new("tcpdump"), &args, &[], log.clone())?;
+    child.wait_until("capturing", STARTUP_TIMEOUT, || {
+        Ok(std::fs::read_to_string(&log).is_ok_and(|l| l.contains("listening on")))
+    })?;
+    Ok(child)
+}
+
+/// One DHCPv6 datagram of a capture.
+#[derive(Debug, Clone)]
+pub struct Captured6 {
+    pub src: std::net::SocketAddrV6,
+    pub dst: std::net::SocketAddrV6,
+    pub payload: Vec<u8>,
+}
+
+/// The UDP-over-IPv6 frames of a pcap file (libpcap's format: a 24-byte header, then a 16-byte
+/// header before each frame; little-endian, Ethernet, as tcpdump writes here).
+fn read_pcap(bytes: &[u8]) -> Result<Vec<Captured6>> {
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    if u32_at(0) != Some(0xa1b2_c3d4) {
+        bail!("not a little-endian pcap file");
+    }
+    let mut out = Vec::new();
+    let mut at = 24;
+    while let Some(len) = u32_at(at + 8) {
+        let start = at + 16;
+        let Some(frame) = bytes.get(start..start + len as usize) else {
+            break; // the last frame is still being written
+        };
+        if let Ok(udp) = boot_common::wire::UdpFrame6::parse(frame) {
+            out.push(Captured6 {
+                src: udp.src(),
+                dst: udp.dst(),
+                payload: udp.payload().to_vec(),
+            });
+        }
+        at = start + len as usize;
+    }
+    Ok(out)
+}
+
 /// One line of xdpboot's HTTP access log.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Access {
     pub scheme: String,
     pub path: String,
     pub status: u16,
+    /// The client's address, as logged.
+    pub client: Option<String>,
 }
 
 /// The lab's xdpboot config: the embedded default with the roots, TLS files and URL secret
@@ -613,9 +809,15 @@ pub fn lab_config(
         .map(|d| q(&d))
         .collect();
     let _ = writeln!(text, "[loaders]\nsearch = [{}]\n", search.join(", "));
+    if setup.ipv6.is_some() {
+        let _ = writeln!(
+            text,
+            "[ipv6]\nenabled = true\naddresses = {{ {SERVER_IF} = \"{SERVER6}\" }}\n"
+        );
+    }
     let _ = writeln!(
         text,
-        "[http]\nroot = {}\nhttps_port = {}\ntls_cert = {}\ntls_key = {}\ntls_names = [\"{SERVER}\"]\npacing_mbit = {}\n",
+        "[http]\nroot = {}\nhttps_port = {}\ntls_cert = {}\ntls_key = {}\ntls_names = [\"{SERVER}\", \"{SERVER6}\"]\npacing_mbit = {}\n",
         q(setup.http_root.as_deref().unwrap_or(&assets.http_root)),
         if setup.https { 443 } else { 0 },
         q(&dir.join("tls/server.pem")),
@@ -737,14 +939,46 @@ fn toml_string(text: &str) -> String {
 /// Sends ICMPv6 router advertisements with router lifetime 0 (RFC 4861 §4.2: "not a default
 /// router") from the link-local address of an interface, every [`RA_INTERVAL`] and in answer
 /// to router solicitations, so iPXE's IPv6 configurator finishes at once instead of waiting
-/// ~13 s. Nothing else: no prefix, no M/O flags (so no DHCPv6 either). Stops on drop.
+/// ~13 s. What they advertise is [`Advertised`]. Stops on drop.
 pub struct RouterAdvertiser {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a [`RouterAdvertiser`] says about the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertised {
+    /// No prefix, no M/O flags (so no DHCPv6 either): there is no IPv6 here to wait for.
+    NoRouter,
+    /// The O flag (RFC 4861 §4.2: "other configuration" from DHCPv6, RFC 8415 §18.2.6) and
+    /// `prefix`/64 on-link and autonomous (§4.6.2: hosts form their addresses in it, RFC 4862).
+    OtherConfig { prefix: Ipv6Addr },
+}
+
+impl Advertised {
+    /// The RA's ICMPv6 message: type 134, code 0, checksum (the kernel fills it in for ICMPv6
+    /// raw sockets), cur hop limit 64, flags, router lifetime 0, reachable time 0, retrans
+    /// timer 0; then a Prefix Information option (type 3, 4 units of 8 octets) when there is a
+    /// prefix: length 64, flags L and A, valid and preferred lifetimes, reserved, the prefix.
+    fn message(self) -> Vec<u8> {
+        let flags = match self {
+            Advertised::NoRouter => 0,
+            Advertised::OtherConfig { .. } => 0x40,
+        };
+        let mut ra = vec![134, 0, 0, 0, 64, flags, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        if let Advertised::OtherConfig { prefix } = self {
+            ra.extend([3, 4, 64, 0xc0]);
+            ra.extend(3600u32.to_be_bytes());
+            ra.extend(3600u32.to_be_bytes());
+            ra.extend([0; 4]);
+            ra.extend(prefix.octets());
+        }
+        ra
+    }
+}
+
 impl RouterAdvertiser {
-    pub fn start(ns: &NetNs, iface: &str) -> Result<RouterAdvertiser> {
+    pub fn start(ns: &NetNs, iface: &str, advertised: Advertised) -> Result<RouterAdvertiser> {
         // No duplicate address detection: the link-local address is usable at once.
         run_command(
             Command::new("ip")
@@ -767,7 +1001,8 @@ impl RouterAdvertiser {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let thread = std::thread::spawn(move || advertise(&socket, index, &stopping));
+        let ra = advertised.message();
+        let thread = std::thread::spawn(move || advertise(&socket, index, &ra, &stopping));
         Ok(RouterAdvertiser {
             stop,
             thread: Some(thread),
@@ -775,10 +1010,7 @@ impl RouterAdvertiser {
     }
 }
 
-fn advertise(socket: &Socket, index: u32, stop: &AtomicBool) {
-    // Type 134, code 0, checksum (the kernel fills it in for ICMPv6 raw sockets), cur hop
-    // limit 64, no flags, router lifetime 0, reachable time 0, retrans timer 0.
-    const RA: [u8; 16] = [134, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+fn advertise(socket: &Socket, index: u32, ra: &[u8], stop: &AtomicBool) {
     let all_nodes = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, index);
     let mut last = Instant::now() - RA_INTERVAL;
     let mut buf = [0u8; 1500];
@@ -788,7 +1020,7 @@ fn advertise(socket: &Socket, index: u32, stop: &AtomicBool) {
         let solicited = matches!(reader.read(&mut buf), Ok(n) if n > 0 && buf[0] == 133);
         if solicited || last.elapsed() >= RA_INTERVAL {
             // Fails until the link-local address exists; the next round tries again.
-            let _ = socket.send_to(&RA, &all_nodes.into());
+            let _ = socket.send_to(ra, &all_nodes.into());
             last = Instant::now();
         }
     }

@@ -65,6 +65,11 @@ pub enum Firmware {
     UefiPxe,
     /// OVMF UEFI HTTP boot (PXE disabled): the loader over HTTP(S), no TFTP at all.
     UefiHttp,
+    /// OVMF's PXE over IPv6 (PXEv4 disabled): DHCPv6 → a Request to port 4011 → TFTP over IPv6
+    /// ipxe-amd64.efi → iPXE, which configures IPv6 itself.
+    UefiPxe6,
+    /// OVMF UEFI HTTP boot over IPv6 (PXE disabled): DHCPv6 → the loader's http://[…] URL.
+    UefiHttp6,
     /// [`Firmware::UefiPxe`] with Secure Boot enforced and Microsoft's keys enrolled.
     UefiPxeSecureBoot,
     /// [`Firmware::UefiHttp`] with Secure Boot enforced and Microsoft's keys enrolled.
@@ -98,6 +103,8 @@ impl Firmware {
             Firmware::Bios => "bios",
             Firmware::UefiPxe => "uefi",
             Firmware::UefiHttp => "uefi-http",
+            Firmware::UefiPxe6 => "uefi-pxe6",
+            Firmware::UefiHttp6 => "uefi-http6",
             Firmware::UefiPxeSecureBoot => "uefi-secureboot",
             Firmware::UefiHttpSecureBoot => "uefi-http-secureboot",
             Firmware::Arm64UefiPxe => "arm64-uefi",
@@ -110,6 +117,8 @@ impl Firmware {
             Firmware::Bios
             | Firmware::UefiPxe
             | Firmware::UefiHttp
+            | Firmware::UefiPxe6
+            | Firmware::UefiHttp6
             | Firmware::UefiPxeSecureBoot
             | Firmware::UefiHttpSecureBoot => Arch::X86_64,
             Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => Arch::Arm64,
@@ -122,14 +131,24 @@ impl Firmware {
             self,
             Firmware::UefiPxe
                 | Firmware::UefiHttp
+                | Firmware::UefiPxe6
+                | Firmware::UefiHttp6
                 | Firmware::UefiPxeSecureBoot
                 | Firmware::UefiHttpSecureBoot
         )
     }
 
+    /// Boots over IPv6.
+    pub fn is_ipv6(self) -> bool {
+        matches!(self, Firmware::UefiPxe6 | Firmware::UefiHttp6)
+    }
+
     /// UEFI HTTP boot rather than PXE.
     pub fn is_http_boot(self) -> bool {
-        matches!(self, Firmware::UefiHttp | Firmware::UefiHttpSecureBoot)
+        matches!(
+            self,
+            Firmware::UefiHttp | Firmware::UefiHttp6 | Firmware::UefiHttpSecureBoot
+        )
     }
 
     /// Secure Boot enforced, Microsoft's keys enrolled.
@@ -155,8 +174,11 @@ impl Firmware {
     /// The loader this firmware fetches over TFTP through its default chain, if any.
     pub fn tftp_loader(self) -> Option<&'static str> {
         match self {
-            Firmware::Bios | Firmware::UefiHttp | Firmware::UefiHttpSecureBoot => None,
-            Firmware::UefiPxe => Some("ipxe-amd64.efi"),
+            Firmware::Bios
+            | Firmware::UefiHttp
+            | Firmware::UefiHttp6
+            | Firmware::UefiHttpSecureBoot => None,
+            Firmware::UefiPxe | Firmware::UefiPxe6 => Some("ipxe-amd64.efi"),
             Firmware::UefiPxeSecureBoot => Some("shimx64.efi"),
             Firmware::Arm64UefiPxe => Some("ipxe-arm64.efi"),
             Firmware::Arm64UefiPxeSecureBoot => Some("shimaa64.efi"),
@@ -169,6 +191,8 @@ impl Firmware {
             Firmware::Bios => "NIC ROM iPXE (no first-stage download)",
             Firmware::UefiPxe => "PXE, TFTP ipxe-amd64.efi",
             Firmware::UefiHttp => "UEFI HTTP boot of ipxe-amd64.efi",
+            Firmware::UefiPxe6 => "PXE over IPv6, TFTP over IPv6 ipxe-amd64.efi",
+            Firmware::UefiHttp6 => "UEFI HTTP boot over IPv6 of ipxe-amd64.efi",
             Firmware::UefiPxeSecureBoot => {
                 "PXE with Secure Boot, TFTP shimx64.efi, then grubx64.efi"
             }
@@ -205,10 +229,31 @@ impl Firmware {
             Stage::new("HTTP boot DHCP done", &["Station IP address is"]),
             Stage::new("HTTP loader", &["Downloading...100%"]),
         ];
+        const UEFI_PXE6: [Stage; 3] = [
+            Stage::new("OVMF PXEv6 started", &["Start PXE over IPv6"]),
+            Stage::new(
+                "PXEv6 DHCP done",
+                &["Station IP address is", "Station IPv6 address is"],
+            ),
+            Stage::new(
+                "TFTP loader over IPv6",
+                &["NBP file downloaded successfully"],
+            ),
+        ];
+        const UEFI_HTTP6: [Stage; 3] = [
+            Stage::new("OVMF HTTPv6 boot started", &["Start HTTP Boot over IPv6"]),
+            Stage::new(
+                "HTTPv6 boot DHCP done",
+                &["Station IPv6 address is", "Station IP address is"],
+            ),
+            Stage::new("HTTP loader over IPv6", &["Downloading...100%"]),
+        ];
         match self {
             Firmware::Bios => &BIOS,
             Firmware::UefiPxe | Firmware::UefiPxeSecureBoot => &UEFI_PXE,
             Firmware::UefiHttp | Firmware::UefiHttpSecureBoot => &UEFI_HTTP,
+            Firmware::UefiPxe6 => &UEFI_PXE6,
+            Firmware::UefiHttp6 => &UEFI_HTTP6,
             Firmware::Arm64UefiPxe | Firmware::Arm64UefiPxeSecureBoot => &AAVMF_PXE,
         }
     }
@@ -216,7 +261,14 @@ impl Firmware {
     /// The stages of a boot of this firmware through `chain`.
     pub fn stages_through(self, chain: Chain) -> Vec<Stage> {
         let mut stages = self.first_stages().to_vec();
-        stages.extend_from_slice(chain.stages());
+        match chain.stages() {
+            // iPXE over IPv6: its address from the router's prefix, its script from DHCPv6.
+            [_dhcp, rest @ ..] if self.is_ipv6() && chain == Chain::Ipxe => {
+                stages.push(Stage::new("iPXE IPv6 configured", &["net0: fd00:"]));
+                stages.extend_from_slice(rest);
+            }
+            all => stages.extend_from_slice(all),
+        }
         stages
     }
 
@@ -623,6 +675,8 @@ impl Vm {
             }
             Firmware::UefiPxe
             | Firmware::UefiHttp
+            | Firmware::UefiPxe6
+            | Firmware::UefiHttp6
             | Firmware::UefiPxeSecureBoot
             | Firmware::UefiHttpSecureBoot => {
                 let secure_boot = spec.firmware.secure_boot();
@@ -662,19 +716,26 @@ impl Vm {
                     } else {
                         format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1")
                     },
-                    // PXE over IPv6 would only add minutes to a failing boot.
-                    "-fw_cfg".into(),
-                    "name=opt/org.tianocore/IPv6PXESupport,string=n".into(),
                 ]);
-                if spec.firmware.is_http_boot() {
-                    // EDK2 tries PXE before HTTP (~95 s); without PXE, HTTP boot goes first.
-                    args.extend([
-                        "-fw_cfg".into(),
-                        "name=opt/org.tianocore/IPv4PXESupport,string=n".into(),
-                    ]);
-                } else if spec.disk.is_some() {
+                // EDK2 tries PXEv4, PXEv6, HTTPv4, HTTPv6 in that order; a try that finds no
+                // server costs about a minute. Off: PXE over the other IP version, and PXE
+                // altogether for HTTP boot.
+                let ipv4_pxe = matches!(
+                    spec.firmware,
+                    Firmware::UefiPxe | Firmware::UefiPxeSecureBoot
+                );
+                let ipv6_pxe = spec.firmware == Firmware::UefiPxe6;
+                for (knob, on) in [("IPv4PXESupport", ipv4_pxe), ("IPv6PXESupport", ipv6_pxe)] {
+                    if !on {
+                        args.extend([
+                            "-fw_cfg".into(),
+                            format!("name=opt/org.tianocore/{knob},string=n"),
+                        ]);
+                    }
+                }
+                if spec.disk.is_some() && !spec.firmware.is_ipv6() {
                     // OVMF puts HTTP boot options of the same NIC beside PXE, ahead of the
-                    // disk. Over IPv6 (no DHCPv6 in the lab) it would wait out its timeout
+                    // disk. Over IPv6 (no DHCPv6 in an IPv4 lab) it would wait out its timeout
                     // before the disk: off, as on a server set up to boot PXE, then its disk
                     // (OvmfPkg RUNTIME_CONFIG.md). HTTP boot over IPv4 stays, and is answered.
                     args.extend([

@@ -172,6 +172,11 @@ pub enum SteerMode {
 /// per record; without it userspace must poll the ring on a timer.
 pub const CONFIG_FLAG_WAKEUP: u32 = 1 << 0;
 
+/// [`Config::flags`] bit: steer DHCPv6 too (`[ipv6] enabled`): boot Solicits, Requests and
+/// Information-requests to port 547 teed, messages to port 4011 over IPv6 taken. Off, every
+/// IPv6 frame is passed untouched.
+pub const CONFIG_FLAG_IPV6: u32 = 1 << 1;
+
 /// The program's settings: the single entry of [`CONFIG_MAP`]. All zeroes (the state before
 /// userspace writes it) means tee, no wakeups, no shedding.
 #[repr(C)]

@@ -10,6 +10,11 @@
 //!   UDP lookup finds no socket that would receive the frame.
 //! - a BOOTREQUEST to port 4011 is **taken**: redirected into the AF_XDP socket of its rx queue
 //!   (passed when no socket is bound there).
+//! - over IPv6 (its extension headers walked, a bounded number), a boot client's Solicit,
+//!   Request or Information-request to port 547 is **teed**, whatever the steering mode: a
+//!   DHCPv6 server on this host sees it as it would without us. A Relay-Forward is teed too
+//!   (the client's marks are inside it, for userspace to read). A DHCPv6 message to port 4011
+//!   is taken like a BOOTREQUEST there.
 //! - everything else is passed unchanged.
 //!
 //! Every verdict is counted in [`COUNTERS`]. A per-MAC token bucket sheds floods of boot
@@ -40,13 +45,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use boot_common::{
-    CONFIG_FLAG_WAKEUP, Config, Counter, DHCP_SERVER_PORT, INVENTORY_MAX_ENTRIES, MacKey,
-    PRIORITY_RING_BYTES, PXE_SERVER_PORT, SHED_BUCKETS_MAX_ENTRIES, SteerMode, TEE_CAPTURE_LEN,
-    TEE_RING_BYTES, TeeHeader, TeeRecord, TokenBucket, XSK_MAX_QUEUES,
+    CONFIG_FLAG_IPV6, CONFIG_FLAG_WAKEUP, Config, Counter, DHCP_SERVER_PORT, INVENTORY_MAX_ENTRIES,
+    MacKey, PRIORITY_RING_BYTES, PXE_SERVER_PORT, SHED_BUCKETS_MAX_ENTRIES, SteerMode,
+    TEE_CAPTURE_LEN, TEE_RING_BYTES, TeeHeader, TeeRecord, TokenBucket, XSK_MAX_QUEUES,
     wire::{
         dhcpv4::{self, BOOTREPLY, BOOTREQUEST, HTYPE_ETHERNET, option},
+        dhcpv6,
         ethernet::{self, ethertype},
         ipv4,
+        ipv6::{self, next_header},
         pxe::{HTTP_CLIENT, IPXE_USER_CLASS, PXE_CLIENT},
     },
 };
@@ -94,6 +101,9 @@ static SCRATCH: PerCpuArray<Request> = PerCpuArray::with_max_entries(1, 0);
 /// Options scanned before giving up (pads included). PXE ROMs send about 8 options and iPXE
 /// about 15; a request hiding its boot marks further back is counted as plain DHCP.
 const MAX_OPTIONS: usize = 32;
+/// DHCPv6 options scanned before giving up: EDK2 sends its vendor class seventh and iPXE
+/// fourth (tests/data/README.md); a message hiding its marks further back is the site's.
+const MAX_OPTIONS6: usize = 16;
 /// Options starting this far into the frame are not looked at. Beyond any Ethernet frame an
 /// XDP program sees without multi-buffer support (a page); it keeps the verifier's range for
 /// the scan position small.
@@ -129,6 +139,18 @@ struct Ipv4Hdr {
     checksum: [u8; 2],
     src: [u8; 4],
     dst: [u8; 4],
+}
+
+/// RFC 8200 §3.
+#[repr(C)]
+#[allow(dead_code, reason = "wire layout: not every field is read")]
+struct Ipv6Hdr {
+    version_class_flow: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
 }
 
 #[repr(C)]
@@ -181,7 +203,13 @@ struct Request {
     /// BOOTP `htype` and `hlen`: whether `chaddr` is an Ethernet MAC.
     htype: u8,
     hlen: u8,
-    _pad: u8,
+    /// IPv6: the next header to read at `before_next_option + 1` during the extension-header
+    /// walk.
+    next_header: u8,
+    /// IPv6: where the payload ends (the IPv6 header's payload length from its offset), then
+    /// where the DHCPv6 message ends (the UDP length): offsets in the frame.
+    ip_end: u32,
+    options_end: u32,
     /// The frame's source MAC and the client's (BOOTP `chaddr`), for [`limiter_key`].
     source_mac: [u8; 6],
     chaddr: [u8; 6],
@@ -276,6 +304,7 @@ fn steer(ctx: &XdpContext) -> (Counter, u32) {
         // A BOOTREPLY to port 67 goes to a relay agent: the site's DHCP traffic.
         Parsed::ReplyToRelay => return (Counter::DhcpPassed, xdp_action::XDP_PASS),
         Parsed::Malformed { port } => return malformed(port),
+        Parsed::Ipv6 => return steer6(ctx, scratch),
         Parsed::Request => {}
     }
     let options = scan_options(ctx, scratch);
@@ -349,6 +378,8 @@ enum Parsed {
     ReplyToRelay,
     /// A BOOTREQUEST with a good magic cookie, recorded in [`SCRATCH`].
     Request,
+    /// An IPv6 packet, its header recorded in [`SCRATCH`] for [`walk_ipv6`].
+    Ipv6,
 }
 
 /// Ethernet, up to [`ethernet::MAX_TAGS`] VLAN tags, IPv4 (options skipped per IHL, fragments
@@ -374,6 +405,9 @@ fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
         *vlan_id = u16::from_be_bytes(tag.tci) & ethernet::VLAN_ID_MASK;
         vlan_tags += 1;
         ether_type = u16::from_be_bytes(tag.ether_type);
+    }
+    if ether_type == ethertype::IPV6 {
+        return start_ipv6(frame, cursor, eth, vlan_ids, vlan_tags, scratch);
     }
     if ether_type != ethertype::IPV4 {
         return Parsed::NotForUs;
@@ -447,7 +481,9 @@ fn parse_request(ctx: &XdpContext, scratch: *mut Request) -> Parsed {
         // starting states that the verifier walks separately.
         htype: bootp.htype,
         hlen: bootp.hlen,
-        _pad: 0,
+        next_header: 0,
+        ip_end: 0,
+        options_end: 0,
         source_mac: eth.src,
         chaddr: [c[0], c[1], c[2], c[3], c[4], c[5]],
         src_addr: ip.src,
@@ -773,6 +809,302 @@ fn copy_to(
     };
     entry.submit(flags);
     Ok(())
+}
+
+// ---- IPv6 -----------------------------------------------------------------------------------
+
+/// The verdict on a DHCPv6 frame (see the module notes).
+#[inline(always)]
+fn steer6(ctx: &XdpContext, scratch: *mut Request) -> (Counter, u32) {
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+    if config.flags & CONFIG_FLAG_IPV6 == 0 {
+        return (Counter::Passed, xdp_action::XDP_PASS);
+    }
+    match walk_ipv6(ctx, scratch) {
+        Walked6::NotForUs => return (Counter::Passed, xdp_action::XDP_PASS),
+        Walked6::Malformed { port } => return malformed(port),
+        Walked6::Dhcp => {}
+    }
+    // SAFETY: this CPU's slot, written during this run (see `steer`).
+    let kind = unsafe { addr_of_mut!((*scratch).message_type).read_volatile() };
+    let port = unsafe { addr_of_mut!((*scratch).port).read_volatile() };
+    let scan = port == PXE_SERVER_PORT
+        || kind == dhcpv6::message_type::SOLICIT
+        || kind == dhcpv6::message_type::REQUEST
+        || kind == dhcpv6::message_type::INFORMATION_REQUEST;
+    if scan && let OptionScan::Overrun = scan_options6(ctx, scratch) {
+        return malformed(port);
+    }
+    // SAFETY: as above.
+    let request = unsafe { scratch.read_volatile() };
+    let wakeup = config.flags & CONFIG_FLAG_WAKEUP != 0;
+    // Straight from the client (link-local source, RFC 8415 §13.1), the frame's source is the
+    // client's MAC: its bucket and its inventory entry.
+    let key = MacKey::new(request.source_mac);
+    // SAFETY: a lookup whose value is not read.
+    let inventory = unsafe { INVENTORY.get(key) }.is_some();
+
+    if port == PXE_SERVER_PORT {
+        if inventory && copy_to(&PRIORITY_FRAMES, ctx, &request, wakeup).is_ok() {
+            return (Counter::Taken, xdp_action::XDP_DROP);
+        }
+        if over_limit(&key, &config) {
+            return (Counter::Shed, xdp_action::XDP_DROP);
+        }
+        return match XSKS.redirect(ctx.rx_queue_index(), u64::from(xdp_action::XDP_PASS)) {
+            Ok(action) => (Counter::Taken, action),
+            Err(action) => (Counter::NoSocket, action),
+        };
+    }
+    // A relay's frames come from the relay's MAC, for every client behind it: not shed (one
+    // bucket would stop them all), and teed unread (the marks are in the relayed message).
+    if kind == dhcpv6::message_type::RELAY_FORW {
+        return (tee(ctx, &request, wakeup, false), xdp_action::XDP_PASS);
+    }
+    if !scan || request.boot_client == 0 {
+        return (Counter::DhcpPassed, xdp_action::XDP_PASS);
+    }
+    if over_limit(&key, &config) {
+        return (Counter::Shed, xdp_action::XDP_PASS);
+    }
+    (tee(ctx, &request, wakeup, inventory), xdp_action::XDP_PASS)
+}
+
+/// What the IPv6 headers say about a frame.
+enum Walked6 {
+    /// Not UDP to 547 or 4011 after at most [`ipv6::MAX_EXTENSION_HEADERS`] extension headers
+    /// (or a fragment, whose ports cannot be seen).
+    NotForUs,
+    /// To 547 or 4011, but the UDP length does not fit the packet or the frame, or is shorter
+    /// than a DHCPv6 header.
+    Malformed { port: u16 },
+    /// A DHCPv6 message, its type, port and first option recorded in [`SCRATCH`].
+    Dhcp,
+}
+
+/// The IPv6 header: version 6, its next header and where its payload ends, recorded in
+/// `scratch` with the walk's position on the last byte of the header.
+#[inline(always)]
+fn start_ipv6(
+    frame: Cursor<'_>,
+    mut cursor: Cursor<'_>,
+    eth: &EthHdr,
+    vlan_ids: [u16; ethernet::MAX_TAGS],
+    vlan_tags: u8,
+    scratch: *mut Request,
+) -> Parsed {
+    let Some(ip) = cursor.take::<Ipv6Hdr>() else {
+        return Parsed::NotForUs;
+    };
+    if ip.version_class_flow[0] >> 4 != 6 {
+        return Parsed::NotForUs;
+    }
+    // `black_box`: see `parse_request`.
+    let after_header = core::hint::black_box(cursor.pos - frame.pos);
+    let request = Request {
+        // Below 100: Ethernet, two tags, the IPv6 header.
+        before_next_option: (after_header - 1) as u32,
+        port: 0,
+        vlan_ids,
+        vlan_tags,
+        message_type: 0,
+        boot_client: 0,
+        htype: 0,
+        hlen: 0,
+        next_header: ip.next_header,
+        ip_end: (after_header + usize::from(u16::from_be_bytes(ip.payload_len))) as u32,
+        options_end: 0,
+        source_mac: eth.src,
+        chaddr: eth.src,
+        src_addr: [0; 4],
+        dst_addr: [0; 4],
+        src_port: [0; 2],
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, used only during this run (see `count`).
+    unsafe { scratch.write_volatile(request) };
+    Parsed::Ipv6
+}
+
+/// The walk over the extension headers to UDP (RFC 8200 §4; the same kinds and lengths as the
+/// wire layer's `ipv6::walk_extension_headers`), then the UDP header and DHCPv6's type byte.
+/// Position and next header live in [`SCRATCH`] between iterations, as the option scan's do
+/// (see [`scan_options`] for why).
+#[inline(always)]
+fn walk_ipv6(ctx: &XdpContext, scratch: *mut Request) -> Walked6 {
+    let frame = Cursor::new(ctx);
+    // SAFETY (every access below): this CPU's slot, see `parse_request`.
+    let next = unsafe { addr_of_mut!((*scratch).before_next_option) };
+    let header = unsafe { addr_of_mut!((*scratch).next_header) };
+    // The headers, then UDP: one more turn than the bound.
+    for _ in 0..=ipv6::MAX_EXTENSION_HEADERS {
+        let before = unsafe { next.read_volatile() } as usize;
+        if before >= MAX_OPTION_OFFSET {
+            return Walked6::NotForUs;
+        }
+        let mut cursor = frame.resume_at(before);
+        let len = match unsafe { header.read_volatile() } {
+            next_header::UDP => return dhcpv6_header(cursor, before, scratch),
+            next_header::HOP_BY_HOP | next_header::ROUTING | next_header::DESTINATION_OPTIONS => {
+                // RFC 8200 §4.3: 8-octet units, not counting the first 8.
+                let Some(&[_, kind, units]) = cursor.take::<[u8; 3]>() else {
+                    return Walked6::NotForUs;
+                };
+                unsafe { header.write_volatile(kind) };
+                (usize::from(units) + 1) * 8
+            }
+            next_header::FRAGMENT => {
+                let Some(&[_, kind, _, high, low]) = cursor.take::<[u8; 5]>() else {
+                    return Walked6::NotForUs;
+                };
+                // Only an atomic fragment (RFC 6946) holds the whole datagram.
+                let offset_and_more = u16::from_be_bytes([high, low]);
+                if offset_and_more & (ipv6::FRAGMENT_OFFSET_MASK | ipv6::FRAGMENT_MORE) != 0 {
+                    return Walked6::NotForUs;
+                }
+                unsafe { header.write_volatile(kind) };
+                ipv6::FRAGMENT_HEADER_LEN
+            }
+            next_header::AUTHENTICATION => {
+                // RFC 4302 §2.2: 4-octet units, less 2.
+                let Some(&[_, kind, units]) = cursor.take::<[u8; 3]>() else {
+                    return Walked6::NotForUs;
+                };
+                unsafe { header.write_volatile(kind) };
+                (usize::from(units) + 2) * 4
+            }
+            _ => return Walked6::NotForUs,
+        };
+        // The sum is below MAX_OPTION_OFFSET + 2048.
+        unsafe { next.write_volatile((before + len) as u32) };
+    }
+    Walked6::NotForUs
+}
+
+/// The UDP header after `before` and the DHCPv6 header after it: port 547 or 4011, a length
+/// inside the IPv6 payload and the frame, and room for the message type and transaction id.
+#[inline(always)]
+fn dhcpv6_header(mut cursor: Cursor<'_>, before: usize, scratch: *mut Request) -> Walked6 {
+    let Some(&[_, _, _, dst_high, dst_low, len_high, len_low, _, _]) = cursor.take::<[u8; 9]>()
+    else {
+        return Walked6::NotForUs;
+    };
+    let port = u16::from_be_bytes([dst_high, dst_low]);
+    if port != dhcpv6::SERVER_PORT && port != PXE_SERVER_PORT {
+        return Walked6::NotForUs;
+    }
+    // The fixed-size read before the length checks, as in `parse_request`.
+    let Some(&[kind, _, _, _]) = cursor.peek::<[u8; 4]>() else {
+        return Walked6::Malformed { port };
+    };
+    let udp_len = usize::from(u16::from_be_bytes([len_high, len_low]));
+    // SAFETY: this CPU's slot, see `parse_request`.
+    let ip_end = unsafe { addr_of_mut!((*scratch).ip_end).read_volatile() } as usize;
+    let udp_start = before + 1;
+    if udp_len < 8 + dhcpv6::HEADER_LEN || udp_start + udp_len > ip_end || !cursor.has(udp_len - 8)
+    {
+        return Walked6::Malformed { port };
+    }
+    // SAFETY: as above.
+    unsafe {
+        addr_of_mut!((*scratch).port).write_volatile(port);
+        addr_of_mut!((*scratch).message_type).write_volatile(kind);
+        addr_of_mut!((*scratch).options_end).write_volatile((udp_start + udp_len) as u32);
+        // The byte before the first option: the transaction id's last.
+        addr_of_mut!((*scratch).before_next_option)
+            .write_volatile((udp_start + 8 + dhcpv6::HEADER_LEN - 1) as u32);
+    }
+    Walked6::Dhcp
+}
+
+/// Scans a DHCPv6 message's options (RFC 8415 §21.1: code and length, 16 bits each) for a
+/// network-boot client's marks: a vendor class of enterprise 343 starting "PXEClient" or
+/// "HTTPClient" (EDK2, and Debian 13's iPXE), a user class "iPXE" (iPXE), or a client
+/// architecture (option 61, RFC 5970 §3.3). It stops at the first mark: the message type is
+/// known, and the rest is userspace's to read. Position in [`SCRATCH`], as [`scan_options`].
+#[inline(always)]
+fn scan_options6(ctx: &XdpContext, scratch: *mut Request) -> OptionScan {
+    let frame = Cursor::new(ctx);
+    // SAFETY (every access below): this CPU's slot, see `parse_request`.
+    let next = unsafe { addr_of_mut!((*scratch).before_next_option) };
+    let end = unsafe { addr_of_mut!((*scratch).options_end).read_volatile() } as usize;
+    let boot_client = unsafe { addr_of_mut!((*scratch).boot_client) };
+    for _ in 0..MAX_OPTIONS6 {
+        let before = unsafe { next.read_volatile() } as usize;
+        if before + 1 >= end || before >= MAX_OPTION_OFFSET {
+            return OptionScan::Sound;
+        }
+        let mut cursor = frame.resume_at(before);
+        let Some(&[_, code_high, code_low, len_high, len_low]) = cursor.take::<[u8; 5]>() else {
+            return OptionScan::Overrun;
+        };
+        let code = u16::from_be_bytes([code_high, code_low]);
+        let len = usize::from(u16::from_be_bytes([len_high, len_low]));
+        if before + 1 + dhcpv6::OPTION_HEADER_LEN + len > end {
+            return OptionScan::Overrun;
+        }
+        let mark = match code {
+            dhcpv6::option::VENDOR_CLASS => is_boot_vendor_class6(&cursor, len),
+            dhcpv6::option::USER_CLASS => is_ipxe_user_class6(&cursor, len),
+            dhcpv6::option::CLIENT_ARCH_TYPE => len >= 2,
+            _ => false,
+        };
+        if mark {
+            unsafe { boot_client.write_volatile(1) };
+            return OptionScan::Sound;
+        }
+        // The sum is below MAX_OPTION_OFFSET + 65540.
+        unsafe { next.write_volatile((before + dhcpv6::OPTION_HEADER_LEN + len) as u32) };
+    }
+    OptionScan::Sound
+}
+
+/// Option 16 data at the cursor (`len` bytes): enterprise 343, then a first class string that
+/// starts with "PXEClient" or "HTTPClient" (what EDK2 checks in offers: `PxeBcParseDhcp6Packet`,
+/// `HttpBootParseDhcp6Packet`).
+#[inline(always)]
+fn is_boot_vendor_class6(cursor: &Cursor<'_>, len: usize) -> bool {
+    const PXE: usize = 6 + PXE_CLIENT.len();
+    const HTTP: usize = 6 + HTTP_CLIENT.len();
+    let intel = dhcpv6::ENTERPRISE_INTEL.to_be_bytes();
+    let Some(data) = cursor.peek::<[u8; PXE]>() else {
+        return false;
+    };
+    if len < PXE || !bytes_eq(&[data[0], data[1], data[2], data[3]], &intel) {
+        return false;
+    }
+    let class_len = usize::from(u16::from_be_bytes([data[4], data[5]]));
+    let mut pxe = [0u8; PXE_CLIENT.len()];
+    let mut i = 0;
+    while i < pxe.len() {
+        pxe[i] = data[6 + i];
+        i += 1;
+    }
+    if class_len >= PXE_CLIENT.len() && bytes_eq(&pxe, PXE_CLIENT) {
+        return true;
+    }
+    len >= HTTP
+        && class_len >= HTTP_CLIENT.len()
+        && cursor.peek::<[u8; HTTP]>().is_some_and(|data| {
+            let mut http = [0u8; HTTP_CLIENT.len()];
+            let mut i = 0;
+            while i < http.len() {
+                http[i] = data[6 + i];
+                i += 1;
+            }
+            bytes_eq(&http, HTTP_CLIENT)
+        })
+}
+
+/// Option 15 data at the cursor: a first user class of four octets, "iPXE" (iPXE `dhcpv6.c`).
+#[inline(always)]
+fn is_ipxe_user_class6(cursor: &Cursor<'_>, len: usize) -> bool {
+    const N: usize = IPXE_USER_CLASS.len();
+    len >= N + 2
+        && cursor.peek::<[u8; N + 2]>().is_some_and(|data| {
+            data[0] == 0
+                && usize::from(data[1]) == N
+                && bytes_eq(&[data[2], data[3], data[4], data[5]], IPXE_USER_CLASS)
+        })
 }
 
 #[inline(always)]

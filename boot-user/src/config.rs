@@ -45,6 +45,18 @@ pub struct Config {
     pub api: Api,
     /// Where loaders missing from the roots are looked for (`[loaders] search`).
     pub loaders: LoaderSearch,
+    /// `[ipv6]`: DHCPv6 boot beside the site's DHCPv6 server.
+    pub ipv6: Ipv6,
+}
+
+/// The `[ipv6]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6 {
+    /// Answer DHCPv6 boot clients (port 547 and 4011 over IPv6) on the served interfaces.
+    pub enabled: bool,
+    /// The address put in boot URLs, per interface; an interface not named uses its first
+    /// global or unique-local address.
+    pub addresses: BTreeMap<String, std::net::Ipv6Addr>,
 }
 
 /// One file of every node's overlay (`[[overlay]]`): where, with which permissions, from which template.
@@ -425,6 +437,14 @@ struct FileConfig {
     admin: Option<FileAdmin>,
     api: Option<FileApi>,
     loaders: Option<FileLoaders>,
+    ipv6: Option<FileIpv6>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIpv6 {
+    enabled: Option<bool>,
+    addresses: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -776,6 +796,11 @@ impl Resolver<'_> {
             .collect();
         let overlay = resolve_overlay(overlay_src, file_overlay, &all_vars)?;
 
+        let ipv6 = self.resolve_ipv6(
+            user.ipv6.unwrap_or_default(),
+            default.ipv6.unwrap_or_default(),
+        )?;
+
         let (src, rules) = self
             .pick(user.policy, default.policy)
             .ok_or_else(|| incomplete("policy"))?;
@@ -813,7 +838,37 @@ impl Resolver<'_> {
             admin,
             api,
             loaders,
+            ipv6,
         })
+    }
+
+    fn resolve_ipv6(&self, user: FileIpv6, default: FileIpv6) -> Result<Ipv6, ConfigError> {
+        let incomplete = |key: &str| ConfigError {
+            file: DEFAULT_NAME.to_owned(),
+            line: None,
+            key: format!("ipv6.{key}"),
+            message: "missing from the embedded default".to_owned(),
+        };
+        let enabled = user
+            .enabled
+            .or(default.enabled)
+            .ok_or_else(|| incomplete("enabled"))?;
+        let (src, file_addresses) = self
+            .pick(user.addresses, default.addresses)
+            .ok_or_else(|| incomplete("addresses"))?;
+        let mut addresses = BTreeMap::new();
+        for (name, address) in file_addresses {
+            let key = format!("ipv6.addresses.{}", name.get_ref());
+            let name = validate_interface_name(src, name).map_err(|e| ConfigError {
+                key: key.clone(),
+                ..e
+            })?;
+            let span = address.span();
+            let address =
+                validate_url_address(address.get_ref()).map_err(|why| src.error(span, key, why))?;
+            addresses.insert(name, address);
+        }
+        Ok(Ipv6 { enabled, addresses })
     }
 
     fn resolve_admin(&self, ua: FileAdmin, da: FileAdmin) -> Result<Admin, ConfigError> {
@@ -1439,6 +1494,17 @@ fn validate_interface_name(src: Source<'_>, name: Spanned<String>) -> Result<Str
     Ok(name)
 }
 
+/// `[ipv6] addresses` values: see [`crate::dhcp6::url_address_problem`].
+pub fn validate_url_address(text: &str) -> Result<std::net::Ipv6Addr, String> {
+    let address: std::net::Ipv6Addr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv6 address like fd00::1"))?;
+    match crate::dhcp6::url_address_problem(address) {
+        Some(why) => Err(format!("{address} {why}")),
+        None => Ok(address),
+    }
+}
+
 fn validate_root(
     src: Source<'_>,
     key: &str,
@@ -1751,6 +1817,44 @@ mod tests {
 
         let e = error("[server\n");
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn ipv6_url_addresses_are_validated_with_their_line_and_interface() {
+        let config = Config::parse(
+            "[ipv6]\nenabled = true\naddresses = { eth0 = \"fd00:18::1\" }\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(config.ipv6.enabled);
+        assert_eq!(
+            config.ipv6.addresses.get("eth0"),
+            Some(&"fd00:18::1".parse().unwrap())
+        );
+        assert!(!Config::embedded().unwrap().ipv6.enabled, "off by default");
+        for (value, why) in [
+            ("fe80::1", "link-local"),
+            ("ff02::1:2", "multicast"),
+            ("::", "cannot be reached"),
+            ("::ffff:198.18.0.1", "IPv4-mapped"),
+            ("198.18.0.1", "not an IPv6 address"),
+        ] {
+            let e = error(&format!(
+                "[ipv6]\nenabled = true\naddresses = {{ eth1 = \"fd00::2\", eth0 = \"{value}\" }}\n"
+            ));
+            assert_eq!(
+                (e.line, e.key.as_str()),
+                (Some(3), "ipv6.addresses.eth0"),
+                "{e}"
+            );
+            assert!(e.message.contains(why), "{value}: {e}");
+        }
+        let e = error("[ipv6]\n\naddresses = { \"a/b\" = \"fd00::1\" }\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(3), "ipv6.addresses.a/b"),
+            "{e}"
+        );
     }
 
     #[test]

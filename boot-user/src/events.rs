@@ -4,18 +4,19 @@
 //! ([`crate::observe::Observer`], with the metrics, the node table and the status page behind
 //! it) implements it, and nothing below imports the observer.
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 
 use crate::dhcp::{Outcome, ServerPort};
+use crate::dhcp6;
 
 /// A TFTP transfer that ended (or could not start).
 #[derive(Debug, Clone)]
 pub struct TftpTransfer<'a> {
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     pub interface: &'a str,
     pub file: &'a str,
     /// Bytes the client acknowledged.
@@ -52,8 +53,17 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
         elapsed: Duration,
     );
 
+    /// One DHCPv6 request on `port` and what the core decided, `elapsed` after it arrived.
+    fn dhcp6(
+        &self,
+        iface: &str,
+        port: dhcp6::ServerPort,
+        outcome: &dhcp6::Outcome,
+        elapsed: Duration,
+    );
+
     /// A DHCP request dropped before the core saw it: on an interface not served, or on one
-    /// without an IPv4 address to hand out.
+    /// without an address to hand out.
     fn dhcp_unanswered(&self, reason: &'static str, iface: &str);
 
     /// One TFTP transfer, finished or refused.

@@ -1,7 +1,8 @@
 //! xdpboot: a proxyDHCP and network-boot server.
 //!
 //! The library holds everything the `xdpboot` binary runs, so integration tests, fuzz targets and
-//! benchmarks can drive the same code: the sans-IO DHCP core in [`dhcp`], the configuration in
+//! benchmarks can drive the same code: the sans-IO DHCP cores in [`dhcp`] and [`dhcp6`] (one
+//! policy table for both), the configuration in
 //! [`config`], the backends, the interface table and what they share ([`net::service`]) in [`net`], the
 //! read-only TFTP server for first-stage loaders in [`tftp`] (found in its root or, by
 //! [`loaders`], in the `ipxe` package), and the HTTP(S) server for scripts, kernels and images
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod bootapi;
 pub mod config;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod events;
 pub mod http;
 pub mod loaders;

@@ -22,6 +22,7 @@ use xdpboot::http::scripts::BootContent;
 use xdpboot::net::iface::{InterfaceTable, Interfaces};
 use xdpboot::net::service::{FsLoaders, Service};
 use xdpboot::net::udp::UdpSocket;
+use xdpboot::net::udp6::Udp6Socket;
 use xdpboot::net::xdp::AttachMode;
 use xdpboot::net::xdp::backend::{XdpInterface, XdpSettings};
 use xdpboot::net::xdp::program::{ExistingProgram, attached_counters, attached_xdp_on};
@@ -330,6 +331,25 @@ fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
         config.http.port,
         config.http.https_port
     );
+    if config.ipv6.enabled {
+        let addresses: Vec<String> = config
+            .ipv6
+            .addresses
+            .iter()
+            .map(|(name, address)| format!("{name} [{address}]"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "ipv6: on (DHCPv6 boot on ports 547 and 4011; URL addresses: {})",
+            if addresses.is_empty() {
+                "each interface's first global or unique-local".to_owned()
+            } else {
+                addresses.join(", ")
+            }
+        );
+    } else {
+        let _ = writeln!(out, "ipv6: off");
+    }
     if config.admin.enabled {
         let _ = writeln!(
             out,
@@ -450,8 +470,14 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         let Some(iface) = table.by_name(name) else {
             bail!("interface {name} does not exist");
         };
-        if iface.addrs.is_empty() {
+        if iface.addrs.is_empty() && !config.ipv6.enabled {
             tracing::warn!(iface = %name, "interface has no IPv4 address yet: its clients are not answered until it gets one");
+        }
+        if config.ipv6.enabled
+            && !config.ipv6.addresses.contains_key(name)
+            && iface.url_address6().is_none()
+        {
+            tracing::warn!(iface = %name, "[ipv6] is on, but the interface has no global or unique-local IPv6 address yet (and [ipv6] addresses names none): its DHCPv6 clients are not answered until it gets one");
         }
     }
     report_missing_loaders(&config);
@@ -462,6 +488,7 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
         watcher: port_watcher,
     } = open_backends(&config, &table, existing)?;
     let stats = Arc::new(Stats::default());
+    let stats6 = Arc::new(xdpboot::dhcp6::stats::Stats::default());
     // Metrics and the node table, fed by every server below, shown on the admin listener.
     let observer = Observer::from_config(&config.admin);
     // What the servers report to: the observer, through the sink trait they know it by.
@@ -498,7 +525,8 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
                 FsLoaders::new(&config.tftp.root, config.loaders.clone()),
                 stats.clone(),
             )
-            .with_observer(sink.clone()),
+            .with_observer(sink.clone())
+            .with_ipv6(config.ipv6.clone(), stats6.clone()),
         );
         for iface in xdp {
             if let Some(observer) = &observer {
@@ -523,21 +551,41 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
                 FsLoaders::new(&config.tftp.root, config.loaders.clone()),
                 stats.clone(),
             )
-            .with_observer(sink.clone()),
+            .with_observer(sink.clone())
+            .with_ipv6(config.ipv6.clone(), stats6.clone()),
         );
         let dhcp = UdpSocket::bind(ServerPort::Dhcp)?;
         let pxe = UdpSocket::bind(ServerPort::Pxe)?;
+        // DHCPv6: the group ff02::1:2 on each served interface, and [::]:4011.
+        let mut v6 = Vec::new();
+        if config.ipv6.enabled {
+            for name in &udp_names {
+                let Some(iface) = table.by_name(name) else {
+                    continue;
+                };
+                v6.push((
+                    format!("port 547 on {name}"),
+                    Udp6Socket::bind_dhcp(iface.index, name)?,
+                ));
+            }
+            v6.push(("port 4011 over IPv6".to_owned(), Udp6Socket::bind_pxe()?));
+        }
         for name in &udp_names {
-            tracing::info!(iface = %name, backend = "udp", "serving");
+            tracing::info!(iface = %name, backend = "udp", ipv6 = config.ipv6.enabled, "serving");
         }
         let s = service.clone();
         tasks.spawn(async move { dhcp.serve(s).await.context("port 67") });
+        for (what, socket) in v6 {
+            let s = service.clone();
+            tasks.spawn(async move { socket.serve(s).await.context(what) });
+        }
         tasks.spawn(async move { pxe.serve(service).await.context("port 4011") });
     }
     // TFTP serves the first stage (loaders) on every served interface, whatever the backend.
     let tftp = TftpServer::bind(
         TftpConfig {
             loaders: config.loaders.clone(),
+            ipv6: config.ipv6.enabled,
             ..TftpConfig::from(&config.tftp)
         },
         interfaces.clone(),
@@ -625,6 +673,12 @@ async fn run(source: Source, existing: ExistingProgram) -> anyhow::Result<()> {
     let counts: Vec<String> = stats
         .snapshot()
         .into_iter()
+        .chain(
+            stats6
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (format!("dhcp6.{k}"), v)),
+        )
         .chain(
             tftp_stats
                 .snapshot()
@@ -787,6 +841,7 @@ fn open_backends(
         shed_rate: config.xdp.shed_rate,
         shed_burst: config.xdp.shed_burst,
         never_shed: config.never_shed(),
+        ipv6: config.ipv6.enabled,
     };
     // A VLAN sub-interface is served through the program on its parent device, which sees the
     // tagged frames first (and in driver mode, which VLAN devices do not have).
@@ -838,6 +893,7 @@ fn open_backends(
                 backend = "xdp",
                 mode = %iface.mode(),
                 steer = ?config.xdp.steer,
+                ipv6 = config.ipv6.enabled,
                 queues = iface.queue_count(),
                 "serving"
             );

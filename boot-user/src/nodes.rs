@@ -42,7 +42,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::dhcp::BootFile;
-use crate::dhcp::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay};
+use crate::dhcp::classify::{BootProtocol, ClientArch, MacDisplay, UuidDisplay};
+use crate::dhcp::policy::Identity;
 use summary::{Keys, RuleId, RuleNames, Summary, SummaryHead, SummaryView, UNKNOWN};
 
 /// How long after its offer a node may still be guessed as the one fetching the offered file.
@@ -134,8 +135,8 @@ impl Firmware {
         }
     }
 
-    pub fn of(client: &Client) -> Firmware {
-        if client.ipxe.is_some() {
+    pub fn of(client: &Identity) -> Firmware {
+        if client.ipxe {
             Firmware::Ipxe
         } else if client.protocol == Some(BootProtocol::Http) {
             Firmware::UefiHttp

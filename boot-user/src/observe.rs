@@ -17,6 +17,7 @@ use crate::dhcp::classify::{Client, ServerPort};
 use crate::dhcp::policy::parse_mac;
 use crate::dhcp::stats::{Stats as DhcpStats, malformed_name};
 use crate::dhcp::{Ignored, Outcome};
+use crate::dhcp6;
 pub use crate::events::{EventSink, HttpRequest, TftpTransfer};
 use crate::http::Route;
 use crate::http::scripts::{BootFile, BootFilePath};
@@ -239,7 +240,7 @@ impl EventSink for Observer {
                     &ReplyLabels {
                         kind: reply.kind.name(),
                         arch: client.arch.map_or("none", |a| a.name()),
-                        firmware: Firmware::of(client).name(),
+                        firmware: Firmware::of(&client.identity()).name(),
                         interface,
                     },
                     |c| {
@@ -263,7 +264,7 @@ impl EventSink for Observer {
             mac,
             uuid: client.uuid,
             arch: client.arch,
-            firmware: Firmware::of(client),
+            firmware: Firmware::of(&client.identity()),
             interface,
             address: client_address(client, port, source),
             rule,
@@ -272,8 +273,115 @@ impl EventSink for Observer {
         self.track("dhcp", |t| t.dhcp(Instant::now(), &seen));
     }
 
+    /// One DHCPv6 decision (`Service::handle6`): the same metrics as DHCPv4's (port 547 or
+    /// 4011, the reply kinds `advertise`, `reply` and `pxe_reply`) and the same node rows. A
+    /// DHCPv6 request does not show the client's address to the node table: its downloads are
+    /// told apart by the MAC in their URLs.
+    fn dhcp6(
+        &self,
+        iface: &str,
+        port: dhcp6::ServerPort,
+        outcome: &dhcp6::Outcome,
+        elapsed: Duration,
+    ) {
+        let m = &self.metrics;
+        self.decisions.with(
+            &m.dhcp_decision_seconds,
+            &PortLabels {
+                port: port.number(),
+            },
+            |h| h.observe(elapsed.as_secs_f64()),
+        );
+        let interface = interface_label(iface);
+        let (client, rule, answer) = match outcome {
+            dhcp6::Outcome::Malformed(malformed) => {
+                m.dhcp_malformed
+                    .get_or_create(&ReasonLabels {
+                        reason: malformed.name(),
+                        interface,
+                    })
+                    .inc();
+                return;
+            }
+            dhcp6::Outcome::Ignored { client, reason } => {
+                self.ignored.with(
+                    &m.dhcp_ignored,
+                    &ReasonLabels {
+                        reason: reason.name(),
+                        interface,
+                    },
+                    |c| {
+                        c.inc();
+                    },
+                );
+                if matches!(
+                    reason,
+                    dhcp6::Ignored::NotBootRequest
+                        | dhcp6::Ignored::MessageType(_)
+                        | dhcp6::Ignored::OtherServer
+                ) {
+                    return;
+                }
+                let rule = match reason {
+                    dhcp6::Ignored::Silent { rule }
+                    | dhcp6::Ignored::LoaderMissing { rule, .. } => Some(*rule),
+                    _ => None,
+                };
+                (
+                    client,
+                    rule,
+                    DhcpAnswer::NotAnswered {
+                        reason: reason.name(),
+                        error: !matches!(reason, dhcp6::Ignored::Silent { .. }),
+                    },
+                )
+            }
+            dhcp6::Outcome::Reply {
+                client,
+                rule,
+                action,
+                reply,
+            } => {
+                self.replies.with(
+                    &m.dhcp_replies,
+                    &ReplyLabels {
+                        kind: reply.kind.name(),
+                        arch: client.arch.map_or("none", |a| a.name()),
+                        firmware: Firmware::of(&client.identity()).name(),
+                        interface,
+                    },
+                    |c| {
+                        c.inc();
+                    },
+                );
+                (
+                    client,
+                    Some(*rule),
+                    DhcpAnswer::Answered {
+                        reply: reply.kind.name(),
+                        file: action.boot_file().unwrap_or_default(),
+                    },
+                )
+            }
+        };
+        let Some(mac) = client.mac else {
+            return;
+        };
+        let seen = DhcpSeen {
+            mac,
+            uuid: client.uuid,
+            arch: client.arch,
+            firmware: Firmware::of(&client.identity()),
+            interface,
+            address: None,
+            rule,
+            answer,
+        };
+        self.track("dhcp", |t| t.dhcp(Instant::now(), &seen));
+    }
+
     /// A DHCP request dropped before the core saw it: on an interface not served, or on one
-    /// without an IPv4 address to hand out.
+    /// without an address to hand out.
     fn dhcp_unanswered(&self, reason: &'static str, iface: &str) {
         self.metrics
             .dhcp_ignored
@@ -291,6 +399,11 @@ impl EventSink for Observer {
                 .tftp_transfer_seconds
                 .observe(transfer.duration.as_secs_f64());
         }
+        // The node table knows clients by IPv4 address; a transfer over IPv6 shows in the
+        // metrics only.
+        let IpAddr::V4(client) = transfer.client.ip() else {
+            return;
+        };
         // A GRUB without `http` fetches its config, kernel, initrds and overlay over TFTP too:
         // the same names as over HTTP tell the stage. Anything else is a loader.
         let (path, query) = match transfer.file.split_once('?') {
@@ -308,7 +421,7 @@ impl EventSink for Observer {
             _ => Fetched::Loader(transfer.file),
         };
         let fetch = Fetch {
-            client: *transfer.client.ip(),
+            client,
             what,
             protocol: "tftp",
             ok: transfer.error.is_none(),
@@ -547,6 +660,59 @@ mod tests {
         assert_eq!(
             client_address(&client, ServerPort::Dhcp, from),
             Some(client.ciaddr)
+        );
+    }
+
+    #[test]
+    fn a_dhcpv6_answer_makes_a_node_row_and_moves_the_reply_metric() {
+        use boot_common::wire::dhcpv6::{self, Writer, message_type, option};
+        let observer = Observer::new(Limits {
+            max_nodes: 10,
+            ttl: Duration::from_secs(60),
+        });
+        let mut buf = [0u8; 256];
+        let mut writer = Writer::new(&mut buf, message_type::SOLICIT, 7).unwrap();
+        let class = [&343u32.to_be_bytes()[..], &[0, 9], b"PXEClient"].concat();
+        writer.option(option::CLIENT_ARCH_TYPE, &[0, 7]).unwrap();
+        writer.option(option::VENDOR_CLASS, &class).unwrap();
+        let len = writer.finish();
+        let config = crate::config::Config::embedded().unwrap();
+        let duid = dhcpv6::duid_ll([2, 0, 0, 0, 0, 1].into());
+        let mac = [0x52, 0x54, 0, 0x18, 1, 1];
+        let ingress = dhcp6::Ingress {
+            port: dhcp6::ServerPort::Dhcp,
+            source: std::net::SocketAddrV6::new(
+                boot_common::wire::ipv6::eui64_link_local(mac.into()),
+                546,
+                0,
+                0,
+            ),
+            server: "fd00:18::1".parse().unwrap(),
+            server_duid: &duid,
+            link_mac: None,
+        };
+        struct Everything;
+        impl crate::dhcp::LoaderIndex for Everything {
+            fn has_loader(&self, _: &str) -> bool {
+                true
+            }
+        }
+        let outcome = dhcp6::Responder::new(&config.policy, config.url_ports()).handle(
+            &buf[..len],
+            &ingress,
+            &Everything,
+            &crate::dhcp::AdmitAll,
+        );
+        assert!(
+            matches!(outcome, dhcp6::Outcome::Reply { .. }),
+            "{outcome:?}"
+        );
+        observer.dhcp6("eth0", dhcp6::ServerPort::Dhcp, &outcome, Duration::ZERO);
+        assert_eq!(observer.nodes(&TableQuery::default()).nodes.len(), 1);
+        let metrics = observer.metrics.encode();
+        assert!(
+            metrics.contains("kind=\"advertise\"") && metrics.contains("firmware=\"uefi-pxe\""),
+            "{metrics}"
         );
     }
 }

@@ -73,6 +73,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check("tftp", old.tftp != new.tftp);
     check("http", old.http != new.http);
     check("admin", old.admin != new.admin);
+    check("ipv6.enabled", old.ipv6.enabled != new.ipv6.enabled);
     check(
         "boot.secret_file",
         old.boot.secret_file != new.boot.secret_file,

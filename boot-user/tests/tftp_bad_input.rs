@@ -3,7 +3,7 @@
 //! unbounded whatever it is fed, and through any pattern of loss a session delivers the file
 //! exactly (driven in simulated time against an RFC 1350 / RFC 7440 receiver).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ use xdpboot::tftp::packet::{self, Opcode, Packet, TftpOption};
 use xdpboot::tftp::request;
 use xdpboot::tftp::session::{Session, SessionLimits};
 
-const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 50), 2070);
-const STRANGER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 51), 2070);
+const CLIENT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 50), 2070));
+const STRANGER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 51), 2070));
 
 fn file(len: usize) -> Arc<[u8]> {
     (0..len).map(|i| (i * 13 % 256) as u8).collect()

@@ -872,7 +872,7 @@ impl Lab {
 
 /// The process called `comm` in `ns` (the lab's server: the namespace is ours and holds only
 /// it).
-fn pid_in_netns(ns: &NetNs, comm: &str) -> anyhow::Result<u32> {
+pub(crate) fn pid_in_netns(ns: &NetNs, comm: &str) -> anyhow::Result<u32> {
     let inode = std::fs::metadata(Path::new("/run/netns").join(ns.name()))
         .context("reading the namespace's inode")?
         .ino();
@@ -900,7 +900,7 @@ fn pid_in_netns(ns: &NetNs, comm: &str) -> anyhow::Result<u32> {
 }
 
 /// Receive packet steering of `iface`'s first rx queue to `cpu`.
-fn set_rps(ns: &NetNs, iface: &str, cpu: usize) -> anyhow::Result<()> {
+pub(crate) fn set_rps(ns: &NetNs, iface: &str, cpu: usize) -> anyhow::Result<()> {
     let mask = format!("{:x}", 1u64 << cpu);
     run_command(
         Command::new("ip").args([
@@ -920,9 +920,9 @@ fn set_rps(ns: &NetNs, iface: &str, cpu: usize) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // CPU accounting
 
-struct CpuSnapshot {
+pub(crate) struct CpuSnapshot {
     /// CPU time of every thread of the server.
-    server: Duration,
+    pub(crate) server: Duration,
     /// Its user-space part (`utime` of every thread, in USER_HZ ticks: coarse, so only the
     /// sum over a trial means anything).
     server_user: Duration,
@@ -933,7 +933,7 @@ struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    fn take(pid: u32) -> anyhow::Result<CpuSnapshot> {
+    pub(crate) fn take(pid: u32) -> anyhow::Result<CpuSnapshot> {
         let mut server = Duration::ZERO;
         let mut user_ticks = 0u64;
         let tasks = format!("/proc/{pid}/task");

@@ -146,6 +146,7 @@ mod imp {
             shed_rate: 0,
             shed_burst: 0,
             ring_wakeup: true,
+            ipv6: false,
         };
         let boot = boot_discover();
         let cases = [

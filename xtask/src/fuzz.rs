@@ -1,5 +1,5 @@
-//! `cargo xtask fuzz`: runs the `cargo fuzz` targets of `boot-user/fuzz` (DHCP, TFTP request,
-//! HTTP path, template, overlay, wire) for a bounded time or number of executions each,
+//! `cargo xtask fuzz`: runs the `cargo fuzz` targets of `boot-user/fuzz` (DHCP, DHCPv6, TFTP
+//! request, HTTP path, template, overlay, wire) for a bounded time or number of executions each,
 //! and prints executions and crashes per target. `cargo xtask test` runs each briefly so they keep
 //! building; long runs (results in BENCHMARKS.md) use `--seconds 1800` or `--runs 10000000`.
 //!
@@ -16,6 +16,7 @@ use crate::workspace_root;
 /// Every target, in the order they run.
 pub const TARGETS: &[&str] = &[
     "dhcp",
+    "dhcp6",
     "tftp_request",
     "http_path",
     "template",

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_dhcp;
+mod bench_dhcp6;
 mod bench_http;
 mod bench_tftp;
 mod bench_xdp;
@@ -64,6 +65,10 @@ enum Command {
     /// through veth, for xdpboot's XDP (tee, redirect) and UDP backends and dnsmasq in proxy
     /// mode, with one load generator in one run; plus a perfdhcp cross-check. Needs root.
     BenchDhcp(bench_dhcp::Args),
+    /// Benchmark: DHCPv6 boot Advertises/s and CPU per Advertise through veth, for xdpboot's XDP
+    /// (tee) and UDP backends and dnsmasq as a full DHCPv6 server with option6:bootfile-url,
+    /// one generator of EDK2-shaped Solicits, one run. Needs root.
+    BenchDhcp6(bench_dhcp6::Args),
     /// Benchmark: HTTP(S) downloads of a large image from xdpboot and nginx, side by side.
     BenchHttp(bench_http::Args),
     /// Benchmark: fetch a loader over TFTP from xdpboot and dnsmasq, side by side.
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => loadtest::run(&args),
         Command::BenchXdp(args) => bench_xdp::run(&args),
         Command::BenchDhcp(args) => bench_dhcp::run(&args),
+        Command::BenchDhcp6(args) => bench_dhcp6::run(&args),
         Command::BenchTftp(args) => bench_tftp::run(&args),
         Command::Package(args) => package::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),

@@ -20,6 +20,7 @@ pub const VLAN_ID_MASK: u16 = 0x0fff;
 /// EtherType values (IEEE Registration Authority).
 pub mod ethertype {
     pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86dd;
     /// An 802.1Q customer tag's TPID.
     pub const VLAN_8021Q: u16 = 0x8100;
     /// An 802.1ad service tag's TPID.

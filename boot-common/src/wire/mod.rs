@@ -1,5 +1,6 @@
 //! The packet formats xdpboot reads and writes, written once: Ethernet with VLAN tags, IPv4,
-//! UDP, BOOTP/DHCPv4 and the PXE options inside it.
+//! IPv6 with its extension headers, UDP, BOOTP/DHCPv4 and the PXE options inside it, and
+//! DHCPv6.
 //!
 //! The shape is smoltcp's `wire` module: a view (`Packet<T: AsRef<[u8]>>`, `Frame<T>`) checks
 //! its buffer once in `new_checked` so that no accessor can panic afterwards, and reads its
@@ -14,14 +15,19 @@
 
 pub mod checksum;
 pub mod dhcpv4;
+pub mod dhcpv6;
 pub mod ethernet;
 pub mod frame;
 pub mod ipv4;
+pub mod ipv6;
 pub mod mac;
 pub mod pxe;
 pub mod udp;
 
-pub use frame::{FrameRepr, UdpFrame, emit_udp_frame, headers_len};
+pub use frame::{
+    FrameRepr, FrameRepr6, UdpFrame, UdpFrame6, emit_udp_frame, emit_udp6_frame, headers_len,
+    headers6_len,
+};
 pub use mac::MacAddr;
 
 use core::fmt;
@@ -31,7 +37,7 @@ use core::fmt;
 pub enum Error {
     /// The buffer ends before the header does.
     Truncated,
-    /// The IPv4 version field is not 4.
+    /// The IP version field is not the one of the view (4 or 6).
     BadVersion,
     /// The IPv4 header length (IHL) is below 5 words or runs past the buffer.
     BadHeaderLength,
@@ -42,17 +48,22 @@ pub enum Error {
     TooManyTags,
     /// The EtherType after the VLAN tags is not IPv4.
     NotIpv4,
-    /// The IPv4 protocol is not UDP.
+    /// The EtherType after the VLAN tags is not IPv6.
+    NotIpv6,
+    /// The IPv4 protocol (or the IPv6 header after the extension headers) is not UDP.
     NotUdp,
-    /// An IPv4 fragment: the UDP header and payload are not all in this datagram.
+    /// An IPv4 or IPv6 fragment: the UDP header and payload are not all in this datagram.
     Fragment,
+    /// More IPv6 extension headers than [`ipv6::MAX_EXTENSION_HEADERS`].
+    TooManyExtensionHeaders,
     /// The DHCP magic cookie is missing (RFC 2131 §3).
     BadMagicCookie,
     /// An option's length runs past the end of the options (RFC 2132 §2).
     OptionOverrun,
-    /// More than [`dhcpv4::MAX_OPTIONS`] options.
+    /// More than [`dhcpv4::MAX_OPTIONS`] (or [`dhcpv6::MAX_OPTIONS`]) options.
     TooManyOptions,
-    /// Option data longer than the 255 bytes its length octet can say (RFC 2132 §2).
+    /// Option data longer than its length field can say: 255 bytes in DHCPv4 (RFC 2132 §2),
+    /// 65535 in DHCPv6 (RFC 8415 §21.1).
     OptionTooLong,
     /// PAD (0) or END (255) written as an option with data: they are single octets.
     BadOptionCode,
@@ -60,7 +71,7 @@ pub enum Error {
     FieldTooLong,
     /// The caller's buffer cannot hold what is to be written.
     BufferTooSmall,
-    /// A datagram longer than IPv4's and UDP's 16-bit length fields can say.
+    /// A datagram longer than the IP and UDP 16-bit length fields can say.
     TooLong,
 }
 
@@ -68,13 +79,15 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Error::Truncated => "truncated header",
-            Error::BadVersion => "not IP version 4",
+            Error::BadVersion => "wrong IP version",
             Error::BadHeaderLength => "bad IPv4 header length",
             Error::BadLength => "length field disagrees with the header or the buffer",
             Error::TooManyTags => "more than two VLAN tags",
             Error::NotIpv4 => "not IPv4",
+            Error::NotIpv6 => "not IPv6",
             Error::NotUdp => "not UDP",
-            Error::Fragment => "IPv4 fragment",
+            Error::Fragment => "IP fragment",
+            Error::TooManyExtensionHeaders => "too many IPv6 extension headers",
             Error::BadMagicCookie => "no DHCP magic cookie",
             Error::OptionOverrun => "option runs past the end",
             Error::TooManyOptions => "too many options",

@@ -6,11 +6,11 @@
 //! 8   data, up to length
 //! ```
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
-use super::checksum::ipv4_pseudo_header;
+use super::checksum::{Checksum, ipv4_pseudo_header};
 use super::ipv4::PROTOCOL_UDP;
-use super::{Error, be16};
+use super::{Error, be16, ipv6};
 
 pub const HEADER_LEN: usize = 8;
 
@@ -79,6 +79,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
                 .finish()
                 == 0
     }
+
+    /// Whether the checksum over the IPv6 pseudo-header, header and data is right. Over IPv6
+    /// the checksum is mandatory: a receiver discards a datagram whose checksum is 0
+    /// (RFC 8200 §8.1).
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        self.checksum() != 0
+            && ipv6::pseudo_header(src, dst, PROTOCOL_UDP, u32::from(self.len()))
+                .add_bytes(&self.bytes()[..usize::from(self.len())])
+                .finish()
+                == 0
+    }
 }
 
 impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
@@ -115,6 +126,27 @@ impl Repr {
     /// hold the data, and fills in the checksum over the IPv4 pseudo-header of `src` and `dst`.
     /// Returns the datagram's length.
     pub fn emit(&self, datagram: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<usize, Error> {
+        let len = u16::try_from(self.buffer_len()).map_err(|_| Error::TooLong)?;
+        self.emit_with(datagram, ipv4_pseudo_header(src, dst, PROTOCOL_UDP, len))
+    }
+
+    /// [`Repr::emit`] over IPv6: the checksum over the IPv6 pseudo-header of `src` and `dst`
+    /// (RFC 8200 §8.1).
+    pub fn emit_v6(
+        &self,
+        datagram: &mut [u8],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+    ) -> Result<usize, Error> {
+        let len = u16::try_from(self.buffer_len()).map_err(|_| Error::TooLong)?;
+        self.emit_with(
+            datagram,
+            ipv6::pseudo_header(src, dst, PROTOCOL_UDP, u32::from(len)),
+        )
+    }
+
+    /// Writes the header and the checksum, `pseudo` being the sum of the pseudo-header.
+    fn emit_with(&self, datagram: &mut [u8], pseudo: Checksum) -> Result<usize, Error> {
         let len = self.buffer_len();
         let len_field = u16::try_from(len).map_err(|_| Error::TooLong)?;
         let datagram = datagram.get_mut(..len).ok_or(Error::BufferTooSmall)?;
@@ -124,12 +156,9 @@ impl Repr {
             .copy_from_slice(&self.dst_port.to_be_bytes());
         datagram[field::LENGTH..field::LENGTH + 2].copy_from_slice(&len_field.to_be_bytes());
         datagram[field::CHECKSUM..field::CHECKSUM + 2].fill(0);
-        let sum = match ipv4_pseudo_header(src, dst, PROTOCOL_UDP, len_field)
-            .add_bytes(datagram)
-            .finish()
-        {
-            // 0 means "no checksum" on the wire; its one's complement twin says the same sum
-            // (RFC 768, "Fields").
+        let sum = match pseudo.add_bytes(datagram).finish() {
+            // 0 means "no checksum" on the wire over IPv4, and is forbidden over IPv6; its one's
+            // complement twin says the same sum (RFC 768, "Fields"; RFC 8200 §8.1).
             0 => 0xffff,
             sum => sum,
         };
@@ -179,6 +208,28 @@ mod tests {
             repr.emit(&mut buf[..10], SRC, DST),
             Err(Error::BufferTooSmall)
         );
+    }
+
+    #[test]
+    fn an_emitted_v6_datagram_verifies_and_a_zero_checksum_does_not() {
+        let (src, dst) = (
+            core::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+            core::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0x5054, 0xff, 0xfe18, 0x0101),
+        );
+        let mut buf = [0u8; 11];
+        buf[8..].copy_from_slice(b"abc");
+        let repr = Repr {
+            src_port: 547,
+            dst_port: 546,
+            payload_len: 3,
+        };
+        assert_eq!(repr.emit_v6(&mut buf, src, dst), Ok(11));
+        let packet = Packet::new_checked(&buf[..]).unwrap();
+        assert!(packet.verify_checksum_v6(src, dst));
+        assert!(!packet.verify_checksum_v6(src, core::net::Ipv6Addr::LOCALHOST));
+        buf[6..8].fill(0);
+        let packet = Packet::new_checked(&buf[..]).unwrap();
+        assert!(!packet.verify_checksum_v6(src, dst), "mandatory over IPv6");
     }
 
     #[test]

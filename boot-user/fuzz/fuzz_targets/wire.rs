@@ -1,10 +1,13 @@
-//! boot-common's wire layer on arbitrary bytes: every view (Ethernet, IPv4, UDP, the UDP frame,
-//! DHCP) and the option iterator read every field without a panic, every slice they hand out
-//! lies inside the input, and the option walk stays within its bound.
+//! boot-common's wire layer on arbitrary bytes: every view (Ethernet, IPv4, IPv6 and its
+//! extension-header walk, UDP, the UDP frames over both, DHCP, DHCPv6 and its relay messages)
+//! and the option iterators read every field without a panic, every slice they hand out lies
+//! inside the input, and the option walks stay within their bounds.
 #![no_main]
 
 use boot_common::wire::dhcpv4::{self, Header, Options};
-use boot_common::wire::{MacAddr, UdpFrame, checksum, ethernet, ipv4, pxe, udp};
+use boot_common::wire::{
+    MacAddr, UdpFrame, UdpFrame6, checksum, dhcpv6, ethernet, ipv4, ipv6, pxe, udp,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn inside(inner: &[u8], outer: &[u8]) -> bool {
@@ -44,7 +47,68 @@ fn dhcp(bytes: &[u8]) {
     }
 }
 
+fn walk_options6(bytes: &[u8]) {
+    let mut options = 0;
+    for (code, data) in dhcpv6::Options::new(bytes).flatten() {
+        assert!(inside(data, bytes));
+        match code {
+            dhcpv6::option::VENDOR_CLASS => {
+                if let Some(vendor) = dhcpv6::VendorClass::parse(data) {
+                    assert!(vendor.classes().all(|class| inside(class, data)));
+                }
+            }
+            dhcpv6::option::USER_CLASS => {
+                assert!(dhcpv6::Strings::new(data).all(|class| inside(class, data)));
+            }
+            _ => {
+                let _ = (
+                    dhcpv6::duid_mac(data),
+                    dhcpv6::client_arch(data),
+                    dhcpv6::client_linklayer_mac(data),
+                );
+            }
+        }
+        options += 1;
+    }
+    assert!(options <= dhcpv6::MAX_OPTIONS);
+}
+
+fn dhcp6(bytes: &[u8]) {
+    if let Ok(message) = dhcpv6::Packet::new_checked(bytes) {
+        let _ = (message.msg_type(), message.transaction_id());
+        walk_options6(&bytes[dhcpv6::HEADER_LEN..]);
+    }
+    if let Ok(relay) = dhcpv6::RelayPacket::new_checked(bytes) {
+        let _ = (relay.hop_count(), relay.link_address(), relay.peer_address());
+        walk_options6(&bytes[dhcpv6::RELAY_HEADER_LEN..]);
+        if let Ok(Some(inner)) = relay.find(dhcpv6::option::RELAY_MSG) {
+            assert!(inside(inner, bytes));
+            walk_options6(inner);
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    if let Ok(ip) = ipv6::Packet::new_checked(data) {
+        let _ = (ip.traffic_class(), ip.flow_label(), ip.src(), ip.dst());
+        assert!(inside(ip.payload(), data));
+        if let Ok(upper) = ip.upper_layer() {
+            assert!(inside(upper.data, ip.payload()));
+            assert_eq!(upper.offset + upper.data.len(), ip.payload().len());
+        }
+    }
+    if let Ok(frame) = UdpFrame6::parse(data) {
+        let _ = (frame.src(), frame.dst(), frame.verify_checksum());
+        assert!(inside(frame.payload(), data));
+        dhcp6(frame.payload());
+    }
+    dhcp6(data);
+    walk_options6(data);
+    if let Some((&first, rest)) = data.split_first() {
+        if let Ok(upper) = ipv6::walk_extension_headers(first, rest) {
+            assert!(inside(upper.data, rest));
+        }
+    }
     if let Ok(frame) = ethernet::Frame::new_checked(data) {
         let _ = (
             frame.dst(),

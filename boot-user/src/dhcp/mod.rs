@@ -213,15 +213,16 @@ impl Responder {
         if matches!(client.arch, None | Some(ClientArch::Other(_))) {
             return ignore(Ignored::UnknownArch);
         }
+        let identity = client.identity();
         let vars = policy::Vars {
-            server: ingress.server,
+            server: ingress.server.into(),
             http_port: self.ports.http,
             https_port: self.ports.https,
-            client,
+            client: &identity,
         };
         let (rule, action) = match admission.admit(client.mac) {
             Admit::Yes => {
-                let Some(rule) = self.policy.decide(client) else {
+                let Some(rule) = self.policy.decide(&identity) else {
                     return ignore(Ignored::NoRule);
                 };
                 (rule.name.as_str(), rule.action.resolve(&vars))

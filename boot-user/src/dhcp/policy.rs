@@ -6,7 +6,7 @@
 //! table comes from the config file (or the embedded default); this module only evaluates it.
 
 use std::fmt::{self, Write as _};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use boot_common::wire::mac::MacAddr;
 
@@ -14,6 +14,13 @@ use super::classify::{BootProtocol, Client, ClientArch, MacDisplay, UuidDisplay,
 
 /// The longest boot file name that fits the BOOTP `file` field with its NUL (RFC 2131 §2).
 pub const MAX_BOOT_FILE_LEN: usize = 127;
+/// The longest URL a template may render to for a DHCPv6 client: its boot file URL option has
+/// no such field to fit (RFC 5970 §3.1), and a bracketed IPv6 server address is up to 26
+/// bytes longer than a dotted quad. Room for a template that fits [`MAX_BOOT_FILE_LEN`] with
+/// IPv4 and names `{server}` up to four times.
+pub const MAX_BOOT_URL_LEN: usize = 255;
+/// `[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]`: the longest `{server}` in a URL over IPv6.
+const LONGEST_IPV6_HOST: usize = 41;
 
 /// One row of the policy table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +157,11 @@ pub const LOCAL_BOOT_PATH: &str = "/boot/local";
 /// The boot action for one client, templates filled in. Borrowed from the policy or held
 /// inline: deciding allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the URL is inline so that deciding allocates nothing; an action is made once per \
+              request and read in place"
+)]
 pub enum BootAction<'p> {
     Tftp {
         file: &'p str,
@@ -196,19 +208,20 @@ impl BootAction<'_> {
     }
 }
 
-/// A rendered boot file URL, at most [`MAX_BOOT_FILE_LEN`] bytes (what the BOOTP `file` field
-/// holds), kept inline. Templates whose longest rendering does not fit are refused when the
-/// config is loaded, so writing one never runs out of room.
+/// A rendered boot file URL, kept inline: at most [`MAX_BOOT_FILE_LEN`] bytes (what the BOOTP
+/// `file` field holds) for a DHCPv4 client, at most [`MAX_BOOT_URL_LEN`] for a DHCPv6 one.
+/// Templates whose longest rendering does not fit are refused when the config is loaded, so
+/// writing one never runs out of room.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BootFile {
-    bytes: [u8; MAX_BOOT_FILE_LEN],
+    bytes: [u8; MAX_BOOT_URL_LEN],
     len: usize,
 }
 
 impl BootFile {
     pub const fn new() -> BootFile {
         BootFile {
-            bytes: [0; MAX_BOOT_FILE_LEN],
+            bytes: [0; MAX_BOOT_URL_LEN],
             len: 0,
         }
     }
@@ -256,10 +269,10 @@ impl fmt::Write for BootFile {
 }
 
 impl From<&str> for BootFile {
-    /// `text`, cut at [`MAX_BOOT_FILE_LEN`] bytes (on a character boundary).
+    /// `text`, cut at [`MAX_BOOT_URL_LEN`] bytes (on a character boundary).
     fn from(text: &str) -> BootFile {
         let mut file = BootFile::new();
-        let mut end = text.len().min(MAX_BOOT_FILE_LEN);
+        let mut end = text.len().min(MAX_BOOT_URL_LEN);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -280,14 +293,42 @@ pub struct Policy {
     pub rules: Vec<Rule>,
 }
 
+/// What the policy table matches on and URL templates read: the same for a DHCPv4 client
+/// ([`Client::identity`]) and a DHCPv6 one, so one table decides both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub arch: Option<ClientArch>,
+    /// `None`: neither PXEClient nor HTTPClient (iPXE over DHCPv6 sends no vendor class).
+    pub protocol: Option<BootProtocol>,
+    /// The user class says iPXE.
+    pub ipxe: bool,
+    pub mac: Option<[u8; 6]>,
+    /// The machine's UUID as sent (EFI GUID byte order, see [`uuid_matches`]).
+    pub uuid: Option<[u8; 16]>,
+}
+
+impl Client {
+    /// What the policy sees of this client.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            arch: self.arch,
+            protocol: self.protocol,
+            ipxe: self.ipxe.is_some(),
+            mac: self.mac,
+            uuid: self.uuid,
+        }
+    }
+}
+
 /// Values a URL template may use; [`Vars::PLACEHOLDERS`] lists them.
 #[derive(Debug, Clone, Copy)]
 pub struct Vars<'a> {
-    /// The address of the interface the request came in on.
-    pub server: Ipv4Addr,
+    /// The address of the interface the request came in on; an IPv6 one is written in
+    /// brackets (RFC 3986 §3.2.2).
+    pub server: IpAddr,
     pub http_port: u16,
     pub https_port: u16,
-    pub client: &'a Client,
+    pub client: &'a Identity,
 }
 
 impl Vars<'_> {
@@ -297,23 +338,24 @@ impl Vars<'_> {
 
 impl Policy {
     /// The first rule that matches `client`, if any.
-    pub fn decide(&self, client: &Client) -> Option<&Rule> {
+    pub fn decide(&self, client: &Identity) -> Option<&Rule> {
         self.rules.iter().find(|rule| rule.applies_to(client))
     }
 }
 
 impl Rule {
-    fn applies_to(&self, client: &Client) -> bool {
-        let protocol = client.protocol.unwrap_or(BootProtocol::Pxe);
+    fn applies_to(&self, client: &Identity) -> bool {
         let fetchable = match self.action {
-            Action::Tftp(_) => protocol == BootProtocol::Pxe,
-            Action::Http(_) => protocol == BootProtocol::Http || client.ipxe.is_some(),
+            // Only a PXE client fetches over TFTP: iPXE over DHCPv6 names no protocol, and an
+            // iPXE is answered with a URL.
+            Action::Tftp(_) => client.protocol == Some(BootProtocol::Pxe),
+            Action::Http(_) => client.protocol == Some(BootProtocol::Http) || client.ipxe,
             // A chain serves the architectures it has a build for. iPXE is not handed iPXE
             // again (it would chain itself forever); any other chain's first stage is fine for
             // iPXE, which runs it as a PXE ROM would (BIOS machines whose NIC ROM is iPXE).
             Action::Loader(loader) => {
                 client.arch.and_then(|a| loader.first_stage(a)).is_some()
-                    && !(loader == Loader::Ipxe && client.ipxe.is_some())
+                    && !(loader == Loader::Ipxe && client.ipxe)
             }
             Action::Local | Action::Silent => true,
         };
@@ -322,7 +364,7 @@ impl Rule {
 }
 
 impl Match {
-    fn holds(&self, client: &Client) -> bool {
+    fn holds(&self, client: &Identity) -> bool {
         if let Some(arches) = &self.arch
             && !client.arch.is_some_and(|a| arches.contains(&a))
         {
@@ -334,7 +376,7 @@ impl Match {
             return false;
         }
         if let Some(ipxe) = self.ipxe
-            && client.ipxe.is_some() != ipxe
+            && client.ipxe != ipxe
         {
             return false;
         }
@@ -392,6 +434,11 @@ pub enum TemplateError {
         "URL can grow to {0} bytes, but the BOOTP file field holds {MAX_BOOT_FILE_LEN}: shorten it"
     )]
     TooLong(usize),
+    #[error(
+        "URL can grow to {0} bytes with an IPv6 server address, more than the {MAX_BOOT_URL_LEN} \
+         xdpboot hands out: name {{server}} fewer times"
+    )]
+    TooLongForIpv6(usize),
 }
 
 impl UrlTemplate {
@@ -424,21 +471,25 @@ impl UrlTemplate {
             source: source.to_owned(),
             parts,
         };
-        let longest = template.longest();
+        let longest = template.longest("255.255.255.255".len());
         if longest > MAX_BOOT_FILE_LEN {
             return Err(TemplateError::TooLong(longest));
+        }
+        let longest = template.longest(LONGEST_IPV6_HOST);
+        if longest > MAX_BOOT_URL_LEN {
+            return Err(TemplateError::TooLongForIpv6(longest));
         }
         Ok(template)
     }
 
-    /// The longest rendering, so a URL that cannot fit `file` is refused at start rather than
-    /// truncated for some clients.
-    fn longest(&self) -> usize {
+    /// The longest rendering with a server address of `server_len` bytes, so a URL that cannot
+    /// fit is refused at start rather than truncated for some clients.
+    fn longest(&self, server_len: usize) -> usize {
         self.parts
             .iter()
             .map(|part| match part {
                 Part::Text(t) => t.len(),
-                Part::Server => "255.255.255.255".len(),
+                Part::Server => server_len,
                 Part::HttpPort | Part::HttpsPort => "65535".len(),
                 Part::Mac => "00:00:00:00:00:00".len(),
                 Part::Uuid => "00000000-0000-0000-0000-000000000000".len(),
@@ -447,15 +498,19 @@ impl UrlTemplate {
             .sum()
     }
 
-    /// The URL for one client. The template fits [`MAX_BOOT_FILE_LEN`] whatever the values
-    /// (checked when the config is loaded), so the rendering is whole.
+    /// The URL for one client. The template fits [`MAX_BOOT_FILE_LEN`] with an IPv4 server and
+    /// [`MAX_BOOT_URL_LEN`] with an IPv6 one whatever the values (checked when the config is
+    /// loaded), so the rendering is whole.
     pub fn render(&self, vars: &Vars<'_>) -> BootFile {
         let mut out = BootFile::new();
         for part in &self.parts {
             // It fits (see above): a write cannot fail.
             let _ = match part {
                 Part::Text(t) => out.write_str(t),
-                Part::Server => write!(out, "{}", vars.server),
+                Part::Server => match vars.server {
+                    IpAddr::V4(v4) => write!(out, "{v4}"),
+                    IpAddr::V6(v6) => write!(out, "[{v6}]"),
+                },
                 Part::HttpPort => write!(out, "{}", vars.http_port),
                 Part::HttpsPort => write!(out, "{}", vars.https_port),
                 Part::Mac => match &vars.client.mac {
@@ -567,7 +622,7 @@ impl Action {
 /// the disk: it gets the URL of [`LOCAL_BOOT_PATH`], which answers 404 at once, and EDK2 gives
 /// up that boot option on it ("Could not retrieve NBP file size").
 pub fn local_boot(vars: &Vars<'_>) -> BootAction<'static> {
-    if vars.client.ipxe.is_some() {
+    if vars.client.ipxe {
         BootAction::Local {
             file: Some(BootFile::from(LOCAL_BOOT_SCRIPT)),
         }
@@ -583,11 +638,17 @@ pub fn local_boot(vars: &Vars<'_>) -> BootAction<'static> {
 /// `http://<server>[:<port>]/<name>`: the URL a UEFI HTTP-boot client fetches a chain's first
 /// stage from. The port is left out when it is 80: shim and GRUB fetch what follows (`grubx64.efi`,
 /// GRUB's `/grub/…`) from the same host, and GRUB's own HTTP client can only reach port 80
-/// (grub-core/net/http.c, `HTTP_PORT`). At most 48 bytes, so it always fits `file`.
+/// (grub-core/net/http.c, `HTTP_PORT`). At most 48 bytes over IPv4, so it always fits `file`;
+/// an IPv6 address is written in brackets (RFC 3986 §3.2.2), at most 74 bytes, within
+/// [`MAX_BOOT_URL_LEN`].
 fn loader_url(vars: &Vars<'_>, name: &str) -> BootFile {
     let mut url = BootFile::new();
-    // "http://" 7 + address 15 + ":65535" 6 + "/" 1 + the longest first stage (16): it fits.
-    let _ = write!(url, "http://{}", vars.server);
+    // "http://" 7 + address 15 (IPv6: 41) + ":65535" 6 + "/" 1 + the longest first stage (16):
+    // it fits.
+    let _ = match vars.server {
+        IpAddr::V4(v4) => write!(url, "http://{v4}"),
+        IpAddr::V6(v6) => write!(url, "http://[{v6}]"),
+    };
     if vars.http_port != 80 {
         let _ = write!(url, ":{}", vars.http_port);
     }
@@ -619,8 +680,9 @@ mod tests {
     use super::*;
     use crate::dhcp::classify::{IpxeFeatures, ServerPort};
     use dhcproto::v4::MessageType;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn client(arch: ClientArch, protocol: BootProtocol, ipxe: bool) -> Client {
+    fn client(arch: ClientArch, protocol: BootProtocol, ipxe: bool) -> Identity {
         Client {
             message_type: MessageType::Discover,
             port: ServerPort::Dhcp,
@@ -634,6 +696,7 @@ mod tests {
             ciaddr: Ipv4Addr::UNSPECIFIED,
             giaddr: Ipv4Addr::UNSPECIFIED,
         }
+        .identity()
     }
 
     fn rule(name: &str, matches: Match, action: Action) -> Rule {
@@ -701,8 +764,8 @@ mod tests {
         let t = UrlTemplate::parse("http://{server}:{http_port}/boot.ipxe?mac={mac}&arch={arch}")
             .unwrap();
         let c = client(ClientArch::Bios, BootProtocol::Pxe, true);
-        let vars = Vars {
-            server: Ipv4Addr::new(198, 18, 0, 1),
+        let mut vars = Vars {
+            server: Ipv4Addr::new(198, 18, 0, 1).into(),
             http_port: 8080,
             https_port: 8443,
             client: &c,
@@ -710,6 +773,11 @@ mod tests {
         assert_eq!(
             t.render(&vars),
             "http://198.18.0.1:8080/boot.ipxe?mac=52:54:00:12:34:56&arch=bios"
+        );
+        vars.server = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into();
+        assert_eq!(
+            t.render(&vars),
+            "http://[fd00::1]:8080/boot.ipxe?mac=52:54:00:12:34:56&arch=bios"
         );
         assert_eq!(
             UrlTemplate::parse("http://{nope}/"),
@@ -724,6 +792,12 @@ mod tests {
         assert!(matches!(
             UrlTemplate::parse(&long),
             Err(TemplateError::TooLong(_))
+        ));
+        // Fits the BOOTP field with dotted quads, not the DHCPv6 limit with bracketed IPv6.
+        let servers = format!("http://{}/", "{server}/".repeat(7));
+        assert!(matches!(
+            UrlTemplate::parse(&servers),
+            Err(TemplateError::TooLongForIpv6(_))
         ));
     }
 

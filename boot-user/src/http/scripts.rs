@@ -779,12 +779,12 @@ impl crate::tftp::files::Generator for BootContent {
     fn generate<'a>(
         &'a self,
         name: &'a str,
-        client: std::net::SocketAddrV4,
-        local: std::net::Ipv4Addr,
+        client: SocketAddr,
+        local: IpAddr,
     ) -> crate::tftp::files::Generating<'a> {
         use crate::tftp::files::{FileError, Generated};
         Box::pin(async move {
-            let (client, local) = (SocketAddr::V4(client), SocketAddr::from((local, 0)));
+            let local = SocketAddr::from((local, 0));
             let refused = |refusal: ThirdStageRefusal| match refusal {
                 ThirdStageRefusal::Forbidden => FileError::PermissionDenied,
                 ThirdStageRefusal::NotFound => FileError::NotFound,

@@ -1,5 +1,5 @@
-//! The interface table: ifindex → name, MAC, MTU and IPv4 addresses, kept current by listening
-//! to rtnetlink link and address events.
+//! The interface table: ifindex → name, MAC, MTU and IPv4 and IPv6 addresses, kept current by
+//! listening to rtnetlink link and address events.
 //!
 //! The server address in siaddr, option 54 and boot URLs must be an address of the interface
 //! the request came in on (a multi-homed provisioning host serves several racks); this table is
@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, RwLock};
 
@@ -41,6 +41,8 @@ pub struct Interface {
     pub up: bool,
     /// In the order the kernel lists them; the first is the primary address.
     pub addrs: Vec<Ipv4Net>,
+    /// IPv6 addresses, link-local ones included, in the order the kernel lists them.
+    pub addrs6: Vec<Ipv6Addr>,
     /// Set for an 802.1Q sub-interface (`eth0.100`): its parent and VLAN id.
     pub vlan: Option<Vlan>,
 }
@@ -73,6 +75,22 @@ impl Interface {
     }
 }
 
+impl Interface {
+    /// The address to put in an IPv6 boot URL when the config names none: the first global or
+    /// unique-local one ([`crate::dhcp6::url_address_problem`]).
+    pub fn url_address6(&self) -> Option<Ipv6Addr> {
+        self.addrs6
+            .iter()
+            .copied()
+            .find(|&a| crate::dhcp6::url_address_problem(a).is_none())
+    }
+
+    /// Whether `address` is one of this interface's IPv6 addresses.
+    pub fn has_address6(&self, address: Ipv6Addr) -> bool {
+        self.addrs6.contains(&address)
+    }
+}
+
 /// A snapshot of the host's interfaces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InterfaceTable {
@@ -98,6 +116,7 @@ impl InterfaceTable {
                         mac: None,
                         up: false,
                         addrs: Vec::new(),
+                        addrs6: Vec::new(),
                         vlan: None,
                     })
                 }
@@ -117,6 +136,8 @@ impl InterfaceTable {
                     addr: v4.ip(),
                     prefix,
                 });
+            } else if let Some(v6) = address.as_sockaddr_in6() {
+                entry.addrs6.push(v6.ip());
             }
         }
         for (name, vlan) in read_vlans(&by_name) {
@@ -220,7 +241,7 @@ impl Interfaces {
     }
 }
 
-/// Keeps an [`Interfaces`] table current from rtnetlink link and IPv4 address events.
+/// Keeps an [`Interfaces`] table current from rtnetlink link and address events.
 pub struct Watcher {
     socket: OwnedFd,
     interfaces: Arc<Interfaces>,
@@ -261,9 +282,9 @@ impl Watcher {
     }
 }
 
-/// An rtnetlink socket subscribed to link and IPv4 address events (rtnetlink(7)).
+/// An rtnetlink socket subscribed to link and address events (rtnetlink(7)).
 fn netlink_socket() -> io::Result<OwnedFd> {
-    let groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR) as u32;
+    let groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
     Ok(super::netlink::socket(SockFlag::SOCK_NONBLOCK, groups)?)
 }
 
@@ -279,6 +300,11 @@ mod tests {
             mtu: 1500,
             up: true,
             vlan: None,
+            addrs6: vec![
+                "fe80::1".parse().unwrap(),
+                "fd00:18::1".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+            ],
             addrs: vec![
                 Ipv4Net {
                     addr: Ipv4Addr::new(198, 18, 0, 1),
@@ -308,6 +334,14 @@ mod tests {
             i.server_address(Ipv4Addr::BROADCAST, Ipv4Addr::new(198, 18, 5, 254)),
             Some(Ipv4Addr::new(198, 18, 5, 1))
         );
+    }
+
+    #[test]
+    fn the_ipv6_url_address_is_the_first_that_is_not_link_local() {
+        let mut i = iface();
+        assert_eq!(i.url_address6(), Some("fd00:18::1".parse().unwrap()));
+        i.addrs6.retain(|a| a.is_unicast_link_local());
+        assert_eq!(i.url_address6(), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod netlink;
 pub mod service;
 pub mod sockdiag;
 pub mod udp;
+pub mod udp6;
 pub mod xdp;
 
 use std::io;

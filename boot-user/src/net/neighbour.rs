@@ -64,6 +64,24 @@ pub fn lookup(ip: Ipv4Addr) -> Result<Option<[u8; 6]>, NetlinkError> {
     }
 }
 
+/// The MAC of the kernel's complete neighbour entry for the IPv6 address `ip` on `ifindex`,
+/// asked now: the client of a DHCPv6 request that came from an address whose interface
+/// identifier names no MAC. The kernel makes a (stale) entry from the source link-layer
+/// address of a client's neighbour solicitation (RFC 4861 §7.2.3), which a client that sent us
+/// a unicast datagram has just sent.
+pub fn lookup6(ip: std::net::Ipv6Addr, ifindex: u32) -> Result<Option<[u8; 6]>, NetlinkError> {
+    let mut socket = RequestSocket::open()?;
+    let mut ndmsg = [0u8; NDMSG_LEN];
+    ndmsg[0] = libc::AF_INET6 as u8;
+    ndmsg[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    let request = Request::get(libc::RTM_GETNEIGH, &ndmsg).attribute(libc::NDA_DST, &ip.octets());
+    match socket.ask(request) {
+        Ok(answer) => Ok(NeighbourEntry::parse(&answer)?.mac()),
+        Err(NetlinkError::Refused(Errno::ENOENT | Errno::ENODEV)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// `ip route get IP`: an RTM_GETROUTE for the host route to `ip`.
 fn route_request(ip: Ipv4Addr) -> Request {
     let mut rtmsg = [0u8; RTMSG_LEN];
@@ -122,8 +140,11 @@ impl NeighbourEntry {
             ));
         }
         let header = message.payload;
-        if header.first() != Some(&(libc::AF_INET as u8)) {
-            return Err(NetlinkError::Malformed("a neighbour entry not for IPv4"));
+        if !matches!(
+            header.first().map(|&f| i32::from(f)),
+            Some(libc::AF_INET | libc::AF_INET6)
+        ) {
+            return Err(NetlinkError::Malformed("a neighbour entry not for IP"));
         }
         let (Some(ifindex), Some(state), Some(attributes)) = (
             header.get(4..).and_then(ne_u32),

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -113,12 +113,7 @@ impl FileError {
 pub trait Generator: Send + Sync {
     /// The file `name` for `client`, which sent its request to our address `local`; `None`
     /// when `name` is not one this generator makes.
-    fn generate<'a>(
-        &'a self,
-        name: &'a str,
-        client: SocketAddrV4,
-        local: Ipv4Addr,
-    ) -> Generating<'a>;
+    fn generate<'a>(&'a self, name: &'a str, client: SocketAddr, local: IpAddr) -> Generating<'a>;
 }
 
 /// What [`Generator::generate`] returns: the file, once made (`None`: not a name it makes).

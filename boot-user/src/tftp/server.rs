@@ -3,9 +3,11 @@
 //! [`super::session`] (a transfer); the transfers' packets are exchanged by one task for all
 //! of them, [`super::transfers`].
 //!
-//! - One socket on `0.0.0.0:<port>` with IP_PKTINFO receives requests; each tells us the
-//!   interface it came in on (only served interfaces are answered; others are ignored without
-//!   a reply) and the address it was sent to.
+//! - One socket on `0.0.0.0:<port>` with IP_PKTINFO receives requests, and with `[ipv6]` on, one
+//!   on `[::]:<port>` with IPV6_RECVPKTINFO (EDK2's PXEv6 fetches its loader from the host of
+//!   its `tftp://[addr]/file` URL); each tells us the interface it came in on (only served
+//!   interfaces are answered; others are ignored without a reply) and the address it was sent
+//!   to.
 //! - Each accepted read request gets a new socket bound to our address on that interface with
 //!   an ephemeral port: the server's transfer ID (RFC 1350 §4). The socket is not connected,
 //!   so packets from another port reach the session and are answered with ERROR 5.
@@ -23,7 +25,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,7 +45,7 @@ use super::transfers::{Handoff, NewTransfer, Transfers};
 use crate::events::{Sink, TftpTransfer};
 use crate::loaders::LoaderSearch;
 use crate::net::iface::Interfaces;
-use crate::net::udp;
+use crate::net::{udp, udp6};
 
 /// Concurrent transfers allowed by default: far more than a rack boots at once, and at most a
 /// few hundred MB of buffers even at the largest block size.
@@ -71,6 +73,8 @@ pub struct TftpConfig {
     pub transfer_time_limit: Duration,
     /// Where known loaders missing from `root` are found (the `ipxe` package).
     pub loaders: LoaderSearch,
+    /// Listen on IPv6 as well (`[ipv6] enabled`).
+    pub ipv6: bool,
 }
 
 impl TftpConfig {
@@ -83,6 +87,7 @@ impl TftpConfig {
             max_retries: DEFAULT_MAX_RETRIES,
             transfer_time_limit: DEFAULT_TRANSFER_TIME_LIMIT,
             loaders: LoaderSearch::default(),
+            ipv6: false,
         }
     }
 }
@@ -96,6 +101,7 @@ impl From<&crate::config::Tftp> for TftpConfig {
             max_retries: config.max_retries,
             transfer_time_limit: config.transfer_time_limit,
             loaders: LoaderSearch::default(),
+            ipv6: false,
         }
     }
 }
@@ -117,6 +123,8 @@ pub enum TftpError {
 /// A bound TFTP server; [`TftpServer::serve`] runs it.
 pub struct TftpServer {
     socket: AsyncFd<Socket>,
+    /// `[::]:<port>`, with `[ipv6]` on.
+    socket6: Option<AsyncFd<Socket>>,
     port: u16,
     shared: Arc<Shared>,
 }
@@ -132,7 +140,7 @@ struct Shared {
     /// them, while the next file a client asks for from the same port is not (PXELINUX and
     /// GRUB ask for one config name after another from one port, the next RRQ leaving as soon
     /// as the last ERROR or ACK arrives, possibly before this side has let go of the last one).
-    active: Mutex<HashSet<(SocketAddrV4, Box<str>)>>,
+    active: Mutex<HashSet<(SocketAddr, Box<str>)>>,
     last_busy_warning: Mutex<Option<Instant>>,
     /// Told of every transfer's end; `None` when the admin side is off.
     observer: Sink,
@@ -172,9 +180,15 @@ impl TftpServer {
             .and_then(|a| a.as_socket())
             .map_or(port, |a| a.port());
         let socket = crate::net::register(socket).map_err(io)?;
+        let socket6 = if config.ipv6 {
+            Some(bind6(port)?)
+        } else {
+            None
+        };
         let files = FileCache::new(&config.root, config.loaders.clone());
         Ok(TftpServer {
             socket,
+            socket6,
             port,
             shared: Arc::new(Shared {
                 config,
@@ -249,7 +263,12 @@ impl TftpServer {
                         match udp::receive(guard.get_inner(), &mut buf) {
                             Ok(Some(datagram)) => {
                                 let bytes = buf.get(..datagram.len).unwrap_or_default();
-                                self.on_request(&datagram, bytes, &queue, &mut transfers);
+                                let arrived = Arrived {
+                                    source: datagram.source.into(),
+                                    destination: datagram.destination.into(),
+                                    ifindex: datagram.ifindex,
+                                };
+                                self.on_request(&arrived, bytes, self.socket.get_ref(), &queue, &mut transfers);
                             }
                             Ok(None) => {
                                 guard.clear_ready();
@@ -258,6 +277,29 @@ impl TftpServer {
                             Err(e) => {
                                 // One bad datagram must not stop the server.
                                 tracing::debug!(port, error = %e, "tftp recvmsg failed");
+                            }
+                        }
+                    }
+                }
+                Some(ready) = readable(self.socket6.as_ref()) => {
+                    let mut guard = ready.map_err(|source| TftpError::Io { port, source })?;
+                    for _ in 0..MAX_REQUESTS_PER_WAKEUP {
+                        match udp6::receive6(guard.get_inner(), &mut buf) {
+                            Ok(Some(datagram)) => {
+                                let bytes = buf.get(..datagram.len).unwrap_or_default();
+                                let arrived = Arrived {
+                                    source: datagram.source.into(),
+                                    destination: datagram.destination.into(),
+                                    ifindex: datagram.ifindex,
+                                };
+                                self.on_request(&arrived, bytes, guard.get_inner(), &queue, &mut transfers);
+                            }
+                            Ok(None) => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::debug!(port, error = %e, "tftp recvmsg (IPv6) failed");
                             }
                         }
                     }
@@ -273,13 +315,15 @@ impl TftpServer {
             transfers,
             _driver: driver,
             _port: self.socket,
+            _port6: self.socket6,
         })
     }
 
     fn on_request(
         &self,
-        datagram: &udp::Datagram,
+        datagram: &Arrived,
         bytes: &[u8],
+        socket: &Socket,
         queue: &Handoff,
         transfers: &mut JoinSet<()>,
     ) {
@@ -292,16 +336,30 @@ impl TftpServer {
             shared.stats.count("dropped", "not_served");
             return;
         };
-        let Some(local) = iface.server_address(datagram.destination, Ipv4Addr::UNSPECIFIED) else {
+        // Our address the transfer's socket is bound to: the one the request reached.
+        let local: Option<SocketAddr> = match datagram.destination {
+            IpAddr::V4(destination) => iface
+                .server_address(destination, Ipv4Addr::UNSPECIFIED)
+                .map(|a| (a, 0).into()),
+            IpAddr::V6(destination) => iface.has_address6(destination).then(|| {
+                let scope = if destination.is_unicast_link_local() {
+                    datagram.ifindex
+                } else {
+                    0
+                };
+                SocketAddrV6::new(destination, 0, 0, scope).into()
+            }),
+        };
+        let Some(local) = local else {
             shared.stats.count("dropped", "no_address");
             return;
         };
         let client = datagram.source;
-        if client.port() == 0
-            || client.ip().is_unspecified()
-            || client.ip().is_broadcast()
-            || client.ip().is_multicast()
-        {
+        let bad_source = match client.ip() {
+            IpAddr::V4(ip) => ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast(),
+            IpAddr::V6(ip) => ip.is_unspecified() || ip.is_multicast(),
+        };
+        if client.port() == 0 || bad_source {
             shared.stats.count("dropped", "bad_source");
             return;
         }
@@ -327,13 +385,16 @@ impl TftpServer {
                 );
                 let mut reply = Vec::new();
                 packet::write_error(&mut reply, code, message);
-                if let Err(e) = udp::send_from(
-                    self.socket.get_ref(),
-                    &reply,
-                    client,
-                    local,
-                    datagram.ifindex,
-                ) {
+                let sent = match (client, local.ip()) {
+                    (SocketAddr::V4(to), IpAddr::V4(from)) => {
+                        udp::send_from(socket, &reply, to, from, datagram.ifindex)
+                    }
+                    (SocketAddr::V6(to), IpAddr::V6(from)) => {
+                        udp6::send_from6(socket, &reply, to, from, datagram.ifindex)
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = sent {
                     tracing::debug!(%client, error = %e, "sending a tftp ERROR failed");
                 }
             }
@@ -343,7 +404,11 @@ impl TftpServer {
                 };
                 shared.stats.count("requests", "read");
                 let limits = Limits {
-                    max_blksize: options::max_blksize_for_mtu(iface.mtu),
+                    // An IPv6 header is 20 bytes longer than IPv4's.
+                    max_blksize: options::max_blksize_for_mtu(match client {
+                        SocketAddr::V4(_) => iface.mtu,
+                        SocketAddr::V6(_) => iface.mtu.saturating_sub(20),
+                    }),
                     max_windowsize: MAX_WINDOWSIZE,
                 };
                 let iface = iface.name.clone();
@@ -370,19 +435,61 @@ pub struct Draining {
     /// Exchanges the transfers' packets; dropped, it ends them.
     _driver: Transfers,
     _port: AsyncFd<Socket>,
+    _port6: Option<AsyncFd<Socket>>,
+}
+
+/// Where a request came from and went, over either IP version.
+struct Arrived {
+    source: SocketAddr,
+    destination: IpAddr,
+    ifindex: u32,
+}
+
+/// The IPv6 socket's readiness, or never when there is none.
+async fn readable(
+    socket: Option<&AsyncFd<Socket>>,
+) -> Option<io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, Socket>>> {
+    match socket {
+        Some(socket) => Some(socket.readable().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// `[::]:<port>` (IPv6 only: IPv4 has its own socket), with IPV6_RECVPKTINFO.
+fn bind6(port: u16) -> Result<AsyncFd<Socket>, TftpError> {
+    let io = |source| TftpError::Io { port, source };
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).map_err(io)?;
+    socket.set_only_v6(true).map_err(io)?;
+    socket.set_nonblocking(true).map_err(io)?;
+    let _ = socket.set_recv_buffer_size(REQUEST_RECEIVE_BUFFER);
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::Ipv6RecvPacketInfo,
+        &true,
+    )
+    .map_err(|e| io(e.into()))?;
+    let addr = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    socket.bind(&addr.into()).map_err(|source| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            TftpError::PortInUse { port }
+        } else {
+            TftpError::Bind { port, source }
+        }
+    })?;
+    crate::net::register(socket).map_err(io)
 }
 
 /// A transfer's place among the running ones; released on drop.
 struct Slot {
     shared: Arc<Shared>,
-    client: SocketAddrV4,
+    client: SocketAddr,
     file: Box<str>,
 }
 
 impl Slot {
     /// `None` (and counted) when the client already has a transfer of this file (its RRQ
     /// retransmitted) or no slot is free.
-    fn claim(shared: &Arc<Shared>, client: SocketAddrV4, file: &str) -> Option<Slot> {
+    fn claim(shared: &Arc<Shared>, client: SocketAddr, file: &str) -> Option<Slot> {
         let key = (client, Box::<str>::from(file));
         let mut active = shared.active.lock().unwrap_or_else(|p| p.into_inner());
         if active.contains(&key) {
@@ -416,13 +523,13 @@ impl Shared {
     async fn generated(
         &self,
         name: &str,
-        client: SocketAddrV4,
-        local: Ipv4Addr,
+        client: SocketAddr,
+        local: SocketAddr,
     ) -> Result<Arc<[u8]>, FileError> {
         let Some(generator) = &self.generator else {
             return Err(FileError::NotFound);
         };
-        match generator.generate(name, client, local).await {
+        match generator.generate(name, client, local.ip()).await {
             Some(Ok(Generated::Bytes(bytes))) => Ok(bytes),
             Some(Ok(Generated::File(path))) => self.files.open_trusted(path).await,
             Some(Err(e)) => Err(e),
@@ -459,7 +566,7 @@ async fn transfer(
     slot: Slot,
     request: ReadRequest,
     iface: String,
-    local: Ipv4Addr,
+    local: SocketAddr,
     limits: Limits,
     queue: Handoff,
 ) {
@@ -467,8 +574,7 @@ async fn transfer(
     let client = slot.client;
     let started = Instant::now();
     let file = request.path.as_str();
-    let socket = match UdpSocket::bind((local, 0)).and_then(|s| s.set_nonblocking(true).map(|()| s))
-    {
+    let socket = match UdpSocket::bind(local).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
         Ok(socket) => socket,
         Err(e) => {
             shared.stats.count("transfer", "socket_error");

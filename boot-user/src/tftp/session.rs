@@ -26,7 +26,7 @@
 //! instead is a minority convention, and RFC 1350 does not define a rollover at all.)
 
 use std::collections::VecDeque;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,7 +107,7 @@ enum Phase {
 /// One read transfer to one client (its TID being its address and port, RFC 1350 §4).
 #[derive(Debug)]
 pub struct Session {
-    peer: SocketAddrV4,
+    peer: SocketAddr,
     file: Arc<[u8]>,
     blksize: u16,
     windowsize: u16,
@@ -131,7 +131,7 @@ pub struct Session {
     /// When to retransmit.
     deadline: Instant,
     error_to_peer: Option<(ErrorCode, &'static str)>,
-    strangers: VecDeque<SocketAddrV4>,
+    strangers: VecDeque<SocketAddr>,
     datagrams: u64,
     retransmits: u64,
 }
@@ -140,7 +140,7 @@ impl Session {
     /// Starts serving `file` to `peer` with the agreed options; the first datagram (OACK or
     /// DATA 1) is ready in [`Session::poll_transmit`].
     pub fn new(
-        peer: SocketAddrV4,
+        peer: SocketAddr,
         file: Arc<[u8]>,
         negotiated: &Negotiated,
         limits: SessionLimits,
@@ -182,7 +182,7 @@ impl Session {
         }
     }
 
-    pub fn peer(&self) -> SocketAddrV4 {
+    pub fn peer(&self) -> SocketAddr {
         self.peer
     }
 
@@ -192,7 +192,7 @@ impl Session {
 
     /// Writes the next datagram due into `buf` and returns where it goes; `None` when nothing
     /// is due. Call until `None` after every event.
-    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<SocketAddrV4> {
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         let (to, payload) = self.poll_transmit_parts(buf)?;
         buf.extend_from_slice(payload);
         Some(to)
@@ -202,7 +202,7 @@ impl Session {
     /// the packet up to it (the 4-byte header) and the payload is returned as a slice of the
     /// file, for a vectored send. For other packets `buf` is the whole datagram and the payload
     /// empty.
-    pub fn poll_transmit_parts(&mut self, buf: &mut Vec<u8>) -> Option<(SocketAddrV4, &[u8])> {
+    pub fn poll_transmit_parts(&mut self, buf: &mut Vec<u8>) -> Option<(SocketAddr, &[u8])> {
         if let Some(stranger) = self.strangers.pop_front() {
             packet::write_error(buf, ErrorCode::UnknownTransferId, "unknown transfer ID");
             return Some((stranger, &[]));
@@ -249,7 +249,7 @@ impl Session {
     }
 
     /// A datagram arrived on the transfer's port from `from`.
-    pub fn on_datagram(&mut self, from: SocketAddrV4, bytes: &[u8], now: Instant) {
+    pub fn on_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         if self.is_finished() {
             return;
         }
@@ -392,12 +392,13 @@ fn client_message(message: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     use super::*;
     use crate::tftp::options::{self, Limits};
 
-    const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 50), 2070);
+    const CLIENT: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 50), 2070));
     const TIMEOUT: Duration = Duration::from_secs(1);
     const LIMITS: SessionLimits = SessionLimits {
         max_retries: 3,
@@ -418,7 +419,7 @@ mod tests {
     }
 
     /// Everything the session wants to send now, as parsed packets with their destination.
-    fn drain(session: &mut Session) -> Vec<(SocketAddrV4, Sent)> {
+    fn drain(session: &mut Session) -> Vec<(SocketAddr, Sent)> {
         let mut buf = Vec::new();
         let mut out = Vec::new();
         while let Some(to) = session.poll_transmit(&mut buf) {
@@ -447,7 +448,7 @@ mod tests {
     }
 
     /// The block numbers of the DATA packets in `sent`.
-    fn blocks(sent: &[(SocketAddrV4, Sent)]) -> Vec<u16> {
+    fn blocks(sent: &[(SocketAddr, Sent)]) -> Vec<u16> {
         sent.iter()
             .filter_map(|(_, s)| match s {
                 Sent::Data(block, _) => Some(*block),
@@ -764,7 +765,7 @@ mod tests {
     #[test]
     fn a_packet_from_another_port_gets_error_5_and_the_tftp_transfer_carries_on() {
         let t0 = Instant::now();
-        let stranger = SocketAddrV4::new(*CLIENT.ip(), CLIENT.port() + 1);
+        let stranger = SocketAddr::new(CLIENT.ip(), CLIENT.port() + 1);
         let mut s = Session::new(CLIENT, file(2000), &Negotiated::plain(), LIMITS, t0);
         assert_eq!(blocks(&drain(&mut s)), [1]);
         s.on_datagram(stranger, &ack(1), t0);

@@ -34,7 +34,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, IoSlice};
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -43,7 +43,7 @@ use std::time::Instant;
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::socket::{MsgFlags, SockaddrIn, sendmsg};
+use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
 use tokio::sync::oneshot;
 
 use super::session::{Session, Summary};
@@ -216,7 +216,7 @@ struct Entry {
     armed: Option<Instant>,
     /// A datagram the socket's send buffer had no room for, sent when it is writable again;
     /// nothing more is taken from the session until then.
-    blocked: Option<(SocketAddrV4, Vec<u8>)>,
+    blocked: Option<(SocketAddr, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -350,12 +350,10 @@ impl Driver {
         }
         if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR) {
             match entry.socket.recv_from(&mut self.received) {
-                Ok((len, SocketAddr::V4(from))) => {
+                Ok((len, from)) => {
                     let bytes = self.received.get(..len).unwrap_or_default();
                     entry.session.on_datagram(from, bytes, now);
                 }
-                // An IPv4 socket receives from IPv4 peers only.
-                Ok((_, SocketAddr::V6(_))) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     self.finish(token, Err(e));
@@ -477,14 +475,14 @@ impl Driver {
 }
 
 /// Sends `header` and `payload` as one datagram to `to`, without joining them first.
-fn send(socket: &UdpSocket, to: SocketAddrV4, header: &[u8], payload: &[u8]) -> io::Result<()> {
+fn send(socket: &UdpSocket, to: SocketAddr, header: &[u8], payload: &[u8]) -> io::Result<()> {
     let iov = [IoSlice::new(header), IoSlice::new(payload)];
     let parts = if payload.is_empty() {
         &iov[..1]
     } else {
         &iov[..]
     };
-    let to = SockaddrIn::from(to);
+    let to = SockaddrStorage::from(to);
     sendmsg(
         socket.as_raw_fd(),
         parts,
@@ -522,13 +520,6 @@ mod tests {
         socket
     }
 
-    fn v4(addr: SocketAddr) -> SocketAddrV4 {
-        match addr {
-            SocketAddr::V4(addr) => addr,
-            SocketAddr::V6(_) => unreachable!("bound to an IPv4 address"),
-        }
-    }
-
     /// Serves ready sockets until `f` returns something; panics after [`DEADLINE`].
     fn serve_until<T>(
         driver: &mut Driver,
@@ -550,10 +541,10 @@ mod tests {
     }
 
     /// The next datagram waiting on `socket`, with its sender.
-    fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddrV4)> {
+    fn receive(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
         let mut buf = [0u8; 1024];
         let (len, from) = socket.recv_from(&mut buf).ok()?;
-        Some((buf[..len].to_vec(), v4(from)))
+        Some((buf[..len].to_vec(), from))
     }
 
     #[test]
@@ -564,7 +555,7 @@ mod tests {
         let clients: Vec<UdpSocket> = (0..2).map(|_| loopback_socket()).collect();
         let mut outcomes = Vec::new();
         for client in &clients {
-            let peer = v4(client.local_addr().expect("client address"));
+            let peer = client.local_addr().expect("client address");
             let session = Session::new(
                 peer,
                 file.clone(),
@@ -643,7 +634,7 @@ mod tests {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
         let mut driver = Driver::default();
         let client = loopback_socket();
-        let peer = v4(client.local_addr().expect("client address"));
+        let peer = client.local_addr().expect("client address");
         let start = |driver: &mut Driver| {
             let session = Session::new(
                 peer,

@@ -1,16 +1,20 @@
 //! The XDP backend at work: per interface, the steering program attached, one AF_XDP socket per
 //! rx queue, the rings of teed frames, and one task that answers them all. Every request, teed
 //! or taken, goes through the same [`Service`] as the UDP backend; every reply is written as a
-//! whole Ethernet frame (the wire layer's [`emit_udp_frame`], the request's VLAN tags kept)
-//! straight into a TX frame of the queue the request came in on.
+//! whole Ethernet frame (the wire layer's [`emit_udp_frame`] or, over IPv6, `emit_udp6_frame`,
+//! the request's VLAN tags kept) straight into a TX frame of the queue the request came in on.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::Poll;
 
-use boot_common::wire::frame::{FrameRepr, UdpFrame, emit_udp_frame};
+use boot_common::wire::ethernet::{self, VlanTags};
+use boot_common::wire::frame::{
+    FrameRepr, FrameRepr6, UdpFrame, UdpFrame6, emit_udp_frame, emit_udp6_frame,
+};
 use boot_common::wire::mac::MacAddr;
+use boot_common::wire::{dhcpv6, ipv6};
 use boot_common::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_SERVER_PORT, SteerMode};
 use tokio::io::unix::AsyncFd;
 
@@ -21,6 +25,8 @@ use super::program::{
 use super::steering::Steered;
 use super::xsk::{self, XskError, XskInterface, XskOptions, XskQueue};
 use crate::dhcp::{Destination, ServerPort};
+use crate::dhcp6;
+use crate::net::iface::InterfaceTable;
 use crate::net::iface::Interfaces;
 use crate::net::service::Service;
 
@@ -33,6 +39,8 @@ pub struct XdpSettings {
     pub shed_rate: u32,
     pub shed_burst: u32,
     pub never_shed: Vec<[u8; 6]>,
+    /// Steer DHCPv6 too (`[ipv6] enabled`).
+    pub ipv6: bool,
 }
 
 /// Why the XDP backend could not start on an interface.
@@ -89,6 +97,7 @@ impl XdpInterface {
             // Wakeups only when the reader has caught up (the kernel's default notification):
             // an idle server answers at once, a busy one polls the ring without them.
             ring_wakeup: true,
+            ipv6: settings.ipv6,
         };
         program.set_config(&config)?;
         program.set_inventory(&settings.never_shed)?;
@@ -202,6 +211,10 @@ impl FrameAnswerer {
     /// vetted by the XDP program already; they are dropped here without a reply (the core
     /// counts DHCP-level problems).
     pub fn answer(&self, request: &[u8], out: &mut [u8]) -> Option<usize> {
+        let ethernet = ethernet::Frame::new_checked(request).ok()?;
+        if ethernet.ethertype() == ethernet::ethertype::IPV6 {
+            return self.answer6(request, out);
+        }
         let frame = UdpFrame::parse(request).ok()?;
         let port = match frame.udp.dst_port() {
             DHCP_SERVER_PORT => ServerPort::Dhcp,
@@ -211,20 +224,7 @@ impl FrameAnswerer {
         let tags = frame.ethernet.tags();
         let table = self.interfaces.snapshot();
         let physical = table.get(self.ifindex)?;
-        // A tagged frame belongs to the VLAN sub-interface of its (outer) tag: that is the
-        // interface the operator names and whose address the client gets. Without one the
-        // kernel would drop the frame, and no address of ours is reachable from that VLAN, so
-        // it is not answered.
-        let logical = match tags.as_slice().first() {
-            None => self.ifindex,
-            Some(tag) => match table.vlan_child(self.ifindex, tag.id()) {
-                Some(child) => child.index,
-                None => {
-                    self.service.count_not_served();
-                    return None;
-                }
-            },
-        };
+        let logical = self.logical(&table, tags)?;
         let answer =
             self.service
                 .handle(port, logical, frame.src(), frame.ip.dst(), frame.payload())?;
@@ -255,6 +255,88 @@ impl FrameAnswerer {
             .copy_from_slice(payload);
         emit_udp_frame(out, &repr, payload.len()).ok()
     }
+
+    /// The interface a frame with `tags` belongs to. A tagged frame belongs to the VLAN
+    /// sub-interface of its (outer) tag: that is the interface the operator names and whose
+    /// address the client gets. Without one the kernel would drop the frame, and no address of
+    /// ours is reachable from that VLAN, so it is not answered (and counted).
+    fn logical(&self, table: &InterfaceTable, tags: VlanTags) -> Option<u32> {
+        match tags.as_slice().first() {
+            None => Some(self.ifindex),
+            Some(tag) => match table.vlan_child(self.ifindex, tag.id()) {
+                Some(child) => Some(child.index),
+                None => {
+                    self.service.count_not_served();
+                    None
+                }
+            },
+        }
+    }
+
+    /// [`FrameAnswerer::answer`] over IPv6: DHCPv6 to port 547 (teed) or 4011 (taken).
+    fn answer6(&self, request: &[u8], out: &mut [u8]) -> Option<usize> {
+        let frame = UdpFrame6::parse(request).ok()?;
+        let port = match frame.udp.dst_port() {
+            dhcpv6::SERVER_PORT => dhcp6::ServerPort::Dhcp,
+            PXE_SERVER_PORT => dhcp6::ServerPort::Pxe,
+            _ => return None,
+        };
+        let tags = frame.ethernet.tags();
+        let table = self.interfaces.snapshot();
+        let physical = table.get(self.ifindex)?;
+        let logical = self.logical(&table, tags)?;
+        let source = frame.src();
+        let scope = if source.ip().is_unicast_link_local() {
+            logical
+        } else {
+            0
+        };
+        let answer = self.service.handle6(
+            port,
+            logical,
+            SocketAddrV6::new(*source.ip(), source.port(), 0, scope),
+            frame.ip.dst(),
+            Some(frame.ethernet.src().octets()),
+            frame.payload(),
+        )?;
+        let to = crate::net::udp6::reply_address(answer.reply.destination, 0);
+        // From the address a 4011 request reached; else our link-local address towards a
+        // link-local client (RFC 8415 §18.3: the server answers on the client's link), or our
+        // URL address towards a relay.
+        let from = match answer.source {
+            Some(from) => from,
+            None if to.ip().is_unicast_link_local() => link_local(&table, logical)?,
+            None => table
+                .get(logical)?
+                .url_address6()
+                .or_else(|| link_local(&table, logical))?,
+        };
+        let repr = FrameRepr6 {
+            src_mac: MacAddr(physical.mac?),
+            // The request's frame came from the client, the relay, or the router in front of
+            // either: its source MAC is the next hop back.
+            dst_mac: frame.ethernet.src(),
+            tags,
+            src: SocketAddrV6::new(from, port.number(), 0, 0),
+            dst: SocketAddrV6::new(*to.ip(), to.port(), 0, 0),
+            hop_limit: ipv6::DEFAULT_HOP_LIMIT,
+        };
+        let payload = &answer.reply.bytes;
+        let at = repr.headers_len();
+        out.get_mut(at..at + payload.len())?
+            .copy_from_slice(payload);
+        emit_udp6_frame(out, &repr, payload.len()).ok()
+    }
+}
+
+/// The first link-local address of interface `index`.
+fn link_local(table: &InterfaceTable, index: u32) -> Option<Ipv6Addr> {
+    table
+        .get(index)?
+        .addrs6
+        .iter()
+        .copied()
+        .find(Ipv6Addr::is_unicast_link_local)
 }
 
 /// Teed frames of the shared ring answered in one round before the task looks at the sockets

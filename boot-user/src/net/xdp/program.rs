@@ -44,9 +44,9 @@ use aya::{
     },
 };
 use boot_common::{
-    CONFIG_FLAG_WAKEUP, CONFIG_MAP, COUNTERS_MAP, Config, INVENTORY_MAP, INVENTORY_MAX_ENTRIES,
-    MacKey, PRIORITY_RING_MAP, PROGRAM_NAME, TEE_CAPTURE_LEN, TEE_RECORD_LEN, TEE_RING_MAP,
-    TeeRecord, XSK_MAP,
+    CONFIG_FLAG_IPV6, CONFIG_FLAG_WAKEUP, CONFIG_MAP, COUNTERS_MAP, Config, INVENTORY_MAP,
+    INVENTORY_MAX_ENTRIES, MacKey, PRIORITY_RING_MAP, PROGRAM_NAME, TEE_CAPTURE_LEN,
+    TEE_RECORD_LEN, TEE_RING_MAP, TeeRecord, XSK_MAP,
 };
 pub use boot_common::{Counter, SteerMode, TeeHeader};
 
@@ -301,6 +301,8 @@ pub struct ProgramConfig {
     /// Have the kernel signal the ring's descriptor when records arrive and userspace had
     /// caught up. Off, records are submitted with `BPF_RB_NO_WAKEUP` and userspace polls.
     pub ring_wakeup: bool,
+    /// Steer DHCPv6 too (`[ipv6] enabled`); off, IPv6 frames pass untouched.
+    pub ipv6: bool,
 }
 
 impl From<&ProgramConfig> for Config {
@@ -311,7 +313,7 @@ impl From<&ProgramConfig> for Config {
                 CONFIG_FLAG_WAKEUP
             } else {
                 0
-            },
+            } | if config.ipv6 { CONFIG_FLAG_IPV6 } else { 0 },
             shed_rate: config.shed_rate,
             shed_burst: config.shed_burst,
         }

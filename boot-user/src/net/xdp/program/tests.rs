@@ -1499,3 +1499,328 @@ fn auto_steering_takes_a_boot_discover_only_while_no_socket_of_the_host_would_re
         assert!(drain(&mut ring).is_empty());
     });
 }
+
+// ---- IPv6 ----------------------------------------------------------------------------------
+
+const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+/// The IPv6 next-header numbers the frames below use (RFC 8200 §4).
+const HOP_BY_HOP: u8 = 0;
+const UDP: u8 = 17;
+const FRAGMENT: u8 = 44;
+const DESTINATION_OPTIONS: u8 = 60;
+
+/// A captured DHCPv6 request (`tests/data/dhcpv6/`, see tests/data/README.md).
+fn golden6(name: &str) -> Vec<u8> {
+    let path = format!("{}/../tests/data/dhcpv6/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Ethernet from `src` (with `vlan_tags`), IPv6 from the link-local address of `src` to
+/// ff02::1:2 (to fd00:18::1 for port 4011), the extension headers `ext` (their bytes, the first
+/// named by `first`, the last naming UDP), UDP from 546 to `dst_port`, then `payload`.
+/// Checksums are left zero: XDP sees frames before any checksum validation.
+fn frame6_from(
+    src: [u8; 6],
+    vlan_tags: &[([u8; 2], u16)],
+    first: u8,
+    ext: &[u8],
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut frame = vec![0x33, 0x33, 0, 1, 0, 2];
+    frame.extend(src);
+    for (tpid, vid) in vlan_tags {
+        frame.extend(tpid);
+        frame.extend(vid.to_be_bytes());
+    }
+    frame.extend(ETH_P_IPV6);
+    let payload_len = u16::try_from(ext.len() + 8 + payload.len()).expect("test frame fits");
+    frame.extend([0x60, 0, 0, 0]);
+    frame.extend(payload_len.to_be_bytes());
+    frame.extend([first, 1]);
+    frame.extend(boot_common::wire::ipv6::eui64_link_local(src.into()).octets());
+    let dst = if dst_port == PXE_SERVER_PORT {
+        std::net::Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1)
+    } else {
+        boot_common::wire::dhcpv6::ALL_RELAY_AGENTS_AND_SERVERS
+    };
+    frame.extend(dst.octets());
+    frame.extend_from_slice(ext);
+    frame.extend(546u16.to_be_bytes());
+    frame.extend(dst_port.to_be_bytes());
+    frame.extend(
+        u16::try_from(8 + payload.len())
+            .expect("fits")
+            .to_be_bytes(),
+    );
+    frame.extend([0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The default configuration with DHCPv6 steered.
+fn ipv6_on() -> ProgramConfig {
+    ProgramConfig {
+        ipv6: true,
+        ..ProgramConfig::default()
+    }
+}
+
+fn untagged6(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    frame6_from(CLIENT_MAC, &[], UDP, &[], dst_port, payload)
+}
+
+/// A DHCPv6 message of `kind` with `options` (code, data) in order.
+fn dhcpv6_message(kind: u8, options: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut msg = vec![kind, 0x12, 0x34, 0x56];
+    for (code, data) in options {
+        msg.extend(code.to_be_bytes());
+        msg.extend(u16::try_from(data.len()).expect("short").to_be_bytes());
+        msg.extend_from_slice(data);
+    }
+    msg
+}
+
+#[test]
+fn captured_boot_solicits_and_information_requests_are_teed_as_they_came() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    set_config(&mut program, ipv6_on());
+    let mut ring = take_ring(&mut program);
+    // Off, as `[ipv6] enabled = false` leaves it, DHCPv6 passes untouched.
+    set_config(&mut program, ProgramConfig::default());
+    let solicit = untagged6(547, &golden6("ovmf-pxev6-solicit.bin"));
+    assert_passed(&program, &solicit, Counter::Passed);
+    set_config(&mut program, ipv6_on());
+    let mut teed = Vec::new();
+    for name in [
+        "ovmf-pxev6-solicit.bin",
+        "ovmf-httpv6-solicit.bin",
+        "ipxe-efi-information-request.bin",
+        "ipxe-efi-solicit.bin",
+    ] {
+        let frame = untagged6(547, &golden6(name));
+        assert_passed(&program, &frame, Counter::Teed);
+        teed.push(frame);
+    }
+    let records = drain(&mut ring);
+    assert_eq!(
+        records.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(),
+        teed
+    );
+    assert!(records.iter().all(|(h, _)| h.vlan_tags == 0));
+}
+
+#[test]
+fn plain_solicits_and_the_site_servers_exchanges_are_left_to_it() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    set_config(&mut program, ipv6_on());
+    let mut ring = take_ring(&mut program);
+    let duid = [0u8, 3, 0, 1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    // EDK2's own session for the address: no vendor class, a request for DNS servers.
+    let plain = dhcpv6_message(1, &[(1, &duid), (8, &[0, 0]), (6, &[0, 23])]);
+    assert_passed(&program, &untagged6(547, &plain), Counter::DhcpPassed);
+    // Its Request to the site's server.
+    let request = untagged6(547, &golden6("ovmf-pxev6-request-547.bin"));
+    assert_passed(&program, &request, Counter::DhcpPassed);
+    // A boot client's Renew, Confirm or Release is the site server's whatever its marks.
+    let class = [&[0u8, 0, 1, 0x57, 0, 9][..], b"PXEClient"].concat();
+    for kind in [4u8, 5, 6, 8, 9] {
+        let marked = dhcpv6_message(kind, &[(1, &duid), (16, &class)]);
+        assert_passed(&program, &untagged6(547, &marked), Counter::DhcpPassed);
+    }
+    // A server's answer goes to port 546: not ours to look at.
+    let advertise = dhcpv6_message(2, &[(1, &duid), (16, &class)]);
+    let to_client = frame6_from(RELAY_MAC, &[], UDP, &[], 546, &advertise);
+    assert_passed(&program, &to_client, Counter::Passed);
+    // Another enterprise's "PXEClient" is not EDK2's.
+    let other = [&[0u8, 0, 0, 9, 0, 9][..], b"PXEClient"].concat();
+    let foreign = dhcpv6_message(1, &[(1, &duid), (16, &other)]);
+    assert_passed(&program, &untagged6(547, &foreign), Counter::DhcpPassed);
+    assert!(drain(&mut ring).is_empty());
+}
+
+#[test]
+fn edk2s_request_on_4011_over_ipv6_is_taken_by_its_queues_socket() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    set_config(&mut program, ipv6_on());
+    let request = untagged6(PXE_SERVER_PORT, &golden6("ovmf-pxev6-request-4011.bin"));
+    assert_passed(&program, &request, Counter::NoSocket);
+    let socket = af_xdp_socket();
+    program
+        .register_socket(0, socket.as_fd())
+        .expect("register");
+    assert_outcome(&program, &request, XdpAction::Redirect, &[Counter::Taken]);
+}
+
+#[test]
+fn extension_headers_are_walked_to_the_solicit_and_fragments_are_passed() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    set_config(&mut program, ipv6_on());
+    let mut ring = take_ring(&mut program);
+    let solicit = golden6("ovmf-pxev6-solicit.bin");
+    // Hop-by-hop options (8 octets), destination options (16 octets), an atomic fragment.
+    let mut ext = vec![DESTINATION_OPTIONS, 0, 1, 4, 0, 0, 0, 0];
+    ext.extend([FRAGMENT, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    ext.extend([UDP, 0, 0, 0, 0, 0, 0, 7]);
+    let walked = frame6_from(CLIENT_MAC, &[], HOP_BY_HOP, &ext, 547, &solicit);
+    assert_passed(&program, &walked, Counter::Teed);
+    assert_eq!(drain(&mut ring).len(), 1);
+
+    // A first or later fragment: its ports are not all here (or not at all).
+    for offset_and_more in [0x0001u16, 0x0008] {
+        let [a, b] = offset_and_more.to_be_bytes();
+        let fragment = [UDP, 0, a, b, 0, 0, 0, 7];
+        let frame = frame6_from(CLIENT_MAC, &[], FRAGMENT, &fragment, 547, &solicit);
+        assert_passed(&program, &frame, Counter::Passed);
+    }
+    // One more extension header than the walk's bound.
+    let bound = boot_common::wire::ipv6::MAX_EXTENSION_HEADERS;
+    let mut chain = Vec::new();
+    for i in 0..=bound {
+        let next = if i == bound { UDP } else { DESTINATION_OPTIONS };
+        chain.extend([next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let long = frame6_from(CLIENT_MAC, &[], DESTINATION_OPTIONS, &chain, 547, &solicit);
+    assert_passed(&program, &long, Counter::Passed);
+    // Exactly the bound: walked.
+    let within = frame6_from(
+        CLIENT_MAC,
+        &[],
+        DESTINATION_OPTIONS,
+        &chain[8..],
+        547,
+        &solicit,
+    );
+    assert_passed(&program, &within, Counter::Teed);
+    // ICMPv6 and other UDP are nothing to do with us.
+    let mut icmp = untagged6(547, &solicit);
+    icmp[14 + 6] = 58;
+    assert_passed(&program, &icmp, Counter::Passed);
+    assert_passed(&program, &untagged6(53, &solicit), Counter::Passed);
+}
+
+#[test]
+fn malformed_dhcpv6_is_passed_on_547_and_dropped_on_4011() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    set_config(&mut program, ipv6_on());
+    let solicit = golden6("ovmf-pxev6-solicit.bin");
+    let udp_len_at = 14 + 40 + 4;
+    for port in [547u16, PXE_SERVER_PORT] {
+        let expected = if port == PXE_SERVER_PORT {
+            XdpAction::Drop
+        } else {
+            XdpAction::Pass
+        };
+        // A UDP length past the frame, and past the IPv6 payload.
+        let mut long = untagged6(port, &solicit);
+        long[udp_len_at..udp_len_at + 2].copy_from_slice(&2000u16.to_be_bytes());
+        assert_outcome(&program, &long, expected, &[Counter::Malformed]);
+        let mut beyond_ip = untagged6(port, &solicit);
+        let payload_len = u16::from_be_bytes([beyond_ip[18], beyond_ip[19]]);
+        beyond_ip[18..20].copy_from_slice(&(payload_len - 1).to_be_bytes());
+        assert_outcome(&program, &beyond_ip, expected, &[Counter::Malformed]);
+        // Shorter than a DHCPv6 header.
+        assert_outcome(
+            &program,
+            &untagged6(port, &[1, 0, 0]),
+            expected,
+            &[Counter::Malformed],
+        );
+        // An option whose length runs past the message.
+        let mut overrun = solicit.clone();
+        overrun[6..8].copy_from_slice(&500u16.to_be_bytes());
+        assert_outcome(
+            &program,
+            &untagged6(port, &overrun),
+            expected,
+            &[Counter::Malformed],
+        );
+    }
+}
+
+#[test]
+fn an_ipv6_frame_cut_at_any_offset_is_never_teed_or_taken() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    set_config(&mut program, ipv6_on());
+    let mut ring = take_ring(&mut program);
+    let socket = af_xdp_socket();
+    program
+        .register_socket(0, socket.as_fd())
+        .expect("register");
+    for (port, name) in [
+        (547, "ovmf-pxev6-solicit.bin"),
+        (PXE_SERVER_PORT, "ovmf-pxev6-request-4011.bin"),
+    ] {
+        let whole = untagged6(port, &golden6(name));
+        for cut in MIN_TEST_FRAME_LEN..whole.len() {
+            let expected = if cut < 14 + 40 + 8 {
+                (XdpAction::Pass, Counter::Passed)
+            } else if port == PXE_SERVER_PORT {
+                (XdpAction::Drop, Counter::Malformed)
+            } else {
+                (XdpAction::Pass, Counter::Malformed)
+            };
+            assert_eq!(
+                run(&program, &whole[..cut]),
+                TestRunOutcome {
+                    action: expected.0,
+                    counter_deltas: counted(&[expected.1]),
+                },
+                "{name} cut at {cut} of {}",
+                whole.len()
+            );
+        }
+    }
+    assert!(drain(&mut ring).is_empty(), "teed a cut frame");
+}
+
+#[test]
+fn tagged_and_relayed_dhcpv6_is_teed_and_a_flood_from_one_mac_is_shed() {
+    let Some(mut program) = load_or_skip() else {
+        return;
+    };
+    set_config(&mut program, ipv6_on());
+    let mut ring = take_ring(&mut program);
+    let solicit = golden6("ovmf-pxev6-solicit.bin");
+    let tagged = frame6_from(CLIENT_MAC, &[(ETH_P_8021Q, 42)], UDP, &[], 547, &solicit);
+    assert_passed(&program, &tagged, Counter::Teed);
+    let records = drain(&mut ring);
+    assert_eq!(records[0].0.vlan_id(), Some(42));
+
+    set_config(
+        &mut program,
+        ProgramConfig {
+            shed_rate: 1,
+            shed_burst: 2,
+            ..ipv6_on()
+        },
+    );
+    let frame = untagged6(547, &solicit);
+    assert_passed(&program, &frame, Counter::Teed);
+    assert_passed(&program, &frame, Counter::Teed);
+    // Over the limit: not teed, but the site's DHCPv6 server still gets it.
+    assert_passed(&program, &frame, Counter::Shed);
+    // A relay's Relay-Forwards carry many clients: teed, never shed.
+    let mut relay_forward = vec![12, 0];
+    relay_forward.extend([0; 32]);
+    relay_forward.extend(9u16.to_be_bytes());
+    relay_forward.extend(u16::try_from(solicit.len()).expect("short").to_be_bytes());
+    relay_forward.extend(&solicit);
+    let relayed = frame6_from(RELAY_MAC, &[], UDP, &[], 547, &relay_forward);
+    for _ in 0..5 {
+        assert_passed(&program, &relayed, Counter::Teed);
+    }
+    assert_eq!(drain(&mut ring).len(), 2 + 5);
+}

@@ -2,8 +2,8 @@
 //! that is that node: on the server's link, the kernel's neighbour entry for the requesting
 //! address must name the MAC the request claims. The same holds for the per-node configs of
 //! the loaders after the firmware (GRUB's, PXELINUX's) over HTTP and TFTP, for GRUB's name by
-//! address, and for the overlay those configs name. Namespaces the test creates,
-//! 198.18.0.0/15.
+//! address, and for the overlay those configs name; over IPv4 and IPv6. Namespaces the test
+//! creates, 198.18.0.0/15 and fd00::/8.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -160,5 +160,36 @@ fn a_host_gets_its_own_script_and_loader_configs_but_not_another_nodes() -> Resu
         CURL_TFTP_PERMISSION,
         "{stolen}"
     );
+
+    // The same over IPv6 (ULA addresses on the same link, fd00::/8): the kernel's neighbour
+    // entry from neighbour discovery names the client, and another node's script is refused.
+    lab.host.ip(&format!(
+        "-6 addr add fd00:18::1/64 dev {} nodad",
+        lab.iface
+    ))?;
+    lab.client.ip("-6 addr add fd00:18::32/64 dev eth0 nodad")?;
+    let http6 = |path: &str| -> Result<String> {
+        lab.client.exec(
+            Path::new("curl"),
+            &[
+                "-s",
+                "-g",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+                &format!("http://[fd00:18::1]:{port}{path}"),
+            ],
+        )
+    };
+    assert_eq!(http6(&format!("/boot.ipxe?mac={own_mac}"))?.trim(), "200");
+    assert_eq!(
+        http6(&format!("/boot.ipxe?mac={other_mac}"))?.trim(),
+        "403",
+        "another node's script over IPv6"
+    );
+    assert_eq!(http6(&stolen)?.trim(), "403", "{stolen} over IPv6");
     Ok(())
 }

@@ -902,10 +902,20 @@ fn boot_file_of<'c>(config: &'c Config, rest: &str) -> Option<(&'c Path, u64)> {
 /// The kernel is asked each time, not through the node tracker's cache: the check is about
 /// the host connected now.
 fn requester_is(mac: &[u8; 6], client: SocketAddr) -> Result<(), Box<Response<Body>>> {
-    let std::net::IpAddr::V4(ip) = client.ip().to_canonical() else {
-        return Ok(());
+    let ip = client.ip().to_canonical();
+    let actual = match (ip, client) {
+        (IpAddr::V4(v4), _) => neighbour_mac(v4),
+        // Over IPv6 the neighbour table (NDP) answers the same question; a link-local client
+        // is looked up on the interface it came in on.
+        (IpAddr::V6(v6), SocketAddr::V6(v6_client)) => {
+            crate::net::neighbour::lookup_v6(v6, v6_client.scope_id()).unwrap_or_else(|e| {
+                tracing::debug!(client = %v6, error = %e, "neighbour lookup failed");
+                None
+            })
+        }
+        (IpAddr::V6(_), SocketAddr::V4(_)) => None,
     };
-    match neighbour_mac(ip) {
+    match actual {
         Some(actual) if actual != *mac => {
             tracing::warn!(
                 claimed = %MacDisplay(mac),

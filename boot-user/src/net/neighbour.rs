@@ -82,6 +82,34 @@ pub fn lookup6(ip: std::net::Ipv6Addr, ifindex: u32) -> Result<Option<[u8; 6]>, 
     }
 }
 
+/// The MAC of the kernel's complete neighbour entry for the IPv6 address `ip`, asked now: on
+/// `scope` for a link-local address (its zone: the interface it was reached on), else on the
+/// interface of the route to it when that route is on-link, as [`lookup`] does for IPv4. The
+/// entry comes from neighbour discovery (RFC 4861), which a client that reached us by TCP has
+/// just gone through.
+pub fn lookup_v6(ip: std::net::Ipv6Addr, scope: u32) -> Result<Option<[u8; 6]>, NetlinkError> {
+    if ip.is_unicast_link_local() {
+        return match scope {
+            0 => Ok(None),
+            ifindex => lookup6(ip, ifindex),
+        };
+    }
+    let mut socket = RequestSocket::open()?;
+    let mut rtmsg = [0u8; RTMSG_LEN];
+    rtmsg[0] = libc::AF_INET6 as u8;
+    rtmsg[1] = 128; // dst_len: the one address
+    let route = Request::get(libc::RTM_GETROUTE, &rtmsg).attribute(libc::RTA_DST, &ip.octets());
+    let ifindex = match socket.ask(route) {
+        Ok(answer) => on_link_interface(&answer)?,
+        Err(NetlinkError::Refused(Errno::ENETUNREACH | Errno::EHOSTUNREACH)) => None,
+        Err(e) => return Err(e),
+    };
+    match ifindex {
+        Some(ifindex) => lookup6(ip, ifindex),
+        None => Ok(None),
+    }
+}
+
 /// `ip route get IP`: an RTM_GETROUTE for the host route to `ip`.
 fn route_request(ip: Ipv4Addr) -> Request {
     let mut rtmsg = [0u8; RTMSG_LEN];

@@ -159,6 +159,33 @@ impl Observer {
         });
     }
 
+    /// How long a DHCP decision (v4 or v6) on `port` took.
+    fn decided(&self, port: u16, elapsed: Duration) {
+        self.decisions.with(
+            &self.metrics.dhcp_decision_seconds,
+            &PortLabels { port },
+            |h| h.observe(elapsed.as_secs_f64()),
+        );
+    }
+
+    /// A DHCP request (v4 or v6) left unanswered, and why.
+    fn count_ignored(&self, reason: &'static str, interface: &'static str) {
+        self.ignored.with(
+            &self.metrics.dhcp_ignored,
+            &ReasonLabels { reason, interface },
+            |c| {
+                c.inc();
+            },
+        );
+    }
+
+    /// A DHCP reply (v4 or v6) sent.
+    fn count_reply(&self, labels: &ReplyLabels) {
+        self.replies.with(&self.metrics.dhcp_replies, labels, |c| {
+            c.inc();
+        });
+    }
+
     fn track(&self, protocol: &'static str, event: impl FnOnce(&mut NodeTracker) -> Update) {
         let mut tracker = self.tracker();
         let update = event(&mut tracker);
@@ -181,13 +208,7 @@ impl EventSink for Observer {
         elapsed: Duration,
     ) {
         let m = &self.metrics;
-        self.decisions.with(
-            &m.dhcp_decision_seconds,
-            &PortLabels {
-                port: port.number(),
-            },
-            |h| h.observe(elapsed.as_secs_f64()),
-        );
+        self.decided(port.number(), elapsed);
         let interface = interface_label(iface);
         let (client, rule, answer) = match outcome {
             Outcome::Malformed(malformed) => {
@@ -200,16 +221,7 @@ impl EventSink for Observer {
                 return;
             }
             Outcome::Ignored { client, reason } => {
-                self.ignored.with(
-                    &m.dhcp_ignored,
-                    &ReasonLabels {
-                        reason: reason.name(),
-                        interface,
-                    },
-                    |c| {
-                        c.inc();
-                    },
-                );
+                self.count_ignored(reason.name(), interface);
                 // Plain DHCP and a boot client's REQUEST to the site server are not boot
                 // decisions: no row for them.
                 if matches!(reason, Ignored::NotBootRequest | Ignored::MessageType(_)) {
@@ -235,18 +247,12 @@ impl EventSink for Observer {
                 action,
                 reply,
             } => {
-                self.replies.with(
-                    &m.dhcp_replies,
-                    &ReplyLabels {
-                        kind: reply.kind.name(),
-                        arch: client.arch.map_or("none", |a| a.name()),
-                        firmware: Firmware::of(&client.identity()).name(),
-                        interface,
-                    },
-                    |c| {
-                        c.inc();
-                    },
-                );
+                self.count_reply(&ReplyLabels {
+                    kind: reply.kind.name(),
+                    arch: client.arch.map_or("none", |a| a.name()),
+                    firmware: Firmware::of(&client.identity()).name(),
+                    interface,
+                });
                 (
                     client,
                     Some(*rule),
@@ -285,13 +291,7 @@ impl EventSink for Observer {
         elapsed: Duration,
     ) {
         let m = &self.metrics;
-        self.decisions.with(
-            &m.dhcp_decision_seconds,
-            &PortLabels {
-                port: port.number(),
-            },
-            |h| h.observe(elapsed.as_secs_f64()),
-        );
+        self.decided(port.number(), elapsed);
         let interface = interface_label(iface);
         let (client, rule, answer) = match outcome {
             dhcp6::Outcome::Malformed(malformed) => {
@@ -304,16 +304,7 @@ impl EventSink for Observer {
                 return;
             }
             dhcp6::Outcome::Ignored { client, reason } => {
-                self.ignored.with(
-                    &m.dhcp_ignored,
-                    &ReasonLabels {
-                        reason: reason.name(),
-                        interface,
-                    },
-                    |c| {
-                        c.inc();
-                    },
-                );
+                self.count_ignored(reason.name(), interface);
                 if matches!(
                     reason,
                     dhcp6::Ignored::NotBootRequest
@@ -342,18 +333,12 @@ impl EventSink for Observer {
                 action,
                 reply,
             } => {
-                self.replies.with(
-                    &m.dhcp_replies,
-                    &ReplyLabels {
-                        kind: reply.kind.name(),
-                        arch: client.arch.map_or("none", |a| a.name()),
-                        firmware: Firmware::of(&client.identity()).name(),
-                        interface,
-                    },
-                    |c| {
-                        c.inc();
-                    },
-                );
+                self.count_reply(&ReplyLabels {
+                    kind: reply.kind.name(),
+                    arch: client.arch.map_or("none", |a| a.name()),
+                    firmware: Firmware::of(&client.identity()).name(),
+                    interface,
+                });
                 (
                     client,
                     Some(*rule),
